@@ -1,0 +1,245 @@
+"""Everything a run writes, and reading checkpoints back.
+
+A run folder::
+
+    config.json          the resolved TrainConfig
+    split.json           the store, split and clip ids used for training and validation
+    metrics.jsonl        one JSON line per epoch
+    best/                the best model so far: model.safetensors + config.json
+    state/               the resumable training state (Accelerator.save_state)
+
+Only the main process writes files, except `save_state`, which every process must call
+(each saves its own RNG state). Every folder is written under a temporary name and renamed
+into place, so a crash never leaves a half-written `best/` or `state/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .config import TrainConfig
+from .data.store import ClassInfo
+from .errors import CheckpointError, ConfigError
+from .layout import LAYOUT_ID, NUM_CHANNELS, NUM_POINTS, keypoint_layout
+from .model import STTransformer
+
+CHECKPOINT_FORMAT = "accel_signs.checkpoint"
+CHECKPOINT_VERSION = 1
+MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished folder `tmp` to `final`, replacing what was there. The old folder is
+    renamed aside first and removed last, so at every instant one complete copy exists."""
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_meta(cfg: TrainConfig, classes: tuple[ClassInfo, ...], epoch: int, metrics: dict[str, float],
+                    data: dict[str, Any]) -> dict[str, Any]:
+    """The `config.json` of a checkpoint: enough to rebuild the model and name its classes."""
+    layout = keypoint_layout()
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "accel_signs_version": __version__,
+        "model": {
+            "class": STTransformer.__name__,
+            "size": cfg.model.size,
+            "num_classes": len(classes),
+            "dropout": cfg.model.dropout,
+            "seq_len": cfg.data.seq_len,
+            "part_sizes": layout.part_sizes(),
+        },
+        "layout": {"id": LAYOUT_ID, "points": NUM_POINTS, "channels": NUM_CHANNELS},
+        "classes": [{"id": i, "sign": c.sign, "en": c.en, "ar": c.ar} for i, c in enumerate(classes)],
+        "epoch": epoch,
+        "metrics": metrics,
+        "data": data,
+        "train_config": cfg.to_dict(),
+    }
+
+
+class RunWriter:
+    """Owns a run folder. Methods that write check `is_main_process` themselves; call them
+    on every process so the collective ones (`create`, `save_state`) line up."""
+
+    def __init__(self, accelerator: Accelerator, path: Path):
+        self.accelerator, self.path = accelerator, path
+
+    @classmethod
+    def create(cls, accelerator: Accelerator, cfg: TrainConfig, num_classes: int) -> RunWriter:
+        """Make a new run folder and write its config.json. The main process picks the name and
+        creates it; every process gets the same path, or the same error."""
+        name, error = cfg.run_name, None
+        if accelerator.is_main_process:
+            if name is None:
+                base = f"{datetime.now():%Y%m%d-%H%M%S}-signs{num_classes}-{cfg.model.size}"
+                name, suffix = base, 2
+                while (cfg.output_dir / name).exists():
+                    name, suffix = f"{base}-{suffix}", suffix + 1
+            path = cfg.output_dir / name
+            if path.exists():
+                error = f"run folder {path} already exists; choose another --run-name or --output-dir"
+            else:
+                try:
+                    path.mkdir(parents=True)
+                    _write_json(path / "config.json", {**cfg.to_dict(), "run_name": name})
+                except OSError as e:
+                    shutil.rmtree(path, ignore_errors=True)
+                    error = f"cannot create run folder {path}: {e.strerror or e}"
+        name, error = broadcast_object_list([name, error], from_process=0)
+        if error:
+            raise ConfigError(error)
+        return cls(accelerator, cfg.output_dir / name)
+
+    @property
+    def best_dir(self) -> Path:
+        return self.path / "best"
+
+    def write_json(self, name: str, data: Any) -> None:
+        if self.accelerator.is_main_process:
+            _write_json(self.path / name, data)
+
+    def log_epoch(self, metrics: dict[str, Any]) -> None:
+        """Append one line to metrics.jsonl and pass the metrics to the Accelerate trackers."""
+        if self.accelerator.is_main_process:
+            with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(metrics) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        self.accelerator.log({k: v for k, v in metrics.items() if k != "epoch"}, step=metrics["epoch"])
+
+    def save_best(self, model: torch.nn.Module, meta: dict[str, Any]) -> None:
+        """Write model.safetensors + config.json to best/ (main process only, atomically)."""
+        if not self.accelerator.is_main_process:
+            return
+        tmp = self.path / "best.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.accelerator.unwrap_model(model).state_dict().items()}
+        save_file(state, tmp / MODEL_FILE, metadata={"format": CHECKPOINT_FORMAT, "config": json.dumps(meta, ensure_ascii=False)})
+        with open(tmp / MODEL_FILE, "rb") as f:
+            os.fsync(f.fileno())
+        _write_json(tmp / CONFIG_FILE, meta)
+        replace_dir(tmp, self.best_dir)
+
+    def save_state(self) -> None:
+        """Resumable state (model, optimizer, scheduler, RNG, registered objects) into state/.
+        Collective: every process calls it."""
+        tmp = self.path / "state.tmp"
+        if self.accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(tmp))
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            replace_dir(tmp, self.path / "state")
+        self.accelerator.wait_for_everyone()
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (eval mode, CPU) and its description."""
+
+    model: STTransformer
+    meta: dict[str, Any]
+    path: Path
+
+    @property
+    def classes(self) -> list[dict[str, Any]]:
+        return self.meta["classes"]
+
+
+def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a checkpoint's config.json."""
+    path = Path(path)
+    cfg_path = path / CONFIG_FILE
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist or is not a folder")
+    try:
+        meta = json.loads(cfg_path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{cfg_path}: missing; a checkpoint folder holds {MODEL_FILE} and {CONFIG_FILE}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{cfg_path}: not an accel_signs checkpoint description")
+    if meta.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{cfg_path}: checkpoint version {meta.get('version')!r} is not supported")
+    model = meta.get("model")
+    if not isinstance(model, dict) or model.get("class") != STTransformer.__name__:
+        raise CheckpointError(f"{cfg_path}: unknown model class {model.get('class') if isinstance(model, dict) else model!r}")
+    if meta.get("layout", {}).get("id") != LAYOUT_ID:
+        raise CheckpointError(f"{cfg_path}: keypoint layout {meta.get('layout')!r} is not {LAYOUT_ID!r}")
+    if not isinstance(meta.get("classes"), list) or len(meta["classes"]) != model.get("num_classes"):
+        raise CheckpointError(f"{cfg_path}: the class list does not match num_classes")
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Rebuild the model from a checkpoint folder (safetensors + JSON only; no pickles)."""
+    path = Path(path)
+    meta = read_checkpoint_meta(path)
+    m = meta["model"]
+    try:
+        model = STTransformer(m["num_classes"], m["size"], part_sizes=m["part_sizes"], seq_len=m["seq_len"], dropout=m["dropout"])
+    except (KeyError, TypeError, ValueError, ConfigError) as e:
+        raise CheckpointError(f"{path / CONFIG_FILE}: cannot rebuild the model ({e})") from None
+    weights_path = path / MODEL_FILE
+    try:
+        state = load_file(weights_path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{weights_path}: missing") from None
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({e})") from None
+    expected = model.state_dict()
+    problems = [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    problems += [f"{k}: shape {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+                 if k in state and state[k].shape != v.shape]
+    if problems:
+        raise CheckpointError(f"{weights_path} does not match {CONFIG_FILE} ({len(problems)} problems, first: {problems[0]})")
+    model.load_state_dict(state)
+    return Checkpoint(model.eval(), meta, path)
+
+
+def split_ids(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) clip ids a run used, from its split.json."""
+    raw = json.loads((run_dir / "split.json").read_text("utf-8"))
+    return np.asarray(raw["train_ids"], dtype=np.int64), np.asarray(raw["val_ids"], dtype=np.int64)

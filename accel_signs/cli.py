@@ -1,0 +1,141 @@
+"""The `accel-signs` command line. Commands are thin: they build a config, call the library,
+and turn the library's errors into one-line messages and exit codes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from click.core import ParameterSource
+
+from .errors import AccelSignsError
+
+app = typer.Typer(
+    name="accel-signs",
+    help="Train sign-language recognition models on MediaPipe keypoint sequences with Hugging Face Accelerate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+logger = logging.getLogger("accel_signs")
+
+
+def default_cache_dir() -> Path:
+    """Where the embedded synthetic data set is generated: $ACCEL_SIGNS_CACHE, else
+    $XDG_CACHE_HOME/accel_signs, else ~/.cache/accel_signs."""
+    if os.environ.get("ACCEL_SIGNS_CACHE"):
+        return Path(os.environ["ACCEL_SIGNS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "accel_signs"
+
+
+@app.callback()
+def _setup(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # Accelerate logs every file save_state writes at INFO: keep that for --verbose.
+    logging.getLogger("accelerate").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _fail(error: Exception) -> typer.Exit:
+    typer.echo(f"error: {error}", err=True)
+    return typer.Exit(code=1)
+
+
+# CLI option -> place in the nested TrainConfig dict.
+_TRAIN_FIELDS = {
+    "data": ("data", "path"), "signs": ("data", "signs"), "signers": ("data", "signers"),
+    "val_fraction": ("data", "val_fraction"), "num_workers": ("data", "num_workers"),
+    "model_size": ("model", "size"), "dropout": ("model", "dropout"),
+    "lr": ("optim", "lr"), "weight_decay": ("optim", "weight_decay"), "lr_scaling": ("optim", "lr_scaling"),
+    "max_grad_norm": ("optim", "max_grad_norm"),
+    "output_dir": ("output_dir",), "run_name": ("run_name",), "num_epochs": ("num_epochs",),
+    "batch_size": ("batch_size",), "seed": ("seed",), "mixed_precision": ("mixed_precision",),
+}
+
+
+def _build_train_config(ctx: typer.Context, values: dict[str, Any], config_file: Path | None, cache_dir: Path):
+    """Defaults < --config file < options given on the command line."""
+    from .config import TrainConfig, load_config_file
+
+    raw: dict[str, Any] = load_config_file(config_file) if config_file else {}
+    for name, where in _TRAIN_FIELDS.items():
+        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT) or not config_file:
+            node = raw
+            for key in where[:-1]:
+                node = node.setdefault(key, {})
+            value = values[name]
+            node[where[-1]] = str(value) if isinstance(value, Path) else value
+    raw.setdefault("data", {}).setdefault("cache_dir", str(cache_dir))
+    return TrainConfig.from_dict(raw)
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    data: Annotated[Optional[Path], typer.Option(help="Clip store to train on (default: the embedded synthetic set, generated once into the cache).")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Folder that holds the run folders.")] = Path("runs"),
+    run_name: Annotated[Optional[str], typer.Option(help="Run folder name (default: <timestamp>-signs<K>-<size>).")] = None,
+    num_epochs: Annotated[int, typer.Option(help="Epochs to train.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Batch size per process.")] = 64,
+    lr: Annotated[float, typer.Option(help="Adam learning rate for one process (scaled by --lr-scaling).")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 1e-4,
+    model_size: Annotated[str, typer.Option(help="STTransformer size {t,s,m,l}_{heads}_{layers}, e.g. s_4_2, m_12_10.")] = "s_4_2",
+    dropout: Annotated[float, typer.Option(help="Dropout rate in the model.")] = 0.2,
+    signs: Annotated[Optional[str], typer.Option(help="1-based sign numbers to train on, e.g. 1-10,15 (default: all).")] = None,
+    signers: Annotated[Optional[str], typer.Option(help="Signer ids to train on, e.g. 01,02 (default: all).")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Share of each (sign, signer) group held out for validation.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation, shuffling and augmentation.")] = 0,
+    num_workers: Annotated[Optional[int], typer.Option(help="DataLoader workers per process (default: 0 on CPU, up to 4 per GPU).")] = None,
+    mixed_precision: Annotated[str, typer.Option(help="auto|no|bf16|fp16; auto takes the accelerate config's, else bf16 on GPU, fp32 on CPU.")] = "auto",
+    max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping norm (0 disables).")] = 1.0,
+    lr_scaling: Annotated[str, typer.Option(help="sqrt|linear|none: lr growth with the number of processes.")] = "sqrt",
+    config: Annotated[Optional[Path], typer.Option(help="JSON/YAML config (e.g. a run's config.json); options given here override it.")] = None,
+    cache_dir: Annotated[Path, typer.Option(help="Cache for the embedded synthetic set.", envvar="ACCEL_SIGNS_CACHE", show_default="~/.cache/accel_signs")] = None,  # type: ignore[assignment]
+) -> None:
+    """Train a model; the last line printed is the best checkpoint's folder.
+
+    Run it with `accelerate launch -m accel_signs train ...` for any number of processes
+    (the same command works as `accel-signs train` for one)."""
+    values = {k: v for k, v in locals().items() if k in _TRAIN_FIELDS}
+    try:
+        cfg = _build_train_config(ctx, values, config, cache_dir or default_cache_dir())
+        from .trainer import train as run_training
+
+        best = run_training(cfg)
+    except AccelSignsError as e:
+        raise _fail(e) from None
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        typer.echo(str(best))
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to create; must not exist.")],
+    classes: Annotated[int, typer.Option(help="Number of signs (classes), at most 502; glosses are KArSL's.")] = 20,
+    signers: Annotated[int, typer.Option(help="Number of signers.")] = 3,
+    reps: Annotated[int, typer.Option(help="Train clips per sign and signer; the test split gets a quarter (at least 1).")] = 12,
+    seed: Annotated[int, typer.Option(help="Seed; the same seed writes the same data.")] = 0,
+) -> None:
+    """Write a KArSL-shaped, learnable synthetic data set (train and test splits) as a clip store."""
+    try:
+        from .data.synth import SynthSpec, write_synthetic
+
+        path = write_synthetic(out_dir, SynthSpec(classes=classes, signers=signers, reps=reps, seed=seed))
+    except AccelSignsError as e:
+        raise _fail(e) from None
+    typer.echo(str(path))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

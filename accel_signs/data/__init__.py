@@ -1,0 +1,1 @@
+"""Data: the clip store, the synthetic generator, sampling/augmentation and loaders."""

@@ -1,0 +1,132 @@
+"""From a store to batches: choosing signs and signers, the train/val split, and loaders
+that gather whole batches from the memory map."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import DatasetError
+from .sampling import gather_frames, tsn_positions
+from .store import ClassInfo, ClipStore, StoreSplit
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """The model's classes: a subset of a store's, in order, with ids 0..K-1."""
+
+    classes: tuple[ClassInfo, ...]
+    store_to_model: np.ndarray  # store label -> model class id, -1 where not selected
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def class_map(store: ClipStore, signs: Sequence[int] | None) -> ClassMap:
+    """Select the store's classes by 1-based sign number (all when `signs` is None)."""
+    by_sign = {c.sign: i for i, c in enumerate(store.classes)}
+    if signs is None:
+        chosen = list(range(len(store.classes)))
+    else:
+        missing = [s for s in signs if s not in by_sign]
+        if missing:
+            have = sorted(by_sign)
+            raise DatasetError(
+                f"--signs: sign(s) {_ranges(missing)} are not in store {store.path} (it has signs {_ranges(have)})"
+            )
+        chosen = [by_sign[s] for s in signs]
+    lookup = np.full(len(store.classes), -1, dtype=np.int64)
+    lookup[chosen] = np.arange(len(chosen))
+    return ClassMap(tuple(store.classes[i] for i in chosen), lookup)
+
+
+def signer_indices(store: ClipStore, signers: Sequence[str] | None) -> np.ndarray:
+    """Store signer indices for signer ids (all when `signers` is None)."""
+    if signers is None:
+        return np.arange(len(store.signers))
+    unknown = [s for s in signers if s not in store.signers]
+    if unknown:
+        raise DatasetError(f"--signers: unknown signer(s) {', '.join(unknown)} in store {store.path} "
+                           f"(it has {', '.join(store.signers)})")
+    return np.array([store.signers.index(s) for s in signers], dtype=np.int64)
+
+
+def select_clips(split: StoreSplit, cmap: ClassMap, signers: np.ndarray) -> np.ndarray:
+    """Ids of the split's clips whose class and signer are selected."""
+    keep = (cmap.store_to_model[split.labels] >= 0) & np.isin(split.signers, signers)
+    ids = np.flatnonzero(keep)
+    if len(ids) == 0:
+        raise DatasetError(f"split {split.name!r} of {split.directory.parent} has no clips for the chosen signs and signers")
+    return ids
+
+
+def stratified_split(ids: np.ndarray, split: StoreSplit, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of clip ids into (train, val), stratified by (class, signer): each group
+    gives round(val_fraction x size) clips to val, and at least one to train."""
+    rng = np.random.default_rng([seed, 0x5EED])
+    groups = split.labels[ids] * (int(split.signers.max()) + 1) + split.signers[ids]
+    train, val = [], []
+    for g in np.unique(groups):
+        members = rng.permutation(ids[groups == g])
+        n_val = min(int(round(val_fraction * len(members))), len(members) - 1)
+        val.append(members[:n_val])
+        train.append(members[n_val:])
+    train_ids, val_ids = np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+    if len(val_ids) == 0:
+        raise DatasetError(f"--val-fraction {val_fraction} leaves no clip for validation: each (sign, signer) "
+                           "has too few clips; raise it or add data")
+    return train_ids, val_ids
+
+
+class ClipBatches(Dataset):
+    """Items are clip ids; `collate` turns a list of them into a sampled batch, so a worker
+    does one vectorised gather per batch instead of Python work per clip."""
+
+    def __init__(self, split: StoreSplit, ids: np.ndarray, targets: np.ndarray, seq_len: int, random: bool):
+        self.split, self.ids, self.targets = split, ids, targets
+        self.seq_len, self.random = seq_len, random
+        self.offsets = torch.from_numpy(split.offsets.copy())
+        self.lengths = torch.from_numpy(split.lengths.copy())
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+    def collate(self, items: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> x (B, seq_len, 184, 4) float32, y (B,) int64."""
+        rows = torch.as_tensor(self.ids[np.asarray(items)])
+        lengths, offsets = self.lengths[rows], self.offsets[rows]
+        pos = tsn_positions(lengths, self.seq_len, self.random)
+        x = gather_frames(self.split.frames, offsets, lengths, pos)
+        return x, torch.as_tensor(self.targets[np.asarray(items)])
+
+
+def make_loader(split: StoreSplit, ids: np.ndarray, cmap: ClassMap, *, seq_len: int, batch_size: int,
+                train: bool, num_workers: int, pin_memory: bool) -> DataLoader:
+    """A DataLoader of (x, y) batches over clips `ids`; training shuffles and samples randomly,
+    evaluation keeps order and takes bin centres."""
+    targets = cmap.store_to_model[split.labels[ids]]
+    data = ClipBatches(split, ids, targets, seq_len, random=train)
+    return DataLoader(
+        data, batch_size=batch_size, shuffle=train, drop_last=False, collate_fn=data.collate,
+        num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
+    )
+
+
+def _ranges(values: Sequence[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3,7'."""
+    values = sorted(values)
+    out, start = [], None
+    for i, v in enumerate(values):
+        start = v if start is None else start
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            out.append(f"{start}-{v}" if v != start else f"{v}")
+            start = None
+    return ",".join(out)

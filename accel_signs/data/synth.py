@@ -1,0 +1,241 @@
+"""A KArSL-shaped, learnable synthetic data set, written in the store format.
+
+No real KArSL data can be downloaded here, so this stands in for it: each class is a
+hand trajectory and hand shape (some signs two-handed), each signer has a body position,
+size, speed and style of their own and sometimes signs with the other hand, each clip
+has its own length and timing, noise, and frames where a hand or the face was not
+detected (all zeros). Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..layout import NUM_CHANNELS, NUM_POINTS, karsl_glosses, keypoint_layout
+from .store import ClassInfo, StoreWriter
+
+logger = logging.getLogger(__name__)
+
+# Finger chains of a MediaPipe hand: landmark ids from the knuckle out (the thumb from its CMC).
+_FINGERS = ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20))
+_FINGER_BASE_ANGLE = np.radians([-55.0, -20.0, -5.0, 10.0, 25.0])  # from "up", spread across the palm
+_FINGER_BASE_DIST = np.array([0.35, 0.9, 0.95, 0.9, 0.8])
+_SEGMENTS = np.array([[0.45, 0.35, 0.3], [0.45, 0.28, 0.22], [0.5, 0.3, 0.24], [0.45, 0.28, 0.22], [0.35, 0.22, 0.18]])
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """How big a synthetic set to write."""
+
+    classes: int = 20
+    signers: int = 3
+    reps: int = 12
+    """Clips per (sign, signer) in the train split; the test split gets a quarter (at least 1)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from ..errors import ConfigError
+
+        if not 1 <= self.classes <= 502:
+            raise ConfigError(f"--classes must be between 1 and 502 (the KArSL signs), got {self.classes}")
+        if not 1 <= self.signers <= 99:
+            raise ConfigError(f"--signers must be between 1 and 99, got {self.signers}")
+        if self.reps < 1:
+            raise ConfigError(f"--reps must be >= 1, got {self.reps}")
+
+    @property
+    def test_reps(self) -> int:
+        return max(1, self.reps // 4)
+
+    def cache_name(self) -> str:
+        return f"synthetic-v1-c{self.classes}-s{self.signers}-r{self.reps}-seed{self.seed}"
+
+
+# The data set `train` uses when no --data is given: trains to >= 90% val accuracy in a few
+# minutes on a 2-core laptop CPU.
+EMBEDDED = SynthSpec()
+
+
+def _hand(curls: np.ndarray, angle: np.ndarray, size: float) -> np.ndarray:
+    """21 hand landmarks (T, 21, 2) relative to the wrist, for a right hand in image axes.
+
+    curls: (T, 5) bend of each finger in [0, 1]; angle: (T,) rotation of the hand in radians.
+    """
+    t = len(angle)
+    pts = np.zeros((t, 21, 2))
+    for f, chain in enumerate(_FINGERS):
+        base = _FINGER_BASE_ANGLE[f]
+        pos = np.stack([np.sin(base), -np.cos(base)]) * _FINGER_BASE_DIST[f]  # (2,)
+        pos = np.broadcast_to(pos, (t, 2)).copy()
+        direction = np.full(t, base)
+        pts[:, chain[0]] = pos
+        for j, seg in enumerate(_SEGMENTS[f]):
+            direction = direction + curls[:, f] * (0.9 if f else 0.5) * (1.0 + 0.3 * j) * (-1 if f == 0 else 1)
+            pos = pos + seg * np.stack([np.sin(direction), -np.cos(direction)], axis=-1)
+            if j + 1 < len(chain):
+                pts[:, chain[j + 1]] = pos
+    c, s = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    rotated = np.stack([c * pts[..., 0] - s * pts[..., 1], s * pts[..., 0] + c * pts[..., 1]], axis=-1)
+    return rotated * size
+
+
+def _curve(rng: np.random.Generator, scale: float) -> np.ndarray:
+    """Fourier coefficients (3 harmonics x [sin, cos] x [x, y]) of a smooth 2-D path."""
+    return rng.normal(0, scale, (3, 2, 2)) / np.arange(1, 4)[:, None, None]
+
+
+def _eval_curve(coef: np.ndarray, t: np.ndarray) -> np.ndarray:
+    k = np.arange(1, 4)[:, None] * 2 * np.pi * t[None, :]  # (3, T)
+    return np.einsum("kt,kd->td", np.sin(k), coef[:, 0]) + np.einsum("kt,kd->td", np.cos(k), coef[:, 1]) - coef[:, 1].sum(0)
+
+
+class _Generator:
+    def __init__(self, spec: SynthSpec):
+        self.spec = spec
+        layout = keypoint_layout()
+        self.mirror = np.array(layout.mirror)
+        self.face_lo, self.face_hi = layout.parts["face"]
+        self.face = self._face_template(np.random.default_rng(12345))
+        self.class_params = [self._class_params(np.random.default_rng([spec.seed, 1, c])) for c in range(spec.classes)]
+        self.signer_params = [self._signer_params(np.random.default_rng([spec.seed, 2, s]), s) for s in range(spec.signers)]
+
+    def _face_template(self, rng: np.random.Generator) -> np.ndarray:
+        """Face points (136, 2) around (0, 0), symmetric under the layout's mirror map."""
+        n = self.face_hi - self.face_lo
+        out = np.zeros((n, 2))
+        for i in range(n):
+            j = self.mirror[self.face_lo + i] - self.face_lo
+            if j < i:
+                out[i] = out[j] * [-1, 1]
+                continue
+            r, a = np.sqrt(rng.random()), rng.uniform(0, np.pi)
+            x, y = 0.06 * r * np.cos(a) if j != i else 0.0, 0.08 * (r * np.sin(a) * 2 - 1)
+            out[i] = (abs(x) if j != i else 0.0, y)
+        return out
+
+    @staticmethod
+    def _class_params(rng: np.random.Generator) -> dict:
+        two_handed = rng.random() < 0.4
+        return {
+            "start": np.array([rng.uniform(-0.16, 0.02), rng.uniform(-0.28, 0.12)]),
+            "path": _curve(rng, 0.1),
+            "curls": 0.1 + 0.8 * (rng.random((2, 5)) < 0.5),  # hand shape at the start and end of the sign
+            "angle": rng.uniform(-0.8, 0.8, 2),
+            "two_handed": two_handed,
+            "symmetric": two_handed and rng.random() < 0.5,
+            "other_start": np.array([rng.uniform(0.0, 0.16), rng.uniform(-0.2, 0.12)]),
+            "other_path": _curve(rng, 0.05),
+            "other_curls": rng.random((2, 5)),
+        }
+
+    @staticmethod
+    def _signer_params(rng: np.random.Generator, index: int) -> dict:
+        return {
+            "centre": np.array([0.5 + rng.uniform(-0.05, 0.05), 0.55 + rng.uniform(-0.04, 0.04)]),
+            "scale": rng.uniform(0.9, 1.1),
+            "frames": rng.uniform(55, 95),  # mean clip length: the signer's speed
+            "style": rng.normal(0, 0.012, (3, 2, 2)),
+            "left_handed_p": 0.3 if index % 3 == 2 else 0.02,  # some signers switch hands
+            "noise": rng.uniform(0.002, 0.005),
+        }
+
+    def clip(self, label: int, signer: int, rng: np.random.Generator) -> np.ndarray:
+        """One clip (T, 184, 4) float32."""
+        cp, sp = self.class_params[label], self.signer_params[signer]
+        length = int(round(sp["frames"] * rng.uniform(0.75, 1.3)))
+        if rng.random() < 0.04:  # real recordings include very short clips
+            length = int(rng.integers(10, 20))
+        u = np.linspace(0, 1, length)
+        t = np.clip(u + rng.uniform(-0.12, 0.12) * np.sin(np.pi * u), 0, 1)  # timing jitter
+        scale, centre = sp["scale"], sp["centre"] + rng.normal(0, 0.01, 2)
+        dom = centre + scale * (cp["start"] + _eval_curve(cp["path"] + sp["style"], t))
+        curls = np.outer(1 - t, cp["curls"][0]) + np.outer(t, cp["curls"][1])
+        angle = cp["angle"][0] * (1 - t) + cp["angle"][1] * t
+        dom_hand = dom[:, None] + _hand(curls, angle, 0.085 * scale)
+        if cp["two_handed"]:
+            if cp["symmetric"]:
+                other = 2 * centre[0] - dom[:, 0], dom[:, 1]
+                other = np.stack(other, axis=-1)
+                other_hand = other[:, None] + _hand(curls, angle, 0.085 * scale) * [-1, 1]
+            else:
+                other = centre + scale * (cp["other_start"] + _eval_curve(cp["other_path"], t))
+                oc = np.outer(1 - t, cp["other_curls"][0]) + np.outer(t, cp["other_curls"][1])
+                other_hand = other[:, None] + _hand(oc, -angle, 0.085 * scale) * [-1, 1]
+        else:  # the other hand rests low, mostly out of view
+            other = centre + scale * np.array([0.15, 0.42]) + rng.normal(0, 0.01, (length, 2))
+            other_hand = other[:, None] + _hand(np.full((length, 5), 0.3), np.zeros(length), 0.085 * scale) * [-1, 1]
+
+        xy = np.zeros((length, NUM_POINTS, 2))
+        sh = 0.12 * scale
+        shoulders_y = centre[1] + 0.05 * scale
+        # Pose: left/right shoulder, elbow, wrist. The signer's right side is on the image's left.
+        xy[:, 0] = (centre[0] + sh, shoulders_y)
+        xy[:, 1] = (centre[0] - sh, shoulders_y)
+        xy[:, 5] = dom
+        xy[:, 4] = other
+        xy[:, 3] = (xy[:, 1] + dom) / 2 + [-0.05 * scale, 0.08 * scale]
+        xy[:, 2] = (xy[:, 0] + other) / 2 + [0.05 * scale, 0.08 * scale]
+        head = centre + [0, -0.2 * scale] + rng.normal(0, 0.004, (length, 2)).cumsum(0) * 0.3
+        xy[:, self.face_lo:self.face_hi] = head[:, None] + self.face * scale
+        xy[:, 142:163] = dom_hand
+        xy[:, 163:184] = other_hand
+        xy += rng.normal(0, sp["noise"], xy.shape)
+
+        out = np.zeros((length, NUM_POINTS, NUM_CHANNELS), dtype=np.float32)
+        out[..., :2] = xy
+        out[..., 2] = rng.normal(0, 0.03, (length, NUM_POINTS))
+        out[..., 3] = 1.0
+        out[:, :6, 3] = rng.uniform(0.85, 1.0, (length, 6))
+        # Undetected parts are all zeros: hands entering/leaving view, dropouts, an unseen resting hand.
+        present_dom = rng.random(length) > 0.03
+        present_dom[: rng.integers(0, 4)] = False
+        present_dom[length - rng.integers(0, 4):] = False
+        present_other = rng.random(length) > (0.03 if cp["two_handed"] else 0.7)
+        out[~present_dom, 142:163] = 0
+        out[~present_other, 163:184] = 0
+        out[rng.random(length) < 0.01, self.face_lo:self.face_hi] = 0
+        if rng.random() < sp["left_handed_p"]:  # this video is signed with the other hand
+            out = out[:, self.mirror]
+            out[..., 0] = np.where((out != 0).any(-1), 1.0 - out[..., 0], 0.0)
+        return out
+
+
+def write_synthetic(path: str | os.PathLike[str], spec: SynthSpec = EMBEDDED) -> Path:
+    """Write a synthetic store (train and test splits) to `path`, which must not exist."""
+    gen = _Generator(spec)
+    en, ar = karsl_glosses()
+    classes = [ClassInfo(c + 1, en[c], ar[c]) for c in range(spec.classes)]
+    signers = [f"{s + 1:02d}" for s in range(spec.signers)]
+    source = {"synthetic": {"classes": spec.classes, "signers": spec.signers, "reps": spec.reps, "seed": spec.seed}}
+    with StoreWriter(path, classes, signers, "float32", source=source) as writer:
+        # Sign-major, then signer, like the seed's memory maps.
+        for split, reps, tag in (("train", spec.reps, 3), ("test", spec.test_reps, 4)):
+            writer.begin_split(split)
+            for label in range(spec.classes):
+                for signer in range(spec.signers):
+                    rng = np.random.default_rng([spec.seed, tag, label, signer])
+                    for _ in range(reps):
+                        writer.add_clip(gen.clip(label, signer, rng), label, signer)
+    logger.info("wrote synthetic store %s (%d classes, %d signers, %d train + %d test clips per sign and signer)",
+                path, spec.classes, spec.signers, spec.reps, spec.test_reps)
+    return Path(path)
+
+
+def ensure_synthetic(cache_dir: Path, spec: SynthSpec = EMBEDDED) -> Path:
+    """The cached synthetic store for `spec`, generated on first use (atomically, so two
+    processes racing or a killed generation never leave a half store)."""
+    path = Path(cache_dir) / spec.cache_name()
+    if not (path / "meta.json").exists():
+        logger.info("generating the embedded synthetic data set into %s (once)", path)
+        try:
+            write_synthetic(path, spec)
+        except Exception:
+            if not (path / "meta.json").exists():  # another process did not win the race either
+                raise
+    return path
+

@@ -1,0 +1,119 @@
+"""STTransformer: spatial attention over body-part tokens, temporal attention over frames."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelSize
+from .layout import KeypointLayout
+
+
+class SpatialAttention(nn.Module):
+    """Self-attention among the G part tokens of each frame.
+
+    With G = 4 this is B x T sequences of 4 tokens, which generic attention kernels handle
+    badly (cuDNN's backward fails at large batch); as broadcast products and a softmax over
+    4 entries it is a few elementwise ops that torch.compile fuses.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, G, D)
+        b, t, g, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, g, 3, self.heads, d // self.heads).unbind(3)  # 3 x (B, T, G, H, hd)
+        scores = (q[:, :, :, None] * k[:, :, None, :]).sum(-1) * (d // self.heads) ** -0.5  # (B, T, Gq, Gk, H)
+        weights = F.dropout(scores.softmax(dim=3), self.dropout, self.training)
+        mixed = (weights[..., None] * v[:, :, None, :]).sum(3)  # (B, T, Gq, H, hd)
+        return self.out(mixed.reshape(b, t, g, d))
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention over the T frames of each part token, through SDPA."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, G, D)
+        b, t, g, d = x.shape
+        qkv = self.qkv(x).view(b, t, g, 3, self.heads, d // self.heads)  # (B, T, G, 3, H, hd)
+        q, k, v = qkv.permute(3, 0, 2, 4, 1, 5).unbind(0)  # 3 x (B, G, H, T, hd)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.permute(0, 3, 1, 2, 4).reshape(b, t, g, d))  # (B, G, H, T, hd) -> (B, T, G, D)
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: spatial attention, temporal attention, MLP (4x, GELU)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.spatial_norm, self.spatial = nn.LayerNorm(dim), SpatialAttention(dim, heads, dropout)
+        self.temporal_norm, self.temporal = nn.LayerNorm(dim), TemporalAttention(dim, heads, dropout)
+        self.mlp_norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, G, D)
+        x = x + self.spatial(self.spatial_norm(x))
+        x = x + self.temporal(self.temporal_norm(x))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+def sinusoidal_encoding(length: int, dim: int) -> torch.Tensor:
+    """(length, dim) sine/cosine position encoding."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(1e4) / dim))
+    pe = torch.zeros(length, dim)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * div), torch.cos(pos * div)[:, : dim // 2]
+    return pe
+
+
+class STTransformer(nn.Module):
+    """Input (B, T, P x C) keypoint features -> logits (B, num_classes).
+
+    BatchNorm over the features; one linear projection per body part (pose, face, right
+    hand, left hand) gives 4 tokens per frame plus a learned part embedding; blocks of
+    spatial and temporal attention; mean over parts; attention pooling over time.
+    """
+
+    def __init__(self, num_classes: int, size: str | ModelSize = "s_4_2", *, part_sizes: list[int],
+                 seq_len: int = 50, dropout: float = 0.5):
+        super().__init__()
+        size = ModelSize.parse(size) if isinstance(size, str) else size
+        dim = size.embed_dim
+        self.part_sizes = list(part_sizes)
+        self.input_norm = nn.BatchNorm1d(sum(part_sizes))
+        self.proj = nn.ModuleList(nn.Linear(n, dim) for n in part_sizes)
+        self.part_embed = nn.Parameter(torch.randn(len(part_sizes), dim) * 0.02)
+        self.token_norm = nn.LayerNorm(dim)
+        self.register_buffer("pos_enc", sinusoidal_encoding(seq_len, dim)[:, None, :], persistent=False)  # (T, 1, D)
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(dim, size.heads, dropout) for _ in range(size.layers))
+        self.pool = nn.Sequential(nn.Linear(dim, dim // 2), nn.Tanh(), nn.Linear(dim // 2, 1))
+        self.head = nn.Linear(dim, num_classes)
+
+    @classmethod
+    def for_layout(cls, num_classes: int, size: str, layout: KeypointLayout, seq_len: int = 50,
+                   dropout: float = 0.5) -> STTransformer:
+        return cls(num_classes, size, part_sizes=layout.part_sizes(), seq_len=seq_len, dropout=dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, F)
+        x = self.input_norm(x.transpose(1, 2)).transpose(1, 2)  # BatchNorm1d wants (B, F, T)
+        parts = torch.split(x, self.part_sizes, dim=-1)
+        tokens = torch.stack([proj(p) for proj, p in zip(self.proj, parts)], dim=2)  # (B, T, G, D)
+        x = F.gelu(self.token_norm(tokens + self.part_embed))
+        x = self.dropout(x + self.pos_enc)
+        for block in self.blocks:
+            x = block(x)
+        x = x.mean(dim=2)  # (B, T, D)
+        weights = self.pool(x).softmax(dim=1)  # (B, T, 1)
+        return self.head((weights * x).sum(dim=1))

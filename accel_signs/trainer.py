@@ -1,0 +1,232 @@
+"""The training loop. One code path for 1..N processes: `accelerate launch` starts them,
+the Accelerator owns devices, mixed precision, DDP and gradient clipping."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, DataLoaderConfiguration, PartialState
+from accelerate.logging import get_logger
+from accelerate.utils import broadcast, parse_flag_from_env, set_seed
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader
+
+from .checkpoint import RunWriter, checkpoint_meta
+from .config import TrainConfig
+from .data.pipeline import ClassMap, class_map, make_loader, select_clips, signer_indices, stratified_split
+from .data.sampling import Augmenter
+from .data.store import open_store
+from .data.synth import ensure_synthetic
+from .errors import ConfigError, LaunchError
+from .layout import keypoint_layout
+from .model import STTransformer
+
+logger = get_logger(__name__)
+
+
+@dataclass
+class TrainState:
+    """Progress that `save_state` must carry besides model/optimizer/scheduler/RNG."""
+
+    epoch: int = 0
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+@dataclass
+class TrainData:
+    """What the loop needs from the store, chosen and split."""
+
+    classes: ClassMap
+    train_loader: DataLoader
+    val_loader: DataLoader
+    split_info: dict[str, Any]
+
+
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    """The Accelerator for this run; refuses launches that would train wrongly."""
+    # Accelerator() honours ACCELERATE_USE_CPU, a bare PartialState() does not: without it,
+    # this first call would set up the shared state as one unconnected CPU process.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    # `accelerate launch --multi_gpu` on a machine without GPUs starts N copies that never
+    # connect: each sees one process, and each would train and write alone.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and state.num_processes == 1:
+        raise LaunchError(
+            f"WORLD_SIZE is {world} but this process is not connected to the others (it sees 1 process), "
+            "so they would train as unconnected copies. On CPU-only machines launch with "
+            "`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N -m accel_signs train ...`; "
+            "on GPU machines check that every process can see a GPU."
+        )
+    mixed = cfg.mixed_precision
+    if mixed == "auto":
+        # What `accelerate launch` was configured with; bf16 on a GPU that has it otherwise.
+        launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+        gpu_bf16 = state.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        mixed = launched if launched != "no" else ("bf16" if gpu_bf16 else "no")
+    return Accelerator(
+        mixed_precision=mixed,
+        # Shuffling from a seed of its own: the same order on every process and for every
+        # run with this seed, independent of the RNG the model and augmentation use.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+    )
+
+
+def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
+    """Open and validate the store, choose signs/signers, split train/val, build loaders.
+    Everything that can reject the input runs here, before the run folder exists."""
+    path = cfg.data.path
+    if path is None:
+        if cfg.data.cache_dir is None:
+            raise ConfigError("no data: set data.path to a clip store, or data.cache_dir for the embedded synthetic set")
+        with accelerator.main_process_first():
+            path = ensure_synthetic(cfg.data.cache_dir)
+    store = open_store(path)
+    split = store.split("train")
+    classes = class_map(store, cfg.data.signs)
+    ids = select_clips(split, classes, signer_indices(store, cfg.data.signers))
+    split.check_finite()
+    train_ids, val_ids = stratified_split(ids, split, cfg.data.val_fraction, cfg.seed)
+    workers = cfg.data.num_workers
+    if workers is None:  # on CPU the model step dominates and workers would take its cores
+        workers = 0 if accelerator.device.type == "cpu" else min(4, (os.cpu_count() or 1) // accelerator.num_processes)
+    common = dict(seq_len=cfg.data.seq_len, num_workers=workers, pin_memory=accelerator.device.type == "cuda")
+    return TrainData(
+        classes=classes,
+        train_loader=make_loader(split, train_ids, classes, batch_size=cfg.batch_size, train=True, **common),
+        val_loader=make_loader(split, val_ids, classes, batch_size=2 * cfg.batch_size, train=False, **common),
+        split_info={"store": str(Path(path).resolve()), "split": split.name, "signs": [c.sign for c in classes.classes],
+                    "signers": list(cfg.data.signers or store.signers), "seed": cfg.seed,
+                    "val_fraction": cfg.data.val_fraction, "train_ids": train_ids.tolist(), "val_ids": val_ids.tolist()},
+    )
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train a model as `cfg` says; returns the best checkpoint's folder."""
+    accelerator = make_accelerator(cfg)
+    set_seed(cfg.seed)
+    data = prepare_data(cfg, accelerator)
+    layout = keypoint_layout()
+    model = STTransformer.for_layout(data.classes.num_classes, cfg.model.size, layout, cfg.data.seq_len, cfg.model.dropout)
+    if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # gloo (CPU) has no SyncBatchNorm
+    lr = cfg.optim.scaled_lr(accelerator.num_processes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.optim.weight_decay,
+                                 fused=accelerator.device.type == "cuda")
+    # Not passed to prepare(): a prepared scheduler steps once per process, which would
+    # divide the patience by N. Stepped once per epoch on the global val loss instead.
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=cfg.optim.plateau_factor, patience=cfg.optim.plateau_patience,
+        threshold=cfg.optim.plateau_threshold)
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, data.train_loader, data.val_loader)
+    state = TrainState()
+    accelerator.register_for_checkpointing(plateau, state)
+    # Augmentation draws differ per process; model init above was the same everywhere.
+    set_seed(cfg.seed, device_specific=True)
+    run = RunWriter.create(accelerator, cfg, data.classes.num_classes)
+    run.write_json("split.json", data.split_info)
+    augment = Augmenter(cfg.data.augment, layout)
+    logger.info("run %s: %d classes, %d train / %d val clips, model %s (%.2fM parameters), %d process(es) on %s, "
+                "mixed precision %s, lr %.3g", run.path, data.classes.num_classes, len(data.split_info["train_ids"]),
+                len(data.split_info["val_ids"]), cfg.model.size, sum(p.numel() for p in model.parameters()) / 1e6,
+                accelerator.num_processes, accelerator.device, accelerator.mixed_precision, lr)
+
+    for epoch in range(state.epoch + 1, cfg.num_epochs + 1):
+        start = time.perf_counter()
+        lr_now = optimizer.param_groups[0]["lr"]
+        train_loss, seen = train_one_epoch(accelerator, model, optimizer, train_loader, augment, cfg, epoch)
+        val_loss, val_acc = evaluate(accelerator, model, val_loader)
+        plateau.step(val_loss)
+        seconds = time.perf_counter() - start
+        metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc, "lr": lr_now,
+                   "seconds": round(seconds, 3), "samples_per_s": round(seen / seconds, 1)}
+        state.epoch = epoch
+        if val_loss < state.best_val_loss:
+            state.best_val_loss, state.best_epoch = val_loss, epoch
+            meta = checkpoint_meta(cfg, data.classes.classes, epoch, metrics, {k: v for k, v in data.split_info.items()
+                                                                                if not k.endswith("_ids")})
+            run.save_best(model, meta)
+        run.log_epoch(metrics)
+        run.save_state()
+        logger.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  lr %.3g  %.1fs  %.0f samples/s%s",
+                    epoch, cfg.num_epochs, train_loss, val_loss, val_acc, lr_now, seconds, seen / seconds,
+                    "  *best*" if state.best_epoch == epoch else "")
+
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    accelerator.free_memory()
+    logger.info("best epoch %d: val_loss %.4f; checkpoint %s", state.best_epoch, state.best_val_loss, run.best_dir)
+    return run.best_dir
+
+
+def train_one_epoch(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    loader: DataLoader, augment: Augmenter, cfg: TrainConfig, epoch: int) -> tuple[float, int]:
+    """One pass over the training data; returns (mean loss over all processes, samples seen by all)."""
+    model.train()
+    loader.set_epoch(epoch)
+    totals = torch.zeros(2, device=accelerator.device)  # loss sum, sample count; summed without a sync per step
+    with _progress(accelerator, f"epoch {epoch}/{cfg.num_epochs}", len(loader)) as advance:
+        for x, y in loader:
+            x = augment(x).flatten(2)  # (B, T, P, C) -> (B, T, P*C)
+            with accelerator.accumulate(model):
+                loss = F.cross_entropy(model(x), y)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.optim.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            totals += torch.stack([loss.detach().float() * len(y), totals.new_tensor(len(y))])
+            advance()
+    loss_sum, count = accelerator.reduce(totals, reduction="sum").tolist()
+    return loss_sum / count, int(count)
+
+
+@torch.no_grad()
+def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader) -> tuple[float, float]:
+    """Exact mean loss and accuracy over every clip of a prepared loader, on every process."""
+    model.eval()
+    # DDP keeps BatchNorm statistics per process; evaluate every shard with the main
+    # process's, which are the ones the checkpoint saves.
+    broadcast(list(model.buffers()), from_process=0)
+    per_sample = []
+    for x, y in loader:
+        logits = model(x.flatten(2))  # (B, T, P, C) -> (B, T, P*C)
+        loss = F.cross_entropy(logits.float(), y, reduction="none")
+        correct = (logits.argmax(dim=-1) == y).float()
+        # gather_for_metrics drops the samples the prepared loader repeated to even out shards.
+        per_sample.append(accelerator.gather_for_metrics(torch.stack([loss, correct], dim=1)))  # (B, 2)
+    loss, correct = torch.cat(per_sample).double().mean(dim=0).tolist()
+    return loss, correct
+
+
+class _progress:
+    """A progress bar on the main process of an interactive terminal; a no-op elsewhere."""
+
+    def __init__(self, accelerator: Accelerator, description: str, total: int):
+        enabled = accelerator.is_main_process and os.isatty(2)
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+                             disable=not enabled)
+        self._task = self._bar.add_task(description, total=total)
+
+    def __enter__(self):
+        self._bar.__enter__()
+        return lambda: self._bar.advance(self._task)
+
+    def __exit__(self, *exc) -> None:
+        self._bar.__exit__(*exc)
+
