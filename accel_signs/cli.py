@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from click.core import ParameterSource
 
 from .errors import AccelSignsError
 
@@ -67,7 +66,8 @@ def _build_train_config(ctx: typer.Context, values: dict[str, Any], config_file:
 
     raw: dict[str, Any] = load_config_file(config_file) if config_file else {}
     for name, where in _TRAIN_FIELDS.items():
-        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT) or not config_file:
+        source = ctx.get_parameter_source(name)  # typer bundles its own click: compare by name
+        if not config_file or (source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")):
             node = raw
             for key in where[:-1]:
                 node = node.setdefault(key, {})

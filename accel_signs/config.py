@@ -183,6 +183,8 @@ class OptimConfig:
             self.max_grad_norm = None
         if not 0 < self.plateau_factor < 1:
             raise ConfigError(f"optim.plateau_factor must be in (0, 1), got {self.plateau_factor}")
+        if not 0 <= self.plateau_threshold < 1:
+            raise ConfigError(f"optim.plateau_threshold must be in [0, 1), got {self.plateau_threshold}")
         if self.plateau_patience < 0:
             raise ConfigError(f"optim.plateau_patience must be >= 0, got {self.plateau_patience}")
 

@@ -234,9 +234,6 @@ def _open_split(root: Path, name: str, info: Any, dtype: np.dtype, num_classes: 
         raise _fail(clips_path, f"clip index must be int64 with shape (clips, {len(CLIP_COLUMNS)}), got {cdtype} {cshape}")
     _check_size(clips_path, cshape, cdtype, coffset)
     clips = np.load(clips_path, allow_pickle=False)
-    if cshape[0] != info["clips"] or shape[0] != info["frames"]:
-        raise _fail(root / "meta.json", f"split {name!r} records {info['clips']} clips / {info['frames']} frames, "
-                    f"but its files hold {cshape[0]} clips / {shape[0]} frames")
     if len(clips) == 0:
         raise _fail(clips_path, f"split {name!r} is empty (no clips)")
     offsets, lengths, labels, signers = clips.T
@@ -250,6 +247,9 @@ def _open_split(root: Path, name: str, info: Any, dtype: np.dtype, num_classes: 
     if ends[-1] != shape[0]:
         raise _fail(frames_path, f"holds {shape[0]} frames, but the clip index ({clips_path.name}) covers {ends[-1]}: "
                     + ("the frames file is shorter than its index says" if ends[-1] > shape[0] else "frames beyond the last clip"))
+    if cshape[0] != info["clips"] or shape[0] != info["frames"]:
+        raise _fail(root / "meta.json", f"split {name!r} records {info['clips']} clips / {info['frames']} frames, "
+                    f"but its files hold {cshape[0]} clips / {shape[0]} frames")
     bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
         i = int(np.argmax(bad))

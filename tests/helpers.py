@@ -1,0 +1,75 @@
+"""Helpers for the tests: running the CLI under `accelerate launch`, reading runs back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "WORLD_SIZE", "RANK", "LOCAL_RANK"))}
+    env.update(ACCEL_SIGNS_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def accelerate_launch(args: list[str], tmp_path: Path, processes: int = 2, timeout: int = 300,
+                      env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N -m accel_signs ...`:
+    N real ranks on gloo (see DESIGN.md for why both the flag and the variable are needed)."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    if processes > 1:
+        launch += ["--multi_gpu", "--num_processes", str(processes), "--main_process_port", str(_free_port())]
+    else:
+        launch += ["--num_processes", "1"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "accel_signs"]
+    return subprocess.run(launch + args, env=env or cli_env(tmp_path, ACCELERATE_USE_CPU="1"), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def recompute_val(run_dir: Path) -> tuple[float, float]:
+    """Val loss and accuracy of run_dir's best checkpoint, recomputed in this one process
+    with plain torch (no Accelerate) on the run's recorded val split."""
+    from accel_signs.checkpoint import load_checkpoint, split_ids
+    from accel_signs.data.pipeline import class_map, make_loader
+    from accel_signs.data.store import open_store
+
+    ckpt = load_checkpoint(run_dir / "best")
+    info = json.loads((run_dir / "split.json").read_text())
+    store = open_store(info["store"])
+    split = store.split(info["split"])
+    _, val_ids = split_ids(run_dir)
+    loader = make_loader(split, val_ids, class_map(store, info["signs"]), seq_len=ckpt.meta["model"]["seq_len"],
+                         batch_size=7, train=False, num_workers=0, pin_memory=False)
+    losses, correct = [], []
+    with torch.no_grad():
+        for x, y in loader:
+            logits = ckpt.model(x.flatten(2))
+            losses.append(F.cross_entropy(logits, y, reduction="none"))
+            correct.append((logits.argmax(-1) == y).float())
+    return torch.cat(losses).double().mean().item(), torch.cat(correct).double().mean().item()
+
+
+def assert_one_line_error(stderr: str, *needles: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(set(lines)) == 1, f"expected one distinct error line, got:\n{stderr}"
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+

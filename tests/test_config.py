@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+from accel_signs.config import DataConfig, ModelConfig, ModelSize, OptimConfig, TrainConfig, load_config_file, parse_signers, parse_signs
+from accel_signs.errors import ConfigError
+
+
+def test_parse_signs_ranges_and_lists():
+    assert parse_signs("1-3,7, 5") == (1, 2, 3, 5, 7)
+    assert parse_signs("1-502") == tuple(range(1, 503))
+    for bad in ("0", "3-1", "a", "1-", ""):
+        with pytest.raises(ConfigError, match="--signs"):
+            parse_signs(bad)
+
+
+def test_parse_signers_pads_numbers():
+    assert parse_signers("01,2, 03") == ("01", "02", "03")
+    with pytest.raises(ConfigError):
+        parse_signers(" , ")
+
+
+@pytest.mark.parametrize("text,dims", [("s_4_2", (32, 4, 2)), ("m_12_10", (64, 12, 10)), ("t_1_1", (16, 1, 1)), ("l_16_24", (128, 16, 24))])
+def test_model_size_any_counts(text, dims):
+    size = ModelSize.parse(text)
+    assert (size.head_dim, size.heads, size.layers) == dims and str(size) == text
+
+
+@pytest.mark.parametrize("bad", ["x_4_2", "s_0_2", "s_4", "s42", "s_4_2_1", ""])
+def test_model_size_rejects(bad):
+    with pytest.raises(ConfigError, match="unknown model size"):
+        ModelSize.parse(bad)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: TrainConfig(num_epochs=0),
+    lambda: TrainConfig(batch_size=0),
+    lambda: TrainConfig(mixed_precision="fp8"),
+    lambda: TrainConfig(run_name="a/b"),
+    lambda: DataConfig(val_fraction=1.0),
+    lambda: DataConfig(num_workers=-1),
+    lambda: ModelConfig(size="q_1_1"),
+    lambda: ModelConfig(dropout=1.0),
+    lambda: OptimConfig(lr=0),
+    lambda: OptimConfig(lr_scaling="cube"),
+])
+def test_invalid_configs_raise(make):
+    with pytest.raises(ConfigError):
+        make()
+
+
+def test_round_trip_through_json(tmp_path):
+    cfg = TrainConfig(data=DataConfig(signs="1-3", signers="01", path=tmp_path), num_epochs=3, model=ModelConfig(size="t_2_1"))
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    again = TrainConfig.from_dict(load_config_file(path))
+    assert again == cfg and again.data.signs == (1, 2, 3) and again.data.signers == ("01",)
+
+
+def test_unknown_keys_are_errors():
+    with pytest.raises(ConfigError, match="unknown key"):
+        TrainConfig.from_dict({"optim": {"learning_rate": 1}})
+
+
+def test_lr_scaling():
+    assert OptimConfig(lr=1e-3).scaled_lr(4) == pytest.approx(2e-3)
+    assert OptimConfig(lr=1e-3, lr_scaling="linear").scaled_lr(4) == pytest.approx(4e-3)
+    assert OptimConfig(lr=1e-3, lr_scaling="none").scaled_lr(4) == pytest.approx(1e-3)
+
+
+def test_config_file_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config_file(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config_file(tmp_path / "missing.json")
+    yml = tmp_path / "c.yaml"
+    yml.write_text("num_epochs: 4\noptim:\n  lr: 0.01\n")
+    assert TrainConfig.from_dict(load_config_file(yml)).optim.lr == 0.01

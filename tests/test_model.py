@@ -1,0 +1,48 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from accel_signs.layout import keypoint_layout
+from accel_signs.model import SpatialAttention, STTransformer, TemporalAttention
+
+
+@pytest.mark.parametrize("size", ["t_1_1", "s_4_2", "s_12_10", "m_10_3"])
+def test_output_shapes(size):
+    model = STTransformer.for_layout(7, size, keypoint_layout()).eval()
+    x = torch.randn(3, 50, 736)
+    out = model(x)
+    assert out.shape == (3, 7) and torch.isfinite(out).all()
+
+
+def test_training_step_backpropagates_everywhere():
+    model = STTransformer.for_layout(5, "t_2_2", keypoint_layout())
+    F.cross_entropy(model(torch.randn(4, 50, 736)), torch.tensor([0, 1, 2, 3])).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def _reference(attn, x, dim_tokens):
+    """Attention over `dim_tokens` with SDPA, as a reference for both modules."""
+    b, t, g, d = x.shape
+    h = attn.heads
+    q, k, v = attn.qkv(x).view(b, t, g, 3, h, d // h).unbind(3)
+    if dim_tokens == 2:  # spatial: sequences of G tokens
+        q, k, v = (z.permute(0, 1, 3, 2, 4) for z in (q, k, v))  # (B, T, H, G, hd)
+        y = F.scaled_dot_product_attention(q, k, v).permute(0, 1, 3, 2, 4)
+    else:  # temporal: sequences of T frames
+        q, k, v = (z.permute(0, 2, 3, 1, 4) for z in (q, k, v))  # (B, G, H, T, hd)
+        y = F.scaled_dot_product_attention(q, k, v).permute(0, 3, 1, 2, 4)
+    return attn.out(y.reshape(b, t, g, d))
+
+
+@pytest.mark.parametrize("cls,dim_tokens", [(SpatialAttention, 2), (TemporalAttention, 1)])
+def test_attention_matches_sdpa_reference(cls, dim_tokens):
+    torch.manual_seed(0)
+    attn = cls(32, 4, dropout=0.0).eval()
+    x = torch.randn(2, 9, 4, 32)
+    torch.testing.assert_close(attn(x), _reference(attn, x, dim_tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_eval_is_batch_independent():
+    model = STTransformer.for_layout(5, "t_2_1", keypoint_layout()).eval()
+    x = torch.randn(6, 50, 736)
+    torch.testing.assert_close(model(x)[:2], model(x[:2]), atol=1e-5, rtol=1e-5)

@@ -1,0 +1,59 @@
+"""Real processes: `accelerate launch` with 2 ranks on gloo (CPU)."""
+
+import json
+
+import pytest
+import torch
+
+from helpers import accelerate_launch, assert_one_line_error, cli_env, read_metrics, recompute_val
+
+pytestmark = pytest.mark.multiprocess
+FAST = ["--model-size", "t_2_1", "--batch-size", "8", "--num-workers", "0"]
+
+
+def test_two_ranks_one_run_folder_exact_val_loss(tiny_store, tmp_path):
+    out = tmp_path / "runs"
+    proc = accelerate_launch(["train", "--data", str(tiny_store), "--output-dir", str(out), "--num-epochs", "2",
+                              "--seed", "5", *FAST], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stderr
+    runs = list(out.iterdir())
+    assert len(runs) == 1, runs  # one folder, not one per rank
+    run = runs[0]
+    assert proc.stdout.strip().splitlines() == [str(run / "best")]  # printed once, by the main process
+    metrics = read_metrics(run)
+    assert [m["epoch"] for m in metrics] == [1, 2]  # no duplicate lines from the second rank
+    assert sorted(p.name for p in (run / "state").glob("random_states_*")) == ["random_states_0.pkl", "random_states_1.pkl"]
+    assert not list(run.glob("*.tmp")) and not list(run.glob("*.old"))
+    best = min(metrics, key=lambda m: m["val_loss"])
+    loss, acc = recompute_val(run)
+    assert loss == pytest.approx(best["val_loss"], rel=1e-4)
+    assert acc == pytest.approx(best["val_acc"], abs=1e-9)
+    # The val split is counted once: every val clip, no padding duplicates.
+    assert json.loads((run / "best" / "config.json").read_text())["epoch"] == best["epoch"]
+
+
+def test_plateau_reduces_after_the_same_epochs_with_1_and_2_processes(tiny_store, tmp_path):
+    # Threshold 0.999: no epoch after the first counts as an improvement, so with patience 1
+    # the lr must drop after epoch 3 (epochs 2 and 3 bad), whatever the losses are.
+    cfg = tmp_path / "plateau.json"
+    cfg.write_text(json.dumps({"optim": {"plateau_patience": 1, "plateau_threshold": 0.999, "lr_scaling": "none"}}))
+    lrs = {}
+    for n in (1, 2):
+        out = tmp_path / f"runs{n}"
+        proc = accelerate_launch(["train", "--data", str(tiny_store), "--output-dir", str(out), "--run-name", "p",
+                                  "--num-epochs", "4", "--config", str(cfg), *FAST], tmp_path, processes=n)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        lrs[n] = [m["lr"] for m in read_metrics(out / "p")]
+    assert lrs[1] == pytest.approx([1e-3, 1e-3, 1e-3, 2e-4])
+    assert lrs[2] == pytest.approx(lrs[1])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without GPUs")
+def test_unconnected_copies_are_refused(tiny_store, tmp_path):
+    out = tmp_path / "runs"
+    proc = accelerate_launch(["train", "--data", str(tiny_store), "--output-dir", str(out), "--num-epochs", "1", *FAST],
+                             tmp_path, env=cli_env(tmp_path))  # --multi_gpu without ACCELERATE_USE_CPU
+    assert proc.returncode != 0
+    assert_one_line_error(proc.stderr, "not connected", "ACCELERATE_USE_CPU=1")
+    assert not out.exists()
