@@ -20,9 +20,9 @@ class SpatialAttention(nn.Module):
     4 entries it is a few elementwise ops that torch.compile fuses.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float):
+    def __init__(self, dim: int, heads: int):
         super().__init__()
-        self.heads, self.dropout = heads, dropout
+        self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
@@ -30,7 +30,7 @@ class SpatialAttention(nn.Module):
         b, t, g, d = x.shape
         q, k, v = self.qkv(x).view(b, t, g, 3, self.heads, d // self.heads).unbind(3)  # 3 x (B, T, G, H, hd)
         scores = (q[:, :, :, None] * k[:, :, None, :]).sum(-1) * (d // self.heads) ** -0.5  # (B, T, Gq, Gk, H)
-        weights = F.dropout(scores.softmax(dim=3), self.dropout, self.training)
+        weights = scores.softmax(dim=3)
         mixed = (weights[..., None] * v[:, :, None, :]).sum(3)  # (B, T, Gq, H, hd)
         return self.out(mixed.reshape(b, t, g, d))
 
@@ -38,9 +38,9 @@ class SpatialAttention(nn.Module):
 class TemporalAttention(nn.Module):
     """Self-attention over the T frames of each part token, through SDPA."""
 
-    def __init__(self, dim: int, heads: int, dropout: float):
+    def __init__(self, dim: int, heads: int):
         super().__init__()
-        self.heads, self.dropout = heads, dropout
+        self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
@@ -48,24 +48,30 @@ class TemporalAttention(nn.Module):
         b, t, g, d = x.shape
         qkv = self.qkv(x).view(b, t, g, 3, self.heads, d // self.heads)  # (B, T, G, 3, H, hd)
         q, k, v = qkv.permute(3, 0, 2, 4, 1, 5).unbind(0)  # 3 x (B, G, H, T, hd)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v)
         return self.out(y.permute(0, 3, 1, 2, 4).reshape(b, t, g, d))  # (B, G, H, T, hd) -> (B, T, G, D)
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: spatial attention, temporal attention, MLP (4x, GELU)."""
+    """Pre-norm residual block: spatial attention, temporal attention, MLP (4x, GELU).
+
+    Dropout sits on the three residual branches only. Dropping attention weights and the
+    4x-wide MLP hidden layer as well cost a third of a CPU training step in mask generation
+    (measured, s_4_2, batch 64) without helping accuracy on our data.
+    """
 
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
-        self.spatial_norm, self.spatial = nn.LayerNorm(dim), SpatialAttention(dim, heads, dropout)
-        self.temporal_norm, self.temporal = nn.LayerNorm(dim), TemporalAttention(dim, heads, dropout)
+        self.spatial_norm, self.spatial = nn.LayerNorm(dim), SpatialAttention(dim, heads)
+        self.temporal_norm, self.temporal = nn.LayerNorm(dim), TemporalAttention(dim, heads)
         self.mlp_norm = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, G, D)
-        x = x + self.spatial(self.spatial_norm(x))
-        x = x + self.temporal(self.temporal_norm(x))
-        return x + self.mlp(self.mlp_norm(x))
+        x = x + self.dropout(self.spatial(self.spatial_norm(x)))
+        x = x + self.dropout(self.temporal(self.temporal_norm(x)))
+        return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
 def sinusoidal_encoding(length: int, dim: int) -> torch.Tensor:
@@ -86,7 +92,7 @@ class STTransformer(nn.Module):
     """
 
     def __init__(self, num_classes: int, size: str | ModelSize = "s_4_2", *, part_sizes: list[int],
-                 seq_len: int = 50, dropout: float = 0.5):
+                 seq_len: int = 50, dropout: float = 0.2):
         super().__init__()
         size = ModelSize.parse(size) if isinstance(size, str) else size
         dim = size.embed_dim
@@ -103,7 +109,7 @@ class STTransformer(nn.Module):
 
     @classmethod
     def for_layout(cls, num_classes: int, size: str, layout: KeypointLayout, seq_len: int = 50,
-                   dropout: float = 0.5) -> STTransformer:
+                   dropout: float = 0.2) -> STTransformer:
         return cls(num_classes, size, part_sizes=layout.part_sizes(), seq_len=seq_len, dropout=dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, F)

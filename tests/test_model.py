@@ -37,7 +37,7 @@ def _reference(attn, x, dim_tokens):
 @pytest.mark.parametrize("cls,dim_tokens", [(SpatialAttention, 2), (TemporalAttention, 1)])
 def test_attention_matches_sdpa_reference(cls, dim_tokens):
     torch.manual_seed(0)
-    attn = cls(32, 4, dropout=0.0).eval()
+    attn = cls(32, 4).eval()
     x = torch.randn(2, 9, 4, 32)
     torch.testing.assert_close(attn(x), _reference(attn, x, dim_tokens), atol=1e-5, rtol=1e-5)
 
