@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import torch
+
+from accel_signs.data.pipeline import class_map, make_loader, select_clips, signer_indices, stratified_split
+from accel_signs.data.store import open_store
+from accel_signs.errors import DatasetError
+
+
+@pytest.fixture
+def store(tiny_store):
+    return open_store(tiny_store)
+
+
+def test_class_map_remaps_signs_in_order(store):
+    cmap = class_map(store, (5, 2))
+    assert [c.sign for c in cmap.classes] == [5, 2]
+    assert cmap.store_to_model.tolist() == [-1, 1, -1, -1, 0, -1]
+    with pytest.raises(DatasetError, match=r"sign\(s\) 7-9 are not in store"):
+        class_map(store, (1, 7, 8, 9))
+
+
+def test_selection_by_signer(store):
+    split = store.split("train")
+    ids = select_clips(split, class_map(store, (1, 2)), signer_indices(store, ("02",)))
+    assert set(split.labels[ids]) == {0, 1} and set(split.signers[ids]) == {1}
+    with pytest.raises(DatasetError, match="unknown signer"):
+        signer_indices(store, ("09",))
+
+
+def test_stratified_split_is_seeded_disjoint_and_complete(store):
+    split = store.split("train")
+    ids = select_clips(split, class_map(store, None), signer_indices(store, None))
+    train, val = stratified_split(ids, split, 0.2, seed=4)
+    again_train, again_val = stratified_split(ids, split, 0.2, seed=4)
+    assert np.array_equal(train, again_train) and np.array_equal(val, again_val)
+    assert not np.array_equal(val, stratified_split(ids, split, 0.2, seed=5)[1])
+    assert np.array_equal(np.sort(np.concatenate([train, val])), ids) and not set(train) & set(val)
+    # Every (sign, signer) group gives round(0.2 x 6) = 1 clip to val.
+    groups = split.labels[val] * 10 + split.signers[val]
+    assert len(val) == 12 and len(set(groups)) == 12
+
+
+def test_workers_give_the_same_eval_batches(store):
+    split = store.split("train")
+    ids = np.arange(len(split))
+    cmap = class_map(store, None)
+    common = dict(seq_len=50, batch_size=10, train=False, pin_memory=False)
+    serial = list(make_loader(split, ids, cmap, num_workers=0, **common))
+    parallel = list(make_loader(split, ids, cmap, num_workers=2, **common))
+    assert len(serial) == len(parallel) == 8
+    for (xa, ya), (xb, yb) in zip(serial, parallel):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert serial[0][0].shape == (10, 50, 184, 4) and serial[0][0].dtype == torch.float32
