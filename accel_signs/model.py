@@ -12,7 +12,21 @@ from .config import ModelSize
 from .layout import KeypointLayout
 
 
-class SpatialAttention(nn.Module):
+class _PartFrameAttention(nn.Module):
+    """Multi-head self-attention on (B, T, G, D) tokens; subclasses choose the axis."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def _qkv(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, g, d = x.shape
+        return self.qkv(x).view(b, t, g, 3, self.heads, d // self.heads)  # (B, T, G, 3, H, hd)
+
+
+class SpatialAttention(_PartFrameAttention):
     """Self-attention among the G part tokens of each frame.
 
     With G = 4 this is B x T sequences of 4 tokens, which generic attention kernels handle
@@ -20,34 +34,20 @@ class SpatialAttention(nn.Module):
     4 entries it is a few elementwise ops that torch.compile fuses.
     """
 
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.out = nn.Linear(dim, dim)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, G, D)
         b, t, g, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, g, 3, self.heads, d // self.heads).unbind(3)  # 3 x (B, T, G, H, hd)
+        q, k, v = self._qkv(x).unbind(3)  # 3 x (B, T, G, H, hd)
         scores = (q[:, :, :, None] * k[:, :, None, :]).sum(-1) * (d // self.heads) ** -0.5  # (B, T, Gq, Gk, H)
-        weights = scores.softmax(dim=3)
-        mixed = (weights[..., None] * v[:, :, None, :]).sum(3)  # (B, T, Gq, H, hd)
+        mixed = (scores.softmax(dim=3)[..., None] * v[:, :, None, :]).sum(3)  # (B, T, Gq, H, hd)
         return self.out(mixed.reshape(b, t, g, d))
 
 
-class TemporalAttention(nn.Module):
+class TemporalAttention(_PartFrameAttention):
     """Self-attention over the T frames of each part token, through SDPA."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, G, D)
         b, t, g, d = x.shape
-        qkv = self.qkv(x).view(b, t, g, 3, self.heads, d // self.heads)  # (B, T, G, 3, H, hd)
-        q, k, v = qkv.permute(3, 0, 2, 4, 1, 5).unbind(0)  # 3 x (B, G, H, T, hd)
+        q, k, v = self._qkv(x).permute(3, 0, 2, 4, 1, 5).unbind(0)  # 3 x (B, G, H, T, hd)
         y = F.scaled_dot_product_attention(q, k, v)
         return self.out(y.permute(0, 3, 1, 2, 4).reshape(b, t, g, d))  # (B, G, H, T, hd) -> (B, T, G, D)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..layout import NUM_CHANNELS, NUM_POINTS, karsl_glosses, keypoint_layout
 from .store import ClassInfo, StoreWriter
 
@@ -39,8 +40,6 @@ class SynthSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from ..errors import ConfigError
-
         if not 1 <= self.classes <= 502:
             raise ConfigError(f"--classes must be between 1 and 502 (the KArSL signs), got {self.classes}")
         if not 1 <= self.signers <= 99:
