@@ -61,6 +61,7 @@ def _write_json(path: Path, data: Any) -> None:
 def replace_dir(tmp: Path, final: Path) -> None:
     """Move the finished folder `tmp` to `final`, replacing what was there. The old folder is
     renamed aside first and removed last, so at every instant one complete copy exists."""
+    _fsync_dir(tmp)
     old = final.with_name(final.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -71,7 +72,7 @@ def replace_dir(tmp: Path, final: Path) -> None:
 
 
 def checkpoint_meta(cfg: TrainConfig, classes: tuple[ClassInfo, ...], epoch: int, metrics: dict[str, float],
-                    data: dict[str, Any]) -> dict[str, Any]:
+                    data: dict[str, Any], runtime: dict[str, Any]) -> dict[str, Any]:
     """The `config.json` of a checkpoint: enough to rebuild the model and name its classes."""
     layout = keypoint_layout()
     return {
@@ -92,6 +93,7 @@ def checkpoint_meta(cfg: TrainConfig, classes: tuple[ClassInfo, ...], epoch: int
         "metrics": metrics,
         "data": data,
         "train_config": cfg.to_dict(),
+        "runtime": runtime,
     }
 
 
@@ -103,9 +105,10 @@ class RunWriter:
         self.accelerator, self.path = accelerator, path
 
     @classmethod
-    def create(cls, accelerator: Accelerator, cfg: TrainConfig, num_classes: int) -> RunWriter:
-        """Make a new run folder and write its config.json. The main process picks the name and
-        creates it; every process gets the same path, or the same error."""
+    def create(cls, accelerator: Accelerator, cfg: TrainConfig, num_classes: int, runtime: dict[str, Any]) -> RunWriter:
+        """Make a new run folder and write its config.json (the config as given, plus what it
+        resolved to at run time: processes, precision, scaled lr...). The main process picks the
+        name and creates the folder; every process gets the same path, or the same error."""
         name, error = cfg.run_name, None
         if accelerator.is_main_process:
             if name is None:
@@ -114,15 +117,19 @@ class RunWriter:
                 while (cfg.output_dir / name).exists():
                     name, suffix = f"{base}-{suffix}", suffix + 1
             path = cfg.output_dir / name
-            if path.exists():
+            try:
+                cfg.output_dir.mkdir(parents=True, exist_ok=True)
+                path.mkdir()  # fails if it exists, even if it appeared after the name was chosen
+            except FileExistsError:
                 error = f"run folder {path} already exists; choose another --run-name or --output-dir"
+            except OSError as e:
+                error = f"cannot create run folder {path}: {e.strerror or e}"
             else:
                 try:
-                    path.mkdir(parents=True)
-                    _write_json(path / "config.json", {**cfg.to_dict(), "run_name": name})
+                    _write_json(path / "config.json", {**cfg.to_dict(), "runtime": {**runtime, "run_name": name}})
                 except OSError as e:
-                    shutil.rmtree(path, ignore_errors=True)
-                    error = f"cannot create run folder {path}: {e.strerror or e}"
+                    shutil.rmtree(path, ignore_errors=True)  # ours: created just above
+                    error = f"cannot write to run folder {path}: {e.strerror or e}"
         name, error = broadcast_object_list([name, error], from_process=0)
         if error:
             raise ConfigError(error)
@@ -144,6 +151,12 @@ class RunWriter:
                 f.flush()
                 os.fsync(f.fileno())
         self.accelerator.log({k: v for k, v in metrics.items() if k != "epoch"}, step=metrics["epoch"])
+
+    def draw_training_curves(self) -> None:
+        if self.accelerator.is_main_process:
+            from .plots import plot_training_curves
+
+            plot_training_curves(self.path)
 
     def save_best(self, model: torch.nn.Module, meta: dict[str, Any]) -> None:
         """Write model.safetensors + config.json to best/ (main process only, atomically)."""
@@ -205,7 +218,8 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     model = meta.get("model")
     if not isinstance(model, dict) or model.get("class") != STTransformer.__name__:
         raise CheckpointError(f"{cfg_path}: unknown model class {model.get('class') if isinstance(model, dict) else model!r}")
-    if meta.get("layout", {}).get("id") != LAYOUT_ID:
+    layout = meta.get("layout")
+    if not isinstance(layout, dict) or layout.get("id") != LAYOUT_ID:
         raise CheckpointError(f"{cfg_path}: keypoint layout {meta.get('layout')!r} is not {LAYOUT_ID!r}")
     if not isinstance(meta.get("classes"), list) or len(meta["classes"]) != model.get("num_classes"):
         raise CheckpointError(f"{cfg_path}: the class list does not match num_classes")

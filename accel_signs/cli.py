@@ -23,15 +23,6 @@ app = typer.Typer(
 logger = logging.getLogger("accel_signs")
 
 
-def default_cache_dir() -> Path:
-    """Where the embedded synthetic data set is generated: $ACCEL_SIGNS_CACHE, else
-    $XDG_CACHE_HOME/accel_signs, else ~/.cache/accel_signs."""
-    if os.environ.get("ACCEL_SIGNS_CACHE"):
-        return Path(os.environ["ACCEL_SIGNS_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "accel_signs"
-
-
 @app.callback()
 def _setup(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
@@ -57,10 +48,11 @@ _TRAIN_FIELDS = {
     "max_grad_norm": ("optim", "max_grad_norm"),
     "output_dir": ("output_dir",), "run_name": ("run_name",), "num_epochs": ("num_epochs",),
     "batch_size": ("batch_size",), "seed": ("seed",), "mixed_precision": ("mixed_precision",),
+    "evaluate": ("evaluate",), "log_with": ("log_with",), "cache_dir": ("data", "cache_dir"),
 }
 
 
-def _build_train_config(ctx: typer.Context, values: dict[str, Any], config_file: Path | None, cache_dir: Path):
+def _build_train_config(ctx: typer.Context, values: dict[str, Any], config_file: Path | None):
     """Defaults < --config file < options given on the command line."""
     from .config import TrainConfig, load_config_file
 
@@ -73,7 +65,6 @@ def _build_train_config(ctx: typer.Context, values: dict[str, Any], config_file:
                 node = node.setdefault(key, {})
             value = values[name]
             node[where[-1]] = str(value) if isinstance(value, Path) else value
-    raw.setdefault("data", {}).setdefault("cache_dir", str(cache_dir))
     return TrainConfig.from_dict(raw)
 
 
@@ -97,8 +88,10 @@ def train(
     mixed_precision: Annotated[str, typer.Option(help="auto|no|bf16|fp16; auto takes the accelerate config's, else bf16 on GPU, fp32 on CPU.")] = "auto",
     max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping norm (0 disables).")] = 1.0,
     lr_scaling: Annotated[str, typer.Option(help="sqrt|linear|none: lr growth with the number of processes.")] = "sqrt",
+    evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate the best checkpoint on the test split and draw the plots at the end.")] = True,
+    log_with: Annotated[str, typer.Option(help="Accelerate trackers for the per-epoch metrics, e.g. tensorboard (comma-separated).")] = "",
     config: Annotated[Optional[Path], typer.Option(help="JSON/YAML config (e.g. a run's config.json); options given here override it.")] = None,
-    cache_dir: Annotated[Path, typer.Option(help="Cache for the embedded synthetic set.", envvar="ACCEL_SIGNS_CACHE", show_default="~/.cache/accel_signs")] = None,  # type: ignore[assignment]
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Cache for the embedded synthetic set (default: $ACCEL_SIGNS_CACHE, $XDG_CACHE_HOME/accel_signs or ~/.cache/accel_signs).")] = None,
 ) -> None:
     """Train a model; the last line printed is the best checkpoint's folder.
 
@@ -106,7 +99,7 @@ def train(
     (the same command works as `accel-signs train` for one)."""
     values = {k: v for k, v in locals().items() if k in _TRAIN_FIELDS}
     try:
-        cfg = _build_train_config(ctx, values, config, cache_dir or default_cache_dir())
+        cfg = _build_train_config(ctx, values, config)
         from .trainer import train as run_training
 
         best = run_training(cfg)
@@ -116,6 +109,52 @@ def train(
 
     if PartialState().is_main_process:
         typer.echo(str(best))
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder (model.safetensors + config.json), e.g. runs/<run>/best.")],
+    data: Annotated[Optional[Path], typer.Option(help="Clip store (default: the one the checkpoint was trained on).")] = None,
+    split: Annotated[str, typer.Option(help="Split of the store to evaluate.")] = "test",
+    signers: Annotated[Optional[str], typer.Option(help="Signer ids, e.g. 03 (default: those the checkpoint was trained on).")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Output folder (default: <run>/eval-<split>, or <checkpoint>/eval-<split>).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Batch size per process.")] = 256,
+    num_workers: Annotated[Optional[int], typer.Option(help="DataLoader workers per process (default: 0 on CPU, 4 per GPU).")] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw the confusion matrix, per-class F1 and top-confusion plots.")] = True,
+) -> None:
+    """Evaluate a checkpoint: top-1/top-5 accuracy, macro F1, per-class and per-signer results,
+    confusion matrix and plots. Works under `accelerate launch` with any number of processes."""
+    try:
+        from .config import EvalConfig
+        from .evaluate import evaluate_checkpoint, format_summary
+
+        cfg = EvalConfig(checkpoint=checkpoint, data=data, split=split, signers=signers, output=output,
+                         batch_size=batch_size, num_workers=num_workers, plots=plots)
+        result = evaluate_checkpoint(cfg)
+    except AccelSignsError as e:
+        raise _fail(e) from None
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        typer.echo(format_summary(result.summary))
+        typer.echo(str(result.output))
+
+
+@app.command()
+def plot(run_dir: Annotated[Path, typer.Argument(help="A run folder, or an eval-<split> folder.")]) -> None:
+    """Redraw a run's figures from its files: training curves and every evaluation's plots."""
+    from .plots import plot_eval_dir, plot_run
+
+    if not run_dir.is_dir():
+        raise _fail(AccelSignsError(f"{run_dir} is not a folder"))
+    if (run_dir / "metrics.json").exists():
+        drawn = plot_eval_dir(run_dir)
+    else:
+        drawn = plot_run(run_dir)
+    if not drawn:
+        raise _fail(AccelSignsError(f"{run_dir} holds neither metrics.jsonl (a run) nor metrics.json (an evaluation)"))
+    for path in drawn:
+        typer.echo(str(path))
 
 
 @app.command()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +116,7 @@ class DataConfig:
     num_workers: int | None = None
     """DataLoader worker processes; None: 0 on CPU (the model step dominates), up to 4 per GPU."""
     cache_dir: Path | None = None
-    """Where the embedded synthetic set is generated; the CLI fills it in."""
+    """Where the embedded synthetic set is generated; None: default_cache_dir() when needed."""
     seq_len: int = 50
     """Frames per sample after TSN sampling."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -207,12 +209,19 @@ class TrainConfig:
     """Run folder name under output_dir; None: `<timestamp>-signs<K>-<size>`."""
     mixed_precision: str = "auto"
     """auto: the `accelerate launch` config's fp16/bf16 if set, else bf16 on a GPU that has it, else fp32."""
+    evaluate: bool = True
+    """After training, evaluate the best checkpoint on the store's test split and draw the plots."""
+    log_with: tuple[str, ...] = ()
+    """Accelerate trackers to log the per-epoch metrics to, e.g. ("tensorboard",); metrics.jsonl is always written."""
 
     def __post_init__(self) -> None:
         for name, cls in (("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig)):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, _from_dict(cls, getattr(self, name), name))
         self.output_dir = Path(self.output_dir)
+        if isinstance(self.log_with, str):
+            self.log_with = tuple(t.strip() for t in self.log_with.split(",") if t.strip())
+        self.log_with = tuple(self.log_with or ())
         if self.num_epochs < 1:
             raise ConfigError(f"--num-epochs must be >= 1, got {self.num_epochs}")
         if self.batch_size < 1:
@@ -225,13 +234,17 @@ class TrainConfig:
             raise ConfigError(f"--run-name must be a plain folder name, got {self.run_name!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: paths as strings, tuples as lists."""
-        return {"version": CONFIG_VERSION, **json.loads(json.dumps(dataclasses.asdict(self), default=str))}
+        """JSON-ready: paths as strings, tuples as lists. Leaves out data.cache_dir, a path
+        of this machine's that a config reused elsewhere should not carry."""
+        out = json.loads(json.dumps(dataclasses.asdict(self), default=str))
+        out["data"].pop("cache_dir")
+        return {"version": CONFIG_VERSION, **out}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
         """Inverse of to_dict; unknown keys are errors, not silently ignored."""
         raw = dict(raw)
+        raw.pop("runtime", None)  # what a saved run resolved to: a record, not a setting
         version = raw.pop("version", CONFIG_VERSION)
         if version != CONFIG_VERSION:
             raise ConfigError(f"config version {version} is not supported (this accel_signs reads {CONFIG_VERSION})")
@@ -245,10 +258,61 @@ def _from_dict(cls: type, raw: Any, where: str) -> Any:
     unknown = sorted(set(raw) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    try:
-        return cls(**raw)
-    except TypeError as e:
-        raise ConfigError(f"{where}: {e}") from None
+    hints = typing.get_type_hints(cls)
+    return cls(**{key: _coerce(value, hints[key], f"{where}.{key}" if where != "config" else key) for key, value in raw.items()})
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check a config file's value against its field's type (JSON and YAML types are loose:
+    YAML reads `1e-3` as a string, JSON has no tuples)."""
+    args = typing.get_args(hint)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"{where} may not be null")
+    if type(None) in args:  # X | None
+        hint = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return value  # nested config: checked by its own constructor
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif hint is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+    elif origin is tuple:
+        if isinstance(value, str):
+            return value  # "1-10,15" / "01,02": parsed by the field's own validation
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+    else:
+        return value
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
+
+
+def default_cache_dir() -> Path:
+    """Where the embedded synthetic data set is generated: $ACCEL_SIGNS_CACHE, else
+    $XDG_CACHE_HOME/accel_signs, else ~/.cache/accel_signs."""
+    if os.environ.get("ACCEL_SIGNS_CACHE"):
+        return Path(os.environ["ACCEL_SIGNS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "accel_signs"
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
@@ -269,3 +333,36 @@ def load_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return data
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    checkpoint: Path
+    """Checkpoint folder (model.safetensors + config.json)."""
+    data: Path | None = None
+    """Clip store; None: the store the checkpoint was trained on."""
+    split: str = "test"
+    signers: tuple[str, ...] | None = None
+    """Signers to evaluate; None: those the checkpoint was trained on."""
+    output: Path | None = None
+    """Where results go; None: `<run>/eval-<split>` beside a run's best/, else `<checkpoint>/eval-<split>`."""
+    batch_size: int = 256
+    num_workers: int | None = None
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        self.checkpoint = Path(self.checkpoint)
+        self.data = Path(self.data) if self.data is not None else None
+        self.output = Path(self.output) if self.output is not None else None
+        if isinstance(self.signers, str):
+            self.signers = parse_signers(self.signers)
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
+
+    def output_dir(self) -> Path:
+        if self.output is not None:
+            return self.output
+        run = self.checkpoint.parent
+        return run / f"eval-{self.split}" if (run / "metrics.jsonl").exists() else self.checkpoint / f"eval-{self.split}"

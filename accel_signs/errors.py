@@ -19,3 +19,7 @@ class CheckpointError(AccelSignsError):
 
 class LaunchError(AccelSignsError):
     """The processes were started in a way that cannot train correctly."""
+
+
+class TrainingError(AccelSignsError):
+    """Training cannot go on (e.g. the loss became NaN)."""

@@ -14,18 +14,20 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.logging import get_logger
-from accelerate.utils import broadcast, parse_flag_from_env, set_seed
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import LoggerType, ProjectConfiguration, broadcast, parse_flag_from_env, set_seed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
 from .checkpoint import RunWriter, checkpoint_meta
-from .config import TrainConfig
+from .config import EvalConfig, TrainConfig, default_cache_dir
+from .evaluate import evaluate_checkpoint, format_summary
 from .data.pipeline import ClassMap, class_map, make_loader, select_clips, signer_indices, stratified_split
 from .data.sampling import Augmenter
 from .data.store import open_store
 from .data.synth import ensure_synthetic
-from .errors import ConfigError, LaunchError
+from .errors import AccelSignsError, ConfigError, LaunchError, TrainingError
 from .layout import keypoint_layout
 from .model import STTransformer
 
@@ -78,12 +80,28 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
         launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
         gpu_bf16 = state.device.type == "cuda" and torch.cuda.is_bf16_supported()
         mixed = launched if launched != "no" else ("bf16" if gpu_bf16 else "no")
+    if mixed == "fp16" and state.device.type == "cpu":
+        # Accelerate runs fp16 on a CPU as plain fp32 without saying so.
+        raise ConfigError("--mixed-precision fp16 needs a GPU; on a CPU use bf16 or no")
     return Accelerator(
         mixed_precision=mixed,
+        log_with=_trackers(cfg.log_with) or None,
+        # Trackers that write files (TensorBoard) write into the run folder: <output_dir>/<run name>.
+        project_config=ProjectConfiguration(project_dir=str(cfg.output_dir), logging_dir=str(cfg.output_dir)),
         # Shuffling from a seed of its own: the same order on every process and for every
         # run with this seed, independent of the RNG the model and augmentation use.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
     )
+
+
+def _trackers(names: tuple[str, ...]) -> list[str]:
+    """Check requested trackers up front: Accelerate silently drops the ones not installed."""
+    for name in names:
+        if name not in LoggerType.list():
+            raise ConfigError(f"--log-with: unknown tracker {name!r}; Accelerate supports {', '.join(LoggerType.list())}")
+        if name != "all" and LoggerType(name) not in get_available_trackers():
+            raise ConfigError(f"--log-with {name}: the {name} package is not installed (pip install {name})")
+    return list(names)
 
 
 def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
@@ -91,10 +109,8 @@ def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
     Everything that can reject the input runs here, before the run folder exists."""
     path = cfg.data.path
     if path is None:
-        if cfg.data.cache_dir is None:
-            raise ConfigError("no data: set data.path to a clip store, or data.cache_dir for the embedded synthetic set")
         with accelerator.main_process_first():
-            path = ensure_synthetic(cfg.data.cache_dir)
+            path = ensure_synthetic(cfg.data.cache_dir or default_cache_dir())
     store = open_store(path)
     split = store.split("train")
     classes = class_map(store, cfg.data.signs)
@@ -137,8 +153,13 @@ def train(cfg: TrainConfig) -> Path:
     accelerator.register_for_checkpointing(plateau, state)
     # Augmentation draws differ per process; model init above was the same everywhere.
     set_seed(cfg.seed, device_specific=True)
-    run = RunWriter.create(accelerator, cfg, data.classes.num_classes)
+    runtime = {"num_processes": accelerator.num_processes, "device": accelerator.device.type,
+               "mixed_precision": accelerator.mixed_precision, "lr": lr, "num_workers": data.train_loader.num_workers,
+               "global_batch_size": cfg.batch_size * accelerator.num_processes}
+    run = RunWriter.create(accelerator, cfg, data.classes.num_classes, runtime)
     run.write_json("split.json", data.split_info)
+    if cfg.log_with:
+        accelerator.init_trackers(run.path.name, config=_flat(cfg.to_dict()))
     augment = Augmenter(cfg.data.augment, layout)
     logger.info("run %s: %d classes, %d train / %d val clips, model %s (%.2fM parameters), %d process(es) on %s, "
                 "mixed precision %s, lr %.3g", run.path, data.classes.num_classes, len(data.split_info["train_ids"]),
@@ -150,6 +171,10 @@ def train(cfg: TrainConfig) -> Path:
         lr_now = optimizer.param_groups[0]["lr"]
         train_loss, seen = train_one_epoch(accelerator, model, optimizer, train_loader, augment, cfg, epoch)
         val_loss, val_acc = evaluate(accelerator, model, val_loader)
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            kept = f"the best checkpoint so far is {run.best_dir}" if state.best_epoch else "no checkpoint was saved"
+            raise TrainingError(f"epoch {epoch}: the loss is not finite (train {train_loss}, val {val_loss}): training "
+                                f"diverged; lower --lr or check the data ({kept})")
         plateau.step(val_loss)
         seconds = time.perf_counter() - start
         metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc, "lr": lr_now,
@@ -157,8 +182,8 @@ def train(cfg: TrainConfig) -> Path:
         state.epoch = epoch
         if val_loss < state.best_val_loss:
             state.best_val_loss, state.best_epoch = val_loss, epoch
-            meta = checkpoint_meta(cfg, data.classes.classes, epoch, metrics, {k: v for k, v in data.split_info.items()
-                                                                                if not k.endswith("_ids")})
+            meta = checkpoint_meta(cfg, data.classes.classes, epoch, metrics,
+                                   {k: v for k, v in data.split_info.items() if not k.endswith("_ids")}, runtime)
             run.save_best(model, meta)
         run.log_epoch(metrics)
         run.save_state()
@@ -166,11 +191,30 @@ def train(cfg: TrainConfig) -> Path:
                     epoch, cfg.num_epochs, train_loss, val_loss, val_acc, lr_now, seconds, seen / seconds,
                     "  *best*" if state.best_epoch == epoch else "")
 
+    logger.info("best epoch %d: val_loss %.4f; checkpoint %s", state.best_epoch, state.best_val_loss, run.best_dir)
+    if cfg.evaluate:
+        evaluate_after_training(cfg, accelerator, run, Path(data.split_info["store"]))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     accelerator.free_memory()
-    logger.info("best epoch %d: val_loss %.4f; checkpoint %s", state.best_epoch, state.best_val_loss, run.best_dir)
     return run.best_dir
+
+
+def evaluate_after_training(cfg: TrainConfig, accelerator: Accelerator, run: RunWriter, store: Path) -> None:
+    """Evaluate the best checkpoint on the test split (if the store has one) and draw the plots.
+    The run has succeeded by now: a failure here is reported, not raised."""
+    try:
+        if "test" in open_store(store).splits:
+            result = evaluate_checkpoint(
+                EvalConfig(checkpoint=run.best_dir, data=store, split="test", signers=cfg.data.signers), accelerator)
+            logger.info("best checkpoint on the test split (%s):\n%s", result.output, format_summary(result.summary))
+            accelerator.log({f"test/{k}": result.summary[k] for k in ("top1", "top5", "macro_f1")}, step=cfg.num_epochs)
+        else:
+            logger.warning("store %s has no test split: skipped the final evaluation", store)
+    except AccelSignsError as e:
+        logger.error("the final evaluation failed (the checkpoint is saved; retry with `accel-signs evaluate %s`): %s",
+                     run.best_dir, e)
+    run.draw_training_curves()
 
 
 def train_one_epoch(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -180,7 +224,7 @@ def train_one_epoch(accelerator: Accelerator, model: torch.nn.Module, optimizer:
     loader.set_epoch(epoch)
     totals = torch.zeros(2, device=accelerator.device)  # loss sum, sample count; summed without a sync per step
     with _progress(accelerator, f"epoch {epoch}/{cfg.num_epochs}", len(loader)) as advance:
-        for x, y in loader:
+        for x, y, _ in loader:
             x = augment(x).flatten(2)  # (B, T, P, C) -> (B, T, P*C)
             with accelerator.accumulate(model):
                 loss = F.cross_entropy(model(x), y)
@@ -203,7 +247,7 @@ def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoade
     # process's, which are the ones the checkpoint saves.
     broadcast(list(model.buffers()), from_process=0)
     per_sample = []
-    for x, y in loader:
+    for x, y, _ in loader:
         logits = model(x.flatten(2))  # (B, T, P, C) -> (B, T, P*C)
         loss = F.cross_entropy(logits.float(), y, reduction="none")
         correct = (logits.argmax(dim=-1) == y).float()
@@ -211,6 +255,17 @@ def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoade
         per_sample.append(accelerator.gather_for_metrics(torch.stack([loss, correct], dim=1)))  # (B, 2)
     loss, correct = torch.cat(per_sample).double().mean(dim=0).tolist()
     return loss, correct
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 1}} -> {"optim.lr": 1}, scalars only (what tracker hparams accept)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
 
 
 class _progress:

@@ -93,7 +93,8 @@ def test_one_process_training_run(tiny_store, tmp_path):
     # The resolved config is saved and can be fed back in.
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["model"]["size"] == "t_2_1" and cfg["data"]["path"] == str(tiny_store) and cfg["run_name"] == "r"
-    assert sorted(p.name for p in run.iterdir()) == ["best", "config.json", "metrics.jsonl", "split.json", "state"]
+    assert sorted(p.name for p in run.iterdir()) == ["best", "config.json", "eval-test", "metrics.jsonl", "split.json",
+                                                     "state", "training_curves.png"]
     # The best checkpoint loads with safetensors alone.
     from safetensors.numpy import load_file
 
@@ -128,3 +129,9 @@ def test_synth_command(tmp_path):
     assert_one_line_error(again.stderr, "already exists")
     bad = runner.invoke(app, ["synth", str(tmp_path / "t"), "--classes", "600"])
     assert bad.exit_code == 1 and not (tmp_path / "t").exists()
+
+
+def test_diverging_training_stops_with_a_clear_error(tiny_store, tmp_path):
+    result, out = _train(tmp_path, "--data", str(tiny_store), "--num-epochs", "3", "--run-name", "nan", "--lr", "1e30")
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, "epoch 1: the loss is not finite", "no checkpoint was saved")

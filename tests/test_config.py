@@ -78,3 +78,28 @@ def test_config_file_errors(tmp_path):
     yml = tmp_path / "c.yaml"
     yml.write_text("num_epochs: 4\noptim:\n  lr: 0.01\n")
     assert TrainConfig.from_dict(load_config_file(yml)).optim.lr == 0.01
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ({"num_epochs": 2.5}, "num_epochs: expected int"),
+    ({"batch_size": "8"}, "batch_size: expected int"),
+    ({"model": {"size": 42}}, "model.size: expected str"),
+    ({"optim": {"lr": "fast"}}, "optim.lr: expected float"),
+    ({"evaluate": "yes"}, "evaluate: expected bool"),
+    ({"seed": None}, "seed may not be null"),
+])
+def test_config_file_types_are_checked(raw, needle):
+    with pytest.raises(ConfigError, match=None) as info:
+        TrainConfig.from_dict(raw)
+    assert needle in str(info.value)
+
+
+def test_yaml_style_numbers_and_lists_are_accepted():
+    cfg = TrainConfig.from_dict({"optim": {"lr": "1e-3"}, "data": {"signs": [3, 1], "signers": ["01"]}, "log_with": ["tensorboard"]})
+    assert cfg.optim.lr == 1e-3 and cfg.data.signs == (3, 1) and cfg.data.signers == ("01",) and cfg.log_with == ("tensorboard",)
+
+
+def test_saved_config_round_trip_ignores_runtime_record():
+    raw = TrainConfig().to_dict()
+    raw["runtime"] = {"num_processes": 2}
+    assert TrainConfig.from_dict(raw) == TrainConfig()

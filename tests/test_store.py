@@ -157,3 +157,31 @@ def test_unknown_split(store):
 def test_layout_id_recorded(store):
     assert _meta(store)["layout"]["id"] == LAYOUT_ID
     shutil.rmtree(store)
+
+
+@pytest.mark.parametrize("classes,needle", [
+    ([{"sign": 0}], "integer \"sign\" >= 1"),
+    ([{"sign": 1.7}], "integer \"sign\""),
+    ([{"sign": True}], "integer \"sign\""),
+    (["x"], "integer \"sign\""),
+    ([{"sign": 2, "en": 5}], "gloss strings"),
+])
+def test_bad_class_entries(store, classes, needle):
+    _set_meta(store, classes=classes)
+    with pytest.raises(DatasetError, match=None) as info:
+        open_store(store)
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["../outside", "/abs", ".hidden"])
+def test_split_names_stay_inside(store, name):
+    _set_meta(store, splits={name: {"clips": 1, "frames": 1}})
+    with pytest.raises(DatasetError, match="invalid split name"):
+        open_store(store)
+
+
+def test_meta_that_is_a_folder(store):
+    (store / "meta.json").unlink()
+    (store / "meta.json").mkdir()
+    with pytest.raises(DatasetError, match="cannot be read"):
+        open_store(store)

@@ -37,7 +37,7 @@ def class_map(store: ClipStore, signs: Sequence[int] | None) -> ClassMap:
         if missing:
             have = sorted(by_sign)
             raise DatasetError(
-                f"--signs: sign(s) {_ranges(missing)} are not in store {store.path} (it has signs {_ranges(have)})"
+                f"--signs: sign(s) {format_ranges(missing)} are not in store {store.path} (it has signs {format_ranges(have)})"
             )
         chosen = [by_sign[s] for s in signs]
     lookup = np.full(len(store.classes), -1, dtype=np.int64)
@@ -99,18 +99,19 @@ class ClipBatches(Dataset):
     def __getitem__(self, i: int) -> int:
         return i
 
-    def collate(self, items: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> x (B, seq_len, 184, 4) float32, y (B,) int64."""
-        rows = torch.as_tensor(self.ids[np.asarray(items)])
+    def collate(self, items: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> x (B, seq_len, 184, 4) float32, y (B,) int64, the clips' ids in the split (B,) int64."""
+        items = np.asarray(items)
+        rows = torch.as_tensor(self.ids[items])
         lengths, offsets = self.lengths[rows], self.offsets[rows]
         pos = tsn_positions(lengths, self.seq_len, self.random)
         x = gather_frames(self.split.frames, offsets, lengths, pos)
-        return x, torch.as_tensor(self.targets[np.asarray(items)])
+        return x, torch.as_tensor(self.targets[items]), rows
 
 
 def make_loader(split: StoreSplit, ids: np.ndarray, cmap: ClassMap, *, seq_len: int, batch_size: int,
                 train: bool, num_workers: int, pin_memory: bool) -> DataLoader:
-    """A DataLoader of (x, y) batches over clips `ids`; training shuffles and samples randomly,
+    """A DataLoader of (x, y, clip ids) batches over clips `ids`; training shuffles and samples randomly,
     evaluation keeps order and takes bin centres."""
     targets = cmap.store_to_model[split.labels[ids]]
     data = ClipBatches(split, ids, targets, seq_len, random=train)
@@ -120,7 +121,7 @@ def make_loader(split: StoreSplit, ids: np.ndarray, cmap: ClassMap, *, seq_len: 
     )
 
 
-def _ranges(values: Sequence[int]) -> str:
+def format_ranges(values: Sequence[int]) -> str:
     """[1, 2, 3, 7] -> '1-3,7'."""
     values = sorted(values)
     out, start = [], None

@@ -172,6 +172,8 @@ def _load_meta(path: Path) -> dict[str, Any]:
         raise _fail(meta_path, "missing: this folder is not an accel_signs clip store (create one with `accel-signs synth` or `accel-signs prepare`)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise _fail(meta_path, f"not valid JSON ({e})") from None
+    except OSError as e:
+        raise _fail(meta_path, f"cannot be read ({e.strerror or e})") from None
     if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
         raise _fail(meta_path, f"not a clip store description (expected \"format\": \"{STORE_FORMAT}\")")
     if meta.get("version") != STORE_VERSION:
@@ -198,10 +200,14 @@ def open_store(path: str | os.PathLike[str]) -> ClipStore:
         raise DatasetError(f"data store {path} is not a directory")
     meta = _load_meta(path)
     meta_path = path / "meta.json"
-    try:
-        classes = tuple(ClassInfo(int(c["sign"]), str(c.get("en", "")), str(c.get("ar", ""))) for c in meta["classes"])
-    except (TypeError, KeyError, ValueError):
-        raise _fail(meta_path, "each class must be an object with an integer \"sign\" and optional \"en\"/\"ar\" glosses") from None
+    classes = []
+    for c in meta["classes"]:
+        sign = c.get("sign") if isinstance(c, dict) else None
+        if type(sign) is not int or sign < 1 or not isinstance(c.get("en", ""), str) or not isinstance(c.get("ar", ""), str):
+            raise _fail(meta_path, "each class must be an object with an integer \"sign\" >= 1 and optional "
+                        f"\"en\"/\"ar\" gloss strings, got {c!r}")
+        classes.append(ClassInfo(sign, c.get("en", ""), c.get("ar", "")))
+    classes = tuple(classes)
     if not classes:
         raise _fail(meta_path, "the store has no classes")
     if len({c.sign for c in classes}) != len(classes):
@@ -212,6 +218,8 @@ def open_store(path: str | os.PathLike[str]) -> ClipStore:
     dtype = np.dtype(meta["dtype"])
     splits = {}
     for name, info in meta["splits"].items():
+        if not _valid_split_name(name):
+            raise _fail(meta_path, f"invalid split name {name!r} (a plain folder name inside the store)")
         splits[name] = _open_split(path, name, info, dtype, len(classes), len(signers))
     if not splits:
         raise _fail(meta_path, "the store has no splits")
@@ -261,6 +269,10 @@ def _open_split(root: Path, name: str, info: Any, dtype: np.dtype, num_classes: 
     return StoreSplit(name, directory, clips, shape[0], dtype)
 
 
+def _valid_split_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
+
+
 def _npy_header(shape: tuple[int, ...], dtype: np.dtype) -> bytes:
     """A version 1.0 .npy header padded to exactly _NPY_HEADER_BYTES."""
     text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)})
@@ -307,7 +319,7 @@ class StoreWriter:
             self.abort()
 
     def begin_split(self, name: str) -> None:
-        if not name or "/" in name or name.startswith("."):
+        if not _valid_split_name(name):
             raise DatasetError(f"invalid split name {name!r}")
         self._end_split()
         (self._tmp / name).mkdir()

@@ -1,0 +1,176 @@
+"""Evaluate a checkpoint on a split of a store, on 1 or N processes, with exact gathering."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+
+from .checkpoint import Checkpoint, load_checkpoint, replace_dir
+from .config import EvalConfig
+from .data.pipeline import ClassMap, format_ranges, class_map, make_loader, select_clips, signer_indices
+from .data.store import ClipStore, open_store
+from .errors import CheckpointError, DatasetError
+from .metrics import ClassificationReport, classification_report
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    report: ClassificationReport
+    classes: list[dict[str, Any]]
+    summary: dict[str, Any]
+    output: Path
+
+
+def checkpoint_classes(store: ClipStore, ckpt: Checkpoint) -> ClassMap:
+    """The checkpoint's classes, found in the store by sign number; refuses data whose signs
+    or glosses differ from what the model was trained on."""
+    signs = [c["sign"] for c in ckpt.classes]
+    by_sign = {c.sign: c for c in store.classes}
+    missing = [s for s in signs if s not in by_sign]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} was trained on signs {format_ranges(signs)}, but store {store.path} has no "
+            f"sign(s) {format_ranges(missing)} (it has {format_ranges(list(by_sign))}): evaluate on data with the checkpoint's signs")
+    for c in ckpt.classes:
+        theirs = by_sign[c["sign"]].en
+        if c["en"] and theirs and c["en"] != theirs:
+            raise CheckpointError(f"sign {c['sign']} is {c['en']!r} in checkpoint {ckpt.path} but {theirs!r} in store "
+                                  f"{store.path}: the two number their signs differently")
+    return class_map(store, signs)
+
+
+def evaluate_checkpoint(cfg: EvalConfig, accelerator: Accelerator | None = None) -> EvalResult:
+    """Evaluate `cfg.checkpoint`, write metrics.json, per_class.csv, confusion.csv,
+    predictions.csv (and plots) to the output folder from the main process, and return the
+    results on every process."""
+    accelerator = accelerator or Accelerator(mixed_precision="no")
+    ckpt = load_checkpoint(cfg.checkpoint)
+    data_path = cfg.data or ckpt.meta.get("data", {}).get("store")
+    if data_path is None:
+        raise CheckpointError(f"checkpoint {ckpt.path} does not record its data store: pass --data")
+    store = open_store(data_path)
+    classes = checkpoint_classes(store, ckpt)
+    split = store.split(cfg.split)
+    signers = cfg.signers or tuple(ckpt.meta.get("data", {}).get("signers") or store.signers)
+    ids = select_clips(split, classes, signer_indices(store, signers))
+    split.check_finite()
+    workers = cfg.num_workers if cfg.num_workers is not None else 0 if accelerator.device.type == "cpu" else 4
+    loader = make_loader(split, ids, classes, seq_len=ckpt.meta["model"]["seq_len"], batch_size=cfg.batch_size,
+                         train=False, num_workers=workers, pin_memory=accelerator.device.type == "cuda")
+    loader = accelerator.prepare(loader)
+    model = ckpt.model.to(accelerator.device).eval()
+    k = min(5, classes.num_classes)
+    rows = []
+    with torch.no_grad():
+        for x, y, clip in loader:
+            logits = model(x.flatten(2)).float()  # (B, T, P, C) -> (B, T, P*C)
+            loss = F.cross_entropy(logits, y, reduction="none")
+            probs, top = logits.softmax(-1).topk(k, dim=-1)
+            row = torch.cat([clip[:, None].double(), y[:, None].double(), loss[:, None].double(),
+                             probs[:, :1].double(), top.double()], dim=1)  # (B, 4 + k)
+            rows.append(accelerator.gather_for_metrics(row))  # drops the padding repeats
+    table = torch.cat(rows).cpu().numpy()
+    table = table[np.argsort(table[:, 0], kind="stable")]  # clip order: the same sums on any number of processes
+    clip_ids, labels = table[:, 0].astype(np.int64), table[:, 1].astype(np.int64)
+    topk = table[:, 4:].astype(np.int64)
+    report = classification_report(labels, topk, classes.num_classes, split.signers[clip_ids], store.signers,
+                                   losses=table[:, 2])
+    class_rows = [{"id": i, "sign": c.sign, "en": c.en, "ar": c.ar} for i, c in enumerate(classes.classes)]
+    summary = _summary(cfg, ckpt, store, signers, report, class_rows)
+    output = cfg.output_dir()
+    if accelerator.is_main_process:
+        _write_outputs(output, summary, report, class_rows, clip_ids, split.signers[clip_ids], store.signers,
+                       labels, topk, table[:, 3], cfg.plots)
+    accelerator.wait_for_everyone()
+    return EvalResult(report, class_rows, summary, output)
+
+
+def _summary(cfg: EvalConfig, ckpt: Checkpoint, store: ClipStore, signers: tuple[str, ...],
+             report: ClassificationReport, classes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "checkpoint": str(ckpt.path.resolve()),
+        "store": str(store.path.resolve()),
+        "split": cfg.split,
+        "signers": list(signers),
+        "num_classes": len(classes),
+        "num_samples": report.num_samples,
+        "top1": report.top1,
+        "top5": report.top5,
+        "top5_k": report.top5_k,
+        "macro_f1": report.macro_f1,
+        "mean_loss": report.mean_loss,
+        "per_signer": report.per_signer,
+        "top_confusions": [
+            {"true_sign": classes[t]["sign"], "true": classes[t]["en"], "pred_sign": classes[p]["sign"],
+             "pred": classes[p]["en"], "count": n}
+            for t, p, n in report.top_confusions(20)
+        ],
+    }
+
+
+def _write_outputs(output: Path, summary: dict[str, Any], report: ClassificationReport, classes: list[dict[str, Any]],
+                   clip_ids: np.ndarray, signer_idx: np.ndarray, signer_names: tuple[str, ...], labels: np.ndarray,
+                   topk: np.ndarray, confidence: np.ndarray, plots: bool) -> None:
+    """Everything into a temporary folder first; it replaces `output` only when complete."""
+    tmp = output.with_name(output.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise DatasetError(f"cannot create evaluation output {output}: {e.strerror or e}") from None
+    (tmp / "metrics.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", "utf-8")
+    with open(tmp / "per_class.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["class_id", "sign", "en", "ar", "support", "predicted", "precision", "recall", "f1"])
+        for c in classes:
+            i = c["id"]
+            w.writerow([i, c["sign"], c["en"], c["ar"], int(report.support[i]), int(report.predicted[i]),
+                        _num(report.precision[i]), _num(report.recall[i]), _num(report.f1[i])])
+    with open(tmp / "confusion.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["true_sign \\ predicted_sign", *[c["sign"] for c in classes]])
+        for c, row in zip(classes, report.confusion):
+            w.writerow([c["sign"], *row.tolist()])
+    with open(tmp / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["clip", "signer", "true_sign", "pred_sign", "confidence", "top_signs"])
+        for clip, s, y, top, p in zip(clip_ids, signer_idx, labels, topk, confidence):
+            w.writerow([int(clip), signer_names[s], classes[y]["sign"], classes[top[0]]["sign"], f"{p:.6f}",
+                        " ".join(str(classes[t]["sign"]) for t in top)])
+    if plots:
+        from .plots import plot_eval_dir
+
+        plot_eval_dir(tmp)
+    replace_dir(tmp, output)
+
+
+def _num(x: float) -> str:
+    return "" if np.isnan(x) else f"{x:.6f}"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A short text table of an evaluation."""
+    lines = [
+        f"{summary['split']} split: {summary['num_samples']} clips, {summary['num_classes']} classes",
+        f"  top-1 accuracy  {summary['top1']:.4f}",
+        f"  top-{summary['top5_k']} accuracy  {summary['top5']:.4f}",
+        f"  macro F1        {summary['macro_f1']:.4f}",
+        f"  mean loss       {summary['mean_loss']:.4f}",
+        "  per signer:     " + ", ".join(f"{s} {v['accuracy']:.4f} ({v['num_samples']})" for s, v in summary["per_signer"].items()),
+    ]
+    if summary["top_confusions"]:
+        lines.append("  most frequent confusions (true -> predicted):")
+        lines += [f"    {c['count']:4d}  \"{c['true']}\" -> \"{c['pred']}\"" for c in summary["top_confusions"][:5]]
+    return "\n".join(lines)
