@@ -49,7 +49,10 @@ _TRAIN_FIELDS = {
     "output_dir": ("output_dir",), "run_name": ("run_name",), "num_epochs": ("num_epochs",),
     "batch_size": ("batch_size",), "seed": ("seed",), "mixed_precision": ("mixed_precision",),
     "evaluate": ("evaluate",), "log_with": ("log_with",), "cache_dir": ("data", "cache_dir"),
+    "debug": ("debug",), "limit_batches": ("limit_batches",),
 }
+# What --debug changes unless the option is given too.
+_DEBUG_DEFAULTS = {"num_epochs": 2, "limit_batches": 5}
 
 
 def _build_train_config(ctx: typer.Context, values: dict[str, Any], config_file: Path | None):
@@ -58,14 +61,22 @@ def _build_train_config(ctx: typer.Context, values: dict[str, Any], config_file:
 
     raw: dict[str, Any] = load_config_file(config_file) if config_file else {}
     for name, where in _TRAIN_FIELDS.items():
-        source = ctx.get_parameter_source(name)  # typer bundles its own click: compare by name
-        if not config_file or (source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")):
+        if not config_file or _given(ctx, name):
             node = raw
             for key in where[:-1]:
                 node = node.setdefault(key, {})
             value = values[name]
             node[where[-1]] = str(value) if isinstance(value, Path) else value
+    if values["debug"]:
+        for name, value in _DEBUG_DEFAULTS.items():
+            if not _given(ctx, name):
+                raw[name] = value
     return TrainConfig.from_dict(raw)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)  # typer bundles its own click: compare by name
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 @app.command()
@@ -90,6 +101,8 @@ def train(
     lr_scaling: Annotated[str, typer.Option(help="sqrt|linear|none: lr growth with the number of processes.")] = "sqrt",
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate the best checkpoint on the test split and draw the plots at the end.")] = True,
     log_with: Annotated[str, typer.Option(help="Accelerate trackers for the per-epoch metrics, e.g. tensorboard (comma-separated).")] = "",
+    limit_batches: Annotated[Optional[int], typer.Option(help="Use only N batches per process of train and val data per epoch (a smoke test).")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="One process, fp32, 2 epochs of 5 batches (unless given), num_workers 0, anomaly detection, deterministic algorithms, per-step logs.")] = False,
     config: Annotated[Optional[Path], typer.Option(help="JSON/YAML config (e.g. a run's config.json); options given here override it.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Cache for the embedded synthetic set (default: $ACCEL_SIGNS_CACHE, $XDG_CACHE_HOME/accel_signs or ~/.cache/accel_signs).")] = None,
 ) -> None:

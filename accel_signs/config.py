@@ -213,6 +213,11 @@ class TrainConfig:
     """After training, evaluate the best checkpoint on the store's test split and draw the plots."""
     log_with: tuple[str, ...] = ()
     """Accelerate trackers to log the per-epoch metrics to, e.g. ("tensorboard",); metrics.jsonl is always written."""
+    limit_batches: int | None = None
+    """Use only this many batches per process of the train and the val data each epoch: a smoke test, not a real run."""
+    debug: bool = False
+    """One process, fp32, no loader workers, anomaly detection, deterministic algorithms and per-step logs of
+    shapes, lr, grad norm and memory (the CLI also defaults to 2 epochs of 5 batches)."""
 
     def __post_init__(self) -> None:
         for name, cls in (("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig)):
@@ -226,6 +231,10 @@ class TrainConfig:
             raise ConfigError(f"--num-epochs must be >= 1, got {self.num_epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.limit_batches is not None and self.limit_batches < 1:
+            raise ConfigError(f"--limit-batches must be >= 1, got {self.limit_batches}")
+        if self.debug and self.mixed_precision not in ("auto", "no"):
+            raise ConfigError(f"--debug runs in full precision; drop --mixed-precision {self.mixed_precision}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise ConfigError(
                 f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}"

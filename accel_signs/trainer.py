@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
@@ -74,7 +76,12 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
             "`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N -m accel_signs train ...`; "
             "on GPU machines check that every process can see a GPU."
         )
-    mixed = cfg.mixed_precision
+    if cfg.debug and state.num_processes > 1:
+        raise ConfigError(
+            f"--debug runs a single process, but {state.num_processes} were launched: run `accelerate launch "
+            "--config_file accelerate_configs/single_gpu_debug.yaml -m accel_signs train --debug` or plain "
+            "`accel-signs train --debug`")
+    mixed = "no" if cfg.debug else cfg.mixed_precision
     if mixed == "auto":
         # What `accelerate launch` was configured with; bf16 on a GPU that has it otherwise.
         launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
@@ -117,7 +124,12 @@ def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
     ids = select_clips(split, classes, signer_indices(store, cfg.data.signers))
     split.check_finite()
     train_ids, val_ids = stratified_split(ids, split, cfg.data.val_fraction, cfg.seed)
-    workers = cfg.data.num_workers
+    if cfg.limit_batches:  # a fixed, seeded subset: whole loader passes keep Accelerate's bookkeeping intact
+        rng = np.random.default_rng(cfg.seed)
+        n = cfg.limit_batches * cfg.batch_size * accelerator.num_processes
+        train_ids = np.sort(rng.permutation(train_ids)[:n])
+        val_ids = np.sort(rng.permutation(val_ids)[: 2 * n])
+    workers = 0 if cfg.debug else cfg.data.num_workers
     if workers is None:  # on CPU the model step dominates and workers would take its cores
         workers = 0 if accelerator.device.type == "cpu" else min(4, (os.cpu_count() or 1) // accelerator.num_processes)
     common = dict(seq_len=cfg.data.seq_len, num_workers=workers, pin_memory=accelerator.device.type == "cuda")
@@ -135,6 +147,8 @@ def train(cfg: TrainConfig) -> Path:
     """Train a model as `cfg` says; returns the best checkpoint's folder."""
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
+    if cfg.debug:
+        _enable_debug_checks(accelerator)
     data = prepare_data(cfg, accelerator)
     layout = keypoint_layout()
     model = STTransformer.for_layout(data.classes.num_classes, cfg.model.size, layout, cfg.data.seq_len, cfg.model.dropout)
@@ -217,6 +231,29 @@ def evaluate_after_training(cfg: TrainConfig, accelerator: Accelerator, run: Run
     run.draw_training_curves()
 
 
+def _enable_debug_checks(accelerator: Accelerator) -> None:
+    """Slow but exact: anomaly detection and deterministic kernels (warn, not fail, where
+    an op has no deterministic version)."""
+    if accelerator.device.type == "cpu":
+        logger.warning("debug: no GPU available, running on the CPU")
+    # cuBLAS needs this before its first call to be deterministic.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.autograd.set_detect_anomaly(True)
+    logger.info("debug: one process, fp32, num_workers=0, anomaly detection and deterministic algorithms on")
+
+
+def _log_step(accelerator: Accelerator, step: int, x: torch.Tensor, y: torch.Tensor, loss: torch.Tensor,
+              grad_norm: torch.Tensor | float | None, lr: float) -> None:
+    """One debug line per step: what went in, what came out, and what it cost."""
+    if accelerator.device.type == "cuda":
+        memory = f"cuda max allocated {torch.cuda.max_memory_allocated(accelerator.device) / 2**20:.0f} MiB"
+    else:
+        memory = f"max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    logger.info("step %d: x %s %s, y %s, loss %.4f, grad norm %s, lr %.3g, %s", step, tuple(x.shape), x.dtype,
+                tuple(y.shape), loss.item(), "n/a" if grad_norm is None else f"{float(grad_norm):.4f}", lr, memory)
+
+
 def train_one_epoch(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     loader: DataLoader, augment: Augmenter, cfg: TrainConfig, epoch: int) -> tuple[float, int]:
     """One pass over the training data; returns (mean loss over all processes, samples seen by all)."""
@@ -224,15 +261,18 @@ def train_one_epoch(accelerator: Accelerator, model: torch.nn.Module, optimizer:
     loader.set_epoch(epoch)
     totals = torch.zeros(2, device=accelerator.device)  # loss sum, sample count; summed without a sync per step
     with _progress(accelerator, f"epoch {epoch}/{cfg.num_epochs}", len(loader)) as advance:
-        for x, y, _ in loader:
+        for step, (x, y, _) in enumerate(loader, 1):
             x = augment(x).flatten(2)  # (B, T, P, C) -> (B, T, P*C)
             with accelerator.accumulate(model):
                 loss = F.cross_entropy(model(x), y)
                 accelerator.backward(loss)
+                grad_norm = None
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+            if cfg.debug:
+                _log_step(accelerator, step, x, y, loss, grad_norm, optimizer.param_groups[0]["lr"])
             totals += torch.stack([loss.detach().float() * len(y), totals.new_tensor(len(y))])
             advance()
     loss_sum, count = accelerator.reduce(totals, reduction="sum").tolist()

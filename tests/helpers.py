@@ -19,10 +19,15 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def accelerate_launch(args: list[str], tmp_path: Path, processes: int = 2, timeout: int = 300,
-                      env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+                      env: dict[str, str] | None = None, config_file: Path | None = None) -> subprocess.CompletedProcess:
     """`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N -m accel_signs ...`:
-    N real ranks on gloo (see DESIGN.md for why both the flag and the variable are needed)."""
+    N real ranks on gloo (see DESIGN.md for why both the flag and the variable are needed).
+    With `config_file`, that config decides instead."""
     launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    if config_file is not None:
+        launch += ["--config_file", str(config_file), "--main_process_port", str(_free_port()), "-m", "accel_signs"]
+        return subprocess.run(launch + args, env=env or cli_env(tmp_path, ACCELERATE_USE_CPU="1"), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=timeout)
     if processes > 1:
         launch += ["--multi_gpu", "--num_processes", str(processes), "--main_process_port", str(_free_port())]
     else:
