@@ -50,6 +50,7 @@ _TRAIN_FIELDS = {
     "batch_size": ("batch_size",), "seed": ("seed",), "mixed_precision": ("mixed_precision",),
     "evaluate": ("evaluate",), "log_with": ("log_with",), "cache_dir": ("data", "cache_dir"),
     "debug": ("debug",), "limit_batches": ("limit_batches",),
+    "val_signers": ("data", "val_signers"), "test_signers": ("data", "test_signers"),
 }
 # What --debug changes unless the option is given too.
 _DEBUG_DEFAULTS = {"num_epochs": 2, "limit_batches": 5}
@@ -92,7 +93,9 @@ def train(
     model_size: Annotated[str, typer.Option(help="STTransformer size {t,s,m,l}_{heads}_{layers}, e.g. s_4_2, m_12_10.")] = "s_4_2",
     dropout: Annotated[float, typer.Option(help="Dropout rate in the model.")] = 0.2,
     signs: Annotated[Optional[str], typer.Option(help="1-based sign numbers to train on, e.g. 1-10,15 (default: all).")] = None,
-    signers: Annotated[Optional[str], typer.Option(help="Signer ids to train on, e.g. 01,02 (default: all).")] = None,
+    signers: Annotated[Optional[str], typer.Option(help="Signer ids to use, e.g. 01,02 (default: all).")] = None,
+    val_signers: Annotated[Optional[str], typer.Option(help="Signer-independent validation: validate on these signers, train on the others.")] = None,
+    test_signers: Annotated[Optional[str], typer.Option(help="Signer-independent test: hold these signers out of training; test on them.")] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of each (sign, signer) group held out for validation.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation, shuffling and augmentation.")] = 0,
     num_workers: Annotated[Optional[int], typer.Option(help="DataLoader workers per process (default: 0 on CPU, up to 4 per GPU).")] = None,
@@ -168,6 +171,44 @@ def plot(run_dir: Annotated[Path, typer.Argument(help="A run folder, or an eval-
         raise _fail(AccelSignsError(f"{run_dir} holds neither metrics.jsonl (a run) nor metrics.json (an evaluation)"))
     for path in drawn:
         typer.echo(str(path))
+
+
+@app.command()
+def prepare(
+    src: Annotated[Path, typer.Argument(help="The seed project's data: an npz tree or a folder of memory-map files.")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder for the new clip store; must not exist.")],
+    source: Annotated[str, typer.Option("--from", help="npz ({signer}-{split}/{sign:04}.npz) or seed-mmap ({split}_X.mmap + index files).")] = "npz",
+    signs: Annotated[Optional[str], typer.Option(help="1-based sign numbers to keep, e.g. 1-100 (default: all found).")] = None,
+    signers: Annotated[Optional[str], typer.Option(help="Signer ids to keep, e.g. 01,02 (default: all found).")] = None,
+    splits: Annotated[str, typer.Option(help="Splits to convert.")] = "train,test",
+    dtype: Annotated[str, typer.Option(help="float32, or float16 to halve the store (KArSL coordinates keep ~4 significant digits).")] = "float32",
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Needed for seed-mmap: its clip-length index is a pickle, and unpickling can run code. Only for files you trust.")] = False,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Prepare what is there when some sign/signer files are missing (they are still listed).")] = False,
+) -> None:
+    """Convert keypoints in the seed project's formats into a clip store, streaming in bounded memory."""
+    try:
+        from .config import parse_signers, parse_signs
+        from .data.prepare import prepare as run_prepare
+
+        report = run_prepare(src, out_dir, source, signs=parse_signs(signs) if signs else None,
+                             signers=parse_signers(signers) if signers else None,
+                             splits=tuple(s.strip() for s in splits.split(",") if s.strip()), dtype=dtype,
+                             allow_pickle=allow_pickle, allow_missing=allow_missing)
+    except AccelSignsError as e:
+        raise _fail(e) from None
+    typer.echo(report.summary(), err=True)
+    typer.echo(str(out_dir))
+
+
+@app.command()
+def info(path: Annotated[Path, typer.Argument(help="A clip store or a checkpoint folder.")]) -> None:
+    """Summarise a clip store (splits, clips, classes, signers, lengths, detection rates) or a checkpoint."""
+    try:
+        from .info import describe
+
+        typer.echo(describe(path))
+    except AccelSignsError as e:
+        raise _fail(e) from None
 
 
 @app.command()

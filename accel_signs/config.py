@@ -110,7 +110,13 @@ class DataConfig:
     signs: tuple[int, ...] | None = None
     """1-based sign numbers to train on (class ids are remapped to 0..K-1 in this order); None: all."""
     signers: tuple[str, ...] | None = None
-    """Signer ids to train on, e.g. ("01", "02"); None: all."""
+    """Signer ids to use, e.g. ("01", "02"); None: all."""
+    val_signers: tuple[str, ...] | None = None
+    """Signer-independent validation: validate on these signers' clips and train on the others
+    (val_fraction is then unused); None: a stratified share of every signer's clips."""
+    test_signers: tuple[str, ...] | None = None
+    """Signer-independent test: leave these signers out of training and validation entirely and
+    evaluate the final model on their test clips; None: test on the training signers."""
     val_fraction: float = 0.2
     """Share of each (sign, signer) group held out for validation, seeded and stratified."""
     num_workers: int | None = None
@@ -132,10 +138,12 @@ class DataConfig:
             self.signs = tuple(int(s) for s in self.signs)
             if not self.signs or min(self.signs) < 1 or len(set(self.signs)) != len(self.signs):
                 raise ConfigError(f"data.signs must be unique 1-based sign numbers, got {self.signs}")
-        if isinstance(self.signers, str):
-            self.signers = parse_signers(self.signers)
-        elif self.signers is not None:
-            self.signers = tuple(normalize_signer(str(s)) for s in self.signers)
+        for name in ("signers", "val_signers", "test_signers"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, parse_signers(value))
+            elif value is not None:
+                setattr(self, name, tuple(normalize_signer(str(s)) for s in value))
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
         if self.num_workers is not None and self.num_workers < 0:
@@ -352,7 +360,8 @@ class EvalConfig:
     """Clip store; None: the store the checkpoint was trained on."""
     split: str = "test"
     signers: tuple[str, ...] | None = None
-    """Signers to evaluate; None: those the checkpoint was trained on."""
+    """Signers to evaluate; None: the checkpoint's test signers if it was trained signer-independently, else
+    the signers it was trained on."""
     output: Path | None = None
     """Where results go; None: `<run>/eval-<split>` beside a run's best/, else `<checkpoint>/eval-<split>`."""
     batch_size: int = 256

@@ -121,9 +121,18 @@ def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
     store = open_store(path)
     split = store.split("train")
     classes = class_map(store, cfg.data.signs)
-    ids = select_clips(split, classes, signer_indices(store, cfg.data.signers))
+    train_signers, val_signers, test_signers = _protocol_signers(cfg, store)
+    if val_signers:  # signer-independent validation: whole signers held out
+        train_ids = select_clips(split, classes, signer_indices(store, train_signers))
+        val_ids = select_clips(split, classes, signer_indices(store, val_signers))
+    else:
+        ids = select_clips(split, classes, signer_indices(store, train_signers))
+        train_ids, val_ids = stratified_split(ids, split, cfg.data.val_fraction, cfg.seed)
     split.check_finite()
-    train_ids, val_ids = stratified_split(ids, split, cfg.data.val_fraction, cfg.seed)
+    if cfg.evaluate and "test" in store.splits:  # fail now, not after hours of training
+        test = store.split("test")
+        select_clips(test, classes, signer_indices(store, test_signers or train_signers))
+        test.check_finite()
     if cfg.limit_batches:  # a fixed, seeded subset: whole loader passes keep Accelerate's bookkeeping intact
         rng = np.random.default_rng(cfg.seed)
         n = cfg.limit_batches * cfg.batch_size * accelerator.num_processes
@@ -138,9 +147,21 @@ def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
         train_loader=make_loader(split, train_ids, classes, batch_size=cfg.batch_size, train=True, **common),
         val_loader=make_loader(split, val_ids, classes, batch_size=2 * cfg.batch_size, train=False, **common),
         split_info={"store": str(Path(path).resolve()), "split": split.name, "signs": [c.sign for c in classes.classes],
-                    "signers": list(cfg.data.signers or store.signers), "seed": cfg.seed,
+                    "signers": list(train_signers), "val_signers": list(val_signers), "test_signers": list(test_signers),
+                    "seed": cfg.seed,
                     "val_fraction": cfg.data.val_fraction, "train_ids": train_ids.tolist(), "val_ids": val_ids.tolist()},
     )
+
+
+def _protocol_signers(cfg: TrainConfig, store) -> tuple[list[str], list[str], list[str]]:
+    """(train, val, test) signers: val/test signers, when given, are held out of training."""
+    val, test = list(cfg.data.val_signers or ()), list(cfg.data.test_signers or ())
+    signer_indices(store, [*val, *test, *(cfg.data.signers or ())])  # all must exist
+    train = [s for s in (cfg.data.signers or store.signers) if s not in val and s not in test]
+    if not train:
+        raise ConfigError(f"no signer left to train on: --signers {','.join(cfg.data.signers or store.signers)} minus "
+                          f"--val-signers/--test-signers {','.join(dict.fromkeys(val + test))}")
+    return train, val, test
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -207,20 +228,22 @@ def train(cfg: TrainConfig) -> Path:
 
     logger.info("best epoch %d: val_loss %.4f; checkpoint %s", state.best_epoch, state.best_val_loss, run.best_dir)
     if cfg.evaluate:
-        evaluate_after_training(cfg, accelerator, run, Path(data.split_info["store"]))
+        evaluate_after_training(cfg, accelerator, run, Path(data.split_info["store"]), data.split_info["test_signers"])
     accelerator.wait_for_everyone()
     accelerator.end_training()
     accelerator.free_memory()
     return run.best_dir
 
 
-def evaluate_after_training(cfg: TrainConfig, accelerator: Accelerator, run: RunWriter, store: Path) -> None:
+def evaluate_after_training(cfg: TrainConfig, accelerator: Accelerator, run: RunWriter, store: Path,
+                            test_signers: list[str]) -> None:
     """Evaluate the best checkpoint on the test split (if the store has one) and draw the plots.
     The run has succeeded by now: a failure here is reported, not raised."""
     try:
         if "test" in open_store(store).splits:
             result = evaluate_checkpoint(
-                EvalConfig(checkpoint=run.best_dir, data=store, split="test", signers=cfg.data.signers), accelerator)
+                EvalConfig(checkpoint=run.best_dir, data=store, split="test", signers=tuple(test_signers) or None),
+                accelerator)
             logger.info("best checkpoint on the test split (%s):\n%s", result.output, format_summary(result.summary))
             accelerator.log({f"test/{k}": result.summary[k] for k in ("top1", "top5", "macro_f1")}, step=cfg.num_epochs)
         else:

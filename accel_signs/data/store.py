@@ -52,12 +52,14 @@ class StoreSplit:
     """One split of a store. `frames` is memory-mapped on first use (and again in each
     DataLoader worker, since a pickled memmap would copy the whole array)."""
 
-    def __init__(self, name: str, directory: Path, clips: np.ndarray, num_frames: int, dtype: np.dtype):
+    def __init__(self, name: str, directory: Path, clips: np.ndarray, num_frames: int, dtype: np.dtype,
+                 data_offset: int = 0):
         self.name = name
         self.directory = directory
         self.clips = clips  # (n, 4) int64: offset, length, label, signer
         self.num_frames = num_frames
         self.dtype = dtype
+        self.data_offset = data_offset  # where the frames start in frames.npy, after its header
         self._frames: np.ndarray | None = None
 
     @property
@@ -97,11 +99,19 @@ class StoreSplit:
         off, length = int(self.clips[i, 0]), int(self.clips[i, 1])
         return np.asarray(self.frames[off : off + length])
 
+    def read_frames(self, start: int, count: int) -> np.ndarray:
+        """Frames [start, start + count) with a plain file read: unlike slicing the memory map,
+        this leaves nothing resident in the process once the array is dropped."""
+        count = max(0, min(count, self.num_frames - start))
+        with open(self.frames_path, "rb") as f:
+            f.seek(self.data_offset + start * NUM_POINTS * NUM_CHANNELS * self.dtype.itemsize)
+            data = np.fromfile(f, dtype=self.dtype, count=count * NUM_POINTS * NUM_CHANNELS)
+        return data.reshape(count, NUM_POINTS, NUM_CHANNELS)  # flat -> (frames, 184, 4)
+
     def check_finite(self, chunk_frames: int = 16384) -> None:
         """Scan every frame for NaN/inf in bounded memory; raise naming the first bad clip."""
-        frames = self.frames
         for start in range(0, self.num_frames, chunk_frames):
-            chunk = np.asarray(frames[start : start + chunk_frames])
+            chunk = self.read_frames(start, chunk_frames)
             bad = ~np.isfinite(chunk).all(axis=(1, 2))
             if bad.any():
                 frame = start + int(np.argmax(bad))
@@ -266,7 +276,7 @@ def _open_split(root: Path, name: str, info: Any, dtype: np.dtype, num_classes: 
     if bad.any():
         i = int(np.argmax(bad))
         raise _fail(clips_path, f"clip {i} has signer index {signers[i]}, outside the store's {num_signers} signers")
-    return StoreSplit(name, directory, clips, shape[0], dtype)
+    return StoreSplit(name, directory, clips, shape[0], dtype, offset)
 
 
 def _valid_split_name(name: str) -> bool:

@@ -1,0 +1,225 @@
+"""Bring the seed project's keypoint files into a clip store, streaming in bounded memory.
+
+Sources (see DESIGN.md, Data):
+
+- `npz`: `{root}/{signer}-{split}/{sign:04}.npz`, one float array (frames, 184, 4) per video.
+- `seed-mmap`: `{split}_X.mmap` (raw float32 frames of all clips back to back),
+  `{split}_X_shape.npy`, `{split}_y.npz` (labels = sign - 1, key `arr_0`) and
+  `{split}_X_map_samples_lens.npy`, a pickled dict {sign: {signer: [clip lengths]}}. Clips
+  run sign-major, then signer, then in recording order. Unpickling runs code, so this source
+  is read only with `allow_pickle=True`.
+
+Both write clips in that same order (sign, signer, file order), so the two sources of one
+data set give clip-for-clip identical stores. Frames are read with plain file reads, never
+memory-mapped, so the process's resident memory stays bounded by one clip (or one npz file)
+whatever the size of the data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DatasetError
+from ..layout import NUM_CHANNELS, NUM_POINTS, karsl_glosses
+from .pipeline import format_ranges
+from .store import ClassInfo, StoreWriter
+
+logger = logging.getLogger(__name__)
+SOURCES = ("npz", "seed-mmap")
+_FRAME_BYTES = NUM_POINTS * NUM_CHANNELS * 4  # float32
+
+
+@dataclass
+class PrepareReport:
+    """What a prepare run found."""
+
+    clips: dict[str, int] = field(default_factory=dict)  # per split
+    frames: dict[str, int] = field(default_factory=dict)
+    files: int = 0
+    missing: list[str] = field(default_factory=list)  # "{signer}-{split}/{sign:04}.npz" not found
+
+    def summary(self) -> str:
+        found = ", ".join(f"{s}: {self.clips[s]} clips / {self.frames[s]} frames" for s in self.clips)
+        text = f"found {self.files} source files ({found})"
+        if self.missing:
+            text += f"; missing {len(self.missing)}: {_missing_summary(self.missing)}"
+        return text
+
+
+def _missing_summary(missing: list[str]) -> str:
+    """['01-train/0005.npz', '01-train/0006.npz', '02-test/0001.npz'] -> '01-train signs 5-6; 02-test sign 1'."""
+    by_folder: dict[str, list[int]] = {}
+    for m in missing:
+        folder, _, name = m.partition("/")
+        by_folder.setdefault(folder, [])
+        if name:
+            by_folder[folder].append(int(name.split(".")[0]))
+    return "; ".join(f"{f} " + (f"signs {format_ranges(s)}" if s else "(whole folder)") for f, s in by_folder.items())
+
+
+def _classes(signs: Sequence[int]) -> list[ClassInfo]:
+    en, ar = karsl_glosses()
+    return [ClassInfo(s, en[s - 1] if s <= len(en) else f"sign {s}", ar[s - 1] if s <= len(ar) else "") for s in signs]
+
+
+def check_clip(clip: np.ndarray, where: str) -> np.ndarray:
+    """A clip must be (frames >= 1, 184, 4), numeric and finite."""
+    if clip.dtype.kind not in "fiu":
+        raise DatasetError(f"{where}: dtype {clip.dtype} is not numeric")
+    if clip.ndim != 3 or clip.shape[1:] != (NUM_POINTS, NUM_CHANNELS):
+        raise DatasetError(f"{where}: shape {clip.shape}, expected (frames, {NUM_POINTS}, {NUM_CHANNELS})")
+    if len(clip) == 0:
+        raise DatasetError(f"{where}: the clip has no frames")
+    if not np.isfinite(clip).all():
+        frame = int(np.argmax(~np.isfinite(clip).all(axis=(1, 2))))
+        raise DatasetError(f"{where}: frame {frame} holds NaN or inf values")
+    return clip
+
+
+def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], source: str, *,
+            signs: Sequence[int] | None = None, signers: Sequence[str] | None = None,
+            splits: Sequence[str] = ("train", "test"), dtype: str = "float32",
+            allow_pickle: bool = False, allow_missing: bool = False) -> PrepareReport:
+    """Convert `src` into a new clip store at `out` (atomically: a failure leaves nothing)."""
+    src, out = Path(src), Path(out)
+    if source not in SOURCES:
+        raise DatasetError(f"--from must be one of {', '.join(SOURCES)}, got {source!r}")
+    if not src.is_dir():
+        raise DatasetError(f"source folder {src} does not exist" if not src.exists() else f"source {src} is not a folder")
+    if out.exists():
+        raise DatasetError(f"{out} already exists; choose a new folder for the store")
+    if source == "npz":
+        plan = _NpzPlan(src, signs, signers, splits)
+    else:
+        if not allow_pickle:
+            raise DatasetError(
+                f"{src}: the seed memory map's clip-length index ({splits[0]}_X_map_samples_lens.npy) is a pickle, and "
+                "loading a pickle can run arbitrary code. If you trust these files, pass --allow-pickle; otherwise "
+                "prepare from the npz tree (--from npz)")
+        plan = _SeedMmapPlan(src, signs, signers, splits)
+    report = PrepareReport(missing=plan.missing)
+    if plan.missing and not allow_missing:
+        raise DatasetError(f"{src}: {len(plan.missing)} expected source file(s) are missing: "
+                           f"{_missing_summary(plan.missing)}; pass --allow-missing to prepare what is there")
+    with StoreWriter(out, _classes(plan.signs), plan.signers, dtype,
+                     source={"from": source, "path": str(src.resolve()), "missing": plan.missing}) as writer:
+        for split in plan.splits:
+            writer.begin_split(split)
+            clips = frames = 0
+            for clip, sign, signer in plan.clips(split, report):
+                writer.add_clip(clip, plan.signs.index(sign), plan.signers.index(signer))
+                clips, frames = clips + 1, frames + len(clip)
+            if clips == 0:
+                raise DatasetError(f"{src}: no clips for split {split!r} with the chosen signs and signers")
+            report.clips[split], report.frames[split] = clips, frames
+            logger.info("%s: %d clips, %d frames", split, clips, frames)
+    logger.info("prepared %s: %s", out, report.summary())
+    return report
+
+
+class _NpzPlan:
+    def __init__(self, root: Path, signs: Sequence[int] | None, signers: Sequence[str] | None, splits: Sequence[str]):
+        self.root, self.splits = root, list(splits)
+        folders = {m.groups(): p for p in root.iterdir()
+                   if p.is_dir() and (m := re.fullmatch(r"(.+)-([^-]+)", p.name)) and m[2] in self.splits}
+        if not folders:
+            raise DatasetError(f"{root}: no '{{signer}}-{{split}}' folders for splits {', '.join(self.splits)} "
+                               "(expected e.g. 01-train/0001.npz)")
+        self.signers = list(signers) if signers else sorted({s for s, _ in folders})
+        found = {(int(f.stem), signer, split) for (signer, split), p in folders.items() for f in p.glob("*.npz")
+                 if re.fullmatch(r"\d+", f.stem)}
+        self.signs = sorted(signs) if signs else sorted({sign for sign, _, _ in found})
+        if not self.signs:
+            raise DatasetError(f"{root}: no '{{sign:04}}.npz' files found")
+        self.missing = [f"{signer}-{split}/{sign:04d}.npz" for split in self.splits for signer in self.signers
+                        for sign in self.signs if (sign, signer, split) not in found]
+
+    def clips(self, split: str, report: PrepareReport) -> Iterator[tuple[np.ndarray, int, str]]:
+        for sign in self.signs:
+            for signer in self.signers:
+                path = self.root / f"{signer}-{split}" / f"{sign:04d}.npz"
+                if not path.exists():
+                    continue  # listed in report.missing
+                report.files += 1
+                try:
+                    with np.load(path, allow_pickle=False) as npz:
+                        for key in npz.files:  # file order = recording order, as the seed concatenated them
+                            yield check_clip(npz[key], f"{path} [{key}]"), sign, signer
+                except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+                    raise DatasetError(f"{path}: not a readable numeric .npz file ({e})") from None
+
+
+class _SeedMmapPlan:
+    def __init__(self, root: Path, signs: Sequence[int] | None, signers: Sequence[str] | None, splits: Sequence[str]):
+        self.root, self.splits, self.missing = root, list(splits), []
+        self.index: dict[str, list[tuple[int, str, int]]] = {}  # split -> [(sign, signer, length)] in file order
+        for split in self.splits:
+            self.index[split] = self._read_index(split)
+        all_signs = sorted({s for idx in self.index.values() for s, _, _ in idx})
+        all_signers = sorted({s for idx in self.index.values() for _, s, _ in idx})
+        self.signs = sorted(signs) if signs else all_signs
+        self.signers = list(signers) if signers else all_signers
+        missing_signs = sorted(set(self.signs) - set(all_signs))
+        if missing_signs:
+            raise DatasetError(f"{root}: --signs {format_ranges(missing_signs)} are not in the memory map")
+        unknown = sorted(set(self.signers) - set(all_signers))
+        if unknown:
+            raise DatasetError(f"{root}: --signers {', '.join(unknown)} are not in the memory map (it has {', '.join(all_signers)})")
+
+    def _file(self, name: str) -> Path:
+        path = self.root / name
+        if not path.exists():
+            raise DatasetError(f"{path}: missing (a seed memory map needs {{split}}_X.mmap, _X_shape.npy, _y.npz and _X_map_samples_lens.npy)")
+        return path
+
+    def _read_index(self, split: str) -> list[tuple[int, str, int]]:
+        shape_path, lens_path = self._file(f"{split}_X_shape.npy"), self._file(f"{split}_X_map_samples_lens.npy")
+        frames_path, y_path = self._file(f"{split}_X.mmap"), self._file(f"{split}_y.npz")
+        try:
+            shape = tuple(int(v) for v in np.load(shape_path, allow_pickle=False))
+            lens = np.load(lens_path, allow_pickle=True).item()  # the opt-in pickle: the seed's format
+            with np.load(y_path, allow_pickle=False) as y_file:
+                labels = y_file["arr_0"]
+        except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError) as e:
+            raise DatasetError(f"{self.root}: cannot read the {split} memory map's index files ({e})") from None
+        if len(shape) != 3 or shape[1:] != (NUM_POINTS, NUM_CHANNELS):
+            raise DatasetError(f"{shape_path}: shape {shape}, expected (frames, {NUM_POINTS}, {NUM_CHANNELS})")
+        if frames_path.stat().st_size != shape[0] * _FRAME_BYTES:
+            raise DatasetError(f"{frames_path}: {frames_path.stat().st_size} bytes, but {shape_path.name} says "
+                               f"{shape[0]} float32 frames ({shape[0] * _FRAME_BYTES} bytes)")
+        if not isinstance(lens, dict) or not all(isinstance(v, dict) for v in lens.values()):
+            raise DatasetError(f"{lens_path}: expected a dict {{sign: {{signer: [clip lengths]}}}}")
+        index = [(int(sign), f"{int(signer):02d}", int(n)) for sign in sorted(lens)
+                 for signer in sorted(lens[sign]) for n in lens[sign][signer]]
+        if sum(n for _, _, n in index) != shape[0]:
+            raise DatasetError(f"{lens_path}: clip lengths add up to {sum(n for _, _, n in index)} frames, "
+                               f"but {frames_path.name} holds {shape[0]}")
+        if len(labels) != len(index):
+            raise DatasetError(f"{y_path}: {len(labels)} labels for {len(index)} clips in {lens_path.name}")
+        bad = [i for i, (sign, _, _) in enumerate(index) if labels[i] != sign - 1]
+        if bad:
+            raise DatasetError(f"{y_path}: clip {bad[0]} is labelled {labels[bad[0]]}, but {lens_path.name} puts it "
+                               f"under sign {index[bad[0]][0]} (label {index[bad[0]][0] - 1})")
+        return index
+
+    def clips(self, split: str, report: PrepareReport) -> Iterator[tuple[np.ndarray, int, str]]:
+        path = self.root / f"{split}_X.mmap"
+        report.files += 1
+        keep_signs, keep_signers = set(self.signs), set(self.signers)
+        with open(path, "rb") as f:
+            offset = 0
+            for i, (sign, signer, n) in enumerate(self.index[split]):
+                if sign in keep_signs and signer in keep_signers:
+                    f.seek(offset * _FRAME_BYTES)
+                    clip = np.fromfile(f, dtype=np.float32, count=n * NUM_POINTS * NUM_CHANNELS)
+                    clip = clip.reshape(n, NUM_POINTS, NUM_CHANNELS)  # (frames * 184 * 4,) -> (frames, 184, 4)
+                    yield check_clip(clip, f"{path} clip {i} (sign {sign}, signer {signer})"), sign, signer
+                offset += n

@@ -1,0 +1,89 @@
+"""Human-readable summaries of a clip store or a checkpoint (`accel-signs info`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import read_checkpoint_meta
+from .data.pipeline import format_ranges
+from .data.store import ClipStore, StoreSplit, open_store
+from .layout import PARTS, keypoint_layout
+
+# Detection rates are estimated from at most this many frames per split (evenly spaced), so
+# `info` on a 20 GB store takes seconds, not minutes.
+_SAMPLE_FRAMES = 100_000
+
+
+def describe(path: Path) -> str:
+    """A store (has meta.json) or a checkpoint (has config.json + model.safetensors)."""
+    path = Path(path)
+    if (path / "model.safetensors").exists() or ((path / "config.json").exists() and not (path / "meta.json").exists()):
+        return describe_checkpoint(path)
+    return describe_store(open_store(path))
+
+
+def _detection_rates(split: StoreSplit) -> tuple[dict[str, float], int]:
+    layout = keypoint_layout()
+    step = max(1, split.num_frames // _SAMPLE_FRAMES)
+    present = {p: 0 for p in PARTS}
+    seen = 0
+    for start in range(0, split.num_frames, 8192 * step):
+        chunk = split.read_frames(start, 8192 * step)[::step]
+        for part in PARTS:
+            lo, hi = layout.parts[part]
+            present[part] += int((chunk[:, lo:hi] != 0).any(axis=(1, 2)).sum())
+        seen += len(chunk)
+    return {p: present[p] / max(seen, 1) for p in PARTS}, seen
+
+
+def describe_store(store: ClipStore) -> str:
+    lines = [f"clip store {store.path}",
+             f"  classes: {len(store.classes)} (signs {format_ranges([c.sign for c in store.classes])}), "
+             f"signers: {', '.join(store.signers)}, dtype {store.dtype}"]
+    if store.meta.get("source"):
+        lines.append(f"  source: {store.meta['source']}")
+    for name, split in store.splits.items():
+        lengths = split.lengths
+        per_class = np.bincount(split.labels, minlength=len(store.classes))
+        per_signer = np.bincount(split.signers, minlength=len(store.signers))
+        rates, sampled = _detection_rates(split)
+        q = np.percentile(lengths, [0, 5, 50, 95, 100])
+        lines += [
+            f"  split {name}: {len(split)} clips, {split.num_frames} frames",
+            f"    clips per class: min {per_class.min()}, median {int(np.median(per_class))}, max {per_class.max()}"
+            + (f"; classes without clips: {format_ranges([store.classes[i].sign for i in np.flatnonzero(per_class == 0)])}"
+               if (per_class == 0).any() else ""),
+            "    clips per signer: " + ", ".join(f"{s} {n}" for s, n in zip(store.signers, per_signer)),
+            f"    clip length (frames): min {q[0]:.0f}, 5% {q[1]:.0f}, median {q[2]:.0f}, 95% {q[3]:.0f}, max {q[4]:.0f}"
+            f"; {int((lengths < 50).sum())} clips shorter than 50 frames",
+            "    detected in frames: " + ", ".join(f"{p} {r:.1%}" for p, r in rates.items())
+            + (f" (from {sampled} sampled frames)" if sampled < split.num_frames else ""),
+        ]
+    return "\n".join(lines)
+
+
+def describe_checkpoint(path: Path) -> str:
+    meta = read_checkpoint_meta(path)
+    model, data, metrics = meta["model"], meta.get("data", {}), meta.get("metrics", {})
+    signs = [c["sign"] for c in meta["classes"]]
+    size = (Path(path) / "model.safetensors").stat().st_size if (Path(path) / "model.safetensors").exists() else 0
+    lines = [
+        f"checkpoint {path}",
+        f"  model: {model['class']} {model['size']}, {model['num_classes']} classes (signs {format_ranges(signs)}), "
+        f"seq_len {model['seq_len']}, dropout {model['dropout']}, {size / 2**20:.1f} MiB",
+        f"  epoch {meta.get('epoch')}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                                     for k, v in metrics.items() if k != "epoch"),
+        f"  data: {data.get('store')} (split {data.get('split')}, signers {', '.join(data.get('signers') or [])}"
+        + (f", val signers {', '.join(data['val_signers'])}" if data.get("val_signers") else "")
+        + (f", test signers {', '.join(data['test_signers'])}" if data.get("test_signers") else "") + ")",
+    ]
+    runtime = meta.get("runtime") or {}
+    if runtime:
+        lines.append("  trained with: " + ", ".join(f"{k} {v}" for k, v in runtime.items()))
+    cfg = meta.get("train_config", {})
+    if cfg:
+        lines.append(f"  config: lr {cfg['optim']['lr']}, batch {cfg['batch_size']}, epochs {cfg['num_epochs']}, "
+                     f"seed {cfg['seed']}, mixed precision {cfg['mixed_precision']}")
+    return "\n".join(lines)
