@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, gather_object
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -159,31 +160,179 @@ class RunWriter:
             plot_training_curves(self.path)
 
     def save_best(self, model: torch.nn.Module, meta: dict[str, Any]) -> None:
-        """Write model.safetensors + config.json to best/ (main process only, atomically)."""
-        if not self.accelerator.is_main_process:
-            return
-        tmp = self.path / "best.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.accelerator.unwrap_model(model).state_dict().items()}
-        save_file(state, tmp / MODEL_FILE, metadata={"format": CHECKPOINT_FORMAT, "config": json.dumps(meta, ensure_ascii=False)})
-        with open(tmp / MODEL_FILE, "rb") as f:
-            os.fsync(f.fileno())
-        _write_json(tmp / CONFIG_FILE, meta)
-        replace_dir(tmp, self.best_dir)
+        """Write model.safetensors + config.json to best/ (the main process writes, atomically;
+        call on every process so that a failed write stops all of them)."""
+        error = None
+        if self.accelerator.is_main_process:
+            tmp = self.path / "best.tmp"
+            try:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+                weights = {k: v.detach().to("cpu").contiguous() for k, v in self.accelerator.unwrap_model(model).state_dict().items()}
+                save_file(weights, tmp / MODEL_FILE, metadata={"format": CHECKPOINT_FORMAT, "config": json.dumps(meta, ensure_ascii=False)})
+                with open(tmp / MODEL_FILE, "rb") as f:
+                    os.fsync(f.fileno())
+                _write_json(tmp / CONFIG_FILE, meta)
+                replace_dir(tmp, self.best_dir)
+            except OSError as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                error = f"cannot write the best checkpoint to {self.best_dir}: {e.strerror or e}"
+        error = broadcast_object_list([error], from_process=0)[0]
+        if error:
+            raise CheckpointError(f"{error}; the previous best checkpoint is intact")
 
-    def save_state(self) -> None:
-        """Resumable state (model, optimizer, scheduler, RNG, registered objects) into state/.
-        Collective: every process calls it."""
+    @classmethod
+    def open(cls, accelerator: Accelerator, path: Path, split_info: dict[str, Any]) -> RunWriter:
+        """An existing run folder to resume: it must hold a complete state/ and have been
+        trained on exactly this data (the same clips in train and val)."""
+        if not (path / "state" / "trainer.json").exists():
+            raise CheckpointError(f"nothing to resume in {path}: it has no complete state/ "
+                                  "(the run stopped before its first epoch ended, or this is not a run folder)")
+        try:
+            saved = json.loads((path / "split.json").read_text("utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path / 'split.json'}: unreadable ({e})") from None
+        if saved.get("train_ids") != split_info["train_ids"] or saved.get("val_ids") != split_info["val_ids"]:
+            raise CheckpointError(f"the data differs from what {path} was trained on (other clips in train/val): "
+                                  f"resume with the run's store {saved.get('store')}")
+        return cls(accelerator, path)
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        """Drop metrics.jsonl lines of epochs after the saved state (written before a crash)."""
+        path = self.path / "metrics.jsonl"
+        if self.accelerator.is_main_process and path.exists():
+            lines = [line for line in path.read_text("utf-8").splitlines() if line.strip()]
+            keep = [line for line in lines if json.loads(line)["epoch"] <= last_epoch]
+            if len(keep) != len(lines):
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_text("".join(line + "\n" for line in keep), "utf-8")
+                os.replace(tmp, path)
+        self.accelerator.wait_for_everyone()
+
+    def save_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                   progress: dict[str, Any]) -> None:
+        """Resumable state into state/: model, optimizer, scheduler, progress and every process's
+        RNG state, in safetensors and JSON only (nothing that runs code when read). Collective:
+        every process calls it and writes its own RNG file; the main process writes the rest and
+        swaps the folder into place."""
         tmp = self.path / "state.tmp"
+        error = None
         if self.accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(tmp))
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            replace_dir(tmp, self.path / "state")
-        self.accelerator.wait_for_everyone()
+            try:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+                weights = {k: v.detach().to("cpu").contiguous() for k, v in self.accelerator.unwrap_model(model).state_dict().items()}
+                _save_tensors(weights, tmp / "model.safetensors")
+                opt_tensors, opt_rest = _split_tensors(optimizer.state_dict())
+                _save_tensors(opt_tensors, tmp / "optimizer.safetensors")
+                _write_json(tmp / "trainer.json", {"format": STATE_FORMAT, "version": STATE_VERSION, "progress": progress,
+                                                   "optimizer": opt_rest, "scheduler": scheduler.state_dict(),
+                                                   "num_processes": self.accelerator.num_processes})
+            except OSError as e:
+                error = f"cannot write the training state to {tmp}: {e.strerror or e}"
+        error = broadcast_object_list([error], from_process=0)[0]
+        if error is None:
+            try:
+                rank = self.accelerator.process_index
+                rng_tensors, rng_rest = _rng_state()
+                _save_tensors(rng_tensors, tmp / f"rng_{rank}.safetensors")
+                _write_json(tmp / f"rng_{rank}.json", rng_rest)
+            except OSError as e:
+                error = f"cannot write the RNG state to {tmp}: {e.strerror or e}"
+        errors = gather_object([error])
+        error = next((e for e in errors if e), None)
+        if error is None and self.accelerator.is_main_process:
+            try:
+                replace_dir(tmp, self.path / "state")
+            except OSError as e:
+                error = f"cannot move the training state into place in {self.path}: {e.strerror or e}"
+        error = broadcast_object_list([error], from_process=0)[0]
+        if error:
+            raise CheckpointError(f"{error}; the previous state and best checkpoint are intact")
+
+
+STATE_FORMAT, STATE_VERSION = "accel_signs.state", 1
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file(tensors, path)
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _split_tensors(tree: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
+    """Tensors of a nested state dict into a flat {dotted key: tensor} dict for safetensors,
+    the rest (with {"__tensor__": key} where a tensor was) for JSON."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(node: Any, key: str) -> Any:
+        if torch.is_tensor(node):
+            tensors[key] = node.detach().to("cpu").contiguous()
+            return {"__tensor__": key}
+        if isinstance(node, dict):
+            return {"__dict__": [[k, walk(v, f"{key}.{k}")] for k, v in node.items()]}  # keeps int keys
+        if isinstance(node, (list, tuple)):
+            return {"__tuple__" if isinstance(node, tuple) else "__list__": [walk(v, f"{key}.{i}") for i, v in enumerate(node)]}
+        return node
+
+    return tensors, walk(tree, prefix or "t")
+
+
+def _join_tensors(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(tree, dict):
+        if "__tensor__" in tree:
+            return tensors[tree["__tensor__"]]
+        if "__dict__" in tree:
+            return {k: _join_tensors(v, tensors) for k, v in tree["__dict__"]}
+        if "__tuple__" in tree:
+            return tuple(_join_tensors(v, tensors) for v in tree["__tuple__"])
+        if "__list__" in tree:
+            return [_join_tensors(v, tensors) for v in tree["__list__"]]
+    return tree
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = state
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return tensors, {"python": [version, list(mt), gauss], "numpy": [kind, keys.tolist(), pos, has_gauss, cached]}
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    version, mt, gauss = rest["python"]
+    random.setstate((version, tuple(mt), gauss))
+    kind, keys, pos, has_gauss, cached = rest["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def load_state(accelerator: Accelerator, state_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: Any) -> dict[str, Any]:
+    """Restore what save_state wrote (safetensors + JSON only); returns the saved progress."""
+    try:
+        meta = json.loads((state_dir / "trainer.json").read_text("utf-8"))
+        if meta.get("format") != STATE_FORMAT or meta.get("version") != STATE_VERSION:
+            raise CheckpointError(f"{state_dir / 'trainer.json'}: not an accel_signs training state")
+        if meta["num_processes"] != accelerator.num_processes:
+            raise CheckpointError(f"{state_dir} was saved by {meta['num_processes']} process(es); resume it with the same "
+                                  f"number (this launch has {accelerator.num_processes})")
+        accelerator.unwrap_model(model).load_state_dict(load_file(state_dir / "model.safetensors"))
+        optimizer.load_state_dict(_join_tensors(meta["optimizer"], load_file(state_dir / "optimizer.safetensors")))
+        scheduler.load_state_dict(meta["scheduler"])
+        rank = accelerator.process_index
+        _set_rng_state(load_file(state_dir / f"rng_{rank}.safetensors"),
+                       json.loads((state_dir / f"rng_{rank}.json").read_text("utf-8")))
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{state_dir}: incomplete training state ({Path(e.filename).name} is missing)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{state_dir}: unreadable training state ({type(e).__name__}: {e})") from None
+    return meta["progress"]
 
 
 @dataclass
@@ -208,7 +357,12 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         meta = json.loads(cfg_path.read_text("utf-8"))
     except FileNotFoundError:
-        raise CheckpointError(f"{cfg_path}: missing; a checkpoint folder holds {MODEL_FILE} and {CONFIG_FILE}") from None
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".pth", ".pt", ".bin", ".pkl", ".ckpt"))
+        hint = (f" ({', '.join(pickles)} are pickles, which accel_signs never loads: they can run code)" if pickles else "")
+        raise CheckpointError(f"{cfg_path}: missing; an accel_signs checkpoint folder holds {MODEL_FILE} and "
+                              f"{CONFIG_FILE}{hint}") from None
+    except OSError as e:
+        raise CheckpointError(f"{cfg_path}: cannot be read ({e.strerror or e})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
@@ -239,6 +393,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     try:
         state = load_file(weights_path)
     except FileNotFoundError:
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".pth", ".pt", ".bin", ".pkl", ".ckpt"))
+        if pickles:
+            raise CheckpointError(f"{path} holds {', '.join(pickles)} but no {MODEL_FILE}: accel_signs reads weights "
+                                  "only from safetensors and never unpickles checkpoint files (they can run code)") from None
         raise CheckpointError(f"{weights_path}: missing") from None
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({e})") from None

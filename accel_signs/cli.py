@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from .errors import AccelSignsError
+from .errors import AccelSignsError, ConfigError
 
 app = typer.Typer(
     name="accel-signs",
@@ -75,6 +76,54 @@ def _build_train_config(ctx: typer.Context, values: dict[str, Any], config_file:
     return TrainConfig.from_dict(raw)
 
 
+# Options that may differ when a run is resumed; anything else would make it another run.
+_RESUMABLE = {"num_epochs", "num_workers", "evaluate", "log_with", "cache_dir", "output_dir"}
+
+
+def _resume_dir(resume: str, output_dir: Path) -> Path:
+    from .errors import CheckpointError
+
+    if resume != "latest":
+        return Path(resume)
+    runs = [p for p in output_dir.glob("*/state/trainer.json")] if output_dir.is_dir() else []
+    if not runs:
+        raise CheckpointError(f"--resume: nothing to resume in {output_dir} (no run folder with a saved state)")
+    return max(runs, key=lambda p: p.stat().st_mtime).parent.parent
+
+
+def _resume_config(ctx: typer.Context, values: dict[str, Any], run_dir: Path):
+    """The run's own config. Options given again must keep their saved values, except those
+    that may change on resume (more epochs, other workers, trackers, ...)."""
+    from .config import TrainConfig, load_config_file
+    from .errors import CheckpointError
+
+    if not (run_dir / "config.json").exists():
+        raise CheckpointError(f"nothing to resume in {run_dir}: no config.json (is it a run folder?)")
+    if not (run_dir / "state" / "trainer.json").exists():
+        raise CheckpointError(f"nothing to resume in {run_dir}: it has no complete state/ (the run stopped before "
+                              "its first epoch ended)")
+    raw = load_config_file(run_dir / "config.json")
+    raw["run_name"], raw["output_dir"] = run_dir.name, str(run_dir.parent)
+    saved = TrainConfig.from_dict(raw)
+    for name in _TRAIN_FIELDS:
+        if _given(ctx, name) and name != "output_dir":
+            node = raw
+            for key in _TRAIN_FIELDS[name][:-1]:
+                node = node.setdefault(key, {})
+            node[_TRAIN_FIELDS[name][-1]] = str(values[name]) if isinstance(values[name], Path) else values[name]
+    cfg = TrainConfig.from_dict(raw)
+    for name in sorted(set(_TRAIN_FIELDS) - _RESUMABLE):
+        where = _TRAIN_FIELDS[name]
+        old, new = saved, cfg
+        for key in where:
+            old, new = getattr(old, key), getattr(new, key)
+        if old != new:
+            raise ConfigError(f"--resume continues {run_dir} with its own config: --{name.replace('_', '-')} was {old!r} "
+                              f"there, not {new!r} (only {', '.join('--' + n.replace('_', '-') for n in sorted(_RESUMABLE))} "
+                              "may change)")
+    return cfg
+
+
 def _given(ctx: typer.Context, name: str) -> bool:
     source = ctx.get_parameter_source(name)  # typer bundles its own click: compare by name
     return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
@@ -107,6 +156,8 @@ def train(
     limit_batches: Annotated[Optional[int], typer.Option(help="Use only N batches per process of train and val data per epoch (a smoke test).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="One process, fp32, 2 epochs of 5 batches (unless given), num_workers 0, anomaly detection, deterministic algorithms, per-step logs.")] = False,
     config: Annotated[Optional[Path], typer.Option(help="JSON/YAML config (e.g. a run's config.json); options given here override it.")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", metavar="[RUN_DIR]",
+                                                  help="Continue a run from its last completed epoch (no value: the latest run in --output-dir).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Cache for the embedded synthetic set (default: $ACCEL_SIGNS_CACHE, $XDG_CACHE_HOME/accel_signs or ~/.cache/accel_signs).")] = None,
 ) -> None:
     """Train a model; the last line printed is the best checkpoint's folder.
@@ -115,10 +166,14 @@ def train(
     (the same command works as `accel-signs train` for one)."""
     values = {k: v for k, v in locals().items() if k in _TRAIN_FIELDS}
     try:
-        cfg = _build_train_config(ctx, values, config)
+        if resume is not None:
+            run_dir = _resume_dir(resume, output_dir)
+            cfg = _resume_config(ctx, values, run_dir)
+        else:
+            run_dir, cfg = None, _build_train_config(ctx, values, config)
         from .trainer import train as run_training
 
-        best = run_training(cfg)
+        best = run_training(cfg, resume=run_dir)
     except AccelSignsError as e:
         raise _fail(e) from None
     from accelerate import PartialState
@@ -231,4 +286,15 @@ def synth(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    app(args=_resume_value(sys.argv[1:]))
+
+
+def _resume_value(args: list[str]) -> list[str]:
+    """`--resume` followed by another option means "the latest run"; the bundled click would
+    take that option as its value."""
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--resume" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append("latest")
+    return out

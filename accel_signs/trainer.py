@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
-from .checkpoint import RunWriter, checkpoint_meta
+from .checkpoint import RunWriter, checkpoint_meta, load_state
 from .config import EvalConfig, TrainConfig, default_cache_dir
 from .evaluate import evaluate_checkpoint, format_summary
 from .data.pipeline import ClassMap, class_map, make_loader, select_clips, signer_indices, stratified_split
@@ -164,8 +164,9 @@ def _protocol_signers(cfg: TrainConfig, store) -> tuple[list[str], list[str], li
     return train, val, test
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train a model as `cfg` says; returns the best checkpoint's folder."""
+def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
+    """Train a model as `cfg` says, or continue the run folder `resume` from its last
+    completed epoch; returns the best checkpoint's folder."""
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
     if cfg.debug:
@@ -184,15 +185,20 @@ def train(cfg: TrainConfig) -> Path:
         optimizer, mode="min", factor=cfg.optim.plateau_factor, patience=cfg.optim.plateau_patience,
         threshold=cfg.optim.plateau_threshold)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, data.train_loader, data.val_loader)
-    state = TrainState()
-    accelerator.register_for_checkpointing(plateau, state)
     # Augmentation draws differ per process; model init above was the same everywhere.
     set_seed(cfg.seed, device_specific=True)
     runtime = {"num_processes": accelerator.num_processes, "device": accelerator.device.type,
                "mixed_precision": accelerator.mixed_precision, "lr": lr, "num_workers": data.train_loader.num_workers,
                "global_batch_size": cfg.batch_size * accelerator.num_processes}
-    run = RunWriter.create(accelerator, cfg, data.classes.num_classes, runtime)
-    run.write_json("split.json", data.split_info)
+    state = TrainState()
+    if resume is not None:
+        run = RunWriter.open(accelerator, resume, data.split_info)
+        state.load_state_dict(load_state(accelerator, run.path / "state", model, optimizer, plateau))
+        run.truncate_metrics(state.epoch)
+        logger.info("resuming %s after epoch %d (best epoch %d)", run.path, state.epoch, state.best_epoch)
+    else:
+        run = RunWriter.create(accelerator, cfg, data.classes.num_classes, runtime)
+        run.write_json("split.json", data.split_info)
     if cfg.log_with:
         accelerator.init_trackers(run.path.name, config=_flat(cfg.to_dict()))
     augment = Augmenter(cfg.data.augment, layout)
@@ -221,7 +227,7 @@ def train(cfg: TrainConfig) -> Path:
                                    {k: v for k, v in data.split_info.items() if not k.endswith("_ids")}, runtime)
             run.save_best(model, meta)
         run.log_epoch(metrics)
-        run.save_state()
+        run.save_state(model, optimizer, plateau, state.state_dict())
         logger.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  lr %.3g  %.1fs  %.0f samples/s%s",
                     epoch, cfg.num_epochs, train_loss, val_loss, val_acc, lr_now, seconds, seen / seconds,
                     "  *best*" if state.best_epoch == epoch else "")
@@ -254,6 +260,16 @@ def evaluate_after_training(cfg: TrainConfig, accelerator: Accelerator, run: Run
     run.draw_training_curves()
 
 
+def _check_finite(accelerator: Accelerator, bad_step: torch.Tensor, epoch: int) -> None:
+    """Stop all processes together if any saw a non-finite loss: nothing after it is saved, so
+    the best checkpoint and the state of the last completed epoch stay as they were."""
+    steps = accelerator.gather(bad_step[None])  # (processes,): 0 where the loss stayed finite
+    if steps.any():
+        step = int(steps[steps > 0].min())
+        raise TrainingError(f"epoch {epoch}, step {step}: the loss is not finite: training diverged; lower --lr or "
+                            "check the data (the best checkpoint and the state of the last completed epoch are kept)")
+
+
 def _enable_debug_checks(accelerator: Accelerator) -> None:
     """Slow but exact: anomaly detection and deterministic kernels (warn, not fail, where
     an op has no deterministic version)."""
@@ -283,6 +299,7 @@ def train_one_epoch(accelerator: Accelerator, model: torch.nn.Module, optimizer:
     model.train()
     loader.set_epoch(epoch)
     totals = torch.zeros(2, device=accelerator.device)  # loss sum, sample count; summed without a sync per step
+    bad_step = torch.zeros((), dtype=torch.long, device=accelerator.device)  # first step with a non-finite loss
     with _progress(accelerator, f"epoch {epoch}/{cfg.num_epochs}", len(loader)) as advance:
         for step, (x, y, _) in enumerate(loader, 1):
             x = augment(x).flatten(2)  # (B, T, P, C) -> (B, T, P*C)
@@ -297,6 +314,9 @@ def train_one_epoch(accelerator: Accelerator, model: torch.nn.Module, optimizer:
             if cfg.debug:
                 _log_step(accelerator, step, x, y, loss, grad_norm, optimizer.param_groups[0]["lr"])
             totals += torch.stack([loss.detach().float() * len(y), totals.new_tensor(len(y))])
+            bad_step = torch.where((bad_step == 0) & ~torch.isfinite(loss.detach()), step, bad_step)
+            if step % 20 == 0 or step == len(loader):  # one small sync every 20 steps
+                _check_finite(accelerator, bad_step, epoch)
             advance()
     loss_sum, count = accelerator.reduce(totals, reduction="sum").tolist()
     return loss_sum / count, int(count)

@@ -134,4 +134,5 @@ def test_synth_command(tmp_path):
 def test_diverging_training_stops_with_a_clear_error(tiny_store, tmp_path):
     result, out = _train(tmp_path, "--data", str(tiny_store), "--num-epochs", "3", "--run-name", "nan", "--lr", "1e30")
     assert result.exit_code == 1
-    assert_one_line_error(result.stderr, "epoch 1: the loss is not finite", "no checkpoint was saved")
+    assert_one_line_error(result.stderr, "epoch 1, step 2: the loss is not finite")
+    assert not (out / "nan" / "best").exists()

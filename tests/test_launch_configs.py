@@ -45,8 +45,8 @@ def test_cpu_configs_launch_a_run(name, ranks, tiny_store, tmp_path):
                              tmp_path, config_file=ROOT / "accelerate_configs" / f"{name}.yaml")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{ranks} process(es)" in proc.stderr
-    states = sorted(p.name for p in (out / "r" / "state").glob("random_states_*"))
-    assert states == [f"random_states_{i}.pkl" for i in range(ranks)]
+    states = sorted(p.name for p in (out / "r" / "state").glob("rng_*.safetensors"))
+    assert states == [f"rng_{i}.safetensors" for i in range(ranks)]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")

@@ -23,7 +23,7 @@ def test_two_ranks_one_run_folder_exact_val_loss(tiny_store, tmp_path):
     assert proc.stdout.strip().splitlines() == [str(run / "best")]  # printed once, by the main process
     metrics = read_metrics(run)
     assert [m["epoch"] for m in metrics] == [1, 2]  # no duplicate lines from the second rank
-    assert sorted(p.name for p in (run / "state").glob("random_states_*")) == ["random_states_0.pkl", "random_states_1.pkl"]
+    assert sorted(p.name for p in (run / "state").glob("rng_*.safetensors")) == ["rng_0.safetensors", "rng_1.safetensors"]
     assert not list(run.glob("*.tmp")) and not list(run.glob("*.old"))
     best = min(metrics, key=lambda m: m["val_loss"])
     loss, acc = recompute_val(run)
