@@ -3,6 +3,7 @@ and turn the library's errors into one-line messages and exit codes."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -31,8 +32,10 @@ def _setup(
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    # Accelerate logs every file save_state writes at INFO: keep that for --verbose.
-    logging.getLogger("accelerate").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # Accelerate and the ONNX exporter log every step of their work at INFO: keep that for --verbose.
+    for noisy in ("accelerate", "onnx_ir", "onnxscript"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("torch.onnx").setLevel(logging.DEBUG if verbose else logging.ERROR)
 
 
 def _fail(error: Exception) -> typer.Exit:
@@ -264,6 +267,40 @@ def info(path: Annotated[Path, typer.Argument(help="A clip store or a checkpoint
         typer.echo(describe(path))
     except AccelSignsError as e:
         raise _fail(e) from None
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder, e.g. runs/<run>/best.")],
+    clip: Annotated[Path, typer.Argument(help="A clip: .npy (frames, 184, 4), or an .npz of such arrays.")],
+    top_k: Annotated[int, typer.Option(help="How many classes to list per clip.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Classify keypoint clips with a trained checkpoint: the top-k glosses (English and Arabic) with probabilities."""
+    try:
+        from .inference import format_predictions, predict as run_predict
+
+        results = run_predict(checkpoint, clip, top_k)
+    except AccelSignsError as e:
+        raise _fail(e) from None
+    typer.echo(json.dumps(results, ensure_ascii=False, indent=2) if as_json else format_predictions(results))
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder, e.g. runs/<run>/best.")],
+    onnx: Annotated[Path, typer.Option(help="Where to write the ONNX model.")],
+) -> None:
+    """Export a checkpoint to ONNX (input keypoints (batch, 50, 736), output logits), verified with ONNX Runtime."""
+    try:
+        from .inference import export_onnx
+
+        report = export_onnx(checkpoint, onnx)
+    except AccelSignsError as e:
+        raise _fail(e) from None
+    for name, diff in report["max_abs_logit_diff"].items():
+        typer.echo(f"ONNX Runtime vs PyTorch, {name}: max abs logit difference {diff:.2e}", err=True)
+    typer.echo(report["onnx"])
 
 
 @app.command()

@@ -47,9 +47,11 @@ class TemporalAttention(_PartFrameAttention):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, G, D)
         b, t, g, d = x.shape
-        q, k, v = self._qkv(x).permute(3, 0, 2, 4, 1, 5).unbind(0)  # 3 x (B, G, H, T, hd)
+        h = self.heads
+        # SDPA's fused kernels and the ONNX exporter take 4-D (batch, heads, seq, head_dim).
+        q, k, v = (z.reshape(b * g, h, t, d // h) for z in self._qkv(x).permute(3, 0, 2, 4, 1, 5).unbind(0))  # 3 x (B*G, H, T, hd)
         y = F.scaled_dot_product_attention(q, k, v)
-        return self.out(y.permute(0, 3, 1, 2, 4).reshape(b, t, g, d))  # (B, G, H, T, hd) -> (B, T, G, D)
+        return self.out(y.view(b, g, h, t, d // h).permute(0, 3, 1, 2, 4).reshape(b, t, g, d))  # (B*G, H, T, hd) -> (B, T, G, D)
 
 
 class Block(nn.Module):

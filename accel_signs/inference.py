@@ -1,0 +1,147 @@
+"""Using a trained checkpoint outside the trainer: classify clips, export to ONNX."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .data.prepare import check_clip
+from .data.sampling import gather_frames, tsn_positions
+from .errors import ConfigError, DatasetError
+from .layout import LAYOUT_ID
+
+logger = logging.getLogger(__name__)
+ONNX_HINT = "ONNX export needs the onnx extra: pip install 'accel-signs[onnx]' (onnx, onnxruntime, onnxscript)"
+
+
+def load_clips(path: str | os.PathLike[str]) -> list[tuple[str, np.ndarray]]:
+    """(name, frames) for an .npy clip (frames, 184, 4) or each array of an .npz; no pickles."""
+    path = Path(path)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                clips = [(key, npz[key]) for key in npz.files]
+        else:
+            clips = [(path.stem, np.load(path, allow_pickle=False))]
+    except FileNotFoundError:
+        raise DatasetError(f"clip file {path} does not exist") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DatasetError(f"{path}: not a readable numeric .npy/.npz file ({e})") from None
+    if not clips:
+        raise DatasetError(f"{path}: holds no arrays")
+    return [(name, check_clip(np.asarray(clip), f"{path} [{name}]" if path.suffix == ".npz" else str(path)))
+            for name, clip in clips]
+
+
+def model_input(clip: np.ndarray, seq_len: int) -> torch.Tensor:
+    """One clip (frames, 184, 4) -> the model's input (1, seq_len, 736), sampled at the bin
+    centres exactly as evaluation samples (any length, shorter than seq_len included)."""
+    frames = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))
+    lengths, offsets = torch.tensor([len(clip)]), torch.tensor([0])
+    x = gather_frames(frames, offsets, lengths, tsn_positions(lengths, seq_len, random=False))
+    return x.flatten(2)  # (1, T, P, C) -> (1, T, P*C)
+
+
+def predict(checkpoint: str | os.PathLike[str], clip_path: str | os.PathLike[str], top_k: int = 5) -> list[dict[str, Any]]:
+    """Top-k classes of every clip in `clip_path`, best first."""
+    if top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {top_k}")
+    ckpt = load_checkpoint(checkpoint)
+    results = []
+    for name, clip in load_clips(clip_path):
+        with torch.no_grad():
+            probs = ckpt.model(model_input(clip, ckpt.meta["model"]["seq_len"])).softmax(-1)[0]  # (classes,)
+        p, idx = probs.topk(min(top_k, len(probs)))
+        results.append({"clip": name, "frames": len(clip), "top": [
+            {"rank": r + 1, "class_id": int(i), "sign": ckpt.classes[i]["sign"], "en": ckpt.classes[i]["en"],
+             "ar": ckpt.classes[i]["ar"], "probability": round(float(q), 6)} for r, (q, i) in enumerate(zip(p, idx))]})
+    return results
+
+
+def format_predictions(results: list[dict[str, Any]]) -> str:
+    lines = []
+    for res in results:
+        lines.append(f"{res['clip']} ({res['frames']} frames):")
+        lines += [f"  {t['rank']}. {t['probability']:.4f}  {t['en']}  {t['ar']}  (sign {t['sign']})" for t in res["top"]]
+    return "\n".join(lines)
+
+
+def _real_shaped_inputs(seq_len: int) -> torch.Tensor:
+    """A few KArSL-shaped clips (with undetected parts and a short one) sampled as predict does."""
+    from .data.synth import SynthSpec, _Generator
+
+    gen, rng = _Generator(SynthSpec(classes=3, signers=2, reps=1, seed=11)), np.random.default_rng(11)
+    clips = [gen.clip(c % 3, c % 2, rng) for c in range(5)] + [gen.clip(0, 0, rng)[:7]]
+    return torch.cat([model_input(c, seq_len) for c in clips])  # (6, T, P*C)
+
+
+def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], tolerance: float = 1e-4) -> dict[str, Any]:
+    """Export to ONNX: input `keypoints` (batch, seq_len, 736) with a dynamic batch axis, output
+    `logits` (batch, classes); classes, glosses and layout in the metadata. Verified with ONNX
+    Runtime against PyTorch before it is moved into place."""
+    try:
+        import onnx
+        import onnxruntime as ort
+        import onnxscript  # noqa: F401 - torch's exporter needs it
+    except ImportError:
+        raise ConfigError(ONNX_HINT) from None
+    ckpt: Checkpoint = load_checkpoint(checkpoint)
+    out = Path(out)
+    seq_len, features = ckpt.meta["model"]["seq_len"], sum(ckpt.meta["model"]["part_sizes"])
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # It warns about torchvision ops it cannot register when torchvision is absent: irrelevant here.
+        logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+        chatter = io.StringIO()  # the exporter prints its progress to stdout; keep it for --verbose
+        with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # deprecations inside torch.export, not ours to fix
+            program = torch.onnx.export(
+                ckpt.model, (torch.zeros(2, seq_len, features),), input_names=["keypoints"], output_names=["logits"],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 16)},), dynamo=True, verbose=False)
+        logger.debug("torch.onnx.export: %s", chatter.getvalue())
+        program.save(str(tmp))
+        proto = onnx.load(str(tmp))
+        meta = {
+            "accel_signs.layout": LAYOUT_ID,
+            "accel_signs.classes": json.dumps(ckpt.classes, ensure_ascii=False),
+            "accel_signs.model": json.dumps(ckpt.meta["model"]),
+            "accel_signs.input": f"keypoints (batch, {seq_len}, {features}): {seq_len} frames sampled at bin centres, "
+                                 "each 184 points x (x, y, z, visibility) flattened; undetected points are 0",
+            "accel_signs.metrics": json.dumps(ckpt.meta.get("metrics", {})),
+        }
+        for key, value in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, str(tmp))
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        torch.manual_seed(0)
+        checks = {"random batch 1": torch.randn(1, seq_len, features), "random batch 7": torch.randn(7, seq_len, features),
+                  "real-shaped batch 6": _real_shaped_inputs(seq_len)}
+        diffs = {}
+        for name, x in checks.items():
+            with torch.no_grad():
+                expected = ckpt.model(x).numpy()
+            got = session.run(["logits"], {"keypoints": x.numpy()})[0]
+            diffs[name] = float(np.abs(got - expected).max())
+        worst = max(diffs.values())
+        if not worst <= tolerance:
+            raise ConfigError(f"the ONNX export of {ckpt.path} differs from PyTorch by {worst:.2e} (> {tolerance:g}); "
+                              "not written")
+        os.replace(tmp, out)
+    except OSError as e:
+        raise ConfigError(f"cannot write {out}: {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"onnx": str(out), "max_abs_logit_diff": diffs, "classes": len(ckpt.classes), "opset": proto.opset_import[0].version}
