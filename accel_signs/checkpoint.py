@@ -52,18 +52,41 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    with open(path, "w", encoding="utf-8") as f:
+    """Write JSON atomically: a temporary file, fsynced, renamed over `path`."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, ensure_ascii=False, indent=2)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def recover_dir(final: Path) -> Path:
+    """After a crash between replace_dir's two renames only `<final>.old` exists, complete:
+    put it back. Safe to call from several processes at once."""
+    old = final.with_name(final.name + ".old")
+    if not final.exists() and old.exists():
+        try:
+            os.replace(old, final)
+        except FileNotFoundError:  # another process recovered it first
+            pass
+    return final
+
+
+def readable_dir(final: Path) -> Path:
+    """`final`, or its complete `.old` copy if a crash left only that (read-only callers)."""
+    old = final.with_name(final.name + ".old")
+    return old if not final.exists() and old.exists() else final
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
     """Move the finished folder `tmp` to `final`, replacing what was there. The old folder is
-    renamed aside first and removed last, so at every instant one complete copy exists."""
+    renamed aside first and removed last, so at every instant one complete copy exists
+    (`final`, or `final.old` between the renames: see recover_dir)."""
     _fsync_dir(tmp)
     old = final.with_name(final.name + ".old")
+    recover_dir(final)
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
@@ -174,9 +197,9 @@ class RunWriter:
                     os.fsync(f.fileno())
                 _write_json(tmp / CONFIG_FILE, meta)
                 replace_dir(tmp, self.best_dir)
-            except OSError as e:
+            except (OSError, SafetensorError) as e:  # safetensors reports I/O errors as SafetensorError
                 shutil.rmtree(tmp, ignore_errors=True)
-                error = f"cannot write the best checkpoint to {self.best_dir}: {e.strerror or e}"
+                error = f"cannot write the best checkpoint to {self.best_dir}: {getattr(e, 'strerror', None) or e}"
         error = broadcast_object_list([error], from_process=0)[0]
         if error:
             raise CheckpointError(f"{error}; the previous best checkpoint is intact")
@@ -185,6 +208,10 @@ class RunWriter:
     def open(cls, accelerator: Accelerator, path: Path, split_info: dict[str, Any]) -> RunWriter:
         """An existing run folder to resume: it must hold a complete state/ and have been
         trained on exactly this data (the same clips in train and val)."""
+        if accelerator.is_main_process:
+            recover_dir(path / "state")
+            recover_dir(path / "best")
+        accelerator.wait_for_everyone()
         if not (path / "state" / "trainer.json").exists():
             raise CheckpointError(f"nothing to resume in {path}: it has no complete state/ "
                                   "(the run stopped before its first epoch ended, or this is not a run folder)")
@@ -201,11 +228,14 @@ class RunWriter:
         """Drop metrics.jsonl lines of epochs after the saved state (written before a crash)."""
         path = self.path / "metrics.jsonl"
         if self.accelerator.is_main_process and path.exists():
-            lines = [line for line in path.read_text("utf-8").splitlines() if line.strip()]
-            keep = [line for line in lines if json.loads(line)["epoch"] <= last_epoch]
-            if len(keep) != len(lines):
-                tmp = path.with_name(path.name + ".tmp")
-                tmp.write_text("".join(line + "\n" for line in keep), "utf-8")
+            lines = [line for line in path.read_text("utf-8", errors="replace").splitlines() if line.strip()]
+            keep = [line for line in lines if _epoch_of(line) is not None and _epoch_of(line) <= last_epoch]
+            if len(keep) != len(lines):  # lines of later epochs, or one torn by a crash mid-write
+                tmp = path.with_name(f".{path.name}.tmp")
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write("".join(line + "\n" for line in keep))
+                    f.flush()
+                    os.fsync(f.fileno())
                 os.replace(tmp, path)
         self.accelerator.wait_for_everyone()
 
@@ -227,9 +257,10 @@ class RunWriter:
                 _save_tensors(opt_tensors, tmp / "optimizer.safetensors")
                 _write_json(tmp / "trainer.json", {"format": STATE_FORMAT, "version": STATE_VERSION, "progress": progress,
                                                    "optimizer": opt_rest, "scheduler": scheduler.state_dict(),
+                                                   "grad_scaler": _scaler_state(self.accelerator),
                                                    "num_processes": self.accelerator.num_processes})
-            except OSError as e:
-                error = f"cannot write the training state to {tmp}: {e.strerror or e}"
+            except (OSError, SafetensorError) as e:
+                error = f"cannot write the training state to {tmp}: {getattr(e, 'strerror', None) or e}"
         error = broadcast_object_list([error], from_process=0)[0]
         if error is None:
             try:
@@ -237,8 +268,8 @@ class RunWriter:
                 rng_tensors, rng_rest = _rng_state()
                 _save_tensors(rng_tensors, tmp / f"rng_{rank}.safetensors")
                 _write_json(tmp / f"rng_{rank}.json", rng_rest)
-            except OSError as e:
-                error = f"cannot write the RNG state to {tmp}: {e.strerror or e}"
+            except (OSError, SafetensorError) as e:
+                error = f"cannot write the RNG state to {tmp}: {getattr(e, 'strerror', None) or e}"
         errors = gather_object([error])
         error = next((e for e in errors if e), None)
         if error is None and self.accelerator.is_main_process:
@@ -248,10 +279,25 @@ class RunWriter:
                 error = f"cannot move the training state into place in {self.path}: {e.strerror or e}"
         error = broadcast_object_list([error], from_process=0)[0]
         if error:
+            if self.accelerator.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise CheckpointError(f"{error}; the previous state and best checkpoint are intact")
 
 
 STATE_FORMAT, STATE_VERSION = "accel_signs.state", 1
+
+
+def _epoch_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _scaler_state(accelerator: Accelerator) -> dict[str, Any] | None:
+    """fp16's loss scale and its growth tracker (plain numbers), so a resume keeps them."""
+    scaler = accelerator.scaler
+    return {k: (float(v) if isinstance(v, float) else v) for k, v in scaler.state_dict().items()} if scaler else None
 
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -325,11 +371,15 @@ def load_state(accelerator: Accelerator, state_dir: Path, model: torch.nn.Module
         accelerator.unwrap_model(model).load_state_dict(load_file(state_dir / "model.safetensors"))
         optimizer.load_state_dict(_join_tensors(meta["optimizer"], load_file(state_dir / "optimizer.safetensors")))
         scheduler.load_state_dict(meta["scheduler"])
+        if meta.get("grad_scaler") and accelerator.scaler is not None:  # fp16 only
+            accelerator.scaler.load_state_dict(meta["grad_scaler"])
         rank = accelerator.process_index
         _set_rng_state(load_file(state_dir / f"rng_{rank}.safetensors"),
                        json.loads((state_dir / f"rng_{rank}.json").read_text("utf-8")))
     except FileNotFoundError as e:
         raise CheckpointError(f"{state_dir}: incomplete training state ({Path(e.filename).name} is missing)") from None
+    except OSError as e:
+        raise CheckpointError(f"{state_dir}: cannot read the training state ({e.strerror or e})") from None
     except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{state_dir}: unreadable training state ({type(e).__name__}: {e})") from None
     return meta["progress"]
@@ -350,7 +400,7 @@ class Checkpoint:
 
 def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check a checkpoint's config.json."""
-    path = Path(path)
+    path = readable_dir(Path(path))
     cfg_path = path / CONFIG_FILE
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a folder")
@@ -382,7 +432,7 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Rebuild the model from a checkpoint folder (safetensors + JSON only; no pickles)."""
-    path = Path(path)
+    path = readable_dir(Path(path))
     meta = read_checkpoint_meta(path)
     m = meta["model"]
     try:

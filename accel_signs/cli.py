@@ -88,7 +88,7 @@ def _resume_dir(resume: str, output_dir: Path) -> Path:
 
     if resume != "latest":
         return Path(resume)
-    runs = [p for p in output_dir.glob("*/state/trainer.json")] if output_dir.is_dir() else []
+    runs = [*output_dir.glob("*/state/trainer.json"), *output_dir.glob("*/state.old/trainer.json")] if output_dir.is_dir() else []
     if not runs:
         raise CheckpointError(f"--resume: nothing to resume in {output_dir} (no run folder with a saved state)")
     return max(runs, key=lambda p: p.stat().st_mtime).parent.parent
@@ -102,7 +102,9 @@ def _resume_config(ctx: typer.Context, values: dict[str, Any], run_dir: Path):
 
     if not (run_dir / "config.json").exists():
         raise CheckpointError(f"nothing to resume in {run_dir}: no config.json (is it a run folder?)")
-    if not (run_dir / "state" / "trainer.json").exists():
+    from .checkpoint import recover_dir
+
+    if not (recover_dir(run_dir / "state") / "trainer.json").exists():
         raise CheckpointError(f"nothing to resume in {run_dir}: it has no complete state/ (the run stopped before "
                               "its first epoch ended)")
     raw = load_config_file(run_dir / "config.json")

@@ -18,8 +18,6 @@ from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.logging import get_logger
 from accelerate.tracking import get_available_trackers
 from accelerate.utils import LoggerType, ProjectConfiguration, broadcast, parse_flag_from_env, set_seed
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
 from .checkpoint import RunWriter, checkpoint_meta, load_state
@@ -32,6 +30,7 @@ from .data.synth import ensure_synthetic
 from .errors import AccelSignsError, ConfigError, LaunchError, TrainingError
 from .layout import keypoint_layout
 from .model import STTransformer
+from .progress import progress_bar
 
 logger = get_logger(__name__)
 
@@ -154,14 +153,19 @@ def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
 
 
 def _protocol_signers(cfg: TrainConfig, store) -> tuple[list[str], list[str], list[str]]:
-    """(train, val, test) signers: val/test signers, when given, are held out of training."""
+    """(train, val, test) signers. Val/test signers, when given, are held out of training; the
+    test defaults to the val signers (signer-independent throughout), else the training signers."""
     val, test = list(cfg.data.val_signers or ()), list(cfg.data.test_signers or ())
-    signer_indices(store, [*val, *test, *(cfg.data.signers or ())])  # all must exist
+    for option, names in (("--signers", cfg.data.signers or ()), ("--val-signers", val), ("--test-signers", test)):
+        unknown = [s for s in names if s not in store.signers]
+        if unknown:
+            raise ConfigError(f"{option}: unknown signer(s) {', '.join(unknown)} in store {store.path} "
+                              f"(it has {', '.join(store.signers)})")
     train = [s for s in (cfg.data.signers or store.signers) if s not in val and s not in test]
     if not train:
         raise ConfigError(f"no signer left to train on: --signers {','.join(cfg.data.signers or store.signers)} minus "
                           f"--val-signers/--test-signers {','.join(dict.fromkeys(val + test))}")
-    return train, val, test
+    return train, val, test or val
 
 
 def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
@@ -193,6 +197,8 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
     state = TrainState()
     if resume is not None:
         run = RunWriter.open(accelerator, resume, data.split_info)
+        # The resumed config (e.g. more epochs) becomes the run's, so a second resume keeps it.
+        run.write_json("config.json", {**cfg.to_dict(), "runtime": {**runtime, "run_name": run.path.name}})
         state.load_state_dict(load_state(accelerator, run.path / "state", model, optimizer, plateau))
         run.truncate_metrics(state.epoch)
         logger.info("resuming %s after epoch %d (best epoch %d)", run.path, state.epoch, state.best_epoch)
@@ -300,7 +306,7 @@ def train_one_epoch(accelerator: Accelerator, model: torch.nn.Module, optimizer:
     loader.set_epoch(epoch)
     totals = torch.zeros(2, device=accelerator.device)  # loss sum, sample count; summed without a sync per step
     bad_step = torch.zeros((), dtype=torch.long, device=accelerator.device)  # first step with a non-finite loss
-    with _progress(accelerator, f"epoch {epoch}/{cfg.num_epochs}", len(loader)) as advance:
+    with progress_bar(f"epoch {epoch}/{cfg.num_epochs}", len(loader), accelerator.is_main_process) as advance:
         for step, (x, y, _) in enumerate(loader, 1):
             x = augment(x).flatten(2)  # (B, T, P, C) -> (B, T, P*C)
             with accelerator.accumulate(model):
@@ -349,22 +355,3 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
     return out
-
-
-class _progress:
-    """A progress bar on the main process of an interactive terminal; a no-op elsewhere."""
-
-    def __init__(self, accelerator: Accelerator, description: str, total: int):
-        enabled = accelerator.is_main_process and os.isatty(2)
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeRemainingColumn(), console=Console(stderr=True), transient=True,
-                             disable=not enabled)
-        self._task = self._bar.add_task(description, total=total)
-
-    def __enter__(self):
-        self._bar.__enter__()
-        return lambda: self._bar.advance(self._task)
-
-    def __exit__(self, *exc) -> None:
-        self._bar.__exit__(*exc)
-

@@ -65,7 +65,8 @@ def main() -> int:
 
     run, kills, fresh_starts, log = work / "killed" / "r", 0, 0, []
     while kills < args.kills:
-        resume = (run / "state" / "trainer.json").exists()
+        # A kill between the two renames of a state swap leaves only state.old: resume recovers it.
+        resume = (run / "state" / "trainer.json").exists() or (run / "state.old" / "trainer.json").exists()
         if not resume:  # killed before its first epoch was saved: nothing to resume, start again
             shutil.rmtree(run, ignore_errors=True)
             fresh_starts += 1
@@ -80,13 +81,17 @@ def main() -> int:
             proc.wait()
             kills += 1
         done = len(metrics(run)) if (run / "metrics.jsonl").exists() else 0
-        if (run / "best").exists():
-            load_checkpoint(run / "best")  # raises if a kill left it unreadable
-        if (run / "state").exists():
-            json.loads((run / "state" / "trainer.json").read_text())
+        if (run / "best").exists() or (run / "best.old").exists():
+            load_checkpoint(run / "best")  # raises if a kill left it unreadable (falls back to best.old)
+        elif done:
+            raise SystemExit(f"kill {kills}: epochs were logged but no best checkpoint is left")
+        state = run / "state" if (run / "state").exists() else run / "state.old"
+        if state.exists():
+            json.loads((state / "trainer.json").read_text())
         log.append({"kill": kills, "after_s": round(delay, 2), "epochs_logged": done})
         print(json.dumps(log[-1]), flush=True)
-    final = subprocess.run(train_cmd(store, work / "killed", args.epochs, (run / "state" / "trainer.json").exists()),
+    resume = (run / "state" / "trainer.json").exists() or (run / "state.old" / "trainer.json").exists()
+    final = subprocess.run(train_cmd(store, work / "killed", args.epochs, resume),
                            env=env, stdout=subprocess.DEVNULL)
     ref = work / "ref" / "r"
     result = {

@@ -39,11 +39,12 @@ def write_npz_tree(root, clips):
     return root
 
 
-def write_seed_mmap(root, clips):
-    """The seed's exact memory-map format, pickled length index included."""
+def write_seed_mmap(root, clips, signer_order=SIGNERS):
+    """The seed's exact memory-map format, pickled length index included; clips concatenated
+    in the order the index dict was filled (signer_order within each sign)."""
     root.mkdir(parents=True)
     for split in SPLITS:
-        ordered = [(sign, signer, c) for sign in SIGNS for signer in SIGNERS for c in clips[split, sign, signer]]
+        ordered = [(sign, signer, c) for sign in SIGNS for signer in signer_order for c in clips[split, sign, signer]]
         frames = np.concatenate([c for _, _, c in ordered]).astype(np.float32)
         mm = np.memmap(root / f"{split}_X.mmap", dtype=np.float32, mode="w+", shape=frames.shape)
         mm[:] = frames
@@ -51,7 +52,7 @@ def write_seed_mmap(root, clips):
         del mm
         np.save(root / f"{split}_X_shape.npy", np.array(frames.shape))
         np.savez(root / f"{split}_y.npz", np.array([sign - 1 for sign, _, _ in ordered], dtype=np.int64))
-        lens = {sign: {int(signer): [len(c) for c in clips[split, sign, signer]] for signer in SIGNERS} for sign in SIGNS}
+        lens = {sign: {int(signer): [len(c) for c in clips[split, sign, signer]] for signer in signer_order} for sign in SIGNS}
         np.save(root / f"{split}_X_map_samples_lens.npy", lens, allow_pickle=True)
     return root
 
@@ -87,6 +88,20 @@ def test_both_sources_give_identical_stores(sources, tmp_path):
         for i, c in enumerate(expected):
             np.testing.assert_array_equal(xa.clip(i), c)
     assert "found" in r1.stderr and "missing" not in r1.stderr
+
+
+def test_seed_index_order_and_signer_order_do_not_matter(sources, tmp_path):
+    npz, _, clips = sources
+    shuffled = write_seed_mmap(tmp_path / "mmap", clips, signer_order=("02", "01", "03"))
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _prepare(npz, a, "--signers", "03,01").exit_code == 0
+    assert _prepare(shuffled, b, "--from", "seed-mmap", "--allow-pickle", "--signers", "03,01").exit_code == 0
+    sa, sb = open_store(a), open_store(b)
+    assert sa.signers == sb.signers == ("01", "03")
+    for split in SPLITS:
+        np.testing.assert_array_equal(sa.split(split).clips, sb.split(split).clips)
+        for i in range(len(sa.split(split))):
+            np.testing.assert_array_equal(sa.split(split).clip(i), sb.split(split).clip(i))
 
 
 def test_subsets_and_float16(sources, tmp_path):

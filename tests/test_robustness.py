@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -73,7 +74,7 @@ def test_resume_latest_and_refusals(tiny_store, tmp_path):
 
 def test_kill_and_resume_script(tmp_path):
     """The SIGKILL script, short: real kills, then equality with the uninterrupted run."""
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_and_resume.py"), "--kills", "2", "--epochs", "10",
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_and_resume.py"), "--kills", "2", "--epochs", "40",
                            "--workdir", str(tmp_path / "w")], capture_output=True, text=True, timeout=600,
                           env=cli_env(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
@@ -81,7 +82,11 @@ def test_kill_and_resume_script(tmp_path):
     assert result["kills"] == 2 and result["metrics_equal"] and result["best_weights_equal"]
 
 
-def test_failed_write_stops_training_and_keeps_the_previous_best(tiny_store, tmp_path, monkeypatch):
+@pytest.mark.parametrize("failure", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    SafetensorError("I/O error: No space left on device (os error 28)"),  # what safetensors really raises
+], ids=["oserror", "safetensorerror"])
+def test_failed_write_stops_training_and_keeps_the_previous_best(failure, tiny_store, tmp_path, monkeypatch):
     import accel_signs.checkpoint as ckpt
 
     real, calls = ckpt.save_file, []
@@ -89,7 +94,7 @@ def test_failed_write_stops_training_and_keeps_the_previous_best(tiny_store, tmp
     def full_disk(*args, **kwargs):
         calls.append(args[1])
         if len(calls) > 4:  # epoch 1 writes best + 3 state files, then the disk is full
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise failure
         return real(*args, **kwargs)
 
     monkeypatch.setattr(ckpt, "save_file", full_disk)
@@ -100,6 +105,27 @@ def test_failed_write_stops_training_and_keeps_the_previous_best(tiny_store, tmp
     assert load_checkpoint(run / "best").meta["epoch"] == 1
     assert json.loads((run / "state" / "trainer.json").read_text())["progress"]["epoch"] == 1
     assert not list(run.glob("*.tmp"))
+
+
+def test_crash_between_the_renames_of_a_swap(trained, tmp_path):
+    """A kill after best/ and state/ were moved aside but before the new ones were moved in:
+    only best.old/ and state.old/ exist. Both still load, and resume continues."""
+    run = _copy(trained, tmp_path / "r")
+    os.replace(run / "best", run / "best.old")
+    os.replace(run / "state", run / "state.old")
+    evaluated = runner.invoke(app, ["evaluate", str(run / "best"), "--output", str(tmp_path / "e"), "--split", "train"])
+    assert evaluated.exit_code == 0, evaluated.stderr
+    resumed = _train(tmp_path, "--resume", str(run), "--num-epochs", "2")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert [r[0] for r in _rows(run)] == [1, 2] and (run / "state").exists() and not (run / "state.old").exists()
+
+
+def test_a_second_resume_keeps_the_extended_epochs(trained, tmp_path):
+    run = _copy(trained, tmp_path / "r")
+    assert _train(tmp_path, "--resume", str(run), "--num-epochs", "2").exit_code == 0
+    assert json.loads((run / "config.json").read_text())["num_epochs"] == 2
+    again = _train(tmp_path, "--resume", str(run))
+    assert again.exit_code == 0 and [r[0] for r in _rows(run)] == [1, 2]
 
 
 def test_unwritable_output(tiny_store, tmp_path):

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..layout import NUM_CHANNELS, NUM_POINTS, karsl_glosses
+from ..progress import progress_bar
 from .pipeline import format_ranges
 from .store import ClassInfo, StoreWriter
 
@@ -114,9 +115,10 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], source: st
         for split in plan.splits:
             writer.begin_split(split)
             clips = frames = 0
-            for clip, sign, signer in plan.clips(split, report):
-                writer.add_clip(clip, plan.signs.index(sign), plan.signers.index(signer))
-                clips, frames = clips + 1, frames + len(clip)
+            with progress_bar(f"{split}: {plan.unit}", plan.total(split)) as advance:
+                for clip, sign, signer in plan.clips(split, report, advance):
+                    writer.add_clip(clip, plan.signs.index(sign), plan.signers.index(signer))
+                    clips, frames = clips + 1, frames + len(clip)
             if clips == 0:
                 raise DatasetError(f"{src}: no clips for split {split!r} with the chosen signs and signers")
             report.clips[split], report.frames[split] = clips, frames
@@ -133,22 +135,33 @@ class _NpzPlan:
         if not folders:
             raise DatasetError(f"{root}: no '{{signer}}-{{split}}' folders for splits {', '.join(self.splits)} "
                                "(expected e.g. 01-train/0001.npz)")
-        self.signers = list(signers) if signers else sorted({s for s, _ in folders})
-        found = {(int(f.stem), signer, split) for (signer, split), p in folders.items() for f in p.glob("*.npz")
-                 if re.fullmatch(r"\d+", f.stem)}
+        # Sorted, whatever order --signers came in: both sources write sign-major, then signer.
+        self.signers = sorted(signers) if signers else sorted({s for s, _ in folders})
+        found = set()
+        for (signer, split), folder in folders.items():
+            for f in folder.glob("*.npz"):
+                if not re.fullmatch(r"\d{4}", f.stem):
+                    raise DatasetError(f"{f}: unexpected file name; sign files are named {{sign:04}}.npz, e.g. 0007.npz")
+                found.add((int(f.stem), signer, split))
         self.signs = sorted(signs) if signs else sorted({sign for sign, _, _ in found})
         if not self.signs:
             raise DatasetError(f"{root}: no '{{sign:04}}.npz' files found")
         self.missing = [f"{signer}-{split}/{sign:04d}.npz" for split in self.splits for signer in self.signers
                         for sign in self.signs if (sign, signer, split) not in found]
 
-    def clips(self, split: str, report: PrepareReport) -> Iterator[tuple[np.ndarray, int, str]]:
+    unit = "files"
+
+    def total(self, split: str) -> int:
+        return sum((self.root / f"{g}-{split}" / f"{s:04d}.npz").exists() for s in self.signs for g in self.signers)
+
+    def clips(self, split: str, report: PrepareReport, advance) -> Iterator[tuple[np.ndarray, int, str]]:
         for sign in self.signs:
             for signer in self.signers:
                 path = self.root / f"{signer}-{split}" / f"{sign:04d}.npz"
                 if not path.exists():
                     continue  # listed in report.missing
                 report.files += 1
+                advance(1)
                 try:
                     with np.load(path, allow_pickle=False) as npz:
                         for key in npz.files:  # file order = recording order, as the seed concatenated them
@@ -163,10 +176,10 @@ class _SeedMmapPlan:
         self.index: dict[str, list[tuple[int, str, int]]] = {}  # split -> [(sign, signer, length)] in file order
         for split in self.splits:
             self.index[split] = self._read_index(split)
-        all_signs = sorted({s for idx in self.index.values() for s, _, _ in idx})
-        all_signers = sorted({s for idx in self.index.values() for _, s, _ in idx})
+        all_signs = sorted({s for idx in self.index.values() for s, _, _, _ in idx})
+        all_signers = sorted({s for idx in self.index.values() for _, s, _, _ in idx})
         self.signs = sorted(signs) if signs else all_signs
-        self.signers = list(signers) if signers else all_signers
+        self.signers = sorted(signers) if signers else all_signers
         missing_signs = sorted(set(self.signs) - set(all_signs))
         if missing_signs:
             raise DatasetError(f"{root}: --signs {format_ranges(missing_signs)} are not in the memory map")
@@ -180,7 +193,12 @@ class _SeedMmapPlan:
             raise DatasetError(f"{path}: missing (a seed memory map needs {{split}}_X.mmap, _X_shape.npy, _y.npz and _X_map_samples_lens.npy)")
         return path
 
-    def _read_index(self, split: str) -> list[tuple[int, str, int]]:
+    unit = "clips"
+
+    def total(self, split: str) -> int:
+        return sum(1 for sign, signer, _, _ in self.index[split] if sign in self.signs and signer in self.signers)
+
+    def _read_index(self, split: str) -> list[tuple[int, str, int, int]]:
         shape_path, lens_path = self._file(f"{split}_X_shape.npy"), self._file(f"{split}_X_map_samples_lens.npy")
         frames_path, y_path = self._file(f"{split}_X.mmap"), self._file(f"{split}_y.npz")
         try:
@@ -195,31 +213,39 @@ class _SeedMmapPlan:
         if frames_path.stat().st_size != shape[0] * _FRAME_BYTES:
             raise DatasetError(f"{frames_path}: {frames_path.stat().st_size} bytes, but {shape_path.name} says "
                                f"{shape[0]} float32 frames ({shape[0] * _FRAME_BYTES} bytes)")
-        if not isinstance(lens, dict) or not all(isinstance(v, dict) for v in lens.values()):
-            raise DatasetError(f"{lens_path}: expected a dict {{sign: {{signer: [clip lengths]}}}}")
-        index = [(int(sign), f"{int(signer):02d}", int(n)) for sign in sorted(lens)
-                 for signer in sorted(lens[sign]) for n in lens[sign][signer]]
-        if sum(n for _, _, n in index) != shape[0]:
-            raise DatasetError(f"{lens_path}: clip lengths add up to {sum(n for _, _, n in index)} frames, "
-                               f"but {frames_path.name} holds {shape[0]}")
-        if len(labels) != len(index):
-            raise DatasetError(f"{y_path}: {len(labels)} labels for {len(index)} clips in {lens_path.name}")
-        bad = [i for i, (sign, _, _) in enumerate(index) if labels[i] != sign - 1]
+        try:
+            # The dict was filled as the clips were concatenated: its order is the file's order.
+            in_file_order = [(int(sign), f"{int(signer):02d}", int(n)) for sign, by_signer in lens.items()
+                             for signer, ns in by_signer.items() for n in ns]
+            labels = np.asarray(labels).reshape(-1)
+        except (AttributeError, TypeError, ValueError):
+            raise DatasetError(f"{lens_path}: expected a dict {{sign: {{signer: [clip lengths]}}}} of integers") from None
+        if any(n < 1 for _, _, n in in_file_order):
+            raise DatasetError(f"{lens_path}: a clip length is below 1")
+        total = sum(n for _, _, n in in_file_order)
+        if total != shape[0]:
+            raise DatasetError(f"{lens_path}: clip lengths add up to {total} frames, but {frames_path.name} holds {shape[0]}")
+        if len(labels) != len(in_file_order):
+            raise DatasetError(f"{y_path}: {len(labels)} labels for {len(in_file_order)} clips in {lens_path.name}")
+        bad = [i for i, (sign, _, _) in enumerate(in_file_order) if labels[i] != sign - 1]
         if bad:
-            raise DatasetError(f"{y_path}: clip {bad[0]} is labelled {labels[bad[0]]}, but {lens_path.name} puts it "
-                               f"under sign {index[bad[0]][0]} (label {index[bad[0]][0] - 1})")
-        return index
+            i = bad[0]
+            raise DatasetError(f"{y_path}: clip {i} is labelled {labels[i]}, but {lens_path.name} puts it "
+                               f"under sign {in_file_order[i][0]} (label {in_file_order[i][0] - 1})")
+        offsets = np.concatenate([[0], np.cumsum([n for _, _, n in in_file_order])[:-1]])
+        # Written sign-major, then signer (sorted), like the npz source; the sort is stable.
+        index = [(sign, signer, n, int(off)) for (sign, signer, n), off in zip(in_file_order, offsets)]
+        return sorted(index, key=lambda c: (c[0], c[1]))
 
-    def clips(self, split: str, report: PrepareReport) -> Iterator[tuple[np.ndarray, int, str]]:
+    def clips(self, split: str, report: PrepareReport, advance) -> Iterator[tuple[np.ndarray, int, str]]:
         path = self.root / f"{split}_X.mmap"
         report.files += 1
         keep_signs, keep_signers = set(self.signs), set(self.signers)
         with open(path, "rb") as f:
-            offset = 0
-            for i, (sign, signer, n) in enumerate(self.index[split]):
+            for i, (sign, signer, n, offset) in enumerate(self.index[split]):
                 if sign in keep_signs and signer in keep_signers:
                     f.seek(offset * _FRAME_BYTES)
                     clip = np.fromfile(f, dtype=np.float32, count=n * NUM_POINTS * NUM_CHANNELS)
                     clip = clip.reshape(n, NUM_POINTS, NUM_CHANNELS)  # (frames * 184 * 4,) -> (frames, 184, 4)
-                    yield check_clip(clip, f"{path} clip {i} (sign {sign}, signer {signer})"), sign, signer
-                offset += n
+                    advance(1)
+                    yield check_clip(clip, f"{path} frames {offset}-{offset + n} (sign {sign}, signer {signer})"), sign, signer
