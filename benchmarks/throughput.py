@@ -1,0 +1,168 @@
+"""Training throughput of accel_signs beside the seed loop, in one process, on the same data.
+
+    python benchmarks/throughput.py                      # CPU: s_4_2 at batch 64
+    python benchmarks/throughput.py --sizes s_4_2,s_4_6 --batches 64,256,1024 --steps 50   # a GPU
+
+Builds one synthetic KArSL-sized data set (random KArSL-shaped clips of 40-120 frames, 502
+classes), writes it as a clip store, then times for every size and batch:
+  seed       the seed loop (../shared/bench/seed_loop.py): per-sample numpy sampling and
+             augmentation in Dataset.__getitem__, 0 workers, autocast bf16 + GradScaler on GPU
+  ours       accel_signs' real training step (trainer.train_one_epoch): batch gather from the
+             memory-mapped store, augmentation on the device, Accelerate's prepared model,
+             optimizer and mixed precision, clipping, the non-finite check
+  model      the model step alone on a batch already on the device (the upper bound for ours)
+  eval       accel_signs' evaluation (trainer.evaluate) on the same clips
+and prints samples/s, the ratio to the seed loop and peak memory; the table also goes to
+bench/results/throughput-<device>-<time>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_BENCH = ROOT.parent / "shared" / "bench"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build_store(path: Path, clips: int, seed_loop) -> tuple:
+    from accel_signs.data.store import ClassInfo, StoreWriter
+
+    frames, offsets, lengths, labels = seed_loop.random_clips(clips)
+    with StoreWriter(path, [ClassInfo(s, f"sign {s}") for s in range(1, 503)], ["01"]) as w:
+        w.begin_split("train")
+        for off, n, y in zip(offsets, lengths, labels):
+            w.add_clip(frames[off:off + n], int(y), 0)
+    return frames, offsets, lengths, labels
+
+
+def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, warmup: int, workers: int) -> dict:
+    """samples/s of the real training step, the resident-batch model step and evaluation."""
+    from accel_signs.config import TrainConfig
+    from accel_signs.data.pipeline import class_map, make_loader
+    from accel_signs.data.sampling import Augmenter
+    from accel_signs.data.store import open_store
+    from accel_signs.layout import keypoint_layout
+    from accel_signs.model import STTransformer
+    from accel_signs.trainer import evaluate, train_one_epoch
+
+    store = open_store(store_path)
+    split, cmap = store.split("train"), class_map(store, None)
+    cfg = TrainConfig(batch_size=batch, num_epochs=1)
+    layout, device = keypoint_layout(), accelerator.device
+    model = STTransformer.for_layout(cmap.num_classes, size, layout)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4, fused=device.type == "cuda")
+    rng = np.random.default_rng(0)
+
+    def loader(n_batches: int, train: bool):
+        ids = np.sort(rng.choice(len(split), size=min(len(split), n_batches * batch), replace=n_batches * batch > len(split)))
+        return make_loader(split, ids, cmap, seq_len=50, batch_size=batch, train=train, num_workers=workers,
+                           pin_memory=device.type == "cuda")
+
+    model, optimizer, warm, timed, evl = accelerator.prepare(model, optimizer, loader(warmup, True), loader(steps, True),
+                                                              loader(steps, False))
+    augment = Augmenter(cfg.data.augment, layout)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    train_one_epoch(accelerator, model, optimizer, warm, augment, cfg, 1)
+    _sync(device)
+    start = time.perf_counter()
+    _, seen = train_one_epoch(accelerator, model, optimizer, timed, augment, cfg, 2)
+    _sync(device)
+    ours = seen / (time.perf_counter() - start)
+    peak = _peak_mib(device)
+
+    start = time.perf_counter()
+    evaluate(accelerator, model, evl)
+    _sync(device)
+    evaluation = len(evl.dataset) / (time.perf_counter() - start)
+
+    # The model step alone, on one batch resident on the device.
+    model.train()
+    x = torch.rand(batch, 50, 736, device=device)
+    y = torch.randint(0, cmap.num_classes, (batch,), device=device)
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            start = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    _sync(device)
+    resident = batch * steps / (time.perf_counter() - start)
+    return {"ours": ours, "model_resident": resident, "eval": evaluation, "peak_mib": peak}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="s_4_2")
+    ap.add_argument("--batches", default="64")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--clips", type=int, default=3000, help="clips in the synthetic data set")
+    ap.add_argument("--workers", type=int, default=0, help="our loader workers (the seed loop: 0, as its train.py)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = ap.parse_args()
+
+    sys.path.insert(0, str(SEED_BENCH))
+    import seed_loop
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()  # mixed precision from `accelerate launch`/config: bf16 on a GPU, say
+    device = accelerator.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        frames, offsets, lengths, labels = build_store(Path(tmp) / "store", args.clips, seed_loop)
+        for size in args.sizes.split(","):
+            for batch in map(int, args.batches.split(",")):
+                seed = seed_loop.samples_per_second(frames, offsets, lengths, labels, device=device.type,
+                                                    batch_size=batch, workers=0, steps=args.warmup + args.steps,
+                                                    warmup=args.warmup, size=size)
+                ours = time_ours(accelerator, Path(tmp) / "store", size, batch, args.steps, args.warmup, args.workers)
+                row = {"size": size, "batch": batch, "seed_samples_per_s": round(seed, 1),
+                       "ours_samples_per_s": round(ours["ours"], 1), "ratio_to_seed": round(ours["ours"] / seed, 2),
+                       "model_resident_samples_per_s": round(ours["model_resident"], 1),
+                       "ours_vs_model_resident": round(ours["ours"] / ours["model_resident"], 2),
+                       "eval_samples_per_s": round(ours["eval"], 1), "peak_mib": round(ours["peak_mib"])}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    header = f"{'size':7} {'batch':>5} {'seed/s':>9} {'ours/s':>9} {'x seed':>7} {'model/s':>9} {'ours/model':>10} {'eval/s':>9} {'peak MiB':>9}"
+    print(f"\n{name}, mixed precision {accelerator.mixed_precision}, torch {torch.__version__}\n{header}")
+    for r in rows:
+        print(f"{r['size']:7} {r['batch']:5d} {r['seed_samples_per_s']:9.1f} {r['ours_samples_per_s']:9.1f} "
+              f"{r['ratio_to_seed']:7.2f} {r['model_resident_samples_per_s']:9.1f} {r['ours_vs_model_resident']:10.2f} "
+              f"{r['eval_samples_per_s']:9.1f} {r['peak_mib']:9d}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"throughput-{name.replace(' ', '_')}-{datetime.now():%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps({"device": name, "mixed_precision": accelerator.mixed_precision,
+                               "torch": torch.__version__, "args": {k: str(v) for k, v in vars(args).items()},
+                               "rows": rows}, indent=2) + "\n")
+    print(f"\nwritten: {out}")
+
+
+if __name__ == "__main__":
+    main()
