@@ -73,8 +73,9 @@ def _build_train_config(ctx: typer.Context, values: dict[str, Any], config_file:
             value = values[name]
             node[where[-1]] = str(value) if isinstance(value, Path) else value
     if values["debug"]:
+        file_values = load_config_file(config_file) if config_file else {}
         for name, value in _DEBUG_DEFAULTS.items():
-            if not _given(ctx, name):
+            if not _given(ctx, name) and file_values.get(name) is None:
                 raw[name] = value
     return TrainConfig.from_dict(raw)
 
@@ -172,6 +173,8 @@ def train(
     values = {k: v for k, v in locals().items() if k in _TRAIN_FIELDS}
     try:
         if resume is not None:
+            if config is not None:
+                raise ConfigError("--resume continues a run with its own config.json; --config cannot be combined with it")
             run_dir = _resume_dir(resume, output_dir)
             cfg = _resume_config(ctx, values, run_dir)
         else:
