@@ -94,3 +94,14 @@ def test_python_api_example(tmp_path):
 @pytest.mark.parametrize("script", ["karsl502_recipe.sh", "slurm_multinode.sh", "quickstart.sh"])
 def test_shell_examples_parse(script):
     subprocess.run(["bash", "-n", str(ROOT / "examples" / script)], check=True)
+
+
+def test_plain_accelerate_launch_without_any_config(tiny_store, tmp_path):
+    """`accelerate launch -m accel_signs train ...` on a fresh machine (no default config): 1 process."""
+    env = cli_env(tmp_path, HF_HOME=str(tmp_path / "hf"))  # where `accelerate config` would have written
+    out = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "-m", "accel_signs", "train", "--data",
+                           str(tiny_store), "--output-dir", str(out), "--run-name", "r", *FAST], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 process(es)" in proc.stderr and proc.stdout.strip().splitlines()[-1] == str(out / "r" / "best")
