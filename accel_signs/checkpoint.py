@@ -191,7 +191,7 @@ class RunWriter:
             try:
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir()
-                weights = {k: v.detach().to("cpu").contiguous() for k, v in self.accelerator.unwrap_model(model).state_dict().items()}
+                weights = {k: v.detach().to("cpu").contiguous() for k, v in self.accelerator.unwrap_model(model, keep_torch_compile=False).state_dict().items()}
                 save_file(weights, tmp / MODEL_FILE, metadata={"format": CHECKPOINT_FORMAT, "config": json.dumps(meta, ensure_ascii=False)})
                 with open(tmp / MODEL_FILE, "rb") as f:
                     os.fsync(f.fileno())
@@ -251,7 +251,7 @@ class RunWriter:
             try:
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir()
-                weights = {k: v.detach().to("cpu").contiguous() for k, v in self.accelerator.unwrap_model(model).state_dict().items()}
+                weights = {k: v.detach().to("cpu").contiguous() for k, v in self.accelerator.unwrap_model(model, keep_torch_compile=False).state_dict().items()}
                 _save_tensors(weights, tmp / "model.safetensors")
                 opt_tensors, opt_rest = _split_tensors(optimizer.state_dict())
                 _save_tensors(opt_tensors, tmp / "optimizer.safetensors")
@@ -368,7 +368,7 @@ def load_state(accelerator: Accelerator, state_dir: Path, model: torch.nn.Module
         if meta["num_processes"] != accelerator.num_processes:
             raise CheckpointError(f"{state_dir} was saved by {meta['num_processes']} process(es); resume it with the same "
                                   f"number (this launch has {accelerator.num_processes})")
-        accelerator.unwrap_model(model).load_state_dict(load_file(state_dir / "model.safetensors"))
+        accelerator.unwrap_model(model, keep_torch_compile=False).load_state_dict(load_file(state_dir / "model.safetensors"))
         optimizer.load_state_dict(_join_tensors(meta["optimizer"], load_file(state_dir / "optimizer.safetensors")))
         scheduler.load_state_dict(meta["scheduler"])
         if meta.get("grad_scaler") and accelerator.scaler is not None:  # fp16 only

@@ -53,7 +53,7 @@ _TRAIN_FIELDS = {
     "output_dir": ("output_dir",), "run_name": ("run_name",), "num_epochs": ("num_epochs",),
     "batch_size": ("batch_size",), "seed": ("seed",), "mixed_precision": ("mixed_precision",),
     "evaluate": ("evaluate",), "log_with": ("log_with",), "cache_dir": ("data", "cache_dir"),
-    "debug": ("debug",), "limit_batches": ("limit_batches",),
+    "debug": ("debug",), "limit_batches": ("limit_batches",), "compile": ("compile",),
     "val_signers": ("data", "val_signers"), "test_signers": ("data", "test_signers"),
 }
 # What --debug changes unless the option is given too.
@@ -81,7 +81,7 @@ def _build_train_config(ctx: typer.Context, values: dict[str, Any], config_file:
 
 
 # Options that may differ when a run is resumed; anything else would make it another run.
-_RESUMABLE = {"num_epochs", "num_workers", "evaluate", "log_with", "cache_dir", "output_dir"}
+_RESUMABLE = {"num_epochs", "num_workers", "evaluate", "log_with", "cache_dir", "output_dir", "compile"}
 
 
 def _resume_dir(resume: str, output_dir: Path) -> Path:
@@ -159,6 +159,7 @@ def train(
     lr_scaling: Annotated[str, typer.Option(help="sqrt|linear|none: lr growth with the number of processes.")] = "sqrt",
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate the best checkpoint on the test split and draw the plots at the end.")] = True,
     log_with: Annotated[str, typer.Option(help="Accelerate trackers for the per-epoch metrics, e.g. tensorboard (comma-separated).")] = "",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (inductor); the log reports the compile time of the first epoch.")] = False,
     limit_batches: Annotated[Optional[int], typer.Option(help="Use only N batches per process of train and val data per epoch (a smoke test).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="One process, fp32, 2 epochs of 5 batches (unless given), num_workers 0, anomaly detection, deterministic algorithms, per-step logs.")] = False,
     config: Annotated[Optional[Path], typer.Option(help="JSON/YAML config (e.g. a run's config.json); options given here override it.")] = None,

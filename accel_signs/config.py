@@ -221,6 +221,9 @@ class TrainConfig:
     """After training, evaluate the best checkpoint on the store's test split and draw the plots."""
     log_with: tuple[str, ...] = ()
     """Accelerate trackers to log the per-epoch metrics to, e.g. ("tensorboard",); metrics.jsonl is always written."""
+    compile: bool = False
+    """torch.compile the model (through Accelerate's dynamo plugin, inductor backend); the first
+    training step and the first validation then include compilation, reported in the log."""
     limit_batches: int | None = None
     """Use only this many batches per process of the train and the val data each epoch: a smoke test, not a real run."""
     debug: bool = False

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.logging import get_logger
 from accelerate.tracking import get_available_trackers
-from accelerate.utils import LoggerType, ProjectConfiguration, broadcast, parse_flag_from_env, set_seed
+from accelerate.utils import LoggerType, ProjectConfiguration, TorchDynamoPlugin, broadcast, parse_flag_from_env, set_seed
 from torch.utils.data import DataLoader
 
 from .checkpoint import RunWriter, checkpoint_meta, load_state
@@ -91,6 +91,7 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
         raise ConfigError("--mixed-precision fp16 needs a GPU; on a CPU use bf16 or no")
     return Accelerator(
         mixed_precision=mixed,
+        dynamo_plugin=TorchDynamoPlugin(backend="inductor") if cfg.compile else None,
         log_with=_trackers(cfg.log_with) or None,
         # Trackers that write files (TensorBoard) write into the run folder: <output_dir>/<run name>.
         project_config=ProjectConfiguration(project_dir=str(cfg.output_dir), logging_dir=str(cfg.output_dir)),
@@ -213,11 +214,16 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
                 len(data.split_info["val_ids"]), cfg.model.size, sum(p.numel() for p in model.parameters()) / 1e6,
                 accelerator.num_processes, accelerator.device, accelerator.mixed_precision, lr)
 
-    for epoch in range(state.epoch + 1, cfg.num_epochs + 1):
+    first_epoch = state.epoch + 1
+    for epoch in range(first_epoch, cfg.num_epochs + 1):
         start = time.perf_counter()
         lr_now = optimizer.param_groups[0]["lr"]
         train_loss, seen = train_one_epoch(accelerator, model, optimizer, train_loader, augment, cfg, epoch)
+        val_start = time.perf_counter()
         val_loss, val_acc = evaluate(accelerator, model, val_loader)
+        if cfg.compile and epoch == first_epoch:
+            logger.info("torch.compile: epoch %d took %.1fs, its validation %.1fs, compilation included (later epochs "
+                        "show the compiled speed)", epoch, val_start - start, time.perf_counter() - val_start)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             kept = f"the best checkpoint so far is {run.best_dir}" if state.best_epoch else "no checkpoint was saved"
             raise TrainingError(f"epoch {epoch}: the loss is not finite (train {train_loss}, val {val_loss}): training "

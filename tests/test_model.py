@@ -46,3 +46,26 @@ def test_eval_is_batch_independent():
     model = STTransformer.for_layout(5, "t_2_1", keypoint_layout()).eval()
     x = torch.randn(6, 50, 736)
     torch.testing.assert_close(model(x)[:2], model(x[:2]), atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_training_saves_plain_weights_with_the_same_outputs(tiny_store, tmp_path):
+    """--compile trains through torch.compile; the checkpoint holds the plain module's weights
+    (no `_orig_mod.` prefixes), and compiled and eager forward passes agree."""
+    import subprocess
+    import sys
+
+    from accel_signs.checkpoint import load_checkpoint
+    from helpers import cli_env
+
+    # A process of its own: Accelerate keeps its state (the dynamo plugin included) per process.
+    result = subprocess.run([sys.executable, "-m", "accel_signs", "train", "--data", str(tiny_store), "--output-dir",
+                             str(tmp_path), "--run-name", "c", "--num-epochs", "1", "--model-size", "t_1_1",
+                             "--batch-size", "16", "--no-eval", "--compile"], env=cli_env(tmp_path), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "torch.compile: epoch 1 took" in result.stderr
+    model = load_checkpoint(tmp_path / "c" / "best").model
+    assert not any(k.startswith("_orig_mod") for k in model.state_dict())
+    x = torch.randn(5, 50, 736)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model)(x), model(x), atol=1e-4, rtol=1e-4)

@@ -57,3 +57,16 @@ def test_unconnected_copies_are_refused(tiny_store, tmp_path):
     assert proc.returncode != 0
     assert_one_line_error(proc.stderr, "not connected", "ACCELERATE_USE_CPU=1")
     assert not out.exists()
+
+
+def test_two_process_resume_matches_an_uninterrupted_run(tiny_store, tmp_path):
+    """Each rank restores its own RNG state: 2 epochs + resume to 3 == 3 epochs straight."""
+    keys = ("epoch", "train_loss", "val_loss", "val_acc", "lr")
+    common = ["train", "--data", str(tiny_store), "--run-name", "r", "--no-eval", "--seed", "9", *FAST]
+    straight = accelerate_launch([*common, "--output-dir", str(tmp_path / "a"), "--num-epochs", "3"], tmp_path)
+    part = accelerate_launch([*common, "--output-dir", str(tmp_path / "b"), "--num-epochs", "2"], tmp_path)
+    assert straight.returncode == 0 and part.returncode == 0, straight.stderr[-2000:] + part.stderr[-2000:]
+    resumed = accelerate_launch(["train", "--resume", str(tmp_path / "b" / "r"), "--num-epochs", "3", "--no-eval"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = {k: [tuple(m[key] for key in keys) for m in read_metrics(tmp_path / k / "r")] for k in ("a", "b")}
+    assert rows["a"] == rows["b"] and len(rows["a"]) == 3
