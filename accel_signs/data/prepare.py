@@ -242,7 +242,7 @@ class _SeedMmapPlan:
         report.files += 1
         keep_signs, keep_signers = set(self.signs), set(self.signers)
         with open(path, "rb") as f:
-            for i, (sign, signer, n, offset) in enumerate(self.index[split]):
+            for sign, signer, n, offset in self.index[split]:
                 if sign in keep_signs and signer in keep_signers:
                     f.seek(offset * _FRAME_BYTES)
                     clip = np.fromfile(f, dtype=np.float32, count=n * NUM_POINTS * NUM_CHANNELS)
