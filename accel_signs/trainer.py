@@ -195,17 +195,7 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
     runtime = {"num_processes": accelerator.num_processes, "device": accelerator.device.type,
                "mixed_precision": accelerator.mixed_precision, "lr": lr, "num_workers": data.train_loader.num_workers,
                "global_batch_size": cfg.batch_size * accelerator.num_processes}
-    state = TrainState()
-    if resume is not None:
-        run = RunWriter.open(accelerator, resume, data.split_info)
-        # The resumed config (e.g. more epochs) becomes the run's, so a second resume keeps it.
-        run.write_json("config.json", {**cfg.to_dict(), "runtime": {**runtime, "run_name": run.path.name}})
-        state.load_state_dict(load_state(accelerator, run.path / "state", model, optimizer, plateau))
-        run.truncate_metrics(state.epoch)
-        logger.info("resuming %s after epoch %d (best epoch %d)", run.path, state.epoch, state.best_epoch)
-    else:
-        run = RunWriter.create(accelerator, cfg, data.classes.num_classes, runtime)
-        run.write_json("split.json", data.split_info)
+    run, state = _start_run(accelerator, cfg, data, runtime, resume, (model, optimizer, plateau))
     if cfg.log_with:
         accelerator.init_trackers(run.path.name, config=_flat(cfg.to_dict()))
     augment = Augmenter(cfg.data.augment, layout)
@@ -251,6 +241,23 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
     accelerator.end_training()
     accelerator.free_memory()
     return run.best_dir
+
+
+def _start_run(accelerator: Accelerator, cfg: TrainConfig, data: TrainData, runtime: dict[str, Any],
+               resume: Path | None, trained: tuple) -> tuple[RunWriter, TrainState]:
+    """A new run folder, or the `resume` one with model, optimizer, scheduler, RNG and progress restored."""
+    state = TrainState()
+    if resume is None:
+        run = RunWriter.create(accelerator, cfg, data.classes.num_classes, runtime)
+        run.write_json("split.json", data.split_info)
+        return run, state
+    run = RunWriter.open(accelerator, resume, data.split_info)
+    # The resumed config (e.g. more epochs) becomes the run's, so a second resume keeps it.
+    run.write_json("config.json", {**cfg.to_dict(), "runtime": {**runtime, "run_name": run.path.name}})
+    state.load_state_dict(load_state(accelerator, run.path / "state", *trained))
+    run.truncate_metrics(state.epoch)
+    logger.info("resuming %s after epoch %d (best epoch %d)", run.path, state.epoch, state.best_epoch)
+    return run, state
 
 
 def evaluate_after_training(cfg: TrainConfig, accelerator: Accelerator, run: RunWriter, store: Path,
