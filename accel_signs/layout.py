@@ -25,10 +25,6 @@ class KeypointLayout:
     names: tuple[str, ...]
     mirror: tuple[int, ...]
 
-    @property
-    def num_points(self) -> int:
-        return len(self.names)
-
     def part_sizes(self) -> list[int]:
         """Flattened feature count (points x channels) of each part, in PARTS order."""
         return [(self.parts[p][1] - self.parts[p][0]) * len(self.channels) for p in PARTS]

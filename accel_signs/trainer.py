@@ -58,6 +58,7 @@ class TrainData:
     train_loader: DataLoader
     val_loader: DataLoader
     split_info: dict[str, Any]
+    has_test: bool  # the store has a test split to evaluate the best checkpoint on
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
@@ -146,6 +147,7 @@ def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
         classes=classes,
         train_loader=make_loader(split, train_ids, classes, batch_size=cfg.batch_size, train=True, **common),
         val_loader=make_loader(split, val_ids, classes, batch_size=2 * cfg.batch_size, train=False, **common),
+        has_test="test" in store.splits,
         split_info={"store": str(Path(path).resolve()), "split": split.name, "signs": [c.sign for c in classes.classes],
                     "signers": list(train_signers), "val_signers": list(val_signers), "test_signers": list(test_signers),
                     "seed": cfg.seed,
@@ -236,7 +238,7 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
 
     logger.info("best epoch %d: val_loss %.4f; checkpoint %s", state.best_epoch, state.best_val_loss, run.best_dir)
     if cfg.evaluate:
-        evaluate_after_training(cfg, accelerator, run, Path(data.split_info["store"]), data.split_info["test_signers"])
+        evaluate_after_training(cfg, accelerator, run, data)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     accelerator.free_memory()
@@ -260,12 +262,12 @@ def _start_run(accelerator: Accelerator, cfg: TrainConfig, data: TrainData, runt
     return run, state
 
 
-def evaluate_after_training(cfg: TrainConfig, accelerator: Accelerator, run: RunWriter, store: Path,
-                            test_signers: list[str]) -> None:
+def evaluate_after_training(cfg: TrainConfig, accelerator: Accelerator, run: RunWriter, data: TrainData) -> None:
     """Evaluate the best checkpoint on the test split (if the store has one) and draw the plots.
     The run has succeeded by now: a failure here is reported, not raised."""
+    store, test_signers = Path(data.split_info["store"]), data.split_info["test_signers"]
     try:
-        if "test" in open_store(store).splits:
+        if data.has_test:
             result = evaluate_checkpoint(
                 EvalConfig(checkpoint=run.best_dir, data=store, split="test", signers=tuple(test_signers) or None),
                 accelerator)

@@ -20,7 +20,7 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -398,8 +398,3 @@ class StoreWriter:
             self._frames_file = None
         shutil.rmtree(self._tmp, ignore_errors=True)
 
-
-def iter_clips(split: StoreSplit) -> Iterator[tuple[np.ndarray, int, int]]:
-    """(frames, label, signer) for each clip of a split, in order."""
-    for i in range(len(split)):
-        yield split.clip(i), int(split.labels[i]), int(split.signers[i])
