@@ -46,6 +46,7 @@ def _fail(error: Exception) -> typer.Exit:
 _TRAIN_FIELDS = {
     "data": ("data", "path"), "signs": ("data", "signs"), "signers": ("data", "signers"),
     "val_fraction": ("data", "val_fraction"), "num_workers": ("data", "num_workers"),
+    "data_on_device": ("data", "data_on_device"),
     "model_size": ("model", "size"), "dropout": ("model", "dropout"),
     "lr": ("optim", "lr"), "weight_decay": ("optim", "weight_decay"), "lr_scaling": ("optim", "lr_scaling"),
     "max_grad_norm": ("optim", "max_grad_norm"),
@@ -80,7 +81,7 @@ def _build_train_config(ctx: typer.Context, values: dict[str, Any], config_file:
 
 
 # Options that may differ when a run is resumed; anything else would make it another run.
-_RESUMABLE = {"num_epochs", "num_workers", "evaluate", "log_with", "cache_dir", "output_dir", "compile"}
+_RESUMABLE = {"num_epochs", "num_workers", "data_on_device", "evaluate", "log_with", "cache_dir", "output_dir", "compile"}
 
 
 def _resume_dir(resume: str, output_dir: Path) -> Path:
@@ -153,6 +154,7 @@ def train(
     val_fraction: Annotated[float, typer.Option(help="Share of each (sign, signer) group held out for validation.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation, shuffling and augmentation.")] = 0,
     num_workers: Annotated[Optional[int], typer.Option(help="DataLoader workers per process (default: 0 on CPU, up to 4 per GPU).")] = None,
+    data_on_device: Annotated[str, typer.Option(help="auto|yes|no: hold the clips in the device's memory and sample/augment batches there (auto: on a GPU when they fit in half its free memory).")] = "auto",
     mixed_precision: Annotated[str, typer.Option(help="auto|no|bf16|fp16; auto takes the accelerate config's, else bf16 on GPU, fp32 on CPU.")] = "auto",
     max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping norm (0 disables).")] = 1.0,
     lr_scaling: Annotated[str, typer.Option(help="sqrt|linear|none: lr growth with the number of processes.")] = "sqrt",

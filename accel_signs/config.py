@@ -121,6 +121,10 @@ class DataConfig:
     """Share of each (sign, signer) group held out for validation, seeded and stratified."""
     num_workers: int | None = None
     """DataLoader worker processes; None: 0 on CPU (the model step dominates), up to 4 per GPU."""
+    data_on_device: str = "auto"
+    """Hold the training clips in the device's memory and sample/augment batches there: "yes",
+    "no" (stream from the memory-mapped store), or "auto" (on a GPU when they take at most half
+    its free memory; never on a CPU, where the store already sits in the page cache)."""
     cache_dir: Path | None = None
     """Where the embedded synthetic set is generated; None: default_cache_dir() when needed."""
     seq_len: int = 50
@@ -148,6 +152,8 @@ class DataConfig:
             raise ConfigError(f"--val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
+        if self.data_on_device not in ("auto", "yes", "no"):
+            raise ConfigError(f"--data-on-device must be auto, yes or no, got {self.data_on_device!r}")
         if self.seq_len < 1:
             raise ConfigError(f"data.seq_len must be >= 1, got {self.seq_len}")
 

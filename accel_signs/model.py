@@ -13,17 +13,18 @@ from .layout import KeypointLayout
 
 
 class _PartFrameAttention(nn.Module):
-    """Multi-head self-attention on (B, T, G, D) tokens; subclasses choose the axis."""
+    """Multi-head self-attention on (B, G, T, D) tokens; subclasses choose the axis.
+
+    Tokens stay part-major (B, G, T, D) through the whole model: the temporal attention then
+    reads q, k and v as strided views of one projection, and no block copies its input into
+    another layout.
+    """
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
-
-    def _qkv(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, g, d = x.shape
-        return self.qkv(x).view(b, t, g, 3, self.heads, d // self.heads)  # (B, T, G, 3, H, hd)
 
 
 class SpatialAttention(_PartFrameAttention):
@@ -34,24 +35,25 @@ class SpatialAttention(_PartFrameAttention):
     4 entries it is a few elementwise ops that torch.compile fuses.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, G, D)
-        b, t, g, d = x.shape
-        q, k, v = self._qkv(x).unbind(3)  # 3 x (B, T, G, H, hd)
-        scores = (q[:, :, :, None] * k[:, :, None, :]).sum(-1) * (d // self.heads) ** -0.5  # (B, T, Gq, Gk, H)
-        mixed = (scores.softmax(dim=3)[..., None] * v[:, :, None, :]).sum(3)  # (B, T, Gq, H, hd)
-        return self.out(mixed.reshape(b, t, g, d))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, G, T, D)
+        b, g, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, g, t, 3, self.heads, d // self.heads).unbind(3)  # 3 x (B, G, T, H, hd)
+        scores = (q[:, :, None] * k[:, None, :]).sum(-1) * (d // self.heads) ** -0.5  # (B, Gq, Gk, T, H)
+        mixed = (scores.softmax(dim=2)[..., None] * v[:, None, :]).sum(2)  # (B, Gq, T, H, hd)
+        return self.out(mixed.view(b, g, t, d))
 
 
 class TemporalAttention(_PartFrameAttention):
     """Self-attention over the T frames of each part token, through SDPA."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, G, D)
-        b, t, g, d = x.shape
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, G, T, D)
+        b, g, t, d = x.shape
         h = self.heads
-        # SDPA's fused kernels and the ONNX exporter take 4-D (batch, heads, seq, head_dim).
-        q, k, v = (z.reshape(b * g, h, t, d // h) for z in self._qkv(x).permute(3, 0, 2, 4, 1, 5).unbind(0))  # 3 x (B*G, H, T, hd)
-        y = F.scaled_dot_product_attention(q, k, v)
-        return self.out(y.view(b, g, h, t, d // h).permute(0, 3, 1, 2, 4).reshape(b, t, g, d))  # (B*G, H, T, hd) -> (B, T, G, D)
+        # SDPA's fused kernels and the ONNX exporter take 4-D (batch, heads, seq, head_dim);
+        # merging B and G of the part-major layout is a view, not a copy.
+        q, k, v = self.qkv(x).view(b * g, t, 3, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B*G, H, T, hd)
+        y = F.scaled_dot_product_attention(q, k, v)  # (B*G, H, T, hd)
+        return self.out(y.transpose(1, 2).reshape(b, g, t, d))  # (B*G, T, H, hd) -> (B, G, T, D)
 
 
 class Block(nn.Module):
@@ -70,7 +72,7 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, G, D)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, G, T, D)
         x = x + self.dropout(self.spatial(self.spatial_norm(x)))
         x = x + self.dropout(self.temporal(self.temporal_norm(x)))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
@@ -103,7 +105,7 @@ class STTransformer(nn.Module):
         self.proj = nn.ModuleList(nn.Linear(n, dim) for n in part_sizes)
         self.part_embed = nn.Parameter(torch.randn(len(part_sizes), dim) * 0.02)
         self.token_norm = nn.LayerNorm(dim)
-        self.register_buffer("pos_enc", sinusoidal_encoding(seq_len, dim)[:, None, :], persistent=False)  # (T, 1, D)
+        self.register_buffer("pos_enc", sinusoidal_encoding(seq_len, dim), persistent=False)  # (T, D)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, size.heads, dropout) for _ in range(size.layers))
         self.pool = nn.Sequential(nn.Linear(dim, dim // 2), nn.Tanh(), nn.Linear(dim // 2, 1))
@@ -117,11 +119,11 @@ class STTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, F)
         x = self.input_norm(x.transpose(1, 2)).transpose(1, 2)  # BatchNorm1d wants (B, F, T)
         parts = torch.split(x, self.part_sizes, dim=-1)
-        tokens = torch.stack([proj(p) for proj, p in zip(self.proj, parts)], dim=2)  # (B, T, G, D)
-        x = F.gelu(self.token_norm(tokens + self.part_embed))
+        tokens = torch.stack([proj(p) for proj, p in zip(self.proj, parts)], dim=1)  # (B, G, T, D)
+        x = F.gelu(self.token_norm(tokens + self.part_embed[:, None, :]))
         x = self.dropout(x + self.pos_enc)
         for block in self.blocks:
             x = block(x)
-        x = x.mean(dim=2)  # (B, T, D)
+        x = x.mean(dim=1)  # (B, G, T, D) -> (B, T, D)
         weights = self.pool(x).softmax(dim=1)  # (B, T, 1)
         return self.head((weights * x).sum(dim=1))

@@ -24,6 +24,7 @@ from .checkpoint import RunWriter, checkpoint_meta, load_state
 from .config import EvalConfig, TrainConfig, default_cache_dir
 from .evaluate import evaluate_checkpoint, format_summary
 from .data.pipeline import ClassMap, class_map, make_loader, select_clips, signer_indices, stratified_split
+from .data.resident import ResidentClips, keep_on_device, resident_bytes
 from .data.sampling import Augmenter
 from .data.store import open_store
 from .data.synth import ensure_synthetic
@@ -59,6 +60,7 @@ class TrainData:
     val_loader: DataLoader
     split_info: dict[str, Any]
     has_test: bool  # the store has a test split to evaluate the best checkpoint on
+    on_device: bool  # the clips are held in the device's memory (--data-on-device)
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
@@ -139,12 +141,23 @@ def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
         n = cfg.limit_batches * cfg.batch_size * accelerator.num_processes
         train_ids = np.sort(rng.permutation(train_ids)[:n])
         val_ids = np.sort(rng.permutation(val_ids)[: 2 * n])
-    workers = 0 if cfg.debug else cfg.data.num_workers
+    resident = None
+    need = resident_bytes(split, np.concatenate([train_ids, val_ids]))
+    on_device, why = keep_on_device(cfg.data.data_on_device, need, accelerator.device, accelerator.num_processes)
+    if on_device:
+        start = time.perf_counter()
+        resident = ResidentClips.load(split, np.concatenate([train_ids, val_ids]), accelerator.device)
+        logger.info("%s: clips held on %s, loaded in %.1fs", why, accelerator.device, time.perf_counter() - start)
+    else:
+        logger.info("%s: clips streamed from the memory-mapped store", why)
+    workers = 0 if cfg.debug or resident is not None else cfg.data.num_workers
     if workers is None:  # on CPU the model step dominates and workers would take its cores
         workers = 0 if accelerator.device.type == "cpu" else min(4, (os.cpu_count() or 1) // accelerator.num_processes)
-    common = dict(seq_len=cfg.data.seq_len, num_workers=workers, pin_memory=accelerator.device.type == "cuda")
+    common = dict(seq_len=cfg.data.seq_len, num_workers=workers, pin_memory=accelerator.device.type == "cuda",
+                  resident=resident)
     return TrainData(
         classes=classes,
+        on_device=resident is not None,
         train_loader=make_loader(split, train_ids, classes, batch_size=cfg.batch_size, train=True, **common),
         val_loader=make_loader(split, val_ids, classes, batch_size=2 * cfg.batch_size, train=False, **common),
         has_test="test" in store.splits,
@@ -196,6 +209,7 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
     set_seed(cfg.seed, device_specific=True)
     runtime = {"num_processes": accelerator.num_processes, "device": accelerator.device.type,
                "mixed_precision": accelerator.mixed_precision, "lr": lr, "num_workers": data.train_loader.num_workers,
+               "data_on_device": data.on_device,
                "global_batch_size": cfg.batch_size * accelerator.num_processes}
     run, state = _start_run(accelerator, cfg, data, runtime, resume, (model, optimizer, plateau))
     if cfg.log_with:

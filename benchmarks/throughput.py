@@ -7,9 +7,14 @@ Builds one synthetic KArSL-sized data set (random KArSL-shaped clips of 40-120 f
 classes), writes it as a clip store, then times for every size and batch:
   seed       the seed loop (../shared/bench/seed_loop.py): per-sample numpy sampling and
              augmentation in Dataset.__getitem__, 0 workers, autocast bf16 + GradScaler on GPU
-  ours       accel_signs' real training step (trainer.train_one_epoch): batch gather from the
-             memory-mapped store, augmentation on the device, Accelerate's prepared model,
-             optimizer and mixed precision, clipping, the non-finite check
+  ours       accel_signs' real training step (trainer.train_one_epoch) with the data path that
+             `--data-on-device auto` picks on this device: Accelerate's prepared loader,
+             model, optimizer and mixed precision, clipping, the non-finite check
+  resident   the same with the clips held on the device (--data-on-device yes): TSN sampling,
+             gather and augmentation as tensor ops there, the host only hands over positions
+  stream     the same reading from the memory-mapped store (--data-on-device no): whole-batch
+             gathers on the host (--workers worker processes), pinned, non-blocking copies,
+             augmentation on the device
   model      the model step alone on a batch already on the device (the upper bound for ours)
   eval       accel_signs' evaluation (trainer.evaluate) on the same clips
 and prints samples/s, the ratio to the seed loop and peak memory; the table also goes to
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -58,9 +64,11 @@ def build_store(path: Path, clips: int, seed_loop) -> tuple:
 
 
 def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, warmup: int, workers: int) -> dict:
-    """samples/s of the real training step, the resident-batch model step and evaluation."""
+    """samples/s of the real training step (clips resident and streamed), the model step on a
+    resident batch, and evaluation."""
     from accel_signs.config import TrainConfig
     from accel_signs.data.pipeline import class_map, make_loader
+    from accel_signs.data.resident import ResidentClips, keep_on_device, resident_bytes
     from accel_signs.data.sampling import Augmenter
     from accel_signs.data.store import open_store
     from accel_signs.layout import keypoint_layout
@@ -74,25 +82,36 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
     model = STTransformer.for_layout(cmap.num_classes, size, layout)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4, fused=device.type == "cuda")
     rng = np.random.default_rng(0)
+    all_ids = np.arange(len(split))
+    resident = ResidentClips.load(split, all_ids, device)
+    auto, _ = keep_on_device("auto", resident_bytes(split, all_ids), device, accelerator.num_processes)
 
-    def loader(n_batches: int, train: bool):
+    def loader(n_batches: int, train: bool, on_device: bool):
         ids = np.sort(rng.choice(len(split), size=min(len(split), n_batches * batch), replace=n_batches * batch > len(split)))
-        return make_loader(split, ids, cmap, seq_len=50, batch_size=batch, train=train, num_workers=workers,
-                           pin_memory=device.type == "cuda")
+        return accelerator.prepare(make_loader(split, ids, cmap, seq_len=50, batch_size=batch, train=train,
+                                               num_workers=workers, pin_memory=device.type == "cuda",
+                                               resident=resident if on_device else None))
 
-    model, optimizer, warm, timed, evl = accelerator.prepare(model, optimizer, loader(warmup, True), loader(steps, True),
-                                                              loader(steps, False))
+    model, optimizer = accelerator.prepare(model, optimizer)
     augment = Augmenter(cfg.data.augment, layout)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    train_one_epoch(accelerator, model, optimizer, warm, augment, cfg, 1)
-    _sync(device)
-    start = time.perf_counter()
-    _, seen = train_one_epoch(accelerator, model, optimizer, timed, augment, cfg, 2)
-    _sync(device)
-    ours = seen / (time.perf_counter() - start)
+    out = {}
+    for name, on_device in (("resident", True), ("stream", False)):
+        train_one_epoch(accelerator, model, optimizer, loader(warmup, True, on_device), augment, cfg, 1)
+        timed = loader(steps, True, on_device)
+        _sync(device)
+        start = time.perf_counter()
+        _, seen = train_one_epoch(accelerator, model, optimizer, timed, augment, cfg, 2)
+        _sync(device)
+        out[name] = seen / (time.perf_counter() - start)
+    out["ours"] = out["resident" if auto else "stream"]
+    out["ours_path"] = "resident" if auto else "stream"
     peak = _peak_mib(device)
 
+    evl = loader(steps, False, auto)
+    evaluate(accelerator, model, loader(1, False, auto))  # warm-up
+    _sync(device)
     start = time.perf_counter()
     evaluate(accelerator, model, evl)
     _sync(device)
@@ -112,8 +131,8 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     _sync(device)
-    resident = batch * steps / (time.perf_counter() - start)
-    return {"ours": ours, "model_resident": resident, "eval": evaluation, "peak_mib": peak}
+    resident_step = batch * steps / (time.perf_counter() - start)
+    return {**out, "model_resident": resident_step, "eval": evaluation, "peak_mib": peak}
 
 
 def main() -> None:
@@ -123,7 +142,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--clips", type=int, default=3000, help="clips in the synthetic data set")
-    ap.add_argument("--workers", type=int, default=0, help="our loader workers (the seed loop: 0, as its train.py)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="loader workers of the streamed path (default as the trainer's: 0 on CPU, up to 4 on a GPU; "
+                         "the seed loop: 0, as its train.py)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = ap.parse_args()
 
@@ -134,6 +155,8 @@ def main() -> None:
     accelerator = Accelerator()  # mixed precision from `accelerate launch`/config: bf16 on a GPU, say
     device = accelerator.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if args.workers is None:
+        args.workers = 0 if device.type == "cpu" else min(4, os.cpu_count() or 1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         frames, offsets, lengths, labels = build_store(Path(tmp) / "store", args.clips, seed_loop)
@@ -144,17 +167,21 @@ def main() -> None:
                                                     warmup=args.warmup, size=size)
                 ours = time_ours(accelerator, Path(tmp) / "store", size, batch, args.steps, args.warmup, args.workers)
                 row = {"size": size, "batch": batch, "seed_samples_per_s": round(seed, 1),
-                       "ours_samples_per_s": round(ours["ours"], 1), "ratio_to_seed": round(ours["ours"] / seed, 2),
+                       "ours_samples_per_s": round(ours["ours"], 1), "ours_data_path": ours["ours_path"],
+                       "resident_samples_per_s": round(ours["resident"], 1), "stream_samples_per_s": round(ours["stream"], 1),
+                       "ratio_to_seed": round(ours["ours"] / seed, 2),
                        "model_resident_samples_per_s": round(ours["model_resident"], 1),
                        "ours_vs_model_resident": round(ours["ours"] / ours["model_resident"], 2),
                        "eval_samples_per_s": round(ours["eval"], 1), "peak_mib": round(ours["peak_mib"])}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    header = f"{'size':7} {'batch':>5} {'seed/s':>9} {'ours/s':>9} {'x seed':>7} {'model/s':>9} {'ours/model':>10} {'eval/s':>9} {'peak MiB':>9}"
+    header = (f"{'size':7} {'batch':>5} {'seed/s':>9} {'ours/s':>9} {'(path)':>9} {'x seed':>7} {'resident/s':>10} "
+              f"{'stream/s':>9} {'model/s':>9} {'ours/model':>10} {'eval/s':>9} {'peak MiB':>9}")
     print(f"\n{name}, mixed precision {accelerator.mixed_precision}, torch {torch.__version__}\n{header}")
     for r in rows:
         print(f"{r['size']:7} {r['batch']:5d} {r['seed_samples_per_s']:9.1f} {r['ours_samples_per_s']:9.1f} "
-              f"{r['ratio_to_seed']:7.2f} {r['model_resident_samples_per_s']:9.1f} {r['ours_vs_model_resident']:10.2f} "
+              f"{r['ours_data_path']:>9} {r['ratio_to_seed']:7.2f} {r['resident_samples_per_s']:10.1f} "
+              f"{r['stream_samples_per_s']:9.1f} {r['model_resident_samples_per_s']:9.1f} {r['ours_vs_model_resident']:10.2f} "
               f"{r['eval_samples_per_s']:9.1f} {r['peak_mib']:9d}")
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"throughput-{name.replace(' ', '_')}-{datetime.now():%Y%m%d-%H%M%S}.json"

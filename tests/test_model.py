@@ -21,24 +21,24 @@ def test_training_step_backpropagates_everywhere():
 
 
 def _reference(attn, x, dim_tokens):
-    """Attention over `dim_tokens` with SDPA, as a reference for both modules."""
-    b, t, g, d = x.shape
+    """Attention over `dim_tokens` of (B, G, T, D) with SDPA, as a reference for both modules."""
+    b, g, t, d = x.shape
     h = attn.heads
-    q, k, v = attn.qkv(x).view(b, t, g, 3, h, d // h).unbind(3)
-    if dim_tokens == 2:  # spatial: sequences of G tokens
-        q, k, v = (z.permute(0, 1, 3, 2, 4) for z in (q, k, v))  # (B, T, H, G, hd)
-        y = F.scaled_dot_product_attention(q, k, v).permute(0, 1, 3, 2, 4)
+    q, k, v = attn.qkv(x).view(b, g, t, 3, h, d // h).unbind(3)  # 3 x (B, G, T, H, hd)
+    if dim_tokens == 1:  # spatial: sequences of G tokens
+        q, k, v = (z.permute(0, 2, 3, 1, 4) for z in (q, k, v))  # (B, T, H, G, hd)
+        y = F.scaled_dot_product_attention(q, k, v).permute(0, 3, 1, 2, 4)  # -> (B, G, T, H, hd)
     else:  # temporal: sequences of T frames
-        q, k, v = (z.permute(0, 2, 3, 1, 4) for z in (q, k, v))  # (B, G, H, T, hd)
-        y = F.scaled_dot_product_attention(q, k, v).permute(0, 3, 1, 2, 4)
-    return attn.out(y.reshape(b, t, g, d))
+        q, k, v = (z.transpose(2, 3) for z in (q, k, v))  # (B, G, H, T, hd)
+        y = F.scaled_dot_product_attention(q, k, v).transpose(2, 3)  # -> (B, G, T, H, hd)
+    return attn.out(y.reshape(b, g, t, d))
 
 
-@pytest.mark.parametrize("cls,dim_tokens", [(SpatialAttention, 2), (TemporalAttention, 1)])
+@pytest.mark.parametrize("cls,dim_tokens", [(SpatialAttention, 1), (TemporalAttention, 2)])
 def test_attention_matches_sdpa_reference(cls, dim_tokens):
     torch.manual_seed(0)
     attn = cls(32, 4).eval()
-    x = torch.randn(2, 9, 4, 32)
+    x = torch.randn(2, 4, 9, 32)  # (B, G, T, D)
     torch.testing.assert_close(attn(x), _reference(attn, x, dim_tokens), atol=1e-5, rtol=1e-5)
 
 

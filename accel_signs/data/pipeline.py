@@ -1,5 +1,5 @@
 """From a store to batches: choosing signs and signers, the train/val split, and loaders
-that gather whole batches from the memory map."""
+that gather whole batches from the memory map or from clips resident on the device."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DatasetError
+from .resident import ResidentClips
 from .sampling import gather_frames, tsn_positions
 from .store import ClassInfo, ClipStore, StoreSplit
 
@@ -84,14 +85,29 @@ def stratified_split(ids: np.ndarray, split: StoreSplit, val_fraction: float, se
 
 
 class ClipBatches(Dataset):
-    """Items are clip ids; `collate` turns a list of them into a sampled batch, so a worker
-    does one vectorised gather per batch instead of Python work per clip."""
+    """Items are clip positions; `collate` turns a list of them into a sampled batch, so one
+    vectorised gather serves a whole batch instead of Python work per clip.
 
-    def __init__(self, split: StoreSplit, ids: np.ndarray, targets: np.ndarray, seq_len: int, random: bool):
-        self.split, self.ids, self.targets = split, ids, targets
+    The frames come from the memory-mapped split (gathered on the host, in DataLoader workers
+    if any) or from clips resident on the device (gathered there; then `ids` and `targets` live
+    on the device too and the host only hands over the batch positions)."""
+
+    def __init__(self, split: StoreSplit, ids: np.ndarray, targets: np.ndarray, seq_len: int, random: bool,
+                 resident: ResidentClips | None = None):
+        self.split, self.resident = split, resident
+        if resident is not None:
+            self.offsets, self.lengths = resident.offsets, resident.lengths
+        else:
+            self.offsets, self.lengths = torch.from_numpy(split.offsets.copy()), torch.from_numpy(split.lengths.copy())
+        self.device = self.offsets.device
+        self.ids = torch.as_tensor(ids, dtype=torch.long).to(self.device)
+        self.targets = torch.as_tensor(targets, dtype=torch.long).to(self.device)
         self.seq_len, self.random = seq_len, random
-        self.offsets = torch.from_numpy(split.offsets.copy())
-        self.lengths = torch.from_numpy(split.lengths.copy())
+
+    @property
+    def frames(self) -> np.ndarray | torch.Tensor:
+        # Looked up when needed: a worker process maps the split itself rather than receiving a copy.
+        return self.resident.frames if self.resident is not None else self.split.frames
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -99,22 +115,30 @@ class ClipBatches(Dataset):
     def __getitem__(self, i: int) -> int:
         return i
 
+    def __getitems__(self, items: list[int]) -> list[int]:  # the whole batch at once, no call per clip
+        return items
+
     def collate(self, items: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> x (B, seq_len, 184, 4) float32, y (B,) int64, the clips' ids in the split (B,) int64."""
-        items = np.asarray(items)
-        rows = torch.as_tensor(self.ids[items])
+        pos = torch.as_tensor(items, dtype=torch.long)
+        if self.device.type == "cuda":  # a pinned copy does not wait for the device to catch up
+            pos = pos.pin_memory().to(self.device, non_blocking=True)
+        elif pos.device != self.device:
+            pos = pos.to(self.device)
+        rows = self.ids[pos]
         lengths, offsets = self.lengths[rows], self.offsets[rows]
-        pos = tsn_positions(lengths, self.seq_len, self.random)
-        x = gather_frames(self.split.frames, offsets, lengths, pos)
-        return x, torch.as_tensor(self.targets[items]), rows
+        x = gather_frames(self.frames, offsets, lengths, tsn_positions(lengths, self.seq_len, self.random))
+        return x, self.targets[pos], rows
 
 
 def make_loader(split: StoreSplit, ids: np.ndarray, cmap: ClassMap, *, seq_len: int, batch_size: int,
-                train: bool, num_workers: int, pin_memory: bool) -> DataLoader:
-    """A DataLoader of (x, y, clip ids) batches over clips `ids`; training shuffles and samples randomly,
-    evaluation keeps order and takes bin centres."""
-    targets = cmap.store_to_model[split.labels[ids]]
-    data = ClipBatches(split, ids, targets, seq_len, random=train)
+                train: bool, num_workers: int, pin_memory: bool, resident: ResidentClips | None = None) -> DataLoader:
+    """A DataLoader of (x, y, clip ids) batches over clips `ids` of `split`, read from the memory
+    map or from `resident` (clips of the split held on a device); training shuffles and samples
+    randomly, evaluation keeps order and takes bin centres."""
+    data = ClipBatches(split, ids, cmap.store_to_model[split.labels[ids]], seq_len, random=train, resident=resident)
+    if resident is not None:  # device tensors: no worker processes, nothing to pin
+        num_workers, pin_memory = 0, False
     return DataLoader(
         data, batch_size=batch_size, shuffle=train, drop_last=False, collate_fn=data.collate,
         num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,

@@ -1,0 +1,105 @@
+"""Clips held in the training device's memory (`--data-on-device`).
+
+With the frames resident, a batch costs the host only its clip positions (a few KiB): TSN
+sampling, the frame gather and augmentation run as a handful of tensor ops on the device,
+asynchronously with the model step. Shuffling and sharding stay with the prepared
+DataLoader (the same sampler and per-rank batches as the memory-mapped path).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import DatasetError
+from ..layout import NUM_CHANNELS, NUM_POINTS
+from .store import StoreSplit
+
+# `auto` puts the clips on a GPU when they take at most this share of its free memory: the
+# rest is for the model, activations of large batches and the allocator's slack.
+_GPU_SHARE = 0.5
+_CHUNK_BYTES = 64 << 20  # host staging per copy while loading
+
+
+@dataclass(frozen=True)
+class ResidentClips:
+    """The frames of some clips of a split, back to back on `device`, in the store's dtype."""
+
+    frames: torch.Tensor  # (loaded frames, P, C)
+    offsets: torch.Tensor  # (clips in the split,) int64: first row in `frames`, -1 if not loaded
+    lengths: torch.Tensor  # (clips in the split,) int64
+
+    @classmethod
+    def load(cls, split: StoreSplit, ids: np.ndarray, device: torch.device) -> ResidentClips:
+        """Copy clips `ids` of `split` to `device`, a chunk at a time (host memory stays small)."""
+        ids = np.unique(ids)
+        src_off, lengths = split.offsets[ids], split.lengths[ids]
+        dst_off = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        source = split.frames
+        frames = torch.empty((int(lengths.sum()), *source.shape[1:]), dtype=_torch_dtype(source.dtype), device=device)
+        row_bytes = int(np.prod(source.shape[1:])) * source.dtype.itemsize
+        start = 0
+        while start < len(ids):
+            # Whole clips up to ~_CHUNK_BYTES per copy (at least one clip).
+            end = start + max(1, int(np.searchsorted(np.cumsum(lengths[start:]) * row_bytes, _CHUNK_BYTES, side="right")))
+            chunk = np.concatenate([source[o:o + n] for o, n in zip(src_off[start:end], lengths[start:end])])
+            frames[dst_off[start]:dst_off[start] + len(chunk)].copy_(torch.from_numpy(chunk))
+            start = end
+        offsets = np.full(len(split), -1, dtype=np.int64)
+        offsets[ids] = dst_off
+        return cls(frames, torch.from_numpy(offsets).to(device), torch.from_numpy(split.lengths.copy()).to(device))
+
+
+def resident_bytes(split: StoreSplit, ids: np.ndarray) -> int:
+    """Device memory the frames of clips `ids` take when resident."""
+    frames = int(split.lengths[np.unique(ids)].sum())
+    return frames * NUM_POINTS * NUM_CHANNELS * np.dtype(split.dtype).itemsize
+
+
+def keep_on_device(mode: str, need: int, device: torch.device, processes: int) -> tuple[bool, str]:
+    """Whether to hold the clips on `device`, and why: `mode` is auto, yes or no; `need` the bytes
+    they take; `processes` how many copies a host may hold (each process holds its own).
+
+    auto: on a GPU when they fit in half its free memory; on a CPU never (the memory-mapped
+    store already sits in the page cache, and every process would hold its own copy).
+    yes: wherever they fit, else a DatasetError saying how much is missing.
+    """
+    if mode == "no":
+        return False, "--data-on-device no"
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+        where = f"{device} has {free / 2**30:.2f} GiB free"
+    else:
+        free = _available_host_bytes() // max(1, processes)
+        where = f"the host has {free / 2**30:.2f} GiB available per process"
+    size = f"the clips take {need / 2**30:.2f} GiB and {where}"
+    if mode == "auto":
+        if device.type != "cuda":
+            return False, "--data-on-device auto: on a CPU the clips are read from the memory-mapped store"
+        return need <= _GPU_SHARE * free, f"--data-on-device auto: {size}"
+    if need > free:
+        raise DatasetError(f"--data-on-device yes: {size}; use --data-on-device no (stream from the "
+                           "memory-mapped store) or fewer signs/signers")
+    return True, f"--data-on-device yes: {size}"
+
+
+def _available_host_bytes() -> int:
+    """MemAvailable (free memory plus reclaimable page cache) where Linux reports it."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on every platform: do not refuse for that
+        return 1 << 62
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
