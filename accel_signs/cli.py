@@ -54,6 +54,7 @@ _TRAIN_FIELDS = {
     "batch_size": ("batch_size",), "seed": ("seed",), "mixed_precision": ("mixed_precision",),
     "evaluate": ("evaluate",), "log_with": ("log_with",), "cache_dir": ("data", "cache_dir"),
     "debug": ("debug",), "limit_batches": ("limit_batches",), "compile": ("compile",),
+    "compile_mode": ("compile_mode",),
     "val_signers": ("data", "val_signers"), "test_signers": ("data", "test_signers"),
 }
 # What --debug changes unless the option is given too.
@@ -81,7 +82,7 @@ def _build_train_config(ctx: typer.Context, values: dict[str, Any], config_file:
 
 
 # Options that may differ when a run is resumed; anything else would make it another run.
-_RESUMABLE = {"num_epochs", "num_workers", "data_on_device", "evaluate", "log_with", "cache_dir", "output_dir", "compile"}
+_RESUMABLE = {"num_epochs", "num_workers", "data_on_device", "evaluate", "log_with", "cache_dir", "output_dir", "compile", "compile_mode"}
 
 
 def _resume_dir(resume: str, output_dir: Path) -> Path:
@@ -161,6 +162,7 @@ def train(
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate the best checkpoint on the test split and draw the plots at the end.")] = True,
     log_with: Annotated[str, typer.Option(help="Accelerate trackers for the per-epoch metrics, e.g. tensorboard (comma-separated).")] = "",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (inductor); the log reports the compile time of the first epoch.")] = False,
+    compile_mode: Annotated[str, typer.Option(help="torch.compile mode with --compile: default, reduce-overhead (CUDA graphs, pays at small batch on a GPU), max-autotune, max-autotune-no-cudagraphs.")] = "default",
     limit_batches: Annotated[Optional[int], typer.Option(help="Use only N batches per process of train and val data per epoch (a smoke test).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="One process, fp32, 2 epochs of 5 batches (unless given), num_workers 0, anomaly detection, deterministic algorithms, per-step logs.")] = False,
     config: Annotated[Optional[Path], typer.Option(help="JSON/YAML config (e.g. a run's config.json); options given here override it.")] = None,

@@ -15,6 +15,7 @@ from typing import Any
 from .errors import ConfigError
 
 HEAD_SIZES = {"t": 16, "s": 32, "m": 64, "l": 128}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 LR_SCALING = ("sqrt", "linear", "none")
 CONFIG_VERSION = 1
@@ -230,6 +231,10 @@ class TrainConfig:
     compile: bool = False
     """torch.compile the model (through Accelerate's dynamo plugin, inductor backend); the first
     training step and the first validation then include compilation, reported in the log."""
+    compile_mode: str = "default"
+    """torch.compile mode with --compile: "default", "reduce-overhead" (CUDA graphs: replays a
+    whole step's kernels at once, which pays at small batch on a GPU where the step is
+    launch-bound), "max-autotune" or "max-autotune-no-cudagraphs"."""
     limit_batches: int | None = None
     """Use only this many batches per process of the train and the val data each epoch: a smoke test, not a real run."""
     debug: bool = False
@@ -250,6 +255,10 @@ class TrainConfig:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.limit_batches is not None and self.limit_batches < 1:
             raise ConfigError(f"--limit-batches must be >= 1, got {self.limit_batches}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ConfigError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
+        if self.compile_mode != "default" and not self.compile:
+            raise ConfigError(f"--compile-mode {self.compile_mode} needs --compile")
         if self.debug and self.mixed_precision not in ("auto", "no"):
             raise ConfigError(f"--debug runs in full precision; drop --mixed-precision {self.mixed_precision}")
         if self.mixed_precision not in MIXED_PRECISION:

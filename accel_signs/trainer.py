@@ -94,7 +94,7 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
         raise ConfigError("--mixed-precision fp16 needs a GPU; on a CPU use bf16 or no")
     return Accelerator(
         mixed_precision=mixed,
-        dynamo_plugin=TorchDynamoPlugin(backend="inductor") if cfg.compile else None,
+        dynamo_plugin=TorchDynamoPlugin(backend="inductor", mode=cfg.compile_mode) if cfg.compile else None,
         log_with=_trackers(cfg.log_with) or None,
         # Trackers that write files (TensorBoard) write into the run folder: <output_dir>/<run name>.
         project_config=ProjectConfiguration(project_dir=str(cfg.output_dir), logging_dir=str(cfg.output_dir)),

@@ -37,6 +37,16 @@ def accelerate_launch(args: list[str], tmp_path: Path, processes: int = 2, timeo
                           capture_output=True, text=True, timeout=timeout)
 
 
+def accelerate_launch_script(script: Path, args: list[str], tmp_path: Path, processes: int = 2,
+                             timeout: int = 300) -> subprocess.CompletedProcess:
+    """A test script of our own under N real ranks on gloo, as `accelerate_launch` runs the CLI."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+              "--main_process_port", str(_free_port()), "--num_machines", "1", "--mixed_precision", "no",
+              "--dynamo_backend", "no", str(script)]
+    return subprocess.run(launch + args, env=cli_env(tmp_path, ACCELERATE_USE_CPU="1"), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def _free_port() -> int:
     import socket
 

@@ -48,6 +48,9 @@ BAD = {
     "zero_epochs": (None, lambda s: ["--data", str(s), "--num-epochs", "0"], "--num-epochs must be >= 1"),
     "bad_signs_syntax": (None, lambda s: ["--data", str(s), "--signs", "3-1"], "--signs"),
     "bad_mixed_precision": (None, lambda s: ["--data", str(s), "--mixed-precision", "fp4"], "--mixed-precision"),
+    "bad_data_on_device": (None, lambda s: ["--data", str(s), "--data-on-device", "maybe"], "--data-on-device must be"),
+    "compile_mode_without_compile": (None, lambda s: ["--data", str(s), "--compile-mode", "reduce-overhead"],
+                                     "needs --compile"),
 }
 
 
