@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.logging import get_logger
 from accelerate.tracking import get_available_trackers
-from accelerate.utils import LoggerType, ProjectConfiguration, TorchDynamoPlugin, broadcast, parse_flag_from_env, set_seed
+from accelerate.utils import LoggerType, ProjectConfiguration, TorchDynamoPlugin, broadcast, gather, parse_flag_from_env, set_seed
 from torch.utils.data import DataLoader
 
 from .checkpoint import RunWriter, checkpoint_meta, load_state
@@ -100,7 +100,7 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
         project_config=ProjectConfiguration(project_dir=str(cfg.output_dir), logging_dir=str(cfg.output_dir)),
         # Shuffling from a seed of its own: the same order on every process and for every
         # run with this seed, independent of the RNG the model and augmentation use.
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed, non_blocking=True),
     )
 
 
@@ -144,6 +144,9 @@ def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
     resident = None
     need = resident_bytes(split, np.concatenate([train_ids, val_ids]))
     on_device, why = keep_on_device(cfg.data.data_on_device, need, accelerator.device, accelerator.num_processes)
+    # One path for all ranks (auto may judge GPUs with different free memory differently).
+    if accelerator.num_processes > 1 and not bool(gather(torch.tensor([int(on_device)], device=accelerator.device)).all()):
+        on_device, why = False, f"{why} (not on every process)"
     if on_device:
         start = time.perf_counter()
         resident = ResidentClips.load(split, np.concatenate([train_ids, val_ids]), accelerator.device)

@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED_BENCH = ROOT.parent / "shared" / "bench"
 
 
 def _sync(device: torch.device) -> None:
@@ -87,7 +86,8 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
     auto, _ = keep_on_device("auto", resident_bytes(split, all_ids), device, accelerator.num_processes)
 
     def loader(n_batches: int, train: bool, on_device: bool):
-        ids = np.sort(rng.choice(len(split), size=min(len(split), n_batches * batch), replace=n_batches * batch > len(split)))
+        # Whole batches only (clips repeat when the set is smaller), so every step has one shape.
+        ids = np.sort(rng.choice(len(split), size=n_batches * batch, replace=n_batches * batch > len(split)))
         return accelerator.prepare(make_loader(split, ids, cmap, seq_len=50, batch_size=batch, train=train,
                                                num_workers=workers, pin_memory=device.type == "cuda",
                                                resident=resident if on_device else None))
@@ -146,13 +146,22 @@ def main() -> None:
                     help="loader workers of the streamed path (default as the trainer's: 0 on CPU, up to 4 on a GPU; "
                          "the seed loop: 0, as its train.py)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--seed-bench", type=Path, default=ROOT.parent / "shared" / "bench",
+                    help="folder holding the seed loop's seed_loop.py")
+    ap.add_argument("--compile", action="store_true", help="torch.compile our model (as train --compile)")
+    ap.add_argument("--compile-mode", default="default", help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
     args = ap.parse_args()
 
-    sys.path.insert(0, str(SEED_BENCH))
+    if not (args.seed_bench / "seed_loop.py").is_file():
+        sys.exit(f"error: no seed_loop.py in {args.seed_bench} (give --seed-bench)")
+    sys.path.insert(0, str(args.seed_bench))
     import seed_loop
     from accelerate import Accelerator
+    from accelerate.utils import TorchDynamoPlugin
 
-    accelerator = Accelerator()  # mixed precision from `accelerate launch`/config: bf16 on a GPU, say
+    # Mixed precision from `accelerate launch`/config: bf16 on a GPU, say.
+    accelerator = Accelerator(dynamo_plugin=TorchDynamoPlugin(backend="inductor", mode=args.compile_mode)
+                              if args.compile else None)
     device = accelerator.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     if args.workers is None:
@@ -177,15 +186,17 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
     header = (f"{'size':7} {'batch':>5} {'seed/s':>9} {'ours/s':>9} {'(path)':>9} {'x seed':>7} {'resident/s':>10} "
               f"{'stream/s':>9} {'model/s':>9} {'ours/model':>10} {'eval/s':>9} {'peak MiB':>9}")
-    print(f"\n{name}, mixed precision {accelerator.mixed_precision}, torch {torch.__version__}\n{header}")
+    compiled = f", torch.compile {args.compile_mode}" if args.compile else ""
+    print(f"\n{name}, mixed precision {accelerator.mixed_precision}{compiled}, torch {torch.__version__}\n{header}")
     for r in rows:
         print(f"{r['size']:7} {r['batch']:5d} {r['seed_samples_per_s']:9.1f} {r['ours_samples_per_s']:9.1f} "
               f"{r['ours_data_path']:>9} {r['ratio_to_seed']:7.2f} {r['resident_samples_per_s']:10.1f} "
               f"{r['stream_samples_per_s']:9.1f} {r['model_resident_samples_per_s']:9.1f} {r['ours_vs_model_resident']:10.2f} "
               f"{r['eval_samples_per_s']:9.1f} {r['peak_mib']:9d}")
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"throughput-{name.replace(' ', '_')}-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps({"device": name, "mixed_precision": accelerator.mixed_precision,
+    tag = f"-compile-{args.compile_mode}" if args.compile else ""
+    out = args.out / f"throughput-{name.replace(' ', '_')}{tag}-{datetime.now():%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps({"device": name, "mixed_precision": accelerator.mixed_precision, "compile": compiled,
                                "torch": torch.__version__, "args": {k: str(v) for k, v in vars(args).items()},
                                "rows": rows}, indent=2) + "\n")
     print(f"\nwritten: {out}")
