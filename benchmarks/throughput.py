@@ -1,7 +1,8 @@
 """Training throughput of accel_signs beside the seed loop, in one process, on the same data.
 
     python benchmarks/throughput.py                      # CPU: s_4_2 at batch 64
-    python benchmarks/throughput.py --sizes s_4_2,s_4_6 --batches 64,256,1024 --steps 50   # a GPU
+    accelerate launch --mixed_precision bf16 benchmarks/throughput.py --sizes s_4_2,s_4_6 \
+        --batches 64,256,1024 --steps 50 [--compile --compile-mode reduce-overhead]       # a GPU
 
 Builds one synthetic KArSL-sized data set (random KArSL-shaped clips of 40-120 frames, 502
 classes), writes it as a clip store, then times for every size and batch:
