@@ -150,7 +150,8 @@ def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
     if on_device:
         start = time.perf_counter()
         resident = ResidentClips.load(split, np.concatenate([train_ids, val_ids]), accelerator.device)
-        logger.info("%s: clips held on %s, loaded in %.1fs", why, accelerator.device, time.perf_counter() - start)
+        logger.info("%s: clips held on %s, loaded in %.1fs%s", why, accelerator.device, time.perf_counter() - start,
+                    "; --num-workers is unused (batches are made on the device)" if cfg.data.num_workers else "")
     else:
         logger.info("%s: clips streamed from the memory-mapped store", why)
     workers = 0 if cfg.debug or resident is not None else cfg.data.num_workers

@@ -96,3 +96,13 @@ def test_two_ranks_get_the_same_shards_from_both_paths(tiny_store, tmp_path):
         assert set(seen[0]) | set(seen[1]) == train_ids
     order = [[i for ids, _, _ in ranks[0]["yes"]["epochs"][e] for i in ids] for e in (0, 1)]
     assert order[0] != order[1], "the second epoch did not reshuffle"
+
+
+def test_clips_that_do_not_fit_are_refused_before_anything_is_written(tiny_store, tmp_path, monkeypatch):
+    from helpers import assert_one_line_error
+
+    monkeypatch.setattr(resident_module, "_available_host_bytes", lambda: 1000)
+    result, out = _train(tmp_path, "--data", str(tiny_store), "--num-epochs", "1", "--data-on-device", "yes")
+    assert result.exit_code == 1, result.output
+    assert_one_line_error(result.stderr, "--data-on-device yes: the clips take", "--data-on-device no")
+    assert not out.exists()
