@@ -111,6 +111,11 @@ def _resume_config(ctx: typer.Context, values: dict[str, Any], run_dir: Path):
                               "its first epoch ended)")
     raw = load_config_file(run_dir / "config.json")
     raw["run_name"], raw["output_dir"] = run_dir.name, str(run_dir.parent)
+    used = raw.get("runtime", {}).get("data_on_device")
+    if raw.get("data", {}).get("data_on_device", "auto") == "auto" and isinstance(used, bool):
+        # The data path decides which generator draws the sampling points: keep the one the
+        # run used, which auto might not pick again with other free memory.
+        raw["data"]["data_on_device"] = "yes" if used else "no"
     saved = TrainConfig.from_dict(raw)
     for name in _TRAIN_FIELDS:
         if _given(ctx, name) and name != "output_dir":

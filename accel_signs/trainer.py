@@ -28,7 +28,7 @@ from .data.resident import ResidentClips, keep_on_device, resident_bytes
 from .data.sampling import Augmenter
 from .data.store import open_store
 from .data.synth import ensure_synthetic
-from .errors import AccelSignsError, ConfigError, LaunchError, TrainingError
+from .errors import AccelSignsError, ConfigError, DatasetError, LaunchError, TrainingError
 from .layout import keypoint_layout
 from .model import STTransformer
 from .progress import progress_bar
@@ -94,7 +94,9 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
         raise ConfigError("--mixed-precision fp16 needs a GPU; on a CPU use bf16 or no")
     return Accelerator(
         mixed_precision=mixed,
-        dynamo_plugin=TorchDynamoPlugin(backend="inductor", mode=cfg.compile_mode) if cfg.compile else None,
+        # Static shapes: the one short last batch gets its own graph instead of turning every
+        # step into dynamic-shape code, and CUDA graphs (reduce-overhead) need static shapes anyway.
+        dynamo_plugin=TorchDynamoPlugin(backend="inductor", mode=cfg.compile_mode, dynamic=False) if cfg.compile else None,
         log_with=_trackers(cfg.log_with) or None,
         # Trackers that write files (TensorBoard) write into the run folder: <output_dir>/<run name>.
         project_config=ProjectConfiguration(project_dir=str(cfg.output_dir), logging_dir=str(cfg.output_dir)),
@@ -144,9 +146,11 @@ def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
     resident = None
     need = resident_bytes(split, np.concatenate([train_ids, val_ids]))
     on_device, why = keep_on_device(cfg.data.data_on_device, need, accelerator.device, accelerator.num_processes)
-    # One path for all ranks (auto may judge GPUs with different free memory differently).
+    # One path for all ranks (free memory may differ between GPUs); every rank then raises or not.
     if accelerator.num_processes > 1 and not bool(gather(torch.tensor([int(on_device)], device=accelerator.device)).all()):
-        on_device, why = False, f"{why} (not on every process)"
+        on_device, why = False, why if not on_device else f"{why}, but not on every process"
+    if cfg.data.data_on_device == "yes" and not on_device:
+        raise DatasetError(f"{why}; use --data-on-device no (stream from the memory-mapped store) or fewer signs/signers")
     if on_device:
         start = time.perf_counter()
         resident = ResidentClips.load(split, np.concatenate([train_ids, val_ids]), accelerator.device)
@@ -352,7 +356,8 @@ def train_one_epoch(accelerator: Accelerator, model: torch.nn.Module, optimizer:
                 optimizer.zero_grad(set_to_none=True)
             if cfg.debug:
                 _log_step(accelerator, step, x, y, loss, grad_norm, optimizer.param_groups[0]["lr"])
-            totals += torch.stack([loss.detach().float() * len(y), totals.new_tensor(len(y))])
+            totals[0] += loss.detach().float() * len(y)  # Python numbers: no host-to-device copy, no sync
+            totals[1] += len(y)
             bad_step = torch.where((bad_step == 0) & ~torch.isfinite(loss.detach()), step, bad_step)
             if step % 20 == 0 or step == len(loader):  # one small sync every 20 steps
                 _check_finite(accelerator, bad_step, epoch)

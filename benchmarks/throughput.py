@@ -161,7 +161,7 @@ def main() -> None:
     from accelerate.utils import TorchDynamoPlugin
 
     # Mixed precision from `accelerate launch`/config: bf16 on a GPU, say.
-    accelerator = Accelerator(dynamo_plugin=TorchDynamoPlugin(backend="inductor", mode=args.compile_mode)
+    accelerator = Accelerator(dynamo_plugin=TorchDynamoPlugin(backend="inductor", mode=args.compile_mode, dynamic=False)
                               if args.compile else None)
     device = accelerator.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import DatasetError
 from ..layout import NUM_CHANNELS, NUM_POINTS
 from .store import StoreSplit
 
@@ -36,17 +35,22 @@ class ResidentClips:
     def load(cls, split: StoreSplit, ids: np.ndarray, device: torch.device) -> ResidentClips:
         """Copy clips `ids` of `split` to `device`, a chunk at a time (host memory stays small)."""
         ids = np.unique(ids)
+        ids = ids[np.argsort(split.offsets[ids], kind="stable")]  # file order: each chunk is one forward read
         src_off, lengths = split.offsets[ids], split.lengths[ids]
+        src_end = src_off + lengths
         dst_off = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        source = split.frames
-        frames = torch.empty((int(lengths.sum()), *source.shape[1:]), dtype=_torch_dtype(source.dtype), device=device)
-        row_bytes = int(np.prod(source.shape[1:])) * source.dtype.itemsize
+        frames = torch.empty((int(lengths.sum()), NUM_POINTS, NUM_CHANNELS), dtype=_torch_dtype(split.dtype), device=device)
+        span_frames = max(1, _CHUNK_BYTES // (NUM_POINTS * NUM_CHANNELS * np.dtype(split.dtype).itemsize))
         start = 0
         while start < len(ids):
-            # Whole clips up to ~_CHUNK_BYTES per copy (at least one clip).
-            end = start + max(1, int(np.searchsorted(np.cumsum(lengths[start:]) * row_bytes, _CHUNK_BYTES, side="right")))
-            chunk = np.concatenate([source[o:o + n] for o, n in zip(src_off[start:end], lengths[start:end])])
-            frames[dst_off[start]:dst_off[start] + len(chunk)].copy_(torch.from_numpy(chunk))
+            # The clips that end within one chunk of the first (at least one clip), read with one
+            # plain file read: slicing the memory map would leave the whole store mapped into
+            # this process. Frames of unselected clips inside the span are read and dropped.
+            first = src_off[start]
+            end = max(start + 1, int(np.searchsorted(src_end, first + span_frames, side="right")))
+            span = split.read_frames(int(first), int(src_end[end - 1] - first))
+            rows = np.concatenate([np.arange(o, o + n) for o, n in zip(src_off[start:end] - first, lengths[start:end])])
+            frames[dst_off[start]:dst_off[start] + len(rows)].copy_(torch.from_numpy(span[rows]))
             start = end
         offsets = np.full(len(split), -1, dtype=np.int64)
         offsets[ids] = dst_off
@@ -65,7 +69,8 @@ def keep_on_device(mode: str, need: int, device: torch.device, processes: int) -
 
     auto: on a GPU when they fit in half its free memory; on a CPU never (the memory-mapped
     store already sits in the page cache, and every process would hold its own copy).
-    yes: wherever they fit, else a DatasetError saying how much is missing.
+    yes: wherever they fit; when they do not, (False, what is missing): the caller raises once
+    all processes know, so none waits for one that stopped.
     """
     if mode == "no":
         return False, "--data-on-device no"
@@ -75,15 +80,13 @@ def keep_on_device(mode: str, need: int, device: torch.device, processes: int) -
     else:
         free = _available_host_bytes() // max(1, processes)
         where = f"the host has {free / 2**30:.2f} GiB available per process"
-    size = f"the clips take {need / 2**30:.2f} GiB and {where}"
     if mode == "auto":
         if device.type != "cuda":
             return False, "--data-on-device auto: on a CPU the clips are read from the memory-mapped store"
-        return need <= _GPU_SHARE * free, f"--data-on-device auto: {size}"
+        return need <= _GPU_SHARE * free, f"--data-on-device auto: the clips take {need / 2**30:.2f} GiB and {where}"
     if need > free:
-        raise DatasetError(f"--data-on-device yes: {size}; use --data-on-device no (stream from the "
-                           "memory-mapped store) or fewer signs/signers")
-    return True, f"--data-on-device yes: {size}"
+        return False, f"--data-on-device yes: the clips take {need / 2**30:.2f} GiB but {where}"
+    return True, f"--data-on-device yes: the clips take {need / 2**30:.2f} GiB and {where}"
 
 
 def _available_host_bytes() -> int:

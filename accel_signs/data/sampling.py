@@ -87,7 +87,9 @@ class Augmenter:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         cfg, b, dev = self.cfg, x.shape[0], x.device
         if cfg.mirror_p > 0:
-            index = self._mirror.setdefault(dev, self._mirror_cpu.to(dev))
+            index = self._mirror.get(dev)
+            if index is None:  # once per device: a host-to-device copy every step would wait for the device
+                index = self._mirror[dev] = self._mirror_cpu.to(dev)
             flip = (torch.rand(b, device=dev) < cfg.mirror_p)[:, None, None, None]
             x = torch.where(flip, mirror(x, index), x)
         if cfg.affine_p > 0:
