@@ -35,6 +35,7 @@ def main() -> None:
                         "train_ids": data.split_info["train_ids"]}
     (out / f"rank{accelerator.process_index}.json").write_text(json.dumps(result))
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # destroys the process group: gloo may abort a process that exits holding it
 
 
 if __name__ == "__main__":
