@@ -26,7 +26,7 @@ from .evaluate import evaluate_checkpoint, format_summary
 from .data.pipeline import ClassMap, class_map, make_loader, select_clips, signer_indices, stratified_split
 from .data.resident import ResidentClips, keep_on_device, resident_bytes
 from .data.sampling import Augmenter
-from .data.store import open_store
+from .data.store import StoreSplit, open_store
 from .data.synth import ensure_synthetic
 from .errors import AccelSignsError, ConfigError, DatasetError, LaunchError, TrainingError
 from .layout import keypoint_layout
@@ -143,22 +143,8 @@ def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
         n = cfg.limit_batches * cfg.batch_size * accelerator.num_processes
         train_ids = np.sort(rng.permutation(train_ids)[:n])
         val_ids = np.sort(rng.permutation(val_ids)[: 2 * n])
-    resident = None
-    need = resident_bytes(split, np.concatenate([train_ids, val_ids]))
-    on_device, why = keep_on_device(cfg.data.data_on_device, need, accelerator.device, accelerator.num_processes)
-    # One path for all ranks (free memory may differ between GPUs); every rank then raises or not.
-    if accelerator.num_processes > 1 and not bool(gather(torch.tensor([int(on_device)], device=accelerator.device)).all()):
-        on_device, why = False, why if not on_device else f"{why}, but not on every process"
-    if cfg.data.data_on_device == "yes" and not on_device:
-        raise DatasetError(f"{why}; use --data-on-device no (stream from the memory-mapped store) or fewer signs/signers")
-    if on_device:
-        start = time.perf_counter()
-        resident = ResidentClips.load(split, np.concatenate([train_ids, val_ids]), accelerator.device)
-        logger.info("%s: clips held on %s, loaded in %.1fs%s", why, accelerator.device, time.perf_counter() - start,
-                    "; --num-workers is unused (batches are made on the device)" if cfg.data.num_workers else "")
-    else:
-        logger.info("%s: clips streamed from the memory-mapped store", why)
-    workers = 0 if cfg.debug or resident is not None else cfg.data.num_workers
+    resident = _resident_clips(cfg, accelerator, split, np.concatenate([train_ids, val_ids]))
+    workers = 0 if cfg.debug else cfg.data.num_workers
     if workers is None:  # on CPU the model step dominates and workers would take its cores
         workers = 0 if accelerator.device.type == "cpu" else min(4, (os.cpu_count() or 1) // accelerator.num_processes)
     common = dict(seq_len=cfg.data.seq_len, num_workers=workers, pin_memory=accelerator.device.type == "cuda",
@@ -174,6 +160,25 @@ def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
                     "seed": cfg.seed,
                     "val_fraction": cfg.data.val_fraction, "train_ids": train_ids.tolist(), "val_ids": val_ids.tolist()},
     )
+
+
+def _resident_clips(cfg: TrainConfig, accelerator: Accelerator, split: StoreSplit, ids: np.ndarray) -> ResidentClips | None:
+    """Clips `ids` held on the device when --data-on-device says so and they fit; None to stream them."""
+    on_device, why = keep_on_device(cfg.data.data_on_device, resident_bytes(split, ids), accelerator.device,
+                                    accelerator.num_processes)
+    # One path for all ranks (free memory may differ between GPUs); every rank then raises or not.
+    if accelerator.num_processes > 1 and not bool(gather(torch.tensor([int(on_device)], device=accelerator.device)).all()):
+        on_device, why = False, why if not on_device else f"{why}, but not on every process"
+    if cfg.data.data_on_device == "yes" and not on_device:
+        raise DatasetError(f"{why}; use --data-on-device no (stream from the memory-mapped store) or fewer signs/signers")
+    if not on_device:
+        logger.info("%s: clips streamed from the memory-mapped store", why)
+        return None
+    start = time.perf_counter()
+    resident = ResidentClips.load(split, ids, accelerator.device)
+    logger.info("%s: clips held on %s, loaded in %.1fs%s", why, accelerator.device, time.perf_counter() - start,
+                "; --num-workers is unused (batches are made on the device)" if cfg.data.num_workers else "")
+    return resident
 
 
 def _protocol_signers(cfg: TrainConfig, store) -> tuple[list[str], list[str], list[str]]:

@@ -12,6 +12,19 @@ import torch
 import torch.nn.functional as F
 
 
+def train_tiny_run(store: Path, out: Path, *args: str) -> Path:
+    """Train run `r` of model t_2_1 at batch 16 on `store` through the CLI (in this process);
+    returns its folder."""
+    from typer.testing import CliRunner
+
+    from accel_signs.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--data", str(store), "--output-dir", str(out), "--run-name", "r",
+                                      "--model-size", "t_2_1", "--batch-size", "16", *args])
+    assert result.exit_code == 0, result.stderr
+    return out / "r"
+
+
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "WORLD_SIZE", "RANK", "LOCAL_RANK"))}
     env.update(ACCEL_SIGNS_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from accel_signs.cli import app
 from accel_signs.data.synth import SynthSpec, write_synthetic
 from accel_signs.plots import plot_confusion, plot_per_class_f1, plot_top_confusions
-from helpers import accelerate_launch, assert_one_line_error
+from helpers import accelerate_launch, assert_one_line_error, train_tiny_run
 
 runner = CliRunner()
 
@@ -18,11 +18,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def trained(tiny_store, tmp_path_factory):
     """A run trained for 2 epochs on signs 2-5 of the tiny store, evaluated at the end."""
-    out = tmp_path_factory.mktemp("runs")
-    result = runner.invoke(app, ["train", "--data", str(tiny_store), "--output-dir", str(out), "--run-name", "r",
-                                 "--num-epochs", "2", "--model-size", "t_2_1", "--batch-size", "16", "--signs", "2-5"])
-    assert result.exit_code == 0, result.stderr
-    return out / "r"
+    return train_tiny_run(tiny_store, tmp_path_factory.mktemp("runs"), "--num-epochs", "2", "--signs", "2-5")
 
 
 def test_train_evaluates_and_plots_at_the_end(trained):

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from accel_signs.checkpoint import load_checkpoint
 from accel_signs.cli import app
 from accel_signs.data.store import open_store
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, train_tiny_run
 
 runner = CliRunner()
 
@@ -19,11 +19,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def run(tiny_store, tmp_path_factory):
     """A short run on the tiny store, evaluated on its test split at the end."""
-    out = tmp_path_factory.mktemp("runs")
-    result = runner.invoke(app, ["train", "--data", str(tiny_store), "--output-dir", str(out), "--run-name", "r",
-                                 "--num-epochs", "3", "--model-size", "t_2_1", "--batch-size", "16", "--lr", "3e-3"])
-    assert result.exit_code == 0, result.stderr
-    return out / "r"
+    return train_tiny_run(tiny_store, tmp_path_factory.mktemp("runs"), "--num-epochs", "3", "--lr", "3e-3")
 
 
 def test_predict_agrees_with_evaluate(run, tiny_store, tmp_path):

@@ -122,9 +122,8 @@ class ClipBatches(Dataset):
         """-> x (B, seq_len, 184, 4) float32, y (B,) int64, the clips' ids in the split (B,) int64."""
         pos = torch.as_tensor(items, dtype=torch.long)
         if self.device.type == "cuda":  # a pinned copy does not wait for the device to catch up
-            pos = pos.pin_memory().to(self.device, non_blocking=True)
-        elif pos.device != self.device:
-            pos = pos.to(self.device)
+            pos = pos.pin_memory()
+        pos = pos.to(self.device, non_blocking=True)
         rows = self.ids[pos]
         lengths, offsets = self.lengths[rows], self.offsets[rows]
         x = gather_frames(self.frames, offsets, lengths, tsn_positions(lengths, self.seq_len, self.random))
