@@ -15,6 +15,7 @@ into place, so a crash never leaves a half-written `best/` or `state/`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -32,10 +33,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import __version__
-from .config import TrainConfig
+from .config import InputConfig, TrainConfig
 from .data.store import ClassInfo
 from .errors import CheckpointError, ConfigError
 from .layout import LAYOUT_ID, NUM_CHANNELS, NUM_POINTS, keypoint_layout
+from .features import KeypointFeatures
 from .model import STTransformer
 
 CHECKPOINT_FORMAT = "accel_signs.checkpoint"
@@ -99,6 +101,7 @@ def checkpoint_meta(cfg: TrainConfig, classes: tuple[ClassInfo, ...], epoch: int
                     data: dict[str, Any], runtime: dict[str, Any]) -> dict[str, Any]:
     """The `config.json` of a checkpoint: enough to rebuild the model and name its classes."""
     layout = keypoint_layout()
+    features = KeypointFeatures(layout, cfg.model.input)
     return {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -108,8 +111,12 @@ def checkpoint_meta(cfg: TrainConfig, classes: tuple[ClassInfo, ...], epoch: int
             "size": cfg.model.size,
             "num_classes": len(classes),
             "dropout": cfg.model.dropout,
+            "drop_path": cfg.model.drop_path,
             "seq_len": cfg.data.seq_len,
-            "part_sizes": layout.part_sizes(),
+            # How the model turns keypoints into its input (features.py); a checkpoint without
+            # it predates the features and reads raw image coordinates.
+            "input": dataclasses.asdict(cfg.model.input),
+            "part_sizes": features.part_sizes(),
         },
         "layout": {"id": LAYOUT_ID, "points": NUM_POINTS, "channels": NUM_CHANNELS},
         "classes": [{"id": i, "sign": c.sign, "en": c.en, "ar": c.ar} for i, c in enumerate(classes)],
@@ -430,13 +437,27 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+def checkpoint_input(meta: dict[str, Any]) -> InputConfig:
+    """The input a checkpoint's model computes; checkpoints from before the input features
+    (no `input` key) read raw image coordinates."""
+    raw = meta["model"].get("input")
+    if raw is None:
+        return InputConfig(kind="raw", handedness=False)
+    if not isinstance(raw, dict):
+        raise ValueError(f"model.input must be a mapping, got {raw!r}")
+    return InputConfig(**raw)
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Rebuild the model from a checkpoint folder (safetensors + JSON only; no pickles)."""
     path = readable_dir(Path(path))
     meta = read_checkpoint_meta(path)
     m = meta["model"]
     try:
-        model = STTransformer(m["num_classes"], m["size"], part_sizes=m["part_sizes"], seq_len=m["seq_len"], dropout=m["dropout"])
+        model = STTransformer(m["num_classes"], m["size"], layout=keypoint_layout(), input=checkpoint_input(meta),
+                              seq_len=m["seq_len"], dropout=m["dropout"], drop_path=m.get("drop_path", 0.0))
+        if model.part_sizes != list(m["part_sizes"]):
+            raise ValueError(f"its input has parts of {m['part_sizes']} features, the rebuilt model {model.part_sizes}")
     except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise CheckpointError(f"{path / CONFIG_FILE}: cannot rebuild the model ({e})") from None
     weights_path = path / MODEL_FILE

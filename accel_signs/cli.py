@@ -47,7 +47,10 @@ _TRAIN_FIELDS = {
     "data": ("data", "path"), "signs": ("data", "signs"), "signers": ("data", "signers"),
     "val_fraction": ("data", "val_fraction"), "num_workers": ("data", "num_workers"),
     "data_on_device": ("data", "data_on_device"),
-    "model_size": ("model", "size"), "dropout": ("model", "dropout"),
+    "model_size": ("model", "size"), "dropout": ("model", "dropout"), "drop_path": ("model", "drop_path"),
+    "input": ("model", "input", "kind"), "handedness": ("model", "input", "handedness"),
+    "optimizer": ("optim", "optimizer"), "schedule": ("optim", "schedule"), "warmup_epochs": ("optim", "warmup_epochs"),
+    "label_smoothing": ("optim", "label_smoothing"), "best_metric": ("best_metric",),
     "lr": ("optim", "lr"), "weight_decay": ("optim", "weight_decay"), "lr_scaling": ("optim", "lr_scaling"),
     "max_grad_norm": ("optim", "max_grad_norm"),
     "output_dir": ("output_dir",), "run_name": ("run_name",), "num_epochs": ("num_epochs",),
@@ -149,10 +152,18 @@ def train(
     run_name: Annotated[Optional[str], typer.Option(help="Run folder name (default: <timestamp>-signs<K>-<size>).")] = None,
     num_epochs: Annotated[int, typer.Option(help="Epochs to train.")] = 30,
     batch_size: Annotated[int, typer.Option(help="Batch size per process.")] = 64,
-    lr: Annotated[float, typer.Option(help="Adam learning rate for one process (scaled by --lr-scaling).")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 1e-4,
+    lr: Annotated[float, typer.Option(help="Peak learning rate for one process (scaled by --lr-scaling).")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay (AdamW: decoupled, not on biases and norms; adam: L2 penalty).")] = 0.05,
+    optimizer: Annotated[str, typer.Option(help="adamw, or adam (the seed's).")] = "adamw",
+    schedule: Annotated[str, typer.Option(help="cosine (warmup, then cosine decay per step), plateau (the seed's ReduceLROnPlateau on the val loss) or constant (warmup, then flat).")] = "cosine",
+    warmup_epochs: Annotated[float, typer.Option(help="Linear lr warmup, in epochs (cosine and constant).")] = 3.0,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing of the training loss (validation reports plain cross-entropy).")] = 0.1,
     model_size: Annotated[str, typer.Option(help="STTransformer size {t,s,m,l}_{heads}_{layers}, e.g. s_4_2, m_12_10.")] = "s_4_2",
     dropout: Annotated[float, typer.Option(help="Dropout rate in the model.")] = 0.2,
+    drop_path: Annotated[float, typer.Option(help="Stochastic depth: chance of skipping a residual branch, reached in the last block.")] = 0.1,
+    input: Annotated[str, typer.Option("--input", help="normalized (body frame, hand shapes, motion, presence) or raw (the seed's image coordinates).")] = "normalized",
+    handedness: Annotated[bool, typer.Option("--handedness/--no-handedness", help="Mirror clips signed with the left hand so the dominant hand is always in the right-hand slot.")] = True,
+    best_metric: Annotated[str, typer.Option(help="What picks the best checkpoint: val_acc (ties: lower val loss) or val_loss.")] = "val_acc",
     signs: Annotated[Optional[str], typer.Option(help="1-based sign numbers to train on, e.g. 1-10,15 (default: all).")] = None,
     signers: Annotated[Optional[str], typer.Option(help="Signer ids to use, e.g. 01,02 (default: all).")] = None,
     val_signers: Annotated[Optional[str], typer.Option(help="Signer-independent validation: validate on these signers, train on the others.")] = None,
@@ -288,13 +299,14 @@ def predict(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder, e.g. runs/<run>/best.")],
     clip: Annotated[Path, typer.Argument(help="A clip: .npy (frames, 184, 4), or an .npz of such arrays.")],
     top_k: Annotated[int, typer.Option(help="How many classes to list per clip.")] = 5,
+    frame_size: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT of the video the keypoints come from, e.g. 1920x1080 (default: square, as KArSL's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Classify keypoint clips with a trained checkpoint: the top-k glosses (English and Arabic) with probabilities."""
     try:
-        from .inference import format_predictions, predict as run_predict
+        from .inference import format_predictions, parse_frame_size, predict as run_predict
 
-        results = run_predict(checkpoint, clip, top_k)
+        results = run_predict(checkpoint, clip, top_k, parse_frame_size(frame_size))
     except AccelSignsError as e:
         raise _fail(e) from None
     typer.echo(json.dumps(results, ensure_ascii=False, indent=2) if as_json else format_predictions(results))

@@ -18,7 +18,11 @@ HEAD_SIZES = {"t": 16, "s": 32, "m": 64, "l": 128}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 LR_SCALING = ("sqrt", "linear", "none")
-CONFIG_VERSION = 1
+INPUT_KINDS = ("normalized", "raw")
+OPTIMIZERS = ("adamw", "adam")
+SCHEDULES = ("cosine", "plateau", "constant")
+BEST_METRICS = ("val_acc", "val_loss")
+CONFIG_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -83,25 +87,55 @@ def parse_signers(text: str) -> tuple[str, ...]:
 
 @dataclass(kw_only=True)
 class AugmentConfig:
-    """Train-time augmentation, applied to whole batches on their device."""
+    """Train-time augmentation, applied to whole batches on their device. With the normalized
+    input (the default) the spatial ones act on the body frame (units: shoulder widths) after
+    handedness is canonicalised; with the raw input, mirror and affine act on image
+    coordinates as in the seed project and the others are not used."""
 
-    mirror_p: float = 0.5
-    """Probability of mirroring a clip left-right (through the layout's mirror map)."""
+    crop_min: float = 0.8
+    """Temporal crop: each training clip is sampled from a random window of this share of it, or more."""
+    speed_min: float = 0.5
+    """Speed change: playback speed varies smoothly across the window between speed_min and speed_max."""
+    speed_max: float = 1.5
+    mirror_p: float = 0.0
+    """Probability of mirroring a clip left-right (through the layout's mirror map). 0 by default:
+    handedness canonicalisation already decides which side signs; the seed used 0.5."""
     affine_p: float = 0.5
     """Probability of a random rotation + scale + shift of a clip's x/y."""
     rotate_deg: float = 15.0
     scale_min: float = 0.85
     scale_max: float = 1.15
     shift: float = 0.1
+    hand_p: float = 0.5
+    """Probability, per hand, of rotating and stretching its shape about the wrist."""
+    hand_rotate_deg: float = 15.0
+    hand_scale_min: float = 0.85
+    """Each axis of a hand's shape is scaled independently within [hand_scale_min, hand_scale_max]."""
+    hand_scale_max: float = 1.15
+    noise: float = 0.01
+    """Standard deviation of Gaussian noise on detected points, in shoulder widths."""
+    part_drop_p: float = 0.1
+    """Probability, per clip and part, that a part (face, pose, the non-dominant hand) is missing
+    for the whole clip: recording set-ups differ in which parts the detector finds."""
+    frame_drop_p: float = 0.05
+    """Probability, per frame and part, that a part is missing in that frame."""
+    time_mask_p: float = 0.5
+    """Probability of masking one span of frames (every part undetected)."""
+    time_mask_max: float = 0.2
+    """Longest masked span, as a share of the sampled frames."""
 
     def __post_init__(self) -> None:
-        for name in ("mirror_p", "affine_p"):
+        for name in ("mirror_p", "affine_p", "hand_p", "part_drop_p", "frame_drop_p", "time_mask_p", "time_mask_max"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"augment.{name} must be in [0, 1], got {getattr(self, name)}")
-        if not 0 < self.scale_min <= self.scale_max:
-            raise ConfigError(f"augment scale range must satisfy 0 < min <= max, got {self.scale_min}..{self.scale_max}")
-        if self.rotate_deg < 0 or self.shift < 0:
-            raise ConfigError("augment.rotate_deg and augment.shift must be >= 0")
+        if not 0 < self.crop_min <= 1:
+            raise ConfigError(f"augment.crop_min must be in (0, 1], got {self.crop_min}")
+        for lo, hi in (("scale_min", "scale_max"), ("hand_scale_min", "hand_scale_max"), ("speed_min", "speed_max")):
+            if not 0 < getattr(self, lo) <= getattr(self, hi):
+                raise ConfigError(f"augment.{lo}/{hi} must satisfy 0 < min <= max, got "
+                                  f"{getattr(self, lo)}..{getattr(self, hi)}")
+        if self.rotate_deg < 0 or self.shift < 0 or self.hand_rotate_deg < 0 or self.noise < 0:
+            raise ConfigError("augment.rotate_deg, shift, hand_rotate_deg and noise must be >= 0")
 
 
 @dataclass(kw_only=True)
@@ -160,38 +194,91 @@ class DataConfig:
 
 
 @dataclass(kw_only=True)
+class InputConfig:
+    """What the model sees of the keypoints (computed inside the model; see features.py)."""
+
+    kind: str = "normalized"
+    """"normalized": the features below; "raw": the seed's input, image coordinates as recorded
+    (the switches below are then unused and must stay at their defaults, handedness off)."""
+    body_frame: bool = True
+    """Positions relative to the shoulders' midpoint, in shoulder widths, after undoing the
+    video's aspect stretch; off: relative to the picture's centre, in picture heights."""
+    hand_shape: bool = True
+    """Each hand's points relative to its wrist, in palm sizes, plus the wrist's position."""
+    motion: bool = True
+    """First and second differences over the sampled frames."""
+    presence: bool = True
+    """The share of each part's points detected, per frame."""
+    handedness: bool = True
+    """Mirror clips whose dominant hand (seen most, held highest) is the left one, so that
+    every clip signs with the right-hand slot; in training, evaluation and predict alike."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in INPUT_KINDS:
+            raise ConfigError(f"--input must be one of {', '.join(INPUT_KINDS)}, got {self.kind!r}")
+        if self.kind == "raw" and self.handedness:
+            raise ConfigError("--input raw feeds the image coordinates as recorded: add --no-handedness")
+
+
+@dataclass(kw_only=True)
 class ModelConfig:
     size: str = "s_4_2"
     """`{t,s,m,l}_{heads}_{layers}`; head widths t=16, s=32, m=64, l=128."""
     dropout: float = 0.2
     """The seed used 0.5; with pre-norm blocks that leaves eval-mode activations far from the
     training ones and underfits (measured: 0.82 vs 0.97 val accuracy after 10-12 epochs)."""
+    drop_path: float = 0.1
+    """Stochastic depth: the chance that a sample skips a residual branch, rising linearly to
+    this value in the last block."""
+    input: InputConfig = field(default_factory=InputConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.input, dict):
+            self.input = _from_dict(InputConfig, self.input, "model.input")
         self.size = str(ModelSize.parse(self.size))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ConfigError(f"--drop-path must be in [0, 1), got {self.drop_path}")
 
 
 @dataclass(kw_only=True)
 class OptimConfig:
+    optimizer: str = "adamw"
+    """adamw (decoupled weight decay) or adam (the seed's: L2 penalty in the gradient)."""
     lr: float = 1e-3
-    """Adam learning rate for one process; scaled by lr_scaling for N processes."""
-    weight_decay: float = 1e-4
+    """Peak learning rate for one process; scaled by lr_scaling for N processes."""
+    weight_decay: float = 0.05
+    """AdamW's decoupled decay (the seed's Adam used 1e-4 as an L2 penalty)."""
     lr_scaling: str = "sqrt"
     """How the lr grows with the number of processes: sqrt(N), N, or not at all."""
     max_grad_norm: float | None = 1.0
     """Gradient clipping norm; None or 0 disables clipping."""
+    schedule: str = "cosine"
+    """cosine: linear warmup, then cosine decay to 0 at the last epoch, per step. plateau: the
+    seed's ReduceLROnPlateau on the val loss (with unseen signers in validation the val loss
+    rises early and the lr collapses before the model has learnt). constant: warmup, then flat."""
+    warmup_epochs: float = 3.0
+    """Linear warmup from 0 (cosine and constant schedules)."""
+    label_smoothing: float = 0.1
     plateau_factor: float = 0.2
     plateau_patience: int = 3
     plateau_threshold: float = 1e-4
     """Relative improvement of the val loss that resets ReduceLROnPlateau's patience."""
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not self.lr > 0:
             raise ConfigError(f"--lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.lr_scaling not in LR_SCALING:
             raise ConfigError(f"--lr-scaling must be one of {', '.join(LR_SCALING)}, got {self.lr_scaling!r}")
         if self.max_grad_norm is not None and self.max_grad_norm < 0:
@@ -237,6 +324,11 @@ class TrainConfig:
     launch-bound), "max-autotune" or "max-autotune-no-cudagraphs"."""
     limit_batches: int | None = None
     """Use only this many batches per process of the train and the val data each epoch: a smoke test, not a real run."""
+    best_metric: str = "val_acc"
+    """What makes a checkpoint the best: the highest val accuracy (ties: lower val loss), or the
+    lowest val loss. Accuracy by default: on signers the model has not seen, the val loss of a
+    label-smoothed model rises from the first epochs while its accuracy still climbs (measured on
+    real data, docs/real_data.md), so the loss would keep an early, weak model."""
     debug: bool = False
     """One process, fp32, no loader workers, anomaly detection, deterministic algorithms and per-step logs of
     shapes, lr, grad norm and memory (the CLI also defaults to 2 epochs of 5 batches)."""
@@ -265,6 +357,8 @@ class TrainConfig:
             raise ConfigError(
                 f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}"
             )
+        if self.best_metric not in BEST_METRICS:
+            raise ConfigError(f"--best-metric must be one of {', '.join(BEST_METRICS)}, got {self.best_metric!r}")
         if self.run_name is not None and (not self.run_name.strip() or "/" in self.run_name or self.run_name in (".", "..")):
             raise ConfigError(f"--run-name must be a plain folder name, got {self.run_name!r}")
 
@@ -281,9 +375,35 @@ class TrainConfig:
         raw = dict(raw)
         raw.pop("runtime", None)  # what a saved run resolved to: a record, not a setting
         version = raw.pop("version", CONFIG_VERSION)
-        if version != CONFIG_VERSION:
-            raise ConfigError(f"config version {version} is not supported (this accel_signs reads {CONFIG_VERSION})")
+        if version == 1:
+            raw = upgrade_v1(raw)
+        elif version != CONFIG_VERSION:
+            raise ConfigError(f"config version {version} is not supported (this accel_signs reads 1 and {CONFIG_VERSION})")
         return _from_dict(cls, raw, "config")
+
+
+# What the settings added in config version 2 were before they existed: a version 1 config
+# (a run or checkpoint from before) means exactly the run it described.
+SEED_RECIPE: dict[str, Any] = {
+    "model": {"drop_path": 0.0, "input": {"kind": "raw", "handedness": False}},
+    "optim": {"optimizer": "adam", "weight_decay": 1e-4, "schedule": "plateau", "label_smoothing": 0.0},
+    "data": {"augment": {"mirror_p": 0.5, "crop_min": 1.0, "speed_min": 1.0, "speed_max": 1.0, "hand_p": 0.0,
+                         "noise": 0.0, "part_drop_p": 0.0, "frame_drop_p": 0.0, "time_mask_p": 0.0}},
+    "best_metric": "val_loss",
+}
+
+
+def upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 config, with the settings version 2 added filled in as version 1 behaved;
+    values the config itself gives win."""
+    return _merge(SEED_RECIPE, raw)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _from_dict(cls: type, raw: Any, where: str) -> Any:

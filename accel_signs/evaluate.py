@@ -75,8 +75,8 @@ def evaluate_checkpoint(cfg: EvalConfig, accelerator: Accelerator | None = None)
     k = min(5, classes.num_classes)
     rows = []
     with torch.no_grad():
-        for x, y, clip in loader:
-            logits = model(x.flatten(2)).float()  # (B, T, P, C) -> (B, T, P*C)
+        for x, aspect, y, clip in loader:
+            logits = model(x.flatten(2), aspect).float()  # (B, T, P, C) -> (B, T, P*C)
             loss = F.cross_entropy(logits, y, reduction="none")
             probs, top = logits.softmax(-1).topk(k, dim=-1)
             row = torch.cat([clip[:, None].double(), y[:, None].double(), loss[:, None].double(),

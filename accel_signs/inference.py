@@ -53,15 +53,32 @@ def model_input(clip: np.ndarray, seq_len: int) -> torch.Tensor:
     return x.flatten(2)  # (1, T, P, C) -> (1, T, P*C)
 
 
-def predict(checkpoint: str | os.PathLike[str], clip_path: str | os.PathLike[str], top_k: int = 5) -> list[dict[str, Any]]:
-    """Top-k classes of every clip in `clip_path`, best first."""
+def parse_frame_size(text: str | None) -> tuple[float, float] | None:
+    """`1920x1080` -> (1920.0, 1080.0); None stays None (square: KArSL's videos)."""
+    if text is None:
+        return None
+    try:
+        width, height = (float(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--frame-size: expected WIDTHxHEIGHT in pixels, e.g. 1920x1080, got {text!r}") from None
+    if not (width > 0 and height > 0):
+        raise ConfigError(f"--frame-size: width and height must be > 0, got {text!r}")
+    return width, height
+
+
+def predict(checkpoint: str | os.PathLike[str], clip_path: str | os.PathLike[str], top_k: int = 5,
+            frame_size: tuple[float, float] | None = None) -> list[dict[str, Any]]:
+    """Top-k classes of every clip in `clip_path`, best first. `frame_size` is the (width,
+    height) of the video the keypoints come from: MediaPipe divides x by the width and y by the
+    height, and the model undoes that stretch (None: square)."""
     if top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {top_k}")
     ckpt = load_checkpoint(checkpoint)
+    aspect = torch.tensor([frame_size[0] / frame_size[1] if frame_size else 1.0])
     results = []
     for name, clip in load_clips(clip_path):
         with torch.no_grad():
-            probs = ckpt.model(model_input(clip, ckpt.meta["model"]["seq_len"])).softmax(-1)[0]  # (classes,)
+            probs = ckpt.model(model_input(clip, ckpt.meta["model"]["seq_len"]), aspect).softmax(-1)[0]  # (classes,)
         p, idx = probs.topk(min(top_k, len(probs)))
         results.append({"clip": name, "frames": len(clip), "top": [
             {"rank": r + 1, "class_id": int(i), "sign": ckpt.classes[i]["sign"], "en": ckpt.classes[i]["en"],
@@ -77,13 +94,15 @@ def format_predictions(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _real_shaped_inputs(seq_len: int) -> torch.Tensor:
-    """A few KArSL-shaped clips (with undetected parts and a short one) sampled as predict does."""
+def _real_shaped_inputs(seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A few KArSL-shaped clips (with undetected parts, left-handed signing and a short one)
+    sampled as predict does, and video aspect ratios for them."""
     from .data.synth import SynthSpec, _Generator
 
-    gen, rng = _Generator(SynthSpec(classes=3, signers=2, reps=1, seed=11)), np.random.default_rng(11)
-    clips = [gen.clip(c % 3, c % 2, rng) for c in range(5)] + [gen.clip(0, 0, rng)[:7]]
-    return torch.cat([model_input(c, seq_len) for c in clips])  # (6, T, P*C)
+    gen, rng = _Generator(SynthSpec(classes=3, signers=3, reps=1, seed=11)), np.random.default_rng(11)
+    clips = [gen.clip(c % 3, c % 3, rng, left_handed=c == 4) for c in range(5)] + [gen.clip(0, 0, rng)[:7]]
+    aspect = torch.tensor([1.0, 16 / 9, 9 / 16, 1.0, 4 / 3, 1.0])
+    return torch.cat([model_input(c, seq_len) for c in clips]), aspect  # (6, T, P*C), (6,)
 
 
 def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], tolerance: float = 1e-4) -> dict[str, Any]:
@@ -98,7 +117,10 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
         raise ConfigError(ONNX_HINT) from None
     ckpt: Checkpoint = load_checkpoint(checkpoint)
     out = Path(out)
-    seq_len, features = ckpt.meta["model"]["seq_len"], sum(ckpt.meta["model"]["part_sizes"])
+    seq_len, features = ckpt.meta["model"]["seq_len"], ckpt.model.points * ckpt.model.channels
+    # Models with the normalized input take each clip's video aspect ratio as a second input.
+    with_aspect = ckpt.model.uses_aspect
+    names = ["keypoints", "aspect"] if with_aspect else ["keypoints"]
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -107,9 +129,11 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
         chatter = io.StringIO()  # the exporter prints its progress to stdout; keep it for --verbose
         with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # deprecations inside torch.export, not ours to fix
+            batch = torch.export.Dim("batch", min=1, max=1 << 16)
+            example = (torch.rand(2, seq_len, features), torch.ones(2)) if with_aspect else (torch.zeros(2, seq_len, features),)
             program = torch.onnx.export(
-                ckpt.model, (torch.zeros(2, seq_len, features),), input_names=["keypoints"], output_names=["logits"],
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 16)},), dynamo=True, verbose=False)
+                ckpt.model, example, input_names=names, output_names=["logits"],
+                dynamic_shapes=({0: batch}, {0: batch}) if with_aspect else ({0: batch},), dynamo=True, verbose=False)
         logger.debug("torch.onnx.export: %s", chatter.getvalue())
         program.save(str(tmp))
         proto = onnx.load(str(tmp))
@@ -118,7 +142,9 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
             "accel_signs.classes": json.dumps(ckpt.classes, ensure_ascii=False),
             "accel_signs.model": json.dumps(ckpt.meta["model"]),
             "accel_signs.input": f"keypoints (batch, {seq_len}, {features}): {seq_len} frames sampled at bin centres, "
-                                 "each 184 points x (x, y, z, visibility) flattened; undetected points are 0",
+                                 "each 184 points x (x, y, z, visibility) flattened; undetected points are 0"
+                                 + ("; aspect (batch,): width / height of each clip's video (1 if square or unknown)"
+                                    if with_aspect else ""),
             "accel_signs.metrics": json.dumps(ckpt.meta.get("metrics", {})),
         }
         for key, value in meta.items():
@@ -127,14 +153,15 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
         onnx.save(proto, str(tmp))
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         g = torch.Generator().manual_seed(0)  # not the caller's global RNG
-        checks = {"random batch 1": torch.randn(1, seq_len, features, generator=g),
-                  "random batch 7": torch.randn(7, seq_len, features, generator=g),
+        checks = {"random batch 1": (torch.randn(1, seq_len, features, generator=g), torch.ones(1)),
+                  "random batch 7": (torch.randn(7, seq_len, features, generator=g), 0.5 + torch.rand(7, generator=g)),
                   "real-shaped batch 6": _real_shaped_inputs(seq_len)}
         diffs = {}
-        for name, x in checks.items():
+        for name, (x, aspect) in checks.items():
+            inputs = (x, aspect) if with_aspect else (x,)
             with torch.no_grad():
-                expected = ckpt.model(x).numpy()
-            got = session.run(["logits"], {"keypoints": x.numpy()})[0]
+                expected = ckpt.model(*inputs).numpy()
+            got = session.run(["logits"], {n: v.numpy() for n, v in zip(names, inputs)})[0]
             diffs[name] = float(np.abs(got - expected).max())
         worst = max(diffs.values())
         if not worst <= tolerance:

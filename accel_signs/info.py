@@ -60,8 +60,30 @@ def describe_store(store: ClipStore) -> str:
             f"; {int((lengths < 50).sum())} clips shorter than 50 frames",
             "    detected in frames: " + ", ".join(f"{p} {r:.1%}" for p, r in rates.items())
             + (f" (from {sampled} sampled frames)" if sampled < split.num_frames else ""),
+            f"    video frame sizes: {_frame_sizes(split)}",
         ]
     return "\n".join(lines)
+
+
+def _frame_sizes(split) -> str:
+    """'1280x720 (40 clips), 720x1280 (20 clips)'; clips of unknown size are taken as square."""
+    if split.frame_sizes is None:
+        return "not recorded (taken as square)"
+    sizes, counts = np.unique(split.frame_sizes, axis=0, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    parts = [f"{int(w)}x{int(h)} ({n} clips)" if w > 0 and h > 0 else f"unknown ({n} clips, taken as square)"
+             for (w, h), n in zip(sizes[order], counts[order])]
+    return ", ".join(parts[:6]) + (f", and {len(parts) - 6} more" if len(parts) > 6 else "")
+
+
+def _describe_input(cfg: dict | None) -> str:
+    if cfg is None:
+        return "raw image coordinates (written before the input features existed)"
+    if cfg.get("kind") == "raw":
+        return "raw image coordinates"
+    on = [name.replace("_", " ") for name in ("body_frame", "hand_shape", "motion", "presence", "handedness") if cfg.get(name)]
+    off = [name.replace("_", " ") for name in ("body_frame", "hand_shape", "motion", "presence", "handedness") if not cfg.get(name)]
+    return "normalized: " + ", ".join(on) + (f" (off: {', '.join(off)})" if off else "")
 
 
 def describe_checkpoint(path: Path) -> str:
@@ -73,6 +95,7 @@ def describe_checkpoint(path: Path) -> str:
         f"checkpoint {path}",
         f"  model: {model['class']} {model['size']}, {model['num_classes']} classes (signs {format_ranges(signs)}), "
         f"seq_len {model['seq_len']}, dropout {model['dropout']}, {size / 2**20:.1f} MiB",
+        f"  input: {_describe_input(model.get('input'))}",
         f"  epoch {meta.get('epoch')}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                      for k, v in metrics.items() if k != "epoch"),
         f"  data: {data.get('store')} (split {data.get('split')}, signers {', '.join(data.get('signers') or [])}"
@@ -84,6 +107,8 @@ def describe_checkpoint(path: Path) -> str:
         lines.append("  trained with: " + ", ".join(f"{k} {v}" for k, v in runtime.items()))
     cfg = meta.get("train_config", {})
     if cfg:
-        lines.append(f"  config: lr {cfg['optim']['lr']}, batch {cfg['batch_size']}, epochs {cfg['num_epochs']}, "
-                     f"seed {cfg['seed']}, mixed precision {cfg['mixed_precision']}")
+        optim = cfg["optim"]
+        lines.append(f"  config: {optim.get('optimizer', 'adam')} lr {optim['lr']}, {optim.get('schedule', 'plateau')} "
+                     f"schedule, batch {cfg['batch_size']}, epochs {cfg['num_epochs']}, seed {cfg['seed']}, "
+                     f"mixed precision {cfg['mixed_precision']}, best by {cfg.get('best_metric', 'val_loss')}")
     return "\n".join(lines)

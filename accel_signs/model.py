@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelSize
+from .config import InputConfig, ModelSize
+from .features import Augment, KeypointFeatures
 from .layout import KeypointLayout
 
 
@@ -61,21 +62,31 @@ class Block(nn.Module):
 
     Dropout sits on the three residual branches only. Dropping attention weights and the
     4x-wide MLP hidden layer as well cost a third of a CPU training step in mask generation
-    (measured, s_4_2, batch 64) without helping accuracy on our data.
+    (measured, s_4_2, batch 64) without helping accuracy on our data. Drop-path (stochastic
+    depth) skips a whole branch for some samples in training.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float):
+    def __init__(self, dim: int, heads: int, dropout: float, drop_path: float = 0.0):
         super().__init__()
         self.spatial_norm, self.spatial = nn.LayerNorm(dim), SpatialAttention(dim, heads)
         self.temporal_norm, self.temporal = nn.LayerNorm(dim), TemporalAttention(dim, heads)
         self.mlp_norm = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
         self.dropout = nn.Dropout(dropout)
+        self.drop_path = drop_path
+
+    def _branch(self, y: torch.Tensor) -> torch.Tensor:  # (B, G, T, D)
+        y = self.dropout(y)
+        if not self.training or self.drop_path == 0:
+            return y
+        keep = 1.0 - self.drop_path
+        mask = torch.rand(y.shape[0], 1, 1, 1, device=y.device) < keep  # one draw per sample
+        return y * mask.to(y.dtype) / keep
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, G, T, D)
-        x = x + self.dropout(self.spatial(self.spatial_norm(x)))
-        x = x + self.dropout(self.temporal(self.temporal_norm(x)))
-        return x + self.dropout(self.mlp(self.mlp_norm(x)))
+        x = x + self._branch(self.spatial(self.spatial_norm(x)))
+        x = x + self._branch(self.temporal(self.temporal_norm(x)))
+        return x + self._branch(self.mlp(self.mlp_norm(x)))
 
 
 def sinusoidal_encoding(length: int, dim: int) -> torch.Tensor:
@@ -88,35 +99,45 @@ def sinusoidal_encoding(length: int, dim: int) -> torch.Tensor:
 
 
 class STTransformer(nn.Module):
-    """Input (B, T, P x C) keypoint features -> logits (B, num_classes).
+    """Input (B, T, P x C) raw keypoints (+ each clip's width / height) -> logits (B, num_classes).
 
-    BatchNorm over the features; one linear projection per body part (pose, face, right
-    hand, left hand) gives 4 tokens per frame plus a learned part embedding; blocks of
-    spatial and temporal attention; mean over parts; attention pooling over time.
+    The input features (features.py: body frame, hand shapes, handedness, motion, presence;
+    or the raw coordinates) -> BatchNorm over the features; one linear projection per body
+    part (pose, face, right hand, left hand) gives 4 tokens per frame plus a learned part
+    embedding; blocks of spatial and temporal attention; mean over parts; attention pooling
+    over time.
     """
 
-    def __init__(self, num_classes: int, size: str | ModelSize = "s_4_2", *, part_sizes: list[int],
-                 seq_len: int = 50, dropout: float = 0.2):
+    def __init__(self, num_classes: int, size: str | ModelSize = "s_4_2", *, layout: KeypointLayout,
+                 input: InputConfig | None = None, seq_len: int = 50, dropout: float = 0.2, drop_path: float = 0.0):
         super().__init__()
         size = ModelSize.parse(size) if isinstance(size, str) else size
         dim = size.embed_dim
-        self.part_sizes = list(part_sizes)
+        self.features = KeypointFeatures(layout, input or InputConfig())
+        self.points, self.channels = len(layout.names), len(layout.channels)
+        part_sizes = self.part_sizes = self.features.part_sizes()
         self.input_norm = nn.BatchNorm1d(sum(part_sizes))
         self.proj = nn.ModuleList(nn.Linear(n, dim) for n in part_sizes)
         self.part_embed = nn.Parameter(torch.randn(len(part_sizes), dim) * 0.02)
         self.token_norm = nn.LayerNorm(dim)
         self.register_buffer("pos_enc", sinusoidal_encoding(seq_len, dim), persistent=False)  # (T, D)
         self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(dim, size.heads, dropout) for _ in range(size.layers))
+        # Stochastic depth grows linearly with depth, to drop_path in the last block.
+        rates = [drop_path * i / max(1, size.layers - 1) for i in range(size.layers)] if size.layers > 1 else [drop_path]
+        self.blocks = nn.ModuleList(Block(dim, size.heads, dropout, rate) for rate in rates)
         self.pool = nn.Sequential(nn.Linear(dim, dim // 2), nn.Tanh(), nn.Linear(dim // 2, 1))
         self.head = nn.Linear(dim, num_classes)
 
-    @classmethod
-    def for_layout(cls, num_classes: int, size: str, layout: KeypointLayout, seq_len: int = 50,
-                   dropout: float = 0.2) -> STTransformer:
-        return cls(num_classes, size, part_sizes=layout.part_sizes(), seq_len=seq_len, dropout=dropout)
+    @property
+    def uses_aspect(self) -> bool:
+        """Whether the clips' width / height changes the output (not with the raw input)."""
+        return self.features.cfg.kind != "raw"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, F)
+    def forward(self, x: torch.Tensor, aspect: torch.Tensor | None = None, augment: Augment | None = None) -> torch.Tensor:
+        """x (B, T, P*C) raw keypoints; aspect (B,) width / height of each clip's video (None:
+        square); augment: the training augmentation, applied to the canonical coordinates."""
+        b, t, _ = x.shape
+        x = self.features(x.view(b, t, self.points, self.channels), aspect, augment)  # (B, T, P*C) -> (B, T, F)
         x = self.input_norm(x.transpose(1, 2)).transpose(1, 2)  # BatchNorm1d wants (B, F, T)
         parts = torch.split(x, self.part_sizes, dim=-1)
         tokens = torch.stack([proj(p) for proj, p in zip(self.proj, parts)], dim=1)  # (B, G, T, D)

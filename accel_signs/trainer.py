@@ -25,12 +25,13 @@ from .config import EvalConfig, TrainConfig, default_cache_dir
 from .evaluate import evaluate_checkpoint, format_summary
 from .data.pipeline import ClassMap, class_map, make_loader, select_clips, signer_indices, stratified_split
 from .data.resident import ResidentClips, keep_on_device, resident_bytes
-from .data.sampling import Augmenter
+from .data.augment import Augmenter
 from .data.store import StoreSplit, open_store
 from .data.synth import ensure_synthetic
 from .errors import AccelSignsError, ConfigError, DatasetError, LaunchError, TrainingError
 from .layout import keypoint_layout
 from .model import STTransformer
+from .optim import Schedule, make_optimizer
 from .progress import progress_bar
 
 logger = get_logger(__name__)
@@ -41,8 +42,15 @@ class TrainState:
     """Progress that `save_state` must carry besides model/optimizer/scheduler/RNG."""
 
     epoch: int = 0
-    best_val_loss: float = math.inf
+    best_val_loss: float = math.inf  # of the best epoch
+    best_val_acc: float = -1.0  # of the best epoch
     best_epoch: int = 0
+
+    def improved(self, metric: str, val_loss: float, val_acc: float) -> bool:
+        """Whether this epoch beats the best so far by `metric` (accuracy ties: lower loss)."""
+        if metric == "val_loss":
+            return val_loss < self.best_val_loss
+        return val_acc > self.best_val_acc or (val_acc == self.best_val_acc and val_loss < self.best_val_loss)
 
     def state_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -149,10 +157,12 @@ def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
         workers = 0 if accelerator.device.type == "cpu" else min(4, (os.cpu_count() or 1) // accelerator.num_processes)
     common = dict(seq_len=cfg.data.seq_len, num_workers=workers, pin_memory=accelerator.device.type == "cuda",
                   resident=resident)
+    aug = cfg.data.augment
     return TrainData(
         classes=classes,
         on_device=resident is not None,
-        train_loader=make_loader(split, train_ids, classes, batch_size=cfg.batch_size, train=True, **common),
+        train_loader=make_loader(split, train_ids, classes, batch_size=cfg.batch_size, train=True,
+                                 crop_min=aug.crop_min, speed=(aug.speed_min, aug.speed_max), **common),
         val_loader=make_loader(split, val_ids, classes, batch_size=2 * cfg.batch_size, train=False, **common),
         has_test="test" in store.splits,
         split_info={"store": str(Path(path).resolve()), "split": split.name, "signs": [c.sign for c in classes.classes],
@@ -206,28 +216,24 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
         _enable_debug_checks(accelerator)
     data = prepare_data(cfg, accelerator)
     layout = keypoint_layout()
-    model = STTransformer.for_layout(data.classes.num_classes, cfg.model.size, layout, cfg.data.seq_len, cfg.model.dropout)
+    model = STTransformer(data.classes.num_classes, cfg.model.size, layout=layout, input=cfg.model.input,
+                          seq_len=cfg.data.seq_len, dropout=cfg.model.dropout, drop_path=cfg.model.drop_path)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # gloo (CPU) has no SyncBatchNorm
     lr = cfg.optim.scaled_lr(accelerator.num_processes)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.optim.weight_decay,
-                                 fused=accelerator.device.type == "cuda")
-    # Not passed to prepare(): a prepared scheduler steps once per process, which would
-    # divide the patience by N. Stepped once per epoch on the global val loss instead.
-    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=cfg.optim.plateau_factor, patience=cfg.optim.plateau_patience,
-        threshold=cfg.optim.plateau_threshold)
+    optimizer = make_optimizer(cfg.optim, model, lr, fused=accelerator.device.type == "cuda")
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, data.train_loader, data.val_loader)
+    schedule = Schedule(cfg.optim, optimizer, len(train_loader), cfg.num_epochs)
     # Augmentation draws differ per process; model init above was the same everywhere.
     set_seed(cfg.seed, device_specific=True)
     runtime = {"num_processes": accelerator.num_processes, "device": accelerator.device.type,
                "mixed_precision": accelerator.mixed_precision, "lr": lr, "num_workers": data.train_loader.num_workers,
                "data_on_device": data.on_device,
                "global_batch_size": cfg.batch_size * accelerator.num_processes}
-    run, state = _start_run(accelerator, cfg, data, runtime, resume, (model, optimizer, plateau))
+    run, state = _start_run(accelerator, cfg, data, runtime, resume, (model, optimizer, schedule))
     if cfg.log_with:
         accelerator.init_trackers(run.path.name, config=_flat(cfg.to_dict()))
-    augment = Augmenter(cfg.data.augment, layout)
+    augment = Augmenter(cfg.data.augment, layout, cfg.model.input.kind)
     logger.info("run %s: %d classes, %d train / %d val clips, model %s (%.2fM parameters), %d process(es) on %s, "
                 "mixed precision %s, lr %.3g", run.path, data.classes.num_classes, len(data.split_info["train_ids"]),
                 len(data.split_info["val_ids"]), cfg.model.size, sum(p.numel() for p in model.parameters()) / 1e6,
@@ -237,7 +243,7 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
     for epoch in range(first_epoch, cfg.num_epochs + 1):
         start = time.perf_counter()
         lr_now = optimizer.param_groups[0]["lr"]
-        train_loss, seen = train_one_epoch(accelerator, model, optimizer, train_loader, augment, cfg, epoch)
+        train_loss, seen = train_one_epoch(accelerator, model, (optimizer, schedule), train_loader, augment, cfg, epoch)
         val_start = time.perf_counter()
         val_loss, val_acc = evaluate(accelerator, model, val_loader)
         if cfg.compile and epoch == first_epoch:
@@ -247,23 +253,24 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
             kept = f"the best checkpoint so far is {run.best_dir}" if state.best_epoch else "no checkpoint was saved"
             raise TrainingError(f"epoch {epoch}: the loss is not finite (train {train_loss}, val {val_loss}): training "
                                 f"diverged; lower --lr or check the data ({kept})")
-        plateau.step(val_loss)
+        schedule.step_epoch(val_loss)
         seconds = time.perf_counter() - start
         metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc, "lr": lr_now,
                    "seconds": round(seconds, 3), "samples_per_s": round(seen / seconds, 1)}
         state.epoch = epoch
-        if val_loss < state.best_val_loss:
-            state.best_val_loss, state.best_epoch = val_loss, epoch
+        if state.improved(cfg.best_metric, val_loss, val_acc):
+            state.best_val_loss, state.best_val_acc, state.best_epoch = val_loss, val_acc, epoch
             meta = checkpoint_meta(cfg, data.classes.classes, epoch, metrics,
                                    {k: v for k, v in data.split_info.items() if not k.endswith("_ids")}, runtime)
             run.save_best(model, meta)
         run.log_epoch(metrics)
-        run.save_state(model, optimizer, plateau, state.state_dict())
+        run.save_state(model, optimizer, schedule, state.state_dict())
         logger.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  lr %.3g  %.1fs  %.0f samples/s%s",
                     epoch, cfg.num_epochs, train_loss, val_loss, val_acc, lr_now, seconds, seen / seconds,
                     "  *best*" if state.best_epoch == epoch else "")
 
-    logger.info("best epoch %d: val_loss %.4f; checkpoint %s", state.best_epoch, state.best_val_loss, run.best_dir)
+    logger.info("best epoch %d (by %s): val_loss %.4f, val_acc %.4f; checkpoint %s", state.best_epoch, cfg.best_metric,
+                state.best_val_loss, state.best_val_acc, run.best_dir)
     if cfg.evaluate:
         evaluate_after_training(cfg, accelerator, run, data)
     accelerator.wait_for_everyone()
@@ -341,24 +348,27 @@ def _log_step(accelerator: Accelerator, step: int, x: torch.Tensor, y: torch.Ten
                 tuple(y.shape), loss.item(), "n/a" if grad_norm is None else f"{float(grad_norm):.4f}", lr, memory)
 
 
-def train_one_epoch(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def train_one_epoch(accelerator: Accelerator, model: torch.nn.Module, optim: tuple[torch.optim.Optimizer, Schedule],
                     loader: DataLoader, augment: Augmenter, cfg: TrainConfig, epoch: int) -> tuple[float, int]:
     """One pass over the training data; returns (mean loss over all processes, samples seen by all)."""
+    optimizer, schedule = optim
     model.train()
     loader.set_epoch(epoch)
     totals = torch.zeros(2, device=accelerator.device)  # loss sum, sample count; summed without a sync per step
     bad_step = torch.zeros((), dtype=torch.long, device=accelerator.device)  # first step with a non-finite loss
     with progress_bar(f"epoch {epoch}/{cfg.num_epochs}", len(loader), accelerator.is_main_process) as advance:
-        for step, (x, y, _) in enumerate(loader, 1):
-            x = augment(x).flatten(2)  # (B, T, P, C) -> (B, T, P*C)
+        for step, (x, aspect, y, _) in enumerate(loader, 1):
+            x = x.flatten(2)  # (B, T, P, C) -> (B, T, P*C)
             with accelerator.accumulate(model):
-                loss = F.cross_entropy(model(x), y)
+                loss = F.cross_entropy(model(x, aspect, augment=augment), y, label_smoothing=cfg.optim.label_smoothing)
                 accelerator.backward(loss)
                 grad_norm = None
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm:
                     grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                if accelerator.sync_gradients:
+                    schedule.step_batch()
             if cfg.debug:
                 _log_step(accelerator, step, x, y, loss, grad_norm, optimizer.param_groups[0]["lr"])
             totals[0] += loss.detach().float() * len(y)  # Python numbers: no host-to-device copy, no sync
@@ -379,8 +389,8 @@ def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoade
     # process's, which are the ones the checkpoint saves.
     broadcast(list(model.buffers()), from_process=0)
     per_sample = []
-    for x, y, _ in loader:
-        logits = model(x.flatten(2))  # (B, T, P, C) -> (B, T, P*C)
+    for x, aspect, y, _ in loader:
+        logits = model(x.flatten(2), aspect)  # (B, T, P, C) -> (B, T, P*C)
         loss = F.cross_entropy(logits.float(), y, reduction="none")
         correct = (logits.argmax(dim=-1) == y).float()
         # gather_for_metrics drops the samples the prepared loader repeated to even out shards.

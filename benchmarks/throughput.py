@@ -69,7 +69,7 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
     from accel_signs.config import TrainConfig
     from accel_signs.data.pipeline import class_map, make_loader
     from accel_signs.data.resident import ResidentClips, keep_on_device, resident_bytes
-    from accel_signs.data.sampling import Augmenter
+    from accel_signs.data.augment import Augmenter
     from accel_signs.data.store import open_store
     from accel_signs.layout import keypoint_layout
     from accel_signs.model import STTransformer
@@ -79,8 +79,10 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
     split, cmap = store.split("train"), class_map(store, None)
     cfg = TrainConfig(batch_size=batch, num_epochs=1)
     layout, device = keypoint_layout(), accelerator.device
-    model = STTransformer.for_layout(cmap.num_classes, size, layout)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4, fused=device.type == "cuda")
+    from accel_signs.optim import Schedule, make_optimizer
+
+    model = STTransformer(cmap.num_classes, size, layout=layout, input=cfg.model.input, drop_path=cfg.model.drop_path)
+    optimizer = make_optimizer(cfg.optim, model, 1e-3, fused=device.type == "cuda")
     rng = np.random.default_rng(0)
     all_ids = np.arange(len(split))
     resident = ResidentClips.load(split, all_ids, device)
@@ -89,21 +91,24 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
     def loader(n_batches: int, train: bool, on_device: bool):
         # Whole batches only (clips repeat when the set is smaller), so every step has one shape.
         ids = np.sort(rng.choice(len(split), size=n_batches * batch, replace=n_batches * batch > len(split)))
+        aug = cfg.data.augment
         return accelerator.prepare(make_loader(split, ids, cmap, seq_len=50, batch_size=batch, train=train,
                                                num_workers=workers, pin_memory=device.type == "cuda",
-                                               resident=resident if on_device else None))
+                                               resident=resident if on_device else None,
+                                               crop_min=aug.crop_min, speed=(aug.speed_min, aug.speed_max)))
 
     model, optimizer = accelerator.prepare(model, optimizer)
-    augment = Augmenter(cfg.data.augment, layout)
+    schedule = Schedule(cfg.optim, optimizer, steps, 1)
+    augment = Augmenter(cfg.data.augment, layout, cfg.model.input.kind)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     out = {}
     for name, on_device in (("resident", True), ("stream", False)):
-        train_one_epoch(accelerator, model, optimizer, loader(warmup, True, on_device), augment, cfg, 1)
+        train_one_epoch(accelerator, model, (optimizer, schedule), loader(warmup, True, on_device), augment, cfg, 1)
         timed = loader(steps, True, on_device)
         _sync(device)
         start = time.perf_counter()
-        _, seen = train_one_epoch(accelerator, model, optimizer, timed, augment, cfg, 2)
+        _, seen = train_one_epoch(accelerator, model, (optimizer, schedule), timed, augment, cfg, 2)
         _sync(device)
         out[name] = seen / (time.perf_counter() - start)
     out["ours"] = out["resident" if auto else "stream"]
@@ -120,13 +125,14 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
 
     # The model step alone, on one batch resident on the device.
     model.train()
-    x = torch.rand(batch, 50, 736, device=device)
+    x = next(iter(loader(1, True, True))).keypoints.flatten(2)  # (B, T, P, C) -> (B, T, P*C)
+    aspect = torch.ones(batch, device=device)
     y = torch.randint(0, cmap.num_classes, (batch,), device=device)
     for i in range(warmup + steps):
         if i == warmup:
             _sync(device)
             start = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(model(x, aspect, augment=augment), y, label_smoothing=cfg.optim.label_smoothing)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

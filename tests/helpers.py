@@ -88,8 +88,8 @@ def recompute_val(run_dir: Path) -> tuple[float, float]:
                          batch_size=7, train=False, num_workers=0, pin_memory=False)
     losses, correct = [], []
     with torch.no_grad():
-        for x, y, _ in loader:
-            logits = ckpt.model(x.flatten(2))
+        for x, aspect, y, _ in loader:
+            logits = ckpt.model(x.flatten(2), aspect)
             losses.append(F.cross_entropy(logits, y, reduction="none"))
             correct.append((logits.argmax(-1) == y).float())
     return torch.cat(losses).double().mean().item(), torch.cat(correct).double().mean().item()

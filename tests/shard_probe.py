@@ -24,13 +24,13 @@ def main() -> None:
         accelerator = accelerator or make_accelerator(cfg)
         data = prepare_data(cfg, accelerator)
         torch.manual_seed(0)
-        model = STTransformer.for_layout(data.classes.num_classes, "t_2_1", keypoint_layout())
+        model = STTransformer(data.classes.num_classes, "t_2_1", layout=keypoint_layout())
         model, train, val = accelerator.prepare(model, data.train_loader, data.val_loader)
         epochs = []
         for epoch in (1, 2):
             train.set_epoch(epoch)
             torch.manual_seed(100 + epoch + accelerator.process_index)  # the same draws for both paths
-            epochs.append([(ids.tolist(), y.tolist(), x.double().sum().item()) for x, y, ids in train])
+            epochs.append([(ids.tolist(), y.tolist(), x.double().sum().item()) for x, _, y, ids in train])
         result[mode] = {"on_device": data.on_device, "epochs": epochs, "val": evaluate(accelerator, model, val),
                         "train_ids": data.split_info["train_ids"]}
     (out / f"rank{accelerator.process_index}.json").write_text(json.dumps(result))

@@ -51,6 +51,10 @@ BAD = {
     "bad_data_on_device": (None, lambda s: ["--data", str(s), "--data-on-device", "maybe"], "--data-on-device must be"),
     "compile_mode_without_compile": (None, lambda s: ["--data", str(s), "--compile-mode", "reduce-overhead"],
                                      "needs --compile"),
+    "raw_input_with_handedness": (None, lambda s: ["--data", str(s), "--input", "raw"], "add --no-handedness"),
+    "unknown_schedule": (None, lambda s: ["--data", str(s), "--schedule", "step"], "--schedule must be one of"),
+    "bad_frame_sizes": (lambda s: np.save(s / "train" / "frame_sizes.npy", np.ones((3, 2), dtype=np.float32)),
+                        lambda s: ["--data", str(s)], "frame sizes must be float32 with shape"),
 }
 
 
@@ -86,7 +90,8 @@ def test_one_process_training_run(tiny_store, tmp_path):
     assert [m["epoch"] for m in metrics] == list(range(1, 7))
     assert set(metrics[0]) == {"epoch", "train_loss", "val_loss", "val_acc", "lr", "seconds", "samples_per_s"}
     assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
-    best_epoch = min(metrics, key=lambda m: m["val_loss"])
+    # the best checkpoint is the most accurate epoch, the earliest of those with the lowest val loss on a tie
+    best_epoch = min(metrics, key=lambda m: (-m["val_acc"], m["val_loss"], m["epoch"]))
     meta = json.loads((best / "config.json").read_text())
     assert meta["epoch"] == best_epoch["epoch"] and meta["metrics"]["val_loss"] == best_epoch["val_loss"]
     assert [c["sign"] for c in meta["classes"]] == list(range(1, 7)) and meta["classes"][0]["en"] == "0"
@@ -139,3 +144,19 @@ def test_diverging_training_stops_with_a_clear_error(tiny_store, tmp_path):
     assert result.exit_code == 1
     assert_one_line_error(result.stderr, "epoch 1, step 2: the loss is not finite")
     assert not (out / "nan" / "best").exists()
+
+
+def test_best_by_val_loss_and_the_seed_recipe(tiny_store, tmp_path):
+    """--best-metric val_loss keeps the epoch of lowest val loss; the seed recipe (a config file)
+    trains the raw-input model with the plateau schedule."""
+    from pathlib import Path
+
+    recipe = Path(__file__).parent.parent / "examples" / "seed_recipe.yaml"
+    result, out = _train(tmp_path, "--data", str(tiny_store), "--num-epochs", "4", "--run-name", "r", "--no-eval",
+                         "--config", str(recipe), "--lr", "3e-3")
+    assert result.exit_code == 0, result.output + result.stderr
+    metrics = read_metrics(out / "r")
+    meta = json.loads((out / "r" / "best" / "config.json").read_text())
+    assert meta["epoch"] == min(metrics, key=lambda m: (m["val_loss"], m["epoch"]))["epoch"]
+    assert meta["model"]["input"]["kind"] == "raw" and meta["train_config"]["optim"]["schedule"] == "plateau"
+    assert [m["lr"] for m in metrics] == [3e-3] * 4  # plateau: no warmup, no decay in 4 epochs of improvement or patience

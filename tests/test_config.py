@@ -103,3 +103,39 @@ def test_saved_config_round_trip_ignores_runtime_record():
     raw = TrainConfig().to_dict()
     raw["runtime"] = {"num_processes": 2}
     assert TrainConfig.from_dict(raw) == TrainConfig()
+
+
+def test_a_version_1_config_means_the_seed_recipe():
+    """Runs and checkpoints from before config version 2 keep meaning what they trained; the
+    shipped seed recipe is exactly that."""
+    from pathlib import Path
+
+    old = TrainConfig.from_dict({"version": 1, "optim": {"lr": 2e-3}})
+    assert old.optim.lr == 2e-3 and old.optim.schedule == "plateau" and old.optim.optimizer == "adam"
+    assert old.optim.weight_decay == 1e-4 and old.optim.label_smoothing == 0 and old.model.drop_path == 0
+    assert old.model.input.kind == "raw" and not old.model.input.handedness and old.best_metric == "val_loss"
+    assert old.data.augment.mirror_p == 0.5 and old.data.augment.crop_min == 1 and old.data.augment.time_mask_p == 0
+    recipe = Path(__file__).parent.parent / "examples" / "seed_recipe.yaml"
+    assert TrainConfig.from_dict(load_config_file(recipe)) == TrainConfig.from_dict({"version": 1})
+    with pytest.raises(ConfigError, match="version 7"):
+        TrainConfig.from_dict({"version": 7})
+
+
+@pytest.mark.parametrize("raw,needle", [
+    ({"model": {"input": {"kind": "raw"}}}, "add --no-handedness"),
+    ({"model": {"input": {"kind": "pixels"}}}, "--input must be one of"),
+    ({"model": {"input": {"hands": True}}}, "unknown key(s) hands"),
+    ({"optim": {"schedule": "step"}}, "--schedule must be one of"),
+    ({"optim": {"optimizer": "sgd"}}, "--optimizer must be one of"),
+    ({"optim": {"label_smoothing": 1.0}}, "--label-smoothing"),
+    ({"optim": {"warmup_epochs": -1}}, "--warmup-epochs"),
+    ({"model": {"drop_path": 1.0}}, "--drop-path"),
+    ({"best_metric": "top5"}, "--best-metric must be one of"),
+    ({"data": {"augment": {"speed_min": 2.0, "speed_max": 1.0}}}, "speed_min/speed_max"),
+    ({"data": {"augment": {"crop_min": 0.0}}}, "crop_min"),
+    ({"data": {"augment": {"part_drop_p": 1.5}}}, "part_drop_p"),
+])
+def test_recipe_options_are_validated(raw, needle):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_dict(raw)
+    assert needle in str(info.value)

@@ -61,7 +61,7 @@ def test_debug_config_runs_on_cpu_with_per_step_logs(tiny_store, tmp_path):
     assert "anomaly detection and deterministic algorithms on" in proc.stderr
     steps = [line for line in proc.stderr.splitlines() if "step " in line and "grad norm" in line]
     assert len(steps) == 2 * 5  # 2 epochs x 5 batches by default
-    assert "x (8, 50, 736) torch.float32" in steps[0] and "lr 0.001" in steps[0] and "MiB" in steps[0]
+    assert "x (8, 50, 736) torch.float32" in steps[0] and ", lr " in steps[0] and "MiB" in steps[0]
     assert len((out / "d" / "metrics.jsonl").read_text().splitlines()) == 2
 
 

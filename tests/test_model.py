@@ -2,22 +2,51 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from accel_signs.config import InputConfig
 from accel_signs.layout import keypoint_layout
 from accel_signs.model import SpatialAttention, STTransformer, TemporalAttention
 
+RAW = InputConfig(kind="raw", handedness=False)
+
+
+def _keypoints(b=3, seed=0):
+    """(b, 50, 736) keypoint-like input: coordinates in [0, 1], some points undetected."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, 50, 184, 4, generator=g)
+    return x.masked_fill(torch.rand(b, 50, 184, 1, generator=g) < 0.2, 0.0).flatten(2)
+
 
 @pytest.mark.parametrize("size", ["t_1_1", "s_4_2", "s_12_10", "m_10_3"])
-def test_output_shapes(size):
-    model = STTransformer.for_layout(7, size, keypoint_layout()).eval()
-    x = torch.randn(3, 50, 736)
-    out = model(x)
+@pytest.mark.parametrize("inp", [RAW, InputConfig()], ids=["raw", "normalized"])
+def test_output_shapes(size, inp):
+    model = STTransformer(7, size, layout=keypoint_layout(), input=inp).eval()
+    out = model(_keypoints(), torch.tensor([1.0, 16 / 9, 0.5]))
     assert out.shape == (3, 7) and torch.isfinite(out).all()
 
 
-def test_training_step_backpropagates_everywhere():
-    model = STTransformer.for_layout(5, "t_2_2", keypoint_layout())
-    F.cross_entropy(model(torch.randn(4, 50, 736)), torch.tensor([0, 1, 2, 3])).backward()
+@pytest.mark.parametrize("inp", [RAW, InputConfig()], ids=["raw", "normalized"])
+def test_training_step_backpropagates_everywhere(inp):
+    from accel_signs.config import AugmentConfig
+    from accel_signs.data.augment import Augmenter
+
+    model = STTransformer(5, "t_2_2", layout=keypoint_layout(), input=inp, drop_path=0.2)
+    augment = Augmenter(AugmentConfig(), keypoint_layout(), inp.kind)
+    F.cross_entropy(model(_keypoints(4), augment=augment), torch.tensor([0, 1, 2, 3])).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_drop_path_skips_branches_for_some_samples_in_training_only():
+    from accel_signs.model import Block
+
+    torch.manual_seed(0)
+    block = Block(32, 4, dropout=0.0, drop_path=0.5)
+    x = torch.randn(64, 4, 10, 32)  # (B, G, T, D)
+    block.train()
+    out = block(x)
+    untouched = (out == x).flatten(1).all(1)  # every branch skipped: probability 1/8
+    assert 0 < untouched.sum() < 64
+    block.eval()
+    assert not (block(x) == x).flatten(1).all(1).any()
 
 
 def _reference(attn, x, dim_tokens):
@@ -42,9 +71,10 @@ def test_attention_matches_sdpa_reference(cls, dim_tokens):
     torch.testing.assert_close(attn(x), _reference(attn, x, dim_tokens), atol=1e-5, rtol=1e-5)
 
 
-def test_eval_is_batch_independent():
-    model = STTransformer.for_layout(5, "t_2_1", keypoint_layout()).eval()
-    x = torch.randn(6, 50, 736)
+@pytest.mark.parametrize("inp", [RAW, InputConfig()], ids=["raw", "normalized"])
+def test_eval_is_batch_independent(inp):
+    model = STTransformer(5, "t_2_1", layout=keypoint_layout(), input=inp).eval()
+    x = _keypoints(6)
     torch.testing.assert_close(model(x)[:2], model(x[:2]), atol=1e-5, rtol=1e-5)
 
 
@@ -66,6 +96,6 @@ def test_compiled_training_saves_plain_weights_with_the_same_outputs(tiny_store,
     assert "torch.compile: epoch 1 took" in result.stderr
     model = load_checkpoint(tmp_path / "c" / "best").model
     assert not any(k.startswith("_orig_mod") for k in model.state_dict())
-    x = torch.randn(5, 50, 736)
+    x, aspect = _keypoints(5), torch.tensor([1.0, 1.5, 0.5, 1.0, 2.0])
     with torch.no_grad():
-        torch.testing.assert_close(torch.compile(model)(x), model(x), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(torch.compile(model)(x, aspect), model(x, aspect), atol=1e-4, rtol=1e-4)

@@ -1,6 +1,7 @@
 """Real processes: `accelerate launch` with 2 ranks on gloo (CPU)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ def test_two_ranks_one_run_folder_exact_val_loss(tiny_store, tmp_path):
     assert [m["epoch"] for m in metrics] == [1, 2]  # no duplicate lines from the second rank
     assert sorted(p.name for p in (run / "state").glob("rng_*.safetensors")) == ["rng_0.safetensors", "rng_1.safetensors"]
     assert not list(run.glob("*.tmp")) and not list(run.glob("*.old"))
-    best = min(metrics, key=lambda m: m["val_loss"])
+    best = min(metrics, key=lambda m: (-m["val_acc"], m["val_loss"], m["epoch"]))
     loss, acc = recompute_val(run)
     assert loss == pytest.approx(best["val_loss"], rel=1e-4)
     assert acc == pytest.approx(best["val_acc"], abs=1e-9)
@@ -33,11 +34,17 @@ def test_two_ranks_one_run_folder_exact_val_loss(tiny_store, tmp_path):
     assert json.loads((run / "best" / "config.json").read_text())["epoch"] == best["epoch"]
 
 
-def test_plateau_reduces_after_the_same_epochs_with_1_and_2_processes(tiny_store, tmp_path):
+@pytest.mark.parametrize("schedule,expected", [
     # Threshold 0.999: no epoch after the first counts as an improvement, so with patience 1
     # the lr must drop after epoch 3 (epochs 2 and 3 bad), whatever the losses are.
-    cfg = tmp_path / "plateau.json"
-    cfg.write_text(json.dumps({"optim": {"plateau_patience": 1, "plateau_threshold": 0.999, "lr_scaling": "none"}}))
+    ({"schedule": "plateau", "plateau_patience": 1, "plateau_threshold": 0.999}, [1e-3, 1e-3, 1e-3, 2e-4]),
+    # Warmup over 2 epochs, then cosine to 0 at the end of epoch 4: the lr at each epoch's start.
+    ({"schedule": "cosine", "warmup_epochs": 2.0}, None),
+])
+def test_the_schedule_follows_epochs_alike_with_1_and_2_processes(tiny_store, tmp_path, schedule, expected):
+    """Neither schedule goes through prepare(), which would step it once per process."""
+    cfg = tmp_path / "schedule.json"
+    cfg.write_text(json.dumps({"optim": {**schedule, "lr_scaling": "none"}}))
     lrs = {}
     for n in (1, 2):
         out = tmp_path / f"runs{n}"
@@ -45,8 +52,14 @@ def test_plateau_reduces_after_the_same_epochs_with_1_and_2_processes(tiny_store
                                   "--num-epochs", "4", "--config", str(cfg), *FAST], tmp_path, processes=n)
         assert proc.returncode == 0, proc.stderr[-3000:]
         lrs[n] = [m["lr"] for m in read_metrics(out / "p")]
-    assert lrs[1] == pytest.approx([1e-3, 1e-3, 1e-3, 2e-4])
-    assert lrs[2] == pytest.approx(lrs[1])
+    if expected is None:  # first step's lr: 1/warmup steps of the peak; epoch 3 starts at the peak
+        steps = math.ceil(len(json.loads((tmp_path / "runs1" / "p" / "split.json").read_text())["train_ids"]) / 8)
+        expected = [1e-3 / (2 * steps), 1e-3 * (steps + 1) / (2 * steps), 1e-3, 1e-3 * 0.5 * (1 + math.cos(math.pi / 2))]
+        assert lrs[1] == pytest.approx(expected, rel=1e-6)
+        assert lrs[2][2:] == pytest.approx(lrs[1][2:], rel=1e-6)  # warmup counts steps: half as many with 2 processes
+    else:
+        assert lrs[1] == pytest.approx(expected, rel=1e-6)
+        assert lrs[2] == pytest.approx(lrs[1], rel=1e-6)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without GPUs")

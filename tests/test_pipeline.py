@@ -49,7 +49,7 @@ def test_workers_give_the_same_eval_batches(store):
     serial = list(make_loader(split, ids, cmap, num_workers=0, **common))
     parallel = list(make_loader(split, ids, cmap, num_workers=2, **common))
     assert len(serial) == len(parallel) == 8
-    for (xa, ya, ia), (xb, yb, ib) in zip(serial, parallel):
+    for (xa, _, ya, ia), (xb, _, yb, ib) in zip(serial, parallel):
         assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(ia, ib)
-    assert torch.cat([b[2] for b in serial]).tolist() == list(range(len(split)))
+    assert torch.cat([b.clips for b in serial]).tolist() == list(range(len(split)))
     assert serial[0][0].shape == (10, 50, 184, 4) and serial[0][0].dtype == torch.float32

@@ -48,7 +48,7 @@ def test_resident_batches_equal_streamed_batches(tiny_store, train):
     on_device = list(make_loader(split, ids, class_map(store, None), resident=ResidentClips.load(split, ids, torch.device("cpu")),
                                  **common))
     assert len(streamed) == len(on_device) == -(-len(ids) // 7)
-    for (xa, ya, ia), (xb, yb, ib) in zip(streamed, on_device):
+    for (xa, _, ya, ia), (xb, _, yb, ib) in zip(streamed, on_device):
         torch.testing.assert_close(xa, xb, rtol=0, atol=0)
         assert torch.equal(ya, yb) and torch.equal(ia, ib)
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from accel_signs.config import AugmentConfig
-from accel_signs.data.sampling import Augmenter, affine, gather_frames, mirror, tsn_positions
+from accel_signs.data.augment import Augmenter
+from accel_signs.data.sampling import affine, gather_frames, mirror, tsn_positions
 from accel_signs.layout import keypoint_layout
 
 LAYOUT = keypoint_layout()
@@ -52,7 +53,7 @@ def test_missing_points_stay_zero(fn):
         y = affine(x, torch.full((b,), 0.3), torch.full((b,), 1.1), torch.full((b, 2), 0.05))
     else:
         torch.manual_seed(0)
-        y = Augmenter(AugmentConfig(mirror_p=0.0, affine_p=1.0), LAYOUT)(x)
+        y, _ = Augmenter(AugmentConfig(mirror_p=0.0, affine_p=1.0), LAYOUT, "raw")(x, (x != 0).any(-1))
     missing = (x == 0).all(-1)
     assert missing.any()
     assert (y[missing] == 0).all()
@@ -73,7 +74,7 @@ def test_affine_rotates_about_the_centre():
 
 def test_augmenter_is_identity_when_disabled():
     x = _batch()
-    y = Augmenter(AugmentConfig(mirror_p=0.0, affine_p=0.0), LAYOUT)(x)
+    y, _ = Augmenter(AugmentConfig(mirror_p=0.0, affine_p=0.0), LAYOUT, "raw")(x, (x != 0).any(-1))
     assert torch.equal(x, y)
 
 

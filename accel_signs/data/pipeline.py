@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -84,6 +85,15 @@ def stratified_split(ids: np.ndarray, split: StoreSplit, val_fraction: float, se
     return train_ids, val_ids
 
 
+class Batch(NamedTuple):
+    """One batch of sampled clips (a NamedTuple: Accelerate moves it to the device as a whole)."""
+
+    keypoints: torch.Tensor  # (B, seq_len, P, C) float32
+    aspect: torch.Tensor  # (B,) float32: width / height of each clip's video (1 where unknown)
+    labels: torch.Tensor  # (B,) int64 model class ids
+    clips: torch.Tensor  # (B,) int64 clip ids in the split
+
+
 class ClipBatches(Dataset):
     """Items are clip positions; `collate` turns a list of them into a sampled batch, so one
     vectorised gather serves a whole batch instead of Python work per clip.
@@ -93,8 +103,9 @@ class ClipBatches(Dataset):
     on the device too and the host only hands over the batch positions)."""
 
     def __init__(self, split: StoreSplit, ids: np.ndarray, targets: np.ndarray, seq_len: int, random: bool,
-                 resident: ResidentClips | None = None):
+                 resident: ResidentClips | None = None, crop_min: float = 1.0, speed: tuple[float, float] = (1.0, 1.0)):
         self.split, self.resident = split, resident
+        self.crop_min, self.speed = crop_min, speed
         if resident is not None:
             self.offsets, self.lengths = resident.offsets, resident.lengths
         else:
@@ -102,6 +113,7 @@ class ClipBatches(Dataset):
         self.device = self.offsets.device
         self.ids = torch.as_tensor(ids, dtype=torch.long).to(self.device)
         self.targets = torch.as_tensor(targets, dtype=torch.long).to(self.device)
+        self.aspects = torch.from_numpy(split.aspects).to(self.device)
         self.seq_len, self.random = seq_len, random
 
     @property
@@ -118,24 +130,27 @@ class ClipBatches(Dataset):
     def __getitems__(self, items: list[int]) -> list[int]:  # the whole batch at once, no call per clip
         return items
 
-    def collate(self, items: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> x (B, seq_len, 184, 4) float32, y (B,) int64, the clips' ids in the split (B,) int64."""
+    def collate(self, items: list[int]) -> Batch:
+        """The clips at positions `items` of this dataset, sampled to seq_len frames."""
         pos = torch.as_tensor(items, dtype=torch.long)
         if self.device.type == "cuda":  # a pinned copy does not wait for the device to catch up
             pos = pos.pin_memory()
         pos = pos.to(self.device, non_blocking=True)
         rows = self.ids[pos]
         lengths, offsets = self.lengths[rows], self.offsets[rows]
-        x = gather_frames(self.frames, offsets, lengths, tsn_positions(lengths, self.seq_len, self.random))
-        return x, self.targets[pos], rows
+        positions = tsn_positions(lengths, self.seq_len, self.random, crop_min=self.crop_min, speed=self.speed)
+        return Batch(gather_frames(self.frames, offsets, lengths, positions), self.aspects[rows], self.targets[pos], rows)
 
 
 def make_loader(split: StoreSplit, ids: np.ndarray, cmap: ClassMap, *, seq_len: int, batch_size: int,
-                train: bool, num_workers: int, pin_memory: bool, resident: ResidentClips | None = None) -> DataLoader:
-    """A DataLoader of (x, y, clip ids) batches over clips `ids` of `split`, read from the memory
-    map or from `resident` (clips of the split held on a device); training shuffles and samples
-    randomly, evaluation keeps order and takes bin centres."""
-    data = ClipBatches(split, ids, cmap.store_to_model[split.labels[ids]], seq_len, random=train, resident=resident)
+                train: bool, num_workers: int, pin_memory: bool, resident: ResidentClips | None = None,
+                crop_min: float = 1.0, speed: tuple[float, float] = (1.0, 1.0)) -> DataLoader:
+    """A DataLoader of `Batch`es over clips `ids` of `split`, read from the memory map or from
+    `resident` (clips of the split held on a device); training shuffles and samples randomly
+    (from a random window of at least `crop_min` of each clip, with its speed warped within
+    `speed`), evaluation keeps order and takes bin centres."""
+    data = ClipBatches(split, ids, cmap.store_to_model[split.labels[ids]], seq_len, random=train, resident=resident,
+                       crop_min=crop_min if train else 1.0, speed=speed if train else (1.0, 1.0))
     if resident is not None:  # device tensors: no worker processes, nothing to pin
         num_workers, pin_memory = 0, False
     return DataLoader(

@@ -1,32 +1,44 @@
-"""TSN sampling and train-time augmentation, for whole batches, as tensor operations that
-run on whatever device the batch is on."""
+"""TSN sampling and the seed's image-coordinate augmentations (mirror, affine), for whole
+batches, as tensor operations that run on whatever device the batch is on."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 
-from ..config import AugmentConfig
-from ..layout import KeypointLayout
 
-
-def tsn_positions(lengths: torch.Tensor, seq_len: int, random: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+def tsn_positions(lengths: torch.Tensor, seq_len: int, random: bool, generator: torch.Generator | None = None,
+                  crop_min: float = 1.0, speed: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
     """Fractional frame positions (B, seq_len) in [0, length - 1] for clips of `lengths` (B,).
 
     Each clip is cut into seq_len equal bins; training takes one uniformly random point in
     each bin, evaluation the bin centres (deterministic). A clip shorter than seq_len repeats
-    and interpolates its frames.
+    and interpolates its frames. Training may also sample only a random window of at least
+    `crop_min` of the clip, and warp time within it: the playback speed changes linearly
+    across the window from one random value in `speed` to another, so the motion is
+    resampled at 0.5-1.5x locally (with the default augmentation) while the whole window
+    still fills the seq_len frames.
     """
     lengths = lengths.to(torch.float32)
-    bins = torch.arange(seq_len, device=lengths.device, dtype=torch.float32)
+    b, dev = len(lengths), lengths.device
+    bins = torch.arange(seq_len, device=dev, dtype=torch.float32)
     if random:
-        u = torch.rand((len(lengths), seq_len), device=lengths.device, generator=generator)
+        u = torch.rand((b, seq_len), device=dev, generator=generator)
     else:
-        u = torch.full((len(lengths), seq_len), 0.5, device=lengths.device)
+        u = torch.full((b, seq_len), 0.5, device=dev)
+    t = (bins + u) / seq_len  # (B, seq_len) in [0, 1]: where each sample falls in the clip
+    start, span = torch.zeros_like(lengths), lengths
+    if random and (crop_min < 1 or speed != (1.0, 1.0)):
+        r = torch.rand((b, 4), device=dev, generator=generator)
+        v0, v1 = (speed[0] + r[:, :2] * (speed[1] - speed[0])).unbind(-1)  # (B,) speeds at the window's ends
+        # Time elapsed at speed v(s) = v0 + (v1 - v0) s is the integral v0 s + (v1 - v0) s^2 / 2,
+        # normalised to end at 1: a monotone warp of [0, 1].
+        warped = v0[:, None] * t + (v1 - v0)[:, None] * t**2 / 2
+        t = warped / (v0 + (v1 - v0) / 2)[:, None]
+        span = lengths * (crop_min + r[:, 2] * (1 - crop_min))
+        start = r[:, 3] * (lengths - span)
     # Frame j covers the time span [j, j + 1), so time s is frame position s - 0.5.
-    pos = (bins + u) * (lengths[:, None] / seq_len) - 0.5
+    pos = start[:, None] + t * span[:, None] - 0.5
     return pos.clamp_(min=torch.zeros_like(lengths)[:, None], max=(lengths - 1)[:, None])
 
 
@@ -73,30 +85,3 @@ def affine(x: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor, shift: tor
     c = centre[:, None, None, :]  # (B, 1, 1, 2)
     moved = torch.einsum("bij,btpj->btpi", rot, xy - c) + c + shift[:, None, None, :]
     return torch.cat([torch.where(present, moved, 0.0), x[..., 2:]], dim=-1)
-
-
-class Augmenter:
-    """Random mirror and affine for a batch (B, T, P, C) on its own device, drawing from the
-    global torch RNG of that device (seeded by set_seed and saved with the training state)."""
-
-    def __init__(self, cfg: AugmentConfig, layout: KeypointLayout):
-        self.cfg = cfg
-        self._mirror_cpu = torch.tensor(layout.mirror, dtype=torch.long)
-        self._mirror: dict[torch.device, torch.Tensor] = {}
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        cfg, b, dev = self.cfg, x.shape[0], x.device
-        if cfg.mirror_p > 0:
-            index = self._mirror.get(dev)
-            if index is None:  # once per device: a host-to-device copy every step would wait for the device
-                index = self._mirror[dev] = self._mirror_cpu.to(dev)
-            flip = (torch.rand(b, device=dev) < cfg.mirror_p)[:, None, None, None]
-            x = torch.where(flip, mirror(x, index), x)
-        if cfg.affine_p > 0:
-            r = torch.rand(b, 5, device=dev)
-            apply = (r[:, 0] < cfg.affine_p)[:, None, None, None]
-            angle = (r[:, 1] * 2 - 1) * math.radians(cfg.rotate_deg)
-            scale = cfg.scale_min + r[:, 2] * (cfg.scale_max - cfg.scale_min)
-            shift = (r[:, 3:5] * 2 - 1) * cfg.shift
-            x = torch.where(apply, affine(x, angle, scale, shift), x)
-        return x

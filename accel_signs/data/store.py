@@ -7,9 +7,13 @@ A store is a directory::
     <split>/frames.npy      (total_frames, 184, 4) float16/float32, all clips back to back,
                             opened with memory-mapping
     <split>/clips.npy       (clips, 4) int64: offset, length, label, signer
+    <split>/frame_sizes.npy (clips, 2) float32: width, height of each clip's video in pixels,
+                            0 where unknown; optional (absent: every clip unknown)
 
 `label` indexes `meta.json`'s classes and `signer` its signers. Plain `.npy` files, never
-pickles. `open_store` validates everything that is cheap to validate; `StoreSplit.check_finite`
+pickles. MediaPipe divides x by the frame's width and y by its height, so the frame size is
+what turns a clip back into undistorted shapes (see features.py); a clip of unknown size is
+taken as square, which KArSL's videos are. `open_store` validates everything that is cheap to validate; `StoreSplit.check_finite`
 scans the frames themselves.
 """
 
@@ -33,6 +37,7 @@ from ..layout import LAYOUT_ID, NUM_CHANNELS, NUM_POINTS
 STORE_FORMAT = "accel_signs.clipstore"
 STORE_VERSION = 1
 CLIP_COLUMNS = ("offset", "length", "label", "signer")
+FRAME_SIZES_FILE = "frame_sizes.npy"
 FRAME_DTYPES = ("float16", "float32")
 # The frames file's header is written before its length is known, so it gets a fixed size
 # (a multiple of 64, as the .npy format asks) and is rewritten in place when the split ends.
@@ -53,10 +58,11 @@ class StoreSplit:
     DataLoader worker, since a pickled memmap would copy the whole array)."""
 
     def __init__(self, name: str, directory: Path, clips: np.ndarray, num_frames: int, dtype: np.dtype,
-                 data_offset: int = 0):
+                 data_offset: int = 0, frame_sizes: np.ndarray | None = None):
         self.name = name
         self.directory = directory
         self.clips = clips  # (n, 4) int64: offset, length, label, signer
+        self.frame_sizes = frame_sizes  # (n, 2) float32 width, height (0: unknown), or None: all unknown
         self.num_frames = num_frames
         self.dtype = dtype
         self.data_offset = data_offset  # where the frames start in frames.npy, after its header
@@ -93,6 +99,15 @@ class StoreSplit:
     @property
     def signers(self) -> np.ndarray:
         return self.clips[:, 3]
+
+    @property
+    def aspects(self) -> np.ndarray:
+        """(n,) float32 width / height of each clip's video; 1 (square) where unknown."""
+        if self.frame_sizes is None:
+            return np.ones(len(self.clips), dtype=np.float32)
+        w, h = self.frame_sizes[:, 0], self.frame_sizes[:, 1]
+        known = (w > 0) & (h > 0)
+        return np.where(known, w / np.where(known, h, 1), 1).astype(np.float32)
 
     def clip(self, i: int) -> np.ndarray:
         """Frames of clip i, (length, 184, 4)."""
@@ -276,7 +291,24 @@ def _open_split(root: Path, name: str, info: Any, dtype: np.dtype, num_classes: 
     if bad.any():
         i = int(np.argmax(bad))
         raise _fail(clips_path, f"clip {i} has signer index {signers[i]}, outside the store's {num_signers} signers")
-    return StoreSplit(name, directory, clips, shape[0], dtype, offset)
+    return StoreSplit(name, directory, clips, shape[0], dtype, offset, _open_frame_sizes(directory, len(clips)))
+
+
+def _open_frame_sizes(directory: Path, num_clips: int) -> np.ndarray | None:
+    """The optional per-clip frame sizes, checked: (clips, 2) float32, finite, >= 0."""
+    path = directory / FRAME_SIZES_FILE
+    if not path.exists():
+        return None
+    shape, dtype, offset = _read_npy_header(path)
+    if shape != (num_clips, 2) or dtype != np.float32:
+        raise _fail(path, f"frame sizes must be float32 with shape ({num_clips}, 2) (width, height per clip), got {dtype} {shape}")
+    _check_size(path, shape, dtype, offset)
+    sizes = np.load(path, allow_pickle=False)
+    bad = ~np.isfinite(sizes).all(1) | (sizes < 0).any(1)
+    if bad.any():
+        raise _fail(path, f"clip {int(np.argmax(bad))} has frame size {sizes[int(np.argmax(bad))].tolist()}; "
+                    "expected width, height >= 0 (0: unknown)")
+    return sizes
 
 
 def _valid_split_name(name: str) -> bool:
@@ -317,6 +349,7 @@ class StoreWriter:
         self._split: str | None = None
         self._frames_file = None
         self._clips: list[tuple[int, int, int, int]] = []
+        self._frame_sizes: list[tuple[float, float]] = []
         self._num_frames = 0
 
     def __enter__(self) -> StoreWriter:
@@ -333,12 +366,14 @@ class StoreWriter:
             raise DatasetError(f"invalid split name {name!r}")
         self._end_split()
         (self._tmp / name).mkdir()
-        self._split, self._clips, self._num_frames = name, [], 0
+        self._split, self._clips, self._frame_sizes, self._num_frames = name, [], [], 0
         self._frames_file = open(self._tmp / name / "frames.npy", "wb")
         self._frames_file.write(_npy_header((0, NUM_POINTS, NUM_CHANNELS), self.dtype))
 
-    def add_clip(self, frames: np.ndarray, label: int, signer: int) -> None:
-        """Append one clip, (length, 184, 4); label/signer index the store's classes/signers."""
+    def add_clip(self, frames: np.ndarray, label: int, signer: int,
+                 frame_size: tuple[float, float] | None = None) -> None:
+        """Append one clip, (length, 184, 4); label/signer index the store's classes/signers;
+        `frame_size` is the (width, height) of its video in pixels, when known."""
         if self._split is None:
             raise DatasetError("add_clip before begin_split")
         frames = np.asarray(frames)
@@ -346,11 +381,15 @@ class StoreWriter:
             raise DatasetError(f"a clip must have shape (frames>=1, {NUM_POINTS}, {NUM_CHANNELS}), got {frames.shape}")
         if not 0 <= label < len(self.classes) or not 0 <= signer < len(self.signers):
             raise DatasetError(f"clip label {label} / signer {signer} out of range")
+        width, height = frame_size if frame_size is not None else (0.0, 0.0)
+        if not (np.isfinite(width) and np.isfinite(height) and width >= 0 and height >= 0):
+            raise DatasetError(f"frame size {frame_size} of a clip of split {self._split!r}: expected width, height >= 0")
         data = frames.astype(self.dtype, copy=False)
         if not np.isfinite(data).all():
             raise DatasetError(f"a clip of split {self._split!r} holds NaN or inf values (or values too large for {self.dtype})")
         self._frames_file.write(np.ascontiguousarray(data).tobytes())
         self._clips.append((self._num_frames, len(frames), int(label), int(signer)))
+        self._frame_sizes.append((float(width), float(height)))
         self._num_frames += len(frames)
 
     def _end_split(self) -> None:
@@ -365,6 +404,9 @@ class StoreWriter:
         os.fsync(f.fileno())
         f.close()
         np.save(self._tmp / self._split / "clips.npy", np.asarray(self._clips, dtype=np.int64).reshape(-1, 4))
+        sizes = np.asarray(self._frame_sizes, dtype=np.float32).reshape(-1, 2)
+        if sizes.any():  # only sources that know their videos' sizes write the file
+            np.save(self._tmp / self._split / FRAME_SIZES_FILE, sizes)
         self._splits[self._split] = {"clips": len(self._clips), "frames": self._num_frames}
         self._split, self._frames_file = None, None
 

@@ -4,7 +4,11 @@ No real KArSL data can be downloaded here, so this stands in for it: each class 
 hand trajectory and hand shape (some signs two-handed), each signer has a body position,
 size, speed and style of their own and sometimes signs with the other hand, each clip
 has its own length and timing, noise, and frames where a hand or the face was not
-detected (all zeros). Deterministic for a seed.
+detected (all zeros). Like real recordings, signers are filmed with different set-ups:
+landscape, portrait or square frames (x and y are fractions of the width and height, as
+MediaPipe writes them; the store records each clip's frame size), nearer or farther, and
+for one signer in three the resting hand is detected in almost every frame. Deterministic
+for a seed.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from ..layout import NUM_CHANNELS, NUM_POINTS, karsl_glosses, keypoint_layout
 from .store import ClassInfo, StoreWriter
 
 logger = logging.getLogger(__name__)
+
+# Recording set-ups (frame width, height in pixels), one per signer in turn.
+_SETUPS = ((1280, 720), (720, 1280), (960, 960))
 
 # Finger chains of a MediaPipe hand: landmark ids from the knuckle out (the thumb from its CMC).
 _FINGERS = ((1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20))
@@ -52,7 +59,7 @@ class SynthSpec:
         return max(1, self.reps // 4)
 
     def cache_name(self) -> str:
-        return f"synthetic-v1-c{self.classes}-s{self.signers}-r{self.reps}-seed{self.seed}"
+        return f"synthetic-v2-c{self.classes}-s{self.signers}-r{self.reps}-seed{self.seed}"
 
 
 # The data set `train` uses when no --data is given: trains to >= 90% val accuracy in a few
@@ -136,15 +143,21 @@ class _Generator:
     def _signer_params(rng: np.random.Generator, index: int) -> dict:
         return {
             "centre": np.array([0.5 + rng.uniform(-0.05, 0.05), 0.55 + rng.uniform(-0.04, 0.04)]),
-            "scale": rng.uniform(0.9, 1.1),
+            "scale": rng.uniform(0.75, 1.2),  # camera distance
+            "frame_size": _SETUPS[index % len(_SETUPS)],
+            "idle_seen_p": 0.97 if index % 3 == 1 else 0.3,  # how often the detector finds a resting hand
             "frames": rng.uniform(55, 95),  # mean clip length: the signer's speed
             "style": rng.normal(0, 0.012, (3, 2, 2)),
             "left_handed_p": 0.3 if index % 3 == 2 else 0.02,  # some signers switch hands
             "noise": rng.uniform(0.002, 0.005),
         }
 
-    def clip(self, label: int, signer: int, rng: np.random.Generator) -> np.ndarray:
-        """One clip (T, 184, 4) float32."""
+    def frame_size(self, signer: int) -> tuple[int, int]:
+        """(width, height) of the signer's video."""
+        return self.signer_params[signer]["frame_size"]
+
+    def clip(self, label: int, signer: int, rng: np.random.Generator, left_handed: bool | None = None) -> np.ndarray:
+        """One clip (T, 184, 4) float32; `left_handed` forces the signing hand (None: the signer's habit)."""
         cp, sp = self.class_params[label], self.signer_params[signer]
         length = int(round(sp["frames"] * rng.uniform(0.75, 1.3)))
         if rng.random() < 0.04:  # real recordings include very short clips
@@ -184,21 +197,25 @@ class _Generator:
         xy[:, 142:163] = dom_hand
         xy[:, 163:184] = other_hand
         xy += rng.normal(0, sp["noise"], xy.shape)
+        # Drawn in units of the frame's height; MediaPipe gives x as a fraction of the width.
+        width, height = sp["frame_size"]
+        xy[..., 0] = 0.5 + (xy[..., 0] - 0.5) * height / width
 
         out = np.zeros((length, NUM_POINTS, NUM_CHANNELS), dtype=np.float32)
         out[..., :2] = xy
-        out[..., 2] = rng.normal(0, 0.03, (length, NUM_POINTS))
+        out[..., 2] = rng.normal(0, 0.03, (length, NUM_POINTS)) * height / width
         out[..., 3] = 1.0
         out[:, :6, 3] = rng.uniform(0.85, 1.0, (length, 6))
         # Undetected parts are all zeros: hands entering/leaving view, dropouts, an unseen resting hand.
         present_dom = rng.random(length) > 0.03
         present_dom[: rng.integers(0, 4)] = False
         present_dom[length - rng.integers(0, 4):] = False
-        present_other = rng.random(length) > (0.03 if cp["two_handed"] else 0.7)
+        present_other = rng.random(length) < (0.97 if cp["two_handed"] else sp["idle_seen_p"])
         out[~present_dom, 142:163] = 0
         out[~present_other, 163:184] = 0
         out[rng.random(length) < 0.01, self.face_lo:self.face_hi] = 0
-        if rng.random() < sp["left_handed_p"]:  # this video is signed with the other hand
+        switch = rng.random() < sp["left_handed_p"]
+        if switch if left_handed is None else left_handed:  # this video is signed with the other hand
             out = out[:, self.mirror]
             out[..., 0] = np.where((out != 0).any(-1), 1.0 - out[..., 0], 0.0)
         return out
@@ -219,7 +236,7 @@ def write_synthetic(path: str | os.PathLike[str], spec: SynthSpec = EMBEDDED) ->
                 for signer in range(spec.signers):
                     rng = np.random.default_rng([spec.seed, tag, label, signer])
                     for _ in range(reps):
-                        writer.add_clip(gen.clip(label, signer, rng), label, signer)
+                        writer.add_clip(gen.clip(label, signer, rng), label, signer, gen.frame_size(signer))
     logger.info("wrote synthetic store %s (%d classes, %d signers, %d train + %d test clips per sign and signer)",
                 path, spec.classes, spec.signers, spec.reps, spec.test_reps)
     return Path(path)

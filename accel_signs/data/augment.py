@@ -1,0 +1,124 @@
+"""Train-time augmentation of whole batches, as tensor operations on the batch's device.
+
+With the normalized input it acts on the model's canonical coordinates (body frame,
+dominant hand in the right-hand slot; see features.py), between canonicalisation and the
+features, so a rotation of a hand's shape is a rotation about its wrist in undistorted
+units. With the raw input it is the seed project's mirror and affine on image coordinates.
+Random draws come from the global torch RNG of the batch's device (seeded by set_seed and
+saved with the training state).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..config import AugmentConfig
+from ..layout import PARTS, KeypointLayout
+from .sampling import affine, mirror
+
+
+def _rotation(angle: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
+    """(B,) angles and per-axis scales -> (B, 2, 2) matrices R(angle) @ diag(sx, sy)."""
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    return torch.stack([torch.stack([cos * sx, -sin * sy], -1), torch.stack([sin * sx, cos * sy], -1)], -2)
+
+
+class Augmenter:
+    """`augment(coords, present) -> (coords, present)` for (B, T, P, 3|C) coordinates and (B, T, P)
+    presence; the model calls it between canonicalisation and the features."""
+
+    def __init__(self, cfg: AugmentConfig, layout: KeypointLayout, kind: str = "normalized"):
+        self.cfg, self.kind = cfg, kind
+        self.hands = [(hand, layout.parts[hand.part]) for hand in layout.hands]
+        part_of_point = torch.zeros(len(layout.names), dtype=torch.long)
+        for g, name in enumerate(PARTS):
+            lo, hi = layout.parts[name]
+            part_of_point[lo:hi] = g
+        # Every part may go missing for a whole clip but the dominant-hand slot: without it
+        # most signs are not there to learn.
+        droppable = torch.tensor([name != layout.hands[0].part for name in PARTS])
+        self._cpu = {"mirror": torch.tensor(layout.mirror, dtype=torch.long), "part": part_of_point,
+                     "droppable": droppable}
+        self._on: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    def _index(self, device: torch.device) -> dict[str, torch.Tensor]:
+        if device not in self._on:  # once per device: a host-to-device copy every step would wait for the device
+            self._on[device] = {k: v.to(device) for k, v in self._cpu.items()}
+        return self._on[device]
+
+    def __call__(self, coords: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kind == "raw":
+            return self._raw(coords), present
+        cfg, b, dev = self.cfg, present.shape[0], coords.device
+        index = self._index(dev)
+        if cfg.mirror_p > 0:
+            flip = torch.rand(b, device=dev) < cfg.mirror_p
+            sign = torch.tensor([-1.0, 1.0, 1.0], device=dev, dtype=coords.dtype)
+            coords = torch.where(flip[:, None, None, None], coords[:, :, index["mirror"]] * sign, coords)
+            present = torch.where(flip[:, None, None], present[:, :, index["mirror"]], present)
+        if cfg.hand_p > 0:
+            coords = self._hand_shapes(coords)
+        if cfg.affine_p > 0:
+            r = torch.rand(b, 5, device=dev)
+            apply = (r[:, 0] < cfg.affine_p)[:, None, None, None]
+            angle = (r[:, 1] * 2 - 1) * math.radians(cfg.rotate_deg)
+            scale = cfg.scale_min + r[:, 2] * (cfg.scale_max - cfg.scale_min)
+            shift = (r[:, 3:5] * 2 - 1) * cfg.shift  # (B, 2)
+            xy = torch.einsum("bij,btpj->btpi", _rotation(angle, scale, scale), coords[..., :2]) + shift[:, None, None]
+            moved = torch.cat([xy, coords[..., 2:] * scale[:, None, None, None]], dim=-1)
+            coords = torch.where(apply, moved, coords)
+        if cfg.noise > 0:
+            coords = coords + torch.randn_like(coords) * cfg.noise
+        present = self._drop(present, index)
+        return torch.where(present[..., None], coords, 0.0), present
+
+    def _hand_shapes(self, coords: torch.Tensor) -> torch.Tensor:
+        """Rotate and stretch each hand's points about its wrist, per clip and hand."""
+        cfg, b, dev = self.cfg, coords.shape[0], coords.device
+        for hand, (lo, hi) in self.hands:
+            r = torch.rand(b, 4, device=dev)
+            angle = (r[:, 1] * 2 - 1) * math.radians(cfg.hand_rotate_deg)
+            sx, sy = (cfg.hand_scale_min + r[:, 2:4] * (cfg.hand_scale_max - cfg.hand_scale_min)).unbind(-1)
+            wrist = coords[:, :, hand.wrist, None, :2]  # (B, T, 1, 2)
+            rel = coords[:, :, lo:hi, :2] - wrist
+            xy = torch.einsum("bij,btpj->btpi", _rotation(angle, sx, sy), rel) + wrist
+            apply = (r[:, 0] < cfg.hand_p)[:, None, None, None]
+            coords = torch.cat([coords[:, :, :lo], torch.cat([torch.where(apply, xy, coords[:, :, lo:hi, :2]),
+                                                              coords[:, :, lo:hi, 2:]], dim=-1), coords[:, :, hi:]], dim=2)
+        return coords
+
+    def _drop(self, present: torch.Tensor, index: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Parts missing for a whole clip or some frames, and one masked span of frames."""
+        cfg, (b, t, _), dev = self.cfg, present.shape, present.device
+        keep = torch.ones(b, t, len(PARTS), dtype=torch.bool, device=dev)  # (B, T, G)
+        if cfg.part_drop_p > 0:
+            gone = (torch.rand(b, 1, len(PARTS), device=dev) < cfg.part_drop_p) & index["droppable"]
+            keep = keep & ~gone
+        if cfg.frame_drop_p > 0:
+            keep = keep & (torch.rand(b, t, len(PARTS), device=dev) >= cfg.frame_drop_p)
+        if cfg.time_mask_p > 0:
+            r = torch.rand(b, 3, device=dev)
+            span = (r[:, 1] * cfg.time_mask_max * t).floor()  # (B,) frames, 0 to max
+            start = (r[:, 2] * (t - span + 1)).floor()
+            frame = torch.arange(t, device=dev)[None, :]
+            masked = (r[:, :1] < cfg.time_mask_p) & (frame >= start[:, None]) & (frame < (start + span)[:, None])  # (B, T)
+            keep = keep & ~masked[..., None]
+        return present & keep[:, :, index["part"]]
+
+    def _raw(self, x: torch.Tensor) -> torch.Tensor:
+        """The seed's augmentation on raw image coordinates (B, T, P, C): mirror, then affine."""
+        cfg, b, dev = self.cfg, x.shape[0], x.device
+        if cfg.mirror_p > 0:
+            flip = (torch.rand(b, device=dev) < cfg.mirror_p)[:, None, None, None]
+            x = torch.where(flip, mirror(x, self._index(dev)["mirror"]), x)
+        if cfg.affine_p > 0:
+            r = torch.rand(b, 5, device=dev)
+            apply = (r[:, 0] < cfg.affine_p)[:, None, None, None]
+            angle = (r[:, 1] * 2 - 1) * math.radians(cfg.rotate_deg)
+            scale = cfg.scale_min + r[:, 2] * (cfg.scale_max - cfg.scale_min)
+            shift = (r[:, 3:5] * 2 - 1) * cfg.shift
+            x = torch.where(apply, affine(x, angle, scale, shift), x)
+        return x
+

@@ -1,0 +1,207 @@
+"""The model's input, computed from raw keypoints: body frame, hand shapes, handedness,
+motion and presence.
+
+Batched tensor ops with no learned parameters, run inside the model, so that training,
+evaluation, `predict` and the ONNX export all compute exactly the same input. Why these
+features (measured on real MediaPipe recordings, see docs/real_data.md):
+
+- Raw image positions do not carry across recording set-ups (camera distance, framing,
+  aspect ratio), so positions are taken in a *body frame*: centred on the shoulders'
+  midpoint, in units of the shoulder width, after undoing the frame's aspect stretch.
+- Hand shape carries most signs but is a tiny signal in image coordinates (a hand is ~0.1
+  of the frame), so each hand also gets its *local shape*: its points minus the wrist, in
+  units of its palm size (wrist -> middle-finger MCP).
+- Signers switch their signing hand, so *handedness* is canonicalised: the dominant hand
+  (the one seen most and held highest) goes to the right-hand slot, mirroring the clip.
+- Undetected points (all zeros in the data) stay zero in every feature, next to a
+  *presence* value per part and frame; they never turn into fake coordinates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .config import InputConfig
+from .layout import PARTS, KeypointLayout
+
+# When the shoulders look implausibly close for the hands' size (a close-up where the pose
+# model mistakes other points for shoulders), the body scale is at least this many palm
+# sizes: on the NSL recordings the palm is 0.21-0.37 shoulder widths (5th-75th percentile).
+PALMS_PER_BODY = 2.5
+# The dominance of a hand is its mean over frames of presence x (height + this), where
+# height is in shoulder widths above the shoulder line: a resting hand hangs ~1.3-1.6 below.
+DOMINANCE_OFFSET = 2.0
+
+Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Median over the last axis of `values` where `mask`: (B, T) -> (B,); 0 where no entry counts.
+
+    The mean of the two middle values for an even count (not torch.median's lower one), so
+    that the median of -v is -median(v): mirrored clips get mirrored body frames."""
+    ranked = torch.where(mask, values, torch.full_like(values, 1e9)).sort(dim=-1).values
+    count = mask.sum(-1, keepdim=True)
+    lower, upper = ((count - 1).clamp(min=0) // 2), count // 2
+    middle = (ranked.gather(-1, lower) + ranked.gather(-1, upper.clamp(max=values.shape[-1] - 1))) / 2
+    return torch.where(count > 0, middle, torch.zeros_like(middle))[..., 0]
+
+
+class KeypointFeatures(nn.Module):
+    """Raw keypoints (B, T, P, C) (+ each clip's width/height) -> per-frame features (B, T, F).
+
+    `part_sizes()` gives the width of each part's slice of F, in PARTS order: the model
+    projects each slice to one token. With `cfg.kind == "raw"` the features are the raw
+    keypoints themselves (the seed project's input; checkpoints from before the features
+    existed load this way).
+    """
+
+    def __init__(self, layout: KeypointLayout, cfg: InputConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.channels = len(layout.channels)
+        self.parts = [layout.parts[name] for name in PARTS]
+        self.hand_of_part = {h.part: h for h in layout.hands}
+        self.hands = layout.hands
+        self.shoulders = layout.shoulders
+        # Buffers, not Python lists: they follow the model to its device (no per-step copies).
+        self.register_buffer("mirror_index", torch.tensor(layout.mirror, dtype=torch.long), persistent=False)
+
+    def part_sizes(self) -> list[int]:
+        """Feature count of each part, in PARTS order."""
+        if self.cfg.kind == "raw":
+            return [(hi - lo) * self.channels for lo, hi in self.parts]
+        sizes = []
+        for name, (lo, hi) in zip(PARTS, self.parts):
+            n = hi - lo
+            base = 3 * n + 2 if (self.cfg.hand_shape and name in self.hand_of_part) else 2 * n
+            sizes.append(base * (3 if self.cfg.motion else 1) + (1 if self.cfg.presence else 0))
+        return sizes
+
+    def forward(self, x: torch.Tensor, aspect: torch.Tensor | None = None, augment: Augment | None = None) -> torch.Tensor:
+        """x (B, T, P, C) raw keypoints, aspect (B,) width / height of each clip's video (None:
+        square); `augment` (training) transforms the canonical coordinates -> (B, T, F)."""
+        coords, present = self.canonical(x, aspect)
+        if augment is not None:
+            coords, present = augment(coords, present)
+        return self.encode(coords, present)
+
+    def canonical(self, x: torch.Tensor, aspect: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw keypoints -> (coordinates (B, T, P, 3), presence (B, T, P) bool) in the body frame,
+        dominant hand in the right-hand slot. Raw input: (x itself (B, T, P, C), presence)."""
+        present = (x != 0).any(-1)  # (B, T, P): MediaPipe writes undetected points as zeros
+        if self.cfg.kind == "raw":
+            return x, present
+        xyz = x[..., :3]
+        if aspect is not None:
+            # x (and MediaPipe's z, which uses x's scale) are fractions of the width, y of the
+            # height: in units of the height the shapes are undistorted.
+            stretch = torch.stack([aspect, torch.ones_like(aspect), aspect], dim=-1)  # (B, 3)
+            xyz = xyz * stretch[:, None, None, :]
+        if self.cfg.body_frame:
+            centre, scale = self._body_frame(xyz, present)
+        else:  # image frame: centred on the picture, in units of its height
+            half_width = 0.5 * aspect if aspect is not None else torch.full(x.shape[:1], 0.5, device=x.device)
+            centre = torch.stack([half_width, torch.full_like(half_width, 0.5)], dim=-1)
+            scale = torch.ones_like(half_width)
+        xy = (xyz[..., :2] - centre[:, None, None, :]) / scale[:, None, None, None]
+        z = xyz[..., 2:] / scale[:, None, None, None]  # depth: scaled, not centred (each part has its own origin)
+        coords = torch.where(present[..., None], torch.cat([xy, z], dim=-1), 0.0)
+        if self.cfg.handedness:
+            coords, present = self._dominant_hand_right(coords, present)
+        return coords, present
+
+    def _body_frame(self, xyz: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per clip: centre (B, 2) and scale (B,) from the shoulders, robust over frames.
+
+        Shoulders seen in some frames: the median midpoint and width (a clip's body barely
+        moves, so this keeps leaning and stepping as information). The width is at least
+        PALMS_PER_BODY palm sizes. No shoulders: the mean of all detected points and, as the
+        scale, the palm rule or else the points' spread."""
+        left, right = self.shoulders
+        both = present[:, :, left] & present[:, :, right]  # (B, T)
+        mid = (xyz[:, :, left, :2] + xyz[:, :, right, :2]) / 2  # (B, T, 2)
+        width = (xyz[:, :, left, :2] - xyz[:, :, right, :2]).norm(dim=-1)  # (B, T)
+        has_shoulders = both.any(1)  # (B,)
+        shoulder_centre = torch.stack([masked_median(mid[..., 0], both), masked_median(mid[..., 1], both)], dim=-1)
+        palm = torch.stack([self._palm_size(xyz, present, hand) for hand in self.hands]).amax(0)  # (B,)
+        weight = present.flatten(1).float()  # (B, T*P)
+        count = weight.sum(1).clamp(min=1)
+        points = xyz[..., :2].flatten(1, 2)  # (B, T, P, 2) -> (B, T*P, 2)
+        mean = (points * weight[..., None]).sum(1) / count[:, None]  # (B, 2)
+        spread = ((((points - mean[:, None]) ** 2).sum(-1) * weight).sum(1) / count).sqrt()  # (B,)
+        scale = torch.where(has_shoulders, masked_median(width, both), torch.zeros_like(spread))
+        scale = torch.maximum(scale, PALMS_PER_BODY * palm)
+        scale = torch.where(scale > 0, scale, torch.where(spread > 0, spread, torch.ones_like(spread)))
+        centre = torch.where(has_shoulders[:, None], shoulder_centre, mean)
+        return centre, scale
+
+    @staticmethod
+    def _palm_size(xyz: torch.Tensor, present: torch.Tensor, hand) -> torch.Tensor:
+        """(B,) median wrist -> middle-finger MCP distance over the frames where both are seen; 0 if never."""
+        seen = present[:, :, hand.wrist] & present[:, :, hand.palm]
+        return masked_median((xyz[:, :, hand.palm] - xyz[:, :, hand.wrist]).norm(dim=-1), seen)
+
+    def dominance(self, coords: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """(B, 2) activity of the right- and left-hand slots: mean over frames of presence x
+        (height above the shoulder line + DOMINANCE_OFFSET), never negative. A signing hand is
+        seen and raised; a resting one hangs low or is not detected at all."""
+        scores = []
+        for hand in self.hands:
+            height = -coords[:, :, hand.wrist, 1]  # image y points down
+            scores.append((present[:, :, hand.wrist] * (height + DOMINANCE_OFFSET).clamp(min=0)).mean(1))
+        return torch.stack(scores, dim=-1)
+
+    def mirror(self, coords: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-right mirror in a centred frame: every point takes its partner's place and x -> -x."""
+        flip = torch.tensor([-1.0, 1.0, 1.0], device=coords.device, dtype=coords.dtype)
+        return coords[:, :, self.mirror_index] * flip, present[:, :, self.mirror_index]
+
+    def _dominant_hand_right(self, coords: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        score = self.dominance(coords, present)  # (B, 2)
+        flip = score[:, 1] > score[:, 0]  # (B,) ties keep the clip as recorded
+        mirrored, mirrored_present = self.mirror(coords, present)
+        flip = flip[:, None, None]  # (B, 1, 1); logical ops, not where(): ONNX Runtime has no boolean Where
+        return (torch.where(flip[..., None], mirrored, coords), (flip & mirrored_present) | (~flip & present))
+
+    def encode(self, coords: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Canonical coordinates and presence -> (B, T, F): per part, positions (hands: local
+        shape and wrist), their first and second differences, and the share of points seen."""
+        if self.cfg.kind == "raw":
+            return coords.flatten(2)  # (B, T, P, C) -> (B, T, P*C)
+        out = []
+        for name, (lo, hi) in zip(PARTS, self.parts):
+            pts, seen = coords[:, :, lo:hi], present[:, :, lo:hi]  # (B, T, n, 3), (B, T, n)
+            hand = self.hand_of_part.get(name) if self.cfg.hand_shape else None
+            if hand is not None:
+                wrist, wrist_seen = coords[:, :, hand.wrist], present[:, :, hand.wrist]  # (B, T, 3), (B, T)
+                palm = self._palm_size(coords, present, hand)
+                palm = torch.where(palm > 0, palm, torch.ones_like(palm))
+                valid = seen & wrist_seen[..., None]  # (B, T, n)
+                local = torch.where(valid[..., None], (pts - wrist[:, :, None]) / palm[:, None, None, None], 0.0)
+                values = torch.cat([local.flatten(2), wrist[..., :2] * wrist_seen[..., None]], dim=-1)  # (B, T, 3n+2)
+                mask = torch.cat([valid[..., None].expand(-1, -1, -1, 3).flatten(2),
+                                  wrist_seen[..., None].expand(-1, -1, 2)], dim=-1)
+            else:
+                values = pts[..., :2].flatten(2)  # (B, T, n, 2) -> (B, T, 2n)
+                mask = seen[..., None].expand(-1, -1, -1, 2).flatten(2)
+            feats = [values]
+            if self.cfg.motion:
+                d1, m1 = _difference(values, mask)
+                d2, _ = _difference(d1, m1)
+                feats += [d1, d2]
+            if self.cfg.presence:
+                feats.append(seen.float().mean(-1, keepdim=True))
+            out.append(torch.cat(feats, dim=-1))
+        return torch.cat(out, dim=-1)
+
+
+def _difference(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame-to-frame difference (B, T, F) where both frames are valid, else 0 (frame 0: 0)."""
+    valid = mask[:, 1:] & mask[:, :-1]
+    diff = torch.where(valid, values[:, 1:] - values[:, :-1], 0.0)
+    pad = torch.zeros_like(values[:, :1])
+    return torch.cat([pad, diff], dim=1), torch.cat([torch.zeros_like(mask[:, :1]), valid], dim=1)

@@ -1,0 +1,96 @@
+"""The Nepali Sign Language fingerspelling set (github:bses7/Nepali-Sign-Language, commit
+8f18fdd) -> an accel_signs clip store in the karsl184 layout. Used by real_data.py; never
+ship the data (its repository states no licence).
+
+Source facts (checked on the files):
+- `training_dataset/master_metadata.csv`: relative_path (Windows backslashes), char,
+  roman_label, frames, is_cropped, signer, type. We take type == sign and is_cropped ==
+  False: 490 clips, 49 letters x 10 clips, signers S1, S2, S3, S4, S6, S14. One letter's
+  roman_label is "NA", which pandas-style readers turn into a missing value; the csv module
+  keeps it as text.
+- each npz: `pose` (T, 33, 4) = MediaPipe pose minus the shoulder midpoint (not scaled);
+  undetected pose rows are (-0.5, -0.5, 0, 0), i.e. zeros before the subtraction.
+  `rh`/`lh` (T, 21, 3) = hand points minus the wrist, divided by the 3-D wrist -> point 9
+  distance; `rh_meta`/`lh_meta` (T, 4) = wrist x, y, z minus the shoulder midpoint, and
+  that distance; all zeros when the hand was not detected. `video_info` = (fps, width,
+  height). `rh` is the signer's anatomical right hand (its wrist lies on pose 16).
+- image coordinates are rebuilt with the shoulder midpoint at (0.5, 0.5): pose x, y + 0.5;
+  hand = points x scale + meta[:3], then x, y + 0.5; undetected points stay 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import tarfile
+import io
+from pathlib import Path
+
+import numpy as np
+
+from accel_signs.data.store import ClassInfo, StoreWriter
+from accel_signs.layout import keypoint_layout
+
+COMMIT = "8f18fdd"
+METADATA = "training_dataset/master_metadata.csv"
+
+
+def extract(git_dir: Path, dest: Path) -> Path:
+    """`git archive` the training_dataset folder of a fetched bare repository into dest."""
+    root = dest / "training_dataset"
+    if not (root / "master_metadata.csv").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        tar = subprocess.run(["git", f"--git-dir={git_dir}", "archive", COMMIT, "training_dataset"],
+                             check=True, capture_output=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+            t.extractall(dest, filter="data")
+    return root
+
+
+def _clip(npz_path: Path) -> tuple[np.ndarray, tuple[float, float]]:
+    """One video -> (frames (T, 184, 4) float32 in karsl184, (width, height))."""
+    layout = keypoint_layout()
+    with np.load(npz_path, allow_pickle=False) as d:
+        pose, rh, lh, rh_meta, lh_meta, info = (d[k] for k in ("pose", "rh", "lh", "rh_meta", "lh_meta", "video_info"))
+    t = len(pose)
+    out = np.zeros((t, 184, 4), dtype=np.float32)
+    # karsl184's pose points are MediaPipe pose 11..16 in order.
+    body = pose[:, 11:17].copy()  # (T, 6, 4)
+    body[..., :2] += 0.5
+    missing = (body[..., 3] == 0) & (np.abs(body[..., :3]).sum(-1) < 1e-6)
+    body[missing] = 0
+    lo, hi = layout.parts["pose"]
+    out[:, lo:hi] = body
+    for name, pts, meta in (("right_hand", rh, rh_meta), ("left_hand", lh, lh_meta)):
+        lo, hi = layout.parts[name]
+        present = np.abs(meta).sum(-1) > 0  # (T,)
+        xyz = pts * meta[:, None, 3:4] + meta[:, None, :3]  # (T, 21, 3)
+        xyz[..., :2] += 0.5
+        out[present, lo:hi, :3] = xyz[present]
+        out[present, lo:hi, 3] = 1.0
+    return out, (float(info[1]), float(info[2]))
+
+
+def signer_id(name: str) -> str:
+    """S1 -> 01, S14 -> 14."""
+    return f"{int(name.lstrip('Ss')):02d}"
+
+
+def convert(root: Path, out: Path) -> Path:
+    """Write the sign clips of `root` (an extracted training_dataset folder) as a store with
+    one split, `train` (folds choose signers with --val-signers)."""
+    with open(root / "master_metadata.csv", encoding="utf-8-sig", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["type"] == "sign" and r["is_cropped"] == "False"]
+    letters: dict[str, str] = {}
+    for r in rows:  # sign numbers in the order the metadata first lists each letter
+        label = r["roman_label"] or Path(r["relative_path"].replace("\\", "/")).stem.split("_")[0]
+        letters.setdefault(label, r["char"])
+    classes = [ClassInfo(i + 1, label, char) for i, (label, char) in enumerate(letters.items())]
+    label_of = {label: i for i, label in enumerate(letters)}
+    signers = sorted({signer_id(r["signer"]) for r in rows})
+    with StoreWriter(out, classes, signers, "float32", source={"nsl": {"commit": COMMIT, "clips": len(rows)}}) as w:
+        w.begin_split("train")
+        for r in sorted(rows, key=lambda r: (label_of[r["roman_label"] or "NA"], signer_id(r["signer"]), r["relative_path"])):
+            frames, size = _clip(root / r["relative_path"].replace("\\", "/"))
+            w.add_clip(frames, label_of[r["roman_label"] or "NA"], signers.index(signer_id(r["signer"])), frame_size=size)
+    return out

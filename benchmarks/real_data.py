@@ -1,0 +1,238 @@
+"""Accuracy on real MediaPipe keypoints: the NSL fingerspelling set, signer-independent.
+
+Converts the Nepali Sign Language set (fetched from github:bses7/Nepali-Sign-Language; see
+nsl.py) into a store once, then trains through the real CLI (`python -m accel_signs train`)
+on folds that each hold one signer out for validation, for several configurations: the old
+defaults (the seed recipe, reproduced by a config file), the new defaults, and the new
+defaults with each component switched off alone. It also runs a 1-nearest-neighbour on
+hand shapes, which needs no training, as the floor a trained model must beat.
+
+    python benchmarks/real_data.py --nsl /path/to/Nepali-Sign-Language.git            # the full table
+    python benchmarks/real_data.py --nsl ... --quick                                    # 1 seed, 30 epochs, old + new
+    python benchmarks/real_data.py --nsl ... --only new,no_motion --seeds 0,1 --jobs 2
+
+--nsl takes the bare git directory that `fetch` returns, or an extracted copy of its
+training_dataset folder. Prints mean and per-fold accuracy and writes every run's numbers to
+bench/results/real_data-nsl-<time>.json. The data is never committed (no licence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import nsl  # noqa: E402
+
+from accel_signs.config import SEED_RECIPE  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDS = ("02", "03", "01")  # the three signers with the most clips (170, 111 and 98 of 490)
+
+AUG_OFF = {"crop_min": 1.0, "speed_min": 1.0, "speed_max": 1.0}
+# name -> (what it is, config overrides on top of the defaults)
+CONFIGS: dict[str, tuple[str, dict]] = {
+    "old": ("old defaults (the seed recipe: raw image coordinates, Adam, plateau, best by val loss)",
+            SEED_RECIPE),
+    "new": ("new defaults", {}),
+    "no_body_frame": ("- body frame (image frame instead)", {"model": {"input": {"body_frame": False}}}),
+    "no_hand_shape": ("- hand-local shape", {"model": {"input": {"hand_shape": False}}}),
+    "no_motion": ("- motion (differences)", {"model": {"input": {"motion": False}}}),
+    "no_presence": ("- presence flags", {"model": {"input": {"presence": False}}}),
+    "no_handedness": ("- handedness canonicalisation", {"model": {"input": {"handedness": False}}}),
+    "no_handedness_mirror": ("- handedness, + mirror augmentation p=0.5",
+                             {"model": {"input": {"handedness": False}}, "data": {"augment": {"mirror_p": 0.5}}}),
+    "no_speed_crop": ("- speed and crop augmentation", {"data": {"augment": AUG_OFF}}),
+    "no_time_mask": ("- temporal masking", {"data": {"augment": {"time_mask_p": 0.0}}}),
+    "no_part_drop": ("- part dropout", {"data": {"augment": {"part_drop_p": 0.0, "frame_drop_p": 0.0}}}),
+    "no_noise": ("- coordinate noise", {"data": {"augment": {"noise": 0.0}}}),
+    "no_hand_aug": ("- hand rotation/stretch", {"data": {"augment": {"hand_p": 0.0}}}),
+    "plateau": ("- cosine schedule (the seed's plateau)", {"optim": {"schedule": "plateau", "warmup_epochs": 0.0}}),
+    "adam": ("- AdamW (the seed's Adam, wd 1e-4)", {"optim": {"optimizer": "adam", "weight_decay": 1e-4}}),
+    "no_label_smoothing": ("- label smoothing", {"optim": {"label_smoothing": 0.0}}),
+    "no_drop_path": ("- drop-path", {"model": {"drop_path": 0.0}}),
+}
+
+
+def prepare_store(source: Path, work: Path) -> Path:
+    store = work / "nsl_store"
+    if not (store / "meta.json").exists():
+        root = source
+        if not (source / "master_metadata.csv").exists():
+            root = nsl.extract(source, work / "nsl_src") if (source / "HEAD").exists() else source / "training_dataset"
+        print(f"converting {root} -> {store}", flush=True)
+        nsl.convert(root, store)
+    return store
+
+
+def run_one(store: Path, name: str, overrides: dict, fold: str, seed: int, args: argparse.Namespace,
+            out: Path) -> dict:
+    """One training run through the CLI; returns its accuracies."""
+    run_name = f"{name}-f{fold}-s{seed}"
+    cmd = [sys.executable, "-m", "accel_signs", "-q", "train", "--data", str(store), "--val-signers", fold,
+           "--num-epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--seed", str(seed), "--no-eval",
+           "--output-dir", str(out), "--run-name", run_name]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(overrides, f)
+    if overrides:
+        cmd += ["--config", f.name]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    os.unlink(f.name)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{run_name} failed:\n{proc.stderr[-3000:]}")
+    metrics = [json.loads(line) for line in (out / run_name / "metrics.jsonl").read_text().splitlines()]
+    best = json.loads((out / run_name / "best" / "config.json").read_text())
+    acc = [m["val_acc"] for m in metrics]
+    return {"config": name, "fold": fold, "seed": seed, "best_val_acc": max(acc), "final_val_acc": acc[-1],
+            "checkpoint_val_acc": best["metrics"]["val_acc"], "checkpoint_epoch": best["epoch"],
+            "val_acc_curve": acc, "val_loss_curve": [m["val_loss"] for m in metrics],
+            "seconds": round(time.perf_counter() - start, 1)}
+
+
+def hand_shapes(clip: np.ndarray, aspect: float, frames: int = 32) -> np.ndarray:
+    """(2 hands, frames, 21 x 3) hand-local shapes of one clip: points minus the wrist, over the
+    wrist -> middle-finger MCP distance, at `frames` evenly spaced frames; 0 where undetected."""
+    pick = np.linspace(0, len(clip) - 1, frames).round().astype(int)
+    out = np.zeros((2, frames, 63), dtype=np.float32)
+    for h, lo in enumerate((142, 163)):
+        pts = clip[pick, lo:lo + 21, :3] * np.array([aspect, 1, aspect], dtype=np.float32)
+        seen = (clip[pick, lo] != 0).any(-1)
+        local = pts - pts[:, :1]
+        size = np.linalg.norm(local[:, 9], axis=-1, keepdims=True)
+        out[h, seen] = (local[seen] / np.maximum(size[seen, None], 1e-6)).reshape(seen.sum(), 63)
+    return out
+
+
+def nearest_neighbour(store_path: Path) -> dict[str, dict[str, float]]:
+    """1-NN accuracy per fold: both hands, right hand only, and mirror-invariant both hands."""
+    from accel_signs.data.store import open_store
+
+    store = open_store(store_path)
+    split = store.split("train")
+    shapes = np.stack([hand_shapes(split.clip(i), float(split.aspects[i])) for i in range(len(split))])  # (N, 2, F, 63)
+    mirrored = shapes[:, ::-1].copy()
+    mirrored[..., 0::3] *= -1  # x of every local point
+    labels = split.labels
+    results: dict[str, dict[str, float]] = {}
+    for fold in FOLDS:
+        test = split.signers == store.signers.index(fold)
+        a, b = shapes[~test].reshape(int((~test).sum()), -1), shapes[test].reshape(int(test.sum()), -1)
+        d_both = ((b[:, None] - a[None]) ** 2).sum(-1)
+        ra, rb = shapes[~test, 0].reshape(len(a), -1), shapes[test, 0].reshape(len(b), -1)
+        d_right = ((rb[:, None] - ra[None]) ** 2).sum(-1)
+        m = mirrored[test].reshape(len(b), -1)
+        d_mirror = np.minimum(d_both, ((m[:, None] - a[None]) ** 2).sum(-1))
+        truth = labels[test]
+        results[fold] = {k: float((labels[~test][d.argmin(1)] == truth).mean())
+                         for k, d in (("both_hands", d_both), ("right_hand", d_right), ("mirror_invariant", d_mirror))}
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nsl", type=Path, required=True, help="fetched bare git dir, or an extracted training_dataset")
+    p.add_argument("--work", type=Path, default=ROOT / "bench" / "data", help="where the store and runs go (git-ignored)")
+    p.add_argument("--only", default=None, help=f"comma-separated configs (default: all): {', '.join(CONFIGS)}")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--ablation-seeds", default=None, help="seeds for the ablations (default: --seeds); old and new use --seeds")
+    p.add_argument("--reuse", type=Path, action="append", default=[],
+                   help="a results JSON of an earlier run (same epochs and batch): its runs are not run again")
+    p.add_argument("--folds", default=",".join(FOLDS))
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--jobs", type=int, default=2, help="runs at once (each gets cores / jobs threads)")
+    p.add_argument("--quick", action="store_true", help="1 seed, 30 epochs, old and new defaults only (with --only: those)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = p.parse_args()
+    if args.quick:
+        args.seeds, args.ablation_seeds, args.epochs, args.only = "0", "0", 30, args.only or "old,new"
+    names = args.only.split(",") if args.only else list(CONFIGS)
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        p.error(f"unknown config(s) {', '.join(unknown)}")
+    seeds, folds = [int(s) for s in args.seeds.split(",")], args.folds.split(",")
+    args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    args.work.mkdir(parents=True, exist_ok=True)
+    store = prepare_store(args.nsl, args.work)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    runs_dir = args.work / f"runs-{stamp}"
+
+    knn = nearest_neighbour(store)
+    print("1-NN on hand shapes (no training):", json.dumps(knn), flush=True)
+    ablation_seeds = [int(s) for s in args.ablation_seeds.split(",")] if args.ablation_seeds else seeds
+    results = []
+    for path in args.reuse:
+        earlier = json.loads(path.read_text())
+        if (earlier["epochs"], earlier["batch_size"]) != (args.epochs, args.batch_size):
+            p.error(f"--reuse {path}: it ran {earlier['epochs']} epochs at batch {earlier['batch_size']}")
+        results += [r for r in earlier["runs"] if r["config"] in names and r["fold"] in folds]
+    done = {(r["config"], r["fold"], r["seed"]) for r in results}
+    jobs = [(n, f, s) for n in names for s in (seeds if n in ("old", "new") else ablation_seeds) for f in folds
+            if (n, f, s) not in done]
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"real_data-nsl-{stamp}.json"
+
+    def write(table: str | None = None) -> None:
+        """After every run: a long benchmark stopped halfway keeps its runs (pass the file to --reuse)."""
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({
+            "data": "NSL fingerspelling (github:bses7/Nepali-Sign-Language@8f18fdd), 490 clips",
+            "protocol": f"signer-independent, validate on signer {'/'.join(folds)} in turn",
+            "epochs": args.epochs, "batch_size": args.batch_size, "seeds": seeds, "ablation_seeds": ablation_seeds,
+            "nearest_neighbour": knn, "configs": {n: CONFIGS[n][0] for n in names}, "runs": results,
+            "complete": table is not None, "table": table}, indent=1))
+        os.replace(tmp, path)
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        futures = {pool.submit(run_one, store, n, CONFIGS[n][1], f, s, args, runs_dir): (n, f, s) for n, f, s in jobs}
+        for fut in concurrent.futures.as_completed(futures):
+            r = fut.result()
+            results.append(r)
+            write()
+            print(f"  {r['config']:<22} fold {r['fold']} seed {r['seed']}: best {r['best_val_acc']:.3f}  final "
+                  f"{r['final_val_acc']:.3f}  checkpoint {r['checkpoint_val_acc']:.3f} (epoch {r['checkpoint_epoch']})  "
+                  f"{r['seconds']:.0f}s", flush=True)
+    table = summarise(results, names, folds, knn)
+    print(table)
+    write(table)
+    print(f"wrote {path}")
+
+
+def summarise(results: list[dict], names: list[str], folds: list[str], knn: dict) -> str:
+    """A markdown table: per fold the best val accuracy (mean over seeds), their mean, and the
+    mean of the final-epoch and chosen-checkpoint accuracies."""
+    lines = [f"| configuration | seeds | {' | '.join('fold ' + f for f in folds)} | mean best | mean final | mean checkpoint |",
+             "|---|---|" + "---|" * (len(folds) + 3)]
+    for n in names:
+        rs = [r for r in results if r["config"] == n]
+        if not rs:
+            continue
+        per_fold = [np.mean([r["best_val_acc"] for r in rs if r["fold"] == f]) for f in folds]
+        lines.append(f"| {CONFIGS[n][0]} | {len({r['seed'] for r in rs})} | " + " | ".join(f"{v:.3f}" for v in per_fold)
+                     + f" | **{np.mean(per_fold):.3f}** | {np.mean([r['final_val_acc'] for r in rs]):.3f} | "
+                     f"{np.mean([r['checkpoint_val_acc'] for r in rs]):.3f} |")
+        if n == "new":  # what the checkpoint would be if the val loss chose it: same runs, no retraining
+            by_loss = [r["val_acc_curve"][int(np.argmin(r["val_loss_curve"]))] for r in rs if "val_loss_curve" in r]
+            if by_loss:
+                lines.append(f"| best checkpoint by val loss instead (same runs) | {len({r['seed'] for r in rs})} | "
+                             + " | ".join("" for _ in folds) + f" | | | {np.mean(by_loss):.3f} |")
+    for key, label in (("both_hands", "1-NN, hand shapes (no training)"), ("mirror_invariant", "1-NN, hand shapes, mirror-invariant"),
+                       ("right_hand", "1-NN, right-hand shape only")):
+        vals = [knn[f][key] for f in folds]
+        lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {np.mean(vals):.3f} | | |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
