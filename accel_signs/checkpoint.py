@@ -36,7 +36,7 @@ from . import __version__
 from .config import InputConfig, TrainConfig
 from .data.store import ClassInfo
 from .errors import CheckpointError, ConfigError
-from .layout import LAYOUT_ID, NUM_CHANNELS, NUM_POINTS, keypoint_layout
+from .layout import KeypointLayout, layout_from_record
 from .features import KeypointFeatures
 from .model import STTransformer
 
@@ -98,9 +98,8 @@ def replace_dir(tmp: Path, final: Path) -> None:
 
 
 def checkpoint_meta(cfg: TrainConfig, classes: tuple[ClassInfo, ...], epoch: int, metrics: dict[str, float],
-                    data: dict[str, Any], runtime: dict[str, Any]) -> dict[str, Any]:
+                    data: dict[str, Any], runtime: dict[str, Any], layout: KeypointLayout) -> dict[str, Any]:
     """The `config.json` of a checkpoint: enough to rebuild the model and name its classes."""
-    layout = keypoint_layout()
     features = KeypointFeatures(layout, cfg.model.input)
     return {
         "format": CHECKPOINT_FORMAT,
@@ -118,7 +117,7 @@ def checkpoint_meta(cfg: TrainConfig, classes: tuple[ClassInfo, ...], epoch: int
             "input": dataclasses.asdict(cfg.model.input),
             "part_sizes": features.part_sizes(),
         },
-        "layout": {"id": LAYOUT_ID, "points": NUM_POINTS, "channels": NUM_CHANNELS},
+        "layout": layout.record(),
         "classes": [{"id": i, "sign": c.sign, "en": c.en, "ar": c.ar} for i, c in enumerate(classes)],
         "epoch": epoch,
         "metrics": metrics,
@@ -404,6 +403,10 @@ class Checkpoint:
     def classes(self) -> list[dict[str, Any]]:
         return self.meta["classes"]
 
+    @property
+    def layout(self) -> KeypointLayout:
+        return checkpoint_layout(self.meta)
+
 
 def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check a checkpoint's config.json."""
@@ -429,12 +432,18 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     model = meta.get("model")
     if not isinstance(model, dict) or model.get("class") != STTransformer.__name__:
         raise CheckpointError(f"{cfg_path}: unknown model class {model.get('class') if isinstance(model, dict) else model!r}")
-    layout = meta.get("layout")
-    if not isinstance(layout, dict) or layout.get("id") != LAYOUT_ID:
-        raise CheckpointError(f"{cfg_path}: keypoint layout {meta.get('layout')!r} is not {LAYOUT_ID!r}")
+    try:
+        layout_from_record(meta.get("layout"), str(cfg_path))
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
     if not isinstance(meta.get("classes"), list) or len(meta["classes"]) != model.get("num_classes"):
         raise CheckpointError(f"{cfg_path}: the class list does not match num_classes")
     return meta
+
+
+def checkpoint_layout(meta: dict[str, Any]) -> KeypointLayout:
+    """The keypoint layout a checkpoint's model reads (checked by read_checkpoint_meta)."""
+    return layout_from_record(meta["layout"], "checkpoint")
 
 
 def checkpoint_input(meta: dict[str, Any]) -> InputConfig:
@@ -454,7 +463,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     meta = read_checkpoint_meta(path)
     m = meta["model"]
     try:
-        model = STTransformer(m["num_classes"], m["size"], layout=keypoint_layout(), input=checkpoint_input(meta),
+        model = STTransformer(m["num_classes"], m["size"], layout=checkpoint_layout(meta), input=checkpoint_input(meta),
                               seq_len=m["seq_len"], dropout=m["dropout"], drop_path=m.get("drop_path", 0.0))
         if model.part_sizes != list(m["part_sizes"]):
             raise ValueError(f"its input has parts of {m['part_sizes']} features, the rebuilt model {model.part_sizes}")

@@ -258,25 +258,29 @@ def plot(run_dir: Annotated[Path, typer.Argument(help="A run folder, or an eval-
 
 @app.command()
 def prepare(
-    src: Annotated[Path, typer.Argument(help="The seed project's data: an npz tree or a folder of memory-map files.")],
+    src: Annotated[Path, typer.Argument(help="The keypoints: an npz tree, a seed memory-map folder, a manifest CSV (--from clips) or a GISLR folder (--from gislr).")],
     out_dir: Annotated[Path, typer.Argument(help="Folder for the new clip store; must not exist.")],
-    source: Annotated[str, typer.Option("--from", help="npz ({signer}-{split}/{sign:04}.npz) or seed-mmap ({split}_X.mmap + index files).")] = "npz",
+    source: Annotated[str, typer.Option("--from", help="npz ({signer}-{split}/{sign:04}.npz), seed-mmap ({split}_X.mmap + index files), clips (a manifest CSV of .npy/.npz arrays) or gislr (Kaggle's train.csv + parquet files).")] = "npz",
+    layout: Annotated[Optional[str], typer.Option(help="Keypoint layout of the clips: karsl184, holistic543, pose33-hands42, pose33 or a layout .json file (--from clips: default karsl184; gislr: holistic543).")] = None,
+    coords: Annotated[str, typer.Option(help="--from clips: normalized (x, y in 0..1 of the frame) or pixels (the manifest gives each clip's width and height).")] = "normalized",
     signs: Annotated[Optional[str], typer.Option(help="1-based sign numbers to keep, e.g. 1-100 (default: all found).")] = None,
     signers: Annotated[Optional[str], typer.Option(help="Signer ids to keep, e.g. 01,02 (default: all found).")] = None,
-    splits: Annotated[str, typer.Option(help="Splits to convert.")] = "train,test",
+    splits: Annotated[Optional[str], typer.Option(help="Splits to convert (default: train,test for the seed formats, all found otherwise).")] = None,
     dtype: Annotated[str, typer.Option(help="float32, or float16 to halve the store (KArSL coordinates keep ~4 significant digits).")] = "float32",
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Needed for seed-mmap: its clip-length index is a pickle, and unpickling can run code. Only for files you trust.")] = False,
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Prepare what is there when some sign/signer files are missing (they are still listed).")] = False,
 ) -> None:
-    """Convert keypoints in the seed project's formats into a clip store, streaming in bounded memory."""
+    """Convert keypoints into a clip store, streaming in bounded memory: the seed project's
+    formats, a manifest of .npy/.npz clips in any layout, or the Kaggle GISLR parquet files."""
     try:
         from .config import parse_signers, parse_signs
         from .data.prepare import prepare as run_prepare
 
         report = run_prepare(src, out_dir, source, signs=parse_signs(signs) if signs else None,
                              signers=parse_signers(signers) if signers else None,
-                             splits=tuple(s.strip() for s in splits.split(",") if s.strip()), dtype=dtype,
-                             allow_pickle=allow_pickle, allow_missing=allow_missing)
+                             splits=tuple(s.strip() for s in splits.split(",") if s.strip()) if splits else None,
+                             dtype=dtype, allow_pickle=allow_pickle, allow_missing=allow_missing, layout=layout,
+                             coords=coords)
     except AccelSignsError as e:
         raise _fail(e) from None
     typer.echo(report.summary(), err=True)
@@ -297,9 +301,9 @@ def info(path: Annotated[Path, typer.Argument(help="A clip store or a checkpoint
 @app.command()
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder, e.g. runs/<run>/best.")],
-    clip: Annotated[Path, typer.Argument(help="A clip: .npy (frames, 184, 4), or an .npz of such arrays.")],
+    clip: Annotated[Path, typer.Argument(help="A clip: .npy (frames, points, 4), an .npz of such arrays or from `extract`, or a video / folder of frames (extracted with MediaPipe first).")],
     top_k: Annotated[int, typer.Option(help="How many classes to list per clip.")] = 5,
-    frame_size: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT of the video the keypoints come from, e.g. 1920x1080 (default: square, as KArSL's).")] = None,
+    frame_size: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT of the video the keypoints come from, e.g. 1920x1080 (default: what a video or an extracted clip records, else square, as KArSL's).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Classify keypoint clips with a trained checkpoint: the top-k glosses (English and Arabic) with probabilities."""
@@ -330,18 +334,100 @@ def export(
 
 
 @app.command()
+def extract(
+    videos: Annotated[list[Path], typer.Argument(help="Video files (mp4, mov, avi, mkv, webm), folders of frame images, or folders searched for both.", show_default=False)],
+    out: Annotated[Path, typer.Argument(help="Output folder: one <name>.npz per clip and manifest.csv (for `prepare --from clips`).")],
+    layout: Annotated[str, typer.Option(help="karsl184 (the KArSL points), holistic543 (all of MediaPipe Holistic), pose33-hands42, pose33.")] = "karsl184",
+    workers: Annotated[int, typer.Option(help="Videos extracted in parallel (processes).")] = 1,
+    manifest: Annotated[Optional[Path], typer.Option(help="CSV with columns video, sign, signer (and split) naming each video's labels.")] = None,
+    pattern: Annotated[Optional[str], typer.Option(help="Regex with named groups sign and signer (and split), searched in each video's path, e.g. '(?P<signer>\\d+)/(?P<sign>\\d+)_'.")] = None,
+    store: Annotated[Optional[Path], typer.Option(help="Also write a clip store from the extracted clips (needs sign and signer for each).")] = None,
+    model_complexity: Annotated[int, typer.Option(help="MediaPipe Holistic's pose model: 0 (fast), 1 (the KArSL pipeline's), 2 (accurate).")] = 1,
+) -> None:
+    """Extract MediaPipe Holistic keypoints from videos: one clip per video, resumable (clips
+    already written are skipped), parallel over videos. Needs the `extract` extra."""
+    try:
+        from .extract import extract as run_extract
+
+        report, written = run_extract(list(videos), out, layout=layout, workers=workers, manifest=manifest,
+                                      pattern=pattern, model_complexity=model_complexity)
+        typer.echo(report.summary(), err=True)
+        for name in report.no_person:
+            typer.echo(f"warning: no person detected in {name} (its keypoints are all zeros)", err=True)
+        for error in report.failed:
+            typer.echo(f"error: {error}", err=True)
+        if store is not None and not report.failed:
+            from .data.prepare import prepare as run_prepare
+
+            run_prepare(written, store, "clips", layout=layout)
+            typer.echo(str(store))
+    except AccelSignsError as e:
+        raise _fail(e) from None
+    typer.echo(str(written))
+    if report.failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def show(
+    clip: Annotated[Path, typer.Argument(help="A clip store (with --clip), an .npy/.npz clip, or a video (extracted first).")],
+    out: Annotated[Path, typer.Option(help="Where to write the animation: .gif or .mp4.")] = Path("clip.gif"),
+    clip_id: Annotated[int, typer.Option("--clip", help="With a store: the clip's id in the split.")] = 0,
+    split: Annotated[str, typer.Option(help="With a store: the split.")] = "train",
+    layout: Annotated[Optional[str], typer.Option(help="Layout of an .npy/.npz clip (default: the checkpoint's, else karsl184).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="A checkpoint: its top-3 for the clip goes in the title.")] = None,
+    frame_size: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT of the clip's video (default: recorded, else square).")] = None,
+    fps: Annotated[float, typer.Option(help="Frames per second of the animation.")] = 15.0,
+) -> None:
+    """Draw a clip as an animated skeleton (bones, hands enlarged, undetected points hidden): to
+    check that keypoints are right before training on them."""
+    try:
+        from .inference import parse_frame_size, predict as run_predict, read_inputs
+        from .layout import keypoint_layout, load_layout
+        from .show import render, store_clip
+
+        ckpt_layout = None
+        if checkpoint is not None:
+            from .checkpoint import load_checkpoint
+
+            ckpt_layout = load_checkpoint(checkpoint).layout
+        if (clip / "meta.json").exists():
+            frames, lay, size, title = store_clip(clip, clip_id, split)
+        else:
+            lay = load_layout(layout) if layout else ckpt_layout or keypoint_layout()
+            name, frames, size = read_inputs(clip, lay)[0]
+            title = f"{name} ({len(frames)} frames, layout {lay.name})"
+        size = parse_frame_size(frame_size) or size
+        if checkpoint is not None:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                np_path = Path(tmp) / "clip.npy"
+                import numpy as np
+
+                np.save(np_path, frames)
+                top = run_predict(checkpoint, np_path, top_k=3, frame_size=size)[0]["top"]
+            title += "\n" + ", ".join(f"{t['en']} {t['probability']:.2f}" for t in top)
+        written = render(frames, lay, out, size, title, fps)
+    except AccelSignsError as e:
+        raise _fail(e) from None
+    typer.echo(str(written))
+
+
+@app.command()
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Folder to create; must not exist.")],
     classes: Annotated[int, typer.Option(help="Number of signs (classes), at most 502; glosses are KArSL's.")] = 20,
     signers: Annotated[int, typer.Option(help="Number of signers.")] = 3,
     reps: Annotated[int, typer.Option(help="Train clips per sign and signer; the test split gets a quarter (at least 1).")] = 12,
     seed: Annotated[int, typer.Option(help="Seed; the same seed writes the same data.")] = 0,
+    layout: Annotated[str, typer.Option(help="Built-in keypoint layout to write: karsl184, holistic543, pose33-hands42 or pose33.")] = "karsl184",
 ) -> None:
     """Write a KArSL-shaped, learnable synthetic data set (train and test splits) as a clip store."""
     try:
         from .data.synth import SynthSpec, write_synthetic
 
-        path = write_synthetic(out_dir, SynthSpec(classes=classes, signers=signers, reps=reps, seed=seed))
+        path = write_synthetic(out_dir, SynthSpec(classes=classes, signers=signers, reps=reps, seed=seed, layout=layout))
     except AccelSignsError as e:
         raise _fail(e) from None
     typer.echo(str(path))

@@ -51,6 +51,14 @@ def checkpoint_classes(store: ClipStore, ckpt: Checkpoint) -> ClassMap:
     return class_map(store, signs)
 
 
+def check_layout(store: ClipStore, ckpt: Checkpoint) -> None:
+    """The store's keypoints must be in the layout the model was trained on."""
+    theirs, ours = store.layout, ckpt.layout
+    if not theirs.same_as(ours):
+        raise CheckpointError(f"checkpoint {ckpt.path} reads keypoint layout {ours.name} ({ours.id}, {ours.num_points} "
+                              f"points) but store {store.path} holds {theirs.name} ({theirs.id}, {theirs.num_points} points)")
+
+
 def evaluate_checkpoint(cfg: EvalConfig, accelerator: Accelerator | None = None) -> EvalResult:
     """Evaluate `cfg.checkpoint`, write metrics.json, per_class.csv, confusion.csv,
     predictions.csv (and plots) to the output folder from the main process, and return the
@@ -61,6 +69,7 @@ def evaluate_checkpoint(cfg: EvalConfig, accelerator: Accelerator | None = None)
     if data_path is None:
         raise CheckpointError(f"checkpoint {ckpt.path} does not record its data store: pass --data")
     store = open_store(data_path)
+    check_layout(store, ckpt)
     classes = checkpoint_classes(store, ckpt)
     split = store.split(cfg.split)
     recorded = ckpt.meta.get("data", {})

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .config import InputConfig
-from .layout import PARTS, KeypointLayout
+from .layout import HandRole, KeypointLayout
 
 # When the shoulders look implausibly close for the hands' size (a close-up where the pose
 # model mistakes other points for shoulders), the body scale is at least this many palm
@@ -53,8 +53,10 @@ def masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class KeypointFeatures(nn.Module):
     """Raw keypoints (B, T, P, C) (+ each clip's width/height) -> per-frame features (B, T, F).
 
-    `part_sizes()` gives the width of each part's slice of F, in PARTS order: the model
-    projects each slice to one token. With `cfg.kind == "raw"` the features are the raw
+    `part_sizes()` gives the width of each part's slice of F, in the layout's part order: the
+    model projects each slice to one token. The reference points (shoulders, each hand's wrist
+    and palm) are the layout's roles; a layout without shoulders is centred on its points'
+    mean, one without hands has no handedness and no hand shapes. With `cfg.kind == "raw"` the features are the raw
     keypoints themselves (the seed project's input; checkpoints from before the features
     existed load this way).
     """
@@ -63,20 +65,24 @@ class KeypointFeatures(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.channels = len(layout.channels)
-        self.parts = [layout.parts[name] for name in PARTS]
-        self.hand_of_part = {h.part: h for h in layout.hands}
-        self.hands = layout.hands
+        self.part_names = layout.part_names
+        self.part_lengths = [len(layout.parts[name]) for name in self.part_names]
+        self.hands = layout.hands or ()
+        self.hand_of_part = {h.part: h for h in self.hands if h.part is not None}
         self.shoulders = layout.shoulders
         # Buffers, not Python lists: they follow the model to its device (no per-step copies).
         self.register_buffer("mirror_index", torch.tensor(layout.mirror, dtype=torch.long), persistent=False)
+        for g, name in enumerate(self.part_names):
+            self.register_buffer(f"part_{g}", torch.tensor(layout.parts[name], dtype=torch.long), persistent=False)
+        order = [i for name in self.part_names for i in layout.parts[name]]
+        self.parts_in_order = order == list(range(len(layout.names)))  # raw input: a plain reshape
 
     def part_sizes(self) -> list[int]:
-        """Feature count of each part, in PARTS order."""
+        """Feature count of each part, in the layout's part order."""
         if self.cfg.kind == "raw":
-            return [(hi - lo) * self.channels for lo, hi in self.parts]
+            return [n * self.channels for n in self.part_lengths]
         sizes = []
-        for name, (lo, hi) in zip(PARTS, self.parts):
-            n = hi - lo
+        for name, n in zip(self.part_names, self.part_lengths):
             base = 3 * n + 2 if (self.cfg.hand_shape and name in self.hand_of_part) else 2 * n
             sizes.append(base * (3 if self.cfg.motion else 1) + (1 if self.cfg.presence else 0))
         return sizes
@@ -121,13 +127,16 @@ class KeypointFeatures(nn.Module):
         moves, so this keeps leaning and stepping as information). The width is at least
         PALMS_PER_BODY palm sizes. No shoulders: the mean of all detected points and, as the
         scale, the palm rule or else the points' spread."""
-        left, right = self.shoulders
+        left, right = self.shoulders if self.shoulders is not None else (0, 0)
         both = present[:, :, left] & present[:, :, right]  # (B, T)
+        if self.shoulders is None:
+            both = torch.zeros_like(both)
         mid = (xyz[:, :, left, :2] + xyz[:, :, right, :2]) / 2  # (B, T, 2)
         width = (xyz[:, :, left, :2] - xyz[:, :, right, :2]).norm(dim=-1)  # (B, T)
         has_shoulders = both.any(1)  # (B,)
         shoulder_centre = torch.stack([masked_median(mid[..., 0], both), masked_median(mid[..., 1], both)], dim=-1)
-        palm = torch.stack([self._palm_size(xyz, present, hand) for hand in self.hands]).amax(0)  # (B,)
+        palms = [self._palm_size(xyz, present, hand) for hand in self.hands if hand.palm is not None]
+        palm = torch.stack(palms).amax(0) if palms else torch.zeros_like(both[:, 0], dtype=xyz.dtype)  # (B,)
         weight = present.flatten(1).float()  # (B, T*P)
         count = weight.sum(1).clamp(min=1)
         points = xyz[..., :2].flatten(1, 2)  # (B, T, P, 2) -> (B, T*P, 2)
@@ -140,7 +149,7 @@ class KeypointFeatures(nn.Module):
         return centre, scale
 
     @staticmethod
-    def _palm_size(xyz: torch.Tensor, present: torch.Tensor, hand) -> torch.Tensor:
+    def _palm_size(xyz: torch.Tensor, present: torch.Tensor, hand: HandRole) -> torch.Tensor:
         """(B,) median wrist -> middle-finger MCP distance over the frames where both are seen; 0 if never."""
         seen = present[:, :, hand.wrist] & present[:, :, hand.palm]
         return masked_median((xyz[:, :, hand.palm] - xyz[:, :, hand.wrist]).norm(dim=-1), seen)
@@ -161,6 +170,8 @@ class KeypointFeatures(nn.Module):
         return coords[:, :, self.mirror_index] * flip, present[:, :, self.mirror_index]
 
     def _dominant_hand_right(self, coords: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.hands:  # a layout without hands has no handedness to canonicalise
+            return coords, present
         score = self.dominance(coords, present)  # (B, 2)
         flip = score[:, 1] > score[:, 0]  # (B,) ties keep the clip as recorded
         mirrored, mirrored_present = self.mirror(coords, present)
@@ -171,11 +182,17 @@ class KeypointFeatures(nn.Module):
         """Canonical coordinates and presence -> (B, T, F): per part, positions (hands: local
         shape and wrist), their first and second differences, and the share of points seen."""
         if self.cfg.kind == "raw":
-            return coords.flatten(2)  # (B, T, P, C) -> (B, T, P*C)
+            if self.parts_in_order:
+                return coords.flatten(2)  # (B, T, P, C) -> (B, T, P*C)
+            return torch.cat([coords[:, :, getattr(self, f"part_{g}")].flatten(2) for g in range(len(self.part_names))],
+                             dim=-1)  # (B, T, P, C) -> (B, T, P*C), part by part
         out = []
-        for name, (lo, hi) in zip(PARTS, self.parts):
-            pts, seen = coords[:, :, lo:hi], present[:, :, lo:hi]  # (B, T, n, 3), (B, T, n)
+        for g, name in enumerate(self.part_names):
+            index = getattr(self, f"part_{g}")
+            pts, seen = coords[:, :, index], present[:, :, index]  # (B, T, n, 3), (B, T, n)
             hand = self.hand_of_part.get(name) if self.cfg.hand_shape else None
+            if hand is not None and hand.palm is None:
+                hand = None
             if hand is not None:
                 wrist, wrist_seen = coords[:, :, hand.wrist], present[:, :, hand.wrist]  # (B, T, 3), (B, T)
                 palm = self._palm_size(coords, present, hand)

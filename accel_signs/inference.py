@@ -19,29 +19,56 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .data.prepare import check_clip
 from .data.sampling import gather_frames, tsn_positions
 from .errors import ConfigError, DatasetError
-from .layout import LAYOUT_ID
 
 logger = logging.getLogger(__name__)
 ONNX_HINT = "ONNX export needs the onnx extra: pip install 'accel-signs[onnx]' (onnx, onnxruntime, onnxscript)"
 
 
-def load_clips(path: str | os.PathLike[str]) -> list[tuple[str, np.ndarray]]:
-    """(name, frames) for an .npy clip (frames, 184, 4) or each array of an .npz; no pickles."""
+def load_clips(path: str | os.PathLike[str], num_points: int = 184) -> list[tuple[str, np.ndarray, tuple[float, float] | None]]:
+    """(name, frames, frame size) for an .npy clip (frames, points, 4), each array of an .npz, or
+    the clip `extract` wrote (an .npz with `keypoints` and `frame_size`); no pickles."""
     path = Path(path)
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as npz:
-                clips = [(key, npz[key]) for key in npz.files]
+                if "keypoints" in npz.files:  # written by `accel-signs extract`: one clip and its video's size
+                    size = tuple(float(v) for v in npz["frame_size"]) if "frame_size" in npz.files else None
+                    clips = [(path.stem, npz["keypoints"], size)]
+                else:
+                    clips = [(key, npz[key], None) for key in npz.files]
         else:
-            clips = [(path.stem, np.load(path, allow_pickle=False))]
+            clips = [(path.stem, np.load(path, allow_pickle=False), None)]
     except FileNotFoundError:
         raise DatasetError(f"clip file {path} does not exist") from None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise DatasetError(f"{path}: not a readable numeric .npy/.npz file ({e})") from None
     if not clips:
         raise DatasetError(f"{path}: holds no arrays")
-    return [(name, check_clip(np.asarray(clip), f"{path} [{name}]" if path.suffix == ".npz" else str(path)))
-            for name, clip in clips]
+    return [(name, check_clip(np.asarray(clip), f"{path} [{name}]" if path.suffix == ".npz" else str(path), num_points),
+             size if size and size[0] > 0 and size[1] > 0 else None) for name, clip, size in clips]
+
+
+def is_video(path: Path) -> bool:
+    """A video file or a folder of frame images (what `extract` reads)."""
+    from .extract import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
+    return (path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES) or (
+        path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()))
+
+
+def read_inputs(path: Path, layout) -> list[tuple[str, np.ndarray, tuple[float, float] | None]]:
+    """Clips to classify or draw: keypoint files as load_clips reads them, or a video / frame
+    folder, extracted with MediaPipe into `layout` first."""
+    if is_video(path):
+        from .extract import Extractor
+
+        result = Extractor(layout)(path)
+        if result.pose_frames == 0:
+            logger.warning("%s: no person detected in any of its %d frames", path, len(result.keypoints))
+        return [(path.stem, result.keypoints, (float(result.width), float(result.height)))]
+    if path.is_dir():
+        raise DatasetError(f"{path} is a folder without frame images; give a clip (.npy/.npz) or a video")
+    return load_clips(path, layout.num_points)
 
 
 def model_input(clip: np.ndarray, seq_len: int) -> torch.Tensor:
@@ -68,19 +95,21 @@ def parse_frame_size(text: str | None) -> tuple[float, float] | None:
 
 def predict(checkpoint: str | os.PathLike[str], clip_path: str | os.PathLike[str], top_k: int = 5,
             frame_size: tuple[float, float] | None = None) -> list[dict[str, Any]]:
-    """Top-k classes of every clip in `clip_path`, best first. `frame_size` is the (width,
-    height) of the video the keypoints come from: MediaPipe divides x by the width and y by the
-    height, and the model undoes that stretch (None: square)."""
+    """Top-k classes of every clip in `clip_path` (keypoints, or a video to extract first), best
+    first. `frame_size` is the (width, height) of the video the keypoints come from: MediaPipe
+    divides x by the width and y by the height, and the model undoes that stretch (None: what a
+    video or an extracted clip records, else square)."""
     if top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {top_k}")
     ckpt = load_checkpoint(checkpoint)
-    aspect = torch.tensor([frame_size[0] / frame_size[1] if frame_size else 1.0])
     results = []
-    for name, clip in load_clips(clip_path):
+    for name, clip, size in read_inputs(Path(clip_path), ckpt.layout):
+        size = frame_size or size  # --frame-size wins over what a video or an extracted clip says
+        aspect = torch.tensor([size[0] / size[1] if size else 1.0])
         with torch.no_grad():
             probs = ckpt.model(model_input(clip, ckpt.meta["model"]["seq_len"]), aspect).softmax(-1)[0]  # (classes,)
         p, idx = probs.topk(min(top_k, len(probs)))
-        results.append({"clip": name, "frames": len(clip), "top": [
+        results.append({"clip": name, "frames": len(clip), "frame_size": list(size) if size else None, "top": [
             {"rank": r + 1, "class_id": int(i), "sign": ckpt.classes[i]["sign"], "en": ckpt.classes[i]["en"],
              "ar": ckpt.classes[i]["ar"], "probability": round(float(q), 6)} for r, (q, i) in enumerate(zip(p, idx))]})
     return results
@@ -94,13 +123,20 @@ def format_predictions(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _real_shaped_inputs(seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A few KArSL-shaped clips (with undetected parts, left-handed signing and a short one)
-    sampled as predict does, and video aspect ratios for them."""
+def _real_shaped_inputs(seq_len: int, layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """A few clips shaped like real ones (with undetected parts, left-handed signing and a short
+    one) sampled as predict does, and video aspect ratios for them; random points with gaps
+    for a layout the synthetic generator cannot draw."""
     from .data.synth import SynthSpec, _Generator
+    from .layout import BUILTIN, builtin_layout
 
-    gen, rng = _Generator(SynthSpec(classes=3, signers=3, reps=1, seed=11)), np.random.default_rng(11)
-    clips = [gen.clip(c % 3, c % 3, rng, left_handed=c == 4) for c in range(5)] + [gen.clip(0, 0, rng)[:7]]
+    rng = np.random.default_rng(11)
+    if layout.name in BUILTIN and layout.same_as(builtin_layout(layout.name)):
+        gen = _Generator(SynthSpec(classes=3, signers=3, reps=1, seed=11, layout=layout.name))
+        clips = [gen.clip(c % 3, c % 3, rng, left_handed=c == 4) for c in range(5)] + [gen.clip(0, 0, rng)[:7]]
+    else:
+        clips = [np.where(rng.random((n, layout.num_points, 1)) < 0.2, 0, rng.random((n, layout.num_points, 4)))
+                 .astype(np.float32) for n in (40, 60, 80, 100, 120, 7)]
     aspect = torch.tensor([1.0, 16 / 9, 9 / 16, 1.0, 4 / 3, 1.0])
     return torch.cat([model_input(c, seq_len) for c in clips]), aspect  # (6, T, P*C), (6,)
 
@@ -138,11 +174,13 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
         program.save(str(tmp))
         proto = onnx.load(str(tmp))
         meta = {
-            "accel_signs.layout": LAYOUT_ID,
+            "accel_signs.layout": ckpt.layout.id,
+            "accel_signs.layout_definition": json.dumps(ckpt.layout.definition),
             "accel_signs.classes": json.dumps(ckpt.classes, ensure_ascii=False),
             "accel_signs.model": json.dumps(ckpt.meta["model"]),
             "accel_signs.input": f"keypoints (batch, {seq_len}, {features}): {seq_len} frames sampled at bin centres, "
-                                 "each 184 points x (x, y, z, visibility) flattened; undetected points are 0"
+                                 f"each {ckpt.layout.num_points} points of layout {ckpt.layout.name} x (x, y, z, "
+                                 "visibility) flattened; undetected points are 0"
                                  + ("; aspect (batch,): width / height of each clip's video (1 if square or unknown)"
                                     if with_aspect else ""),
             "accel_signs.metrics": json.dumps(ckpt.meta.get("metrics", {})),
@@ -155,7 +193,7 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
         g = torch.Generator().manual_seed(0)  # not the caller's global RNG
         checks = {"random batch 1": (torch.randn(1, seq_len, features, generator=g), torch.ones(1)),
                   "random batch 7": (torch.randn(7, seq_len, features, generator=g), 0.5 + torch.rand(7, generator=g)),
-                  "real-shaped batch 6": _real_shaped_inputs(seq_len)}
+                  "real-shaped batch 6": _real_shaped_inputs(seq_len, ckpt.layout)}
         diffs = {}
         for name, (x, aspect) in checks.items():
             inputs = (x, aspect) if with_aspect else (x,)

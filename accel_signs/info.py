@@ -9,7 +9,7 @@ import numpy as np
 from .checkpoint import read_checkpoint_meta
 from .data.pipeline import format_ranges
 from .data.store import ClipStore, StoreSplit, open_store
-from .layout import PARTS, keypoint_layout
+from .layout import KeypointLayout
 
 # Detection rates are estimated from at most this many frames per split (evenly spaced), so
 # `info` on a 20 GB store takes seconds, not minutes.
@@ -24,31 +24,31 @@ def describe(path: Path) -> str:
     return describe_store(open_store(path))
 
 
-def _detection_rates(split: StoreSplit) -> tuple[dict[str, float], int]:
-    layout = keypoint_layout()
+def _detection_rates(split: StoreSplit, layout: KeypointLayout) -> tuple[dict[str, float], int]:
     step = max(1, split.num_frames // _SAMPLE_FRAMES)
-    present = {p: 0 for p in PARTS}
+    present = {p: 0 for p in layout.parts}
     seen = 0
     for start in range(0, split.num_frames, 8192 * step):
         chunk = split.read_frames(start, 8192 * step)[::step]
-        for part in PARTS:
-            lo, hi = layout.parts[part]
-            present[part] += int((chunk[:, lo:hi] != 0).any(axis=(1, 2)).sum())
+        for part, points in layout.parts.items():
+            present[part] += int((chunk[:, list(points)] != 0).any(axis=(1, 2)).sum())
         seen += len(chunk)
-    return {p: present[p] / max(seen, 1) for p in PARTS}, seen
+    return {p: present[p] / max(seen, 1) for p in layout.parts}, seen
 
 
 def describe_store(store: ClipStore) -> str:
     lines = [f"clip store {store.path}",
              f"  classes: {len(store.classes)} (signs {format_ranges([c.sign for c in store.classes])}), "
-             f"signers: {', '.join(store.signers)}, dtype {store.dtype}"]
+             f"signers: {', '.join(store.signers)}, dtype {store.dtype}",
+             f"  keypoint layout: {store.layout.name} ({store.layout.id}, {store.layout.num_points} points; parts "
+             f"{', '.join(store.layout.part_names)})"]
     if store.meta.get("source"):
         lines.append(f"  source: {store.meta['source']}")
     for name, split in store.splits.items():
         lengths = split.lengths
         per_class = np.bincount(split.labels, minlength=len(store.classes))
         per_signer = np.bincount(split.signers, minlength=len(store.signers))
-        rates, sampled = _detection_rates(split)
+        rates, sampled = _detection_rates(split, store.layout)
         q = np.percentile(lengths, [0, 5, 50, 95, 100])
         lines += [
             f"  split {name}: {len(split)} clips, {split.num_frames} frames",
@@ -96,6 +96,7 @@ def describe_checkpoint(path: Path) -> str:
         f"  model: {model['class']} {model['size']}, {model['num_classes']} classes (signs {format_ranges(signs)}), "
         f"seq_len {model['seq_len']}, dropout {model['dropout']}, {size / 2**20:.1f} MiB",
         f"  input: {_describe_input(model.get('input'))}",
+        f"  keypoint layout: {meta['layout'].get('name', 'karsl184')} ({meta['layout'].get('id')})",
         f"  epoch {meta.get('epoch')}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                      for k, v in metrics.items() if k != "epoch"),
         f"  data: {data.get('store')} (split {data.get('split')}, signers {', '.join(data.get('signers') or [])}"

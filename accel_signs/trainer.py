@@ -29,7 +29,7 @@ from .data.augment import Augmenter
 from .data.store import StoreSplit, open_store
 from .data.synth import ensure_synthetic
 from .errors import AccelSignsError, ConfigError, DatasetError, LaunchError, TrainingError
-from .layout import keypoint_layout
+from .layout import KeypointLayout
 from .model import STTransformer
 from .optim import Schedule, make_optimizer
 from .progress import progress_bar
@@ -69,6 +69,7 @@ class TrainData:
     split_info: dict[str, Any]
     has_test: bool  # the store has a test split to evaluate the best checkpoint on
     on_device: bool  # the clips are held in the device's memory (--data-on-device)
+    layout: KeypointLayout  # the store's keypoint layout: the model is built for it
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
@@ -165,6 +166,7 @@ def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
                                  crop_min=aug.crop_min, speed=(aug.speed_min, aug.speed_max), **common),
         val_loader=make_loader(split, val_ids, classes, batch_size=2 * cfg.batch_size, train=False, **common),
         has_test="test" in store.splits,
+        layout=store.layout,
         split_info={"store": str(Path(path).resolve()), "split": split.name, "signs": [c.sign for c in classes.classes],
                     "signers": list(train_signers), "val_signers": list(val_signers), "test_signers": list(test_signers),
                     "seed": cfg.seed,
@@ -215,7 +217,7 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
     if cfg.debug:
         _enable_debug_checks(accelerator)
     data = prepare_data(cfg, accelerator)
-    layout = keypoint_layout()
+    layout = data.layout
     model = STTransformer(data.classes.num_classes, cfg.model.size, layout=layout, input=cfg.model.input,
                           seq_len=cfg.data.seq_len, dropout=cfg.model.dropout, drop_path=cfg.model.drop_path)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
@@ -261,7 +263,7 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
         if state.improved(cfg.best_metric, val_loss, val_acc):
             state.best_val_loss, state.best_val_acc, state.best_epoch = val_loss, val_acc, epoch
             meta = checkpoint_meta(cfg, data.classes.classes, epoch, metrics,
-                                   {k: v for k, v in data.split_info.items() if not k.endswith("_ids")}, runtime)
+                                   {k: v for k, v in data.split_info.items() if not k.endswith("_ids")}, runtime, layout)
             run.save_best(model, meta)
         run.log_epoch(metrics)
         run.save_state(model, optimizer, schedule, state.state_dict())

@@ -59,15 +59,15 @@ def _clip(npz_path: Path) -> tuple[np.ndarray, tuple[float, float]]:
     body[..., :2] += 0.5
     missing = (body[..., 3] == 0) & (np.abs(body[..., :3]).sum(-1) < 1e-6)
     body[missing] = 0
-    lo, hi = layout.parts["pose"]
-    out[:, lo:hi] = body
+    out[:, list(layout.parts["pose"])] = body
     for name, pts, meta in (("right_hand", rh, rh_meta), ("left_hand", lh, lh_meta)):
-        lo, hi = layout.parts[name]
+        points = list(layout.parts[name])
         present = np.abs(meta).sum(-1) > 0  # (T,)
         xyz = pts * meta[:, None, 3:4] + meta[:, None, :3]  # (T, 21, 3)
         xyz[..., :2] += 0.5
-        out[present, lo:hi, :3] = xyz[present]
-        out[present, lo:hi, 3] = 1.0
+        for k, p in enumerate(points):
+            out[present, p, :3] = xyz[present, k]
+            out[present, p, 3] = 1.0
     return out, (float(info[1]), float(info[2]))
 
 

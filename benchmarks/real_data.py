@@ -1,19 +1,23 @@
-"""Accuracy on real MediaPipe keypoints: the NSL fingerspelling set, signer-independent.
+"""Accuracy on real MediaPipe keypoints, signer-independent.
 
-Converts the Nepali Sign Language set (fetched from github:bses7/Nepali-Sign-Language; see
-nsl.py) into a store once, then trains through the real CLI (`python -m accel_signs train`)
-on folds that each hold one signer out for validation, for several configurations: the old
-defaults (the seed recipe, reproduced by a config file), the new defaults, and the new
-defaults with each component switched off alone. It also runs a 1-nearest-neighbour on
-hand shapes, which needs no training, as the floor a trained model must beat.
+Two public sets (never committed: their repositories state no licence):
+- `--data nsl`: Nepali Sign Language fingerspelling, 49 letters, 490 clips, hands and pose
+  (github:bses7/Nepali-Sign-Language; nsl.py converts it into a karsl184 store).
+- `--data libras`: Brazilian Sign Language, 25 signs x 10 signers x 10, MediaPipe Pose only
+  (github:victordg21/Prova_IA; libras.py writes .npy clips and a manifest, which
+  `accel-signs prepare --from clips --layout pose33 --coords pixels` imports).
 
-    python benchmarks/real_data.py --nsl /path/to/Nepali-Sign-Language.git            # the full table
-    python benchmarks/real_data.py --nsl ... --quick                                    # 1 seed, 30 epochs, old + new
-    python benchmarks/real_data.py --nsl ... --only new,no_motion --seeds 0,1 --jobs 2
+The store is made once; then the real CLI (`python -m accel_signs train`) trains on folds that
+each hold one signer out for validation, for several configurations: the old defaults (the seed
+recipe), the new defaults, and the new defaults with each component switched off alone. For NSL
+a 1-nearest-neighbour on hand shapes, which needs no training, is the floor to beat.
 
---nsl takes the bare git directory that `fetch` returns, or an extracted copy of its
-training_dataset folder. Prints mean and per-fold accuracy and writes every run's numbers to
-bench/results/real_data-nsl-<time>.json. The data is never committed (no licence).
+    python benchmarks/real_data.py --source /path/to/Nepali-Sign-Language.git           # the full NSL table
+    python benchmarks/real_data.py --source ... --quick                                  # 1 seed, 30 epochs, old + new
+    python benchmarks/real_data.py --data libras --source /path/to/Prova_IA.git --only old,new,no_motion
+
+--source takes the bare git directory that `fetch` returns, or an extracted copy. Prints mean
+and per-fold accuracy and writes every run's numbers to bench/results/real_data-<data>-<time>.json.
 """
 
 from __future__ import annotations
@@ -32,12 +36,21 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import libras  # noqa: E402
 import nsl  # noqa: E402
 
 from accel_signs.config import SEED_RECIPE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDS = ("02", "03", "01")  # the three signers with the most clips (170, 111 and 98 of 490)
+# Per data set: the folds (validation signers), epochs, and what it is.
+DATASETS = {
+    # NSL: the three signers with the most clips (170, 111 and 98 of 490).
+    "nsl": {"folds": ("02", "03", "01"), "epochs": 60,
+            "title": "NSL fingerspelling (github:bses7/Nepali-Sign-Language@8f18fdd), 490 clips, 49 letters"},
+    # Libras: 250 clips per signer; the first three by name.
+    "libras": {"folds": ("Alexson", "Aparecida", "Cecilia"), "epochs": 30,
+               "title": "Libras, pose only (github:victordg21/Prova_IA@b78cbd1), 2,501 clips, 25 signs, 10 signers"},
+}
 
 AUG_OFF = {"crop_min": 1.0, "speed_min": 1.0, "speed_max": 1.0}
 # name -> (what it is, config overrides on top of the defaults)
@@ -64,8 +77,17 @@ CONFIGS: dict[str, tuple[str, dict]] = {
 }
 
 
-def prepare_store(source: Path, work: Path) -> Path:
-    store = work / "nsl_store"
+def prepare_store(data: str, source: Path, work: Path) -> Path:
+    store = work / f"{data}_store"
+    if data == "libras":
+        if not (store / "meta.json").exists():
+            root = libras.extract(source, work / "libras_src") if (source / "HEAD").exists() else source
+            manifest = libras.convert(root, work / "libras_clips")
+            print(f"importing {manifest} -> {store}", flush=True)
+            subprocess.run([sys.executable, "-m", "accel_signs", "-q", "prepare", str(manifest), str(store), "--from",
+                            "clips", "--layout", "pose33", "--coords", "pixels"], check=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+        return store
     if not (store / "meta.json").exists():
         root = source
         if not (source / "master_metadata.csv").exists():
@@ -78,7 +100,7 @@ def prepare_store(source: Path, work: Path) -> Path:
 def run_one(store: Path, name: str, overrides: dict, fold: str, seed: int, args: argparse.Namespace,
             out: Path) -> dict:
     """One training run through the CLI; returns its accuracies."""
-    run_name = f"{name}-f{fold}-s{seed}"
+    run_name = f"{name}-f{fold}-s{seed}".replace(" ", "_")
     cmd = [sys.executable, "-m", "accel_signs", "-q", "train", "--data", str(store), "--val-signers", fold,
            "--num-epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--seed", str(seed), "--no-eval",
            "--output-dir", str(out), "--run-name", run_name]
@@ -115,7 +137,7 @@ def hand_shapes(clip: np.ndarray, aspect: float, frames: int = 32) -> np.ndarray
     return out
 
 
-def nearest_neighbour(store_path: Path) -> dict[str, dict[str, float]]:
+def nearest_neighbour(store_path: Path, folds: list[str]) -> dict[str, dict[str, float]]:
     """1-NN accuracy per fold: both hands, right hand only, and mirror-invariant both hands."""
     from accel_signs.data.store import open_store
 
@@ -126,7 +148,7 @@ def nearest_neighbour(store_path: Path) -> dict[str, dict[str, float]]:
     mirrored[..., 0::3] *= -1  # x of every local point
     labels = split.labels
     results: dict[str, dict[str, float]] = {}
-    for fold in FOLDS:
+    for fold in folds:
         test = split.signers == store.signers.index(fold)
         a, b = shapes[~test].reshape(int((~test).sum()), -1), shapes[test].reshape(int(test.sum()), -1)
         d_both = ((b[:, None] - a[None]) ** 2).sum(-1)
@@ -142,20 +164,25 @@ def nearest_neighbour(store_path: Path) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--nsl", type=Path, required=True, help="fetched bare git dir, or an extracted training_dataset")
+    p.add_argument("--data", choices=list(DATASETS), default="nsl")
+    p.add_argument("--source", "--nsl", type=Path, required=True,
+                   help="fetched bare git dir, or an extracted copy (NSL: its training_dataset; Libras: json_frames + sinais.csv)")
     p.add_argument("--work", type=Path, default=ROOT / "bench" / "data", help="where the store and runs go (git-ignored)")
     p.add_argument("--only", default=None, help=f"comma-separated configs (default: all): {', '.join(CONFIGS)}")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--ablation-seeds", default=None, help="seeds for the ablations (default: --seeds); old and new use --seeds")
     p.add_argument("--reuse", type=Path, action="append", default=[],
                    help="a results JSON of an earlier run (same epochs and batch): its runs are not run again")
-    p.add_argument("--folds", default=",".join(FOLDS))
-    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--folds", default=None, help="validation signers (default: the data set's)")
+    p.add_argument("--epochs", type=int, default=None, help="default: 60 for NSL, 30 for Libras")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--jobs", type=int, default=2, help="runs at once (each gets cores / jobs threads)")
     p.add_argument("--quick", action="store_true", help="1 seed, 30 epochs, old and new defaults only (with --only: those)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args()
+    spec = DATASETS[args.data]
+    args.epochs = args.epochs or spec["epochs"]
+    args.folds = args.folds or ",".join(spec["folds"])
     if args.quick:
         args.seeds, args.ablation_seeds, args.epochs, args.only = "0", "0", 30, args.only or "old,new"
     names = args.only.split(",") if args.only else list(CONFIGS)
@@ -165,12 +192,13 @@ def main() -> None:
     seeds, folds = [int(s) for s in args.seeds.split(",")], args.folds.split(",")
     args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     args.work.mkdir(parents=True, exist_ok=True)
-    store = prepare_store(args.nsl, args.work)
+    store = prepare_store(args.data, args.source, args.work)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     runs_dir = args.work / f"runs-{stamp}"
 
-    knn = nearest_neighbour(store)
-    print("1-NN on hand shapes (no training):", json.dumps(knn), flush=True)
+    knn = nearest_neighbour(store, folds) if args.data == "nsl" else None
+    if knn:
+        print("1-NN on hand shapes (no training):", json.dumps(knn), flush=True)
     ablation_seeds = [int(s) for s in args.ablation_seeds.split(",")] if args.ablation_seeds else seeds
     results = []
     for path in args.reuse:
@@ -182,13 +210,13 @@ def main() -> None:
     jobs = [(n, f, s) for n in names for s in (seeds if n in ("old", "new") else ablation_seeds) for f in folds
             if (n, f, s) not in done]
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"real_data-nsl-{stamp}.json"
+    path = args.out / f"real_data-{args.data}-{stamp}.json"
 
     def write(table: str | None = None) -> None:
         """After every run: a long benchmark stopped halfway keeps its runs (pass the file to --reuse)."""
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({
-            "data": "NSL fingerspelling (github:bses7/Nepali-Sign-Language@8f18fdd), 490 clips",
+            "data": spec["title"],
             "protocol": f"signer-independent, validate on signer {'/'.join(folds)} in turn",
             "epochs": args.epochs, "batch_size": args.batch_size, "seeds": seeds, "ablation_seeds": ablation_seeds,
             "nearest_neighbour": knn, "configs": {n: CONFIGS[n][0] for n in names}, "runs": results,
@@ -227,7 +255,7 @@ def summarise(results: list[dict], names: list[str], folds: list[str], knn: dict
             if by_loss:
                 lines.append(f"| best checkpoint by val loss instead (same runs) | {len({r['seed'] for r in rs})} | "
                              + " | ".join("" for _ in folds) + f" | | | {np.mean(by_loss):.3f} |")
-    for key, label in (("both_hands", "1-NN, hand shapes (no training)"), ("mirror_invariant", "1-NN, hand shapes, mirror-invariant"),
+    for key, label in () if not knn else (("both_hands", "1-NN, hand shapes (no training)"), ("mirror_invariant", "1-NN, hand shapes, mirror-invariant"),
                        ("right_hand", "1-NN, right-hand shape only")):
         vals = [knn[f][key] for f in folds]
         lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {np.mean(vals):.3f} | | |")

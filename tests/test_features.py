@@ -11,10 +11,11 @@ from accel_signs.config import AugmentConfig, InputConfig
 from accel_signs.data.augment import Augmenter
 from accel_signs.data.synth import SynthSpec, _Generator
 from accel_signs.features import KeypointFeatures, masked_median
-from accel_signs.layout import PARTS, keypoint_layout
+from accel_signs.layout import keypoint_layout
 
 LAYOUT = keypoint_layout()
-RH, LH = LAYOUT.parts["right_hand"], LAYOUT.parts["left_hand"]
+# karsl184's parts are contiguous: (first, last + 1)
+RH, LH = ((p[0], p[-1] + 1) for p in (LAYOUT.parts["right_hand"], LAYOUT.parts["left_hand"]))
 
 
 def _clips(n=6, seed=0, frames=50, left_handed=None) -> torch.Tensor:
@@ -71,7 +72,7 @@ def test_aspect_is_undone():
 def _hand_local(features: torch.Tensor, part: str) -> torch.Tensor:
     """The local-shape slice (21 x 3) of one hand's features."""
     sizes = FEATURES.part_sizes()
-    g = PARTS.index(part)
+    g = LAYOUT.part_names.index(part)
     start = sum(sizes[:g])
     return features[..., start:start + 63]
 

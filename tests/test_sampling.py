@@ -11,7 +11,7 @@ from accel_signs.layout import keypoint_layout
 
 LAYOUT = keypoint_layout()
 MIRROR = torch.tensor(LAYOUT.mirror)
-RH, LH = LAYOUT.parts["right_hand"], LAYOUT.parts["left_hand"]
+RH, LH = ((p[0], p[-1] + 1) for p in (LAYOUT.parts["right_hand"], LAYOUT.parts["left_hand"]))
 
 
 def _batch(b=4, t=50, seed=0, missing=0.3):
@@ -37,8 +37,7 @@ def test_mirror_moves_right_hand_to_left():
     ls, rs = names.index("left_shoulder"), names.index("right_shoulder")
     torch.testing.assert_close(m[:, :, ls, 1], x[:, :, rs, 1])
     # Every face point moves to its partner, self-mirrored points stay.
-    lo, hi = LAYOUT.parts["face"]
-    for i in range(lo, hi):
+    for i in LAYOUT.parts["face"]:
         torch.testing.assert_close(m[:, :, i, 1:], x[:, :, LAYOUT.mirror[i], 1:])
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from accel_signs.data.store import ClassInfo, StoreWriter, open_store
 from accel_signs.errors import DatasetError
-from accel_signs.layout import LAYOUT_ID
+from accel_signs.layout import keypoint_layout
 
 
 def _clips(n=5, seed=0):
@@ -155,7 +155,7 @@ def test_unknown_split(store):
 
 
 def test_layout_id_recorded(store):
-    assert _meta(store)["layout"]["id"] == LAYOUT_ID
+    assert _meta(store)["layout"]["id"] == keypoint_layout().id == "karsl-mediapipe-184-v1"
     shutil.rmtree(store)
 
 

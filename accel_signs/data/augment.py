@@ -15,7 +15,7 @@ import math
 import torch
 
 from ..config import AugmentConfig
-from ..layout import PARTS, KeypointLayout
+from ..layout import KeypointLayout
 from .sampling import affine, mirror
 
 
@@ -31,16 +31,18 @@ class Augmenter:
 
     def __init__(self, cfg: AugmentConfig, layout: KeypointLayout, kind: str = "normalized"):
         self.cfg, self.kind = cfg, kind
-        self.hands = [(hand, layout.parts[hand.part]) for hand in layout.hands]
+        hands = layout.hands or ()
+        self.hands = [(hand, list(layout.parts[hand.part])) for hand in hands if hand.part is not None]
+        self.num_parts = len(layout.parts)
         part_of_point = torch.zeros(len(layout.names), dtype=torch.long)
-        for g, name in enumerate(PARTS):
-            lo, hi = layout.parts[name]
-            part_of_point[lo:hi] = g
-        # Every part may go missing for a whole clip but the dominant-hand slot: without it
-        # most signs are not there to learn.
-        droppable = torch.tensor([name != layout.hands[0].part for name in PARTS])
+        for g, name in enumerate(layout.part_names):
+            part_of_point[list(layout.parts[name])] = g
+        # Every part may go missing for a whole clip but the one that holds the dominant hand
+        # (the right-hand slot after canonicalisation): without it most signs are not there to learn.
+        dominant = int(part_of_point[hands[0].wrist]) if hands else -1
+        droppable = torch.tensor([g != dominant for g in range(self.num_parts)])
         self._cpu = {"mirror": torch.tensor(layout.mirror, dtype=torch.long), "part": part_of_point,
-                     "droppable": droppable}
+                     "droppable": droppable, **{f"hand_{i}": torch.tensor(idx) for i, (_, idx) in enumerate(self.hands)}}
         self._on: dict[torch.device, dict[str, torch.Tensor]] = {}
 
     def _index(self, device: torch.device) -> dict[str, torch.Tensor]:
@@ -59,7 +61,7 @@ class Augmenter:
             coords = torch.where(flip[:, None, None, None], coords[:, :, index["mirror"]] * sign, coords)
             present = torch.where(flip[:, None, None], present[:, :, index["mirror"]], present)
         if cfg.hand_p > 0:
-            coords = self._hand_shapes(coords)
+            coords = self._hand_shapes(coords, index)
         if cfg.affine_p > 0:
             r = torch.rand(b, 5, device=dev)
             apply = (r[:, 0] < cfg.affine_p)[:, None, None, None]
@@ -74,30 +76,31 @@ class Augmenter:
         present = self._drop(present, index)
         return torch.where(present[..., None], coords, 0.0), present
 
-    def _hand_shapes(self, coords: torch.Tensor) -> torch.Tensor:
+    def _hand_shapes(self, coords: torch.Tensor, index: dict[str, torch.Tensor]) -> torch.Tensor:
         """Rotate and stretch each hand's points about its wrist, per clip and hand."""
         cfg, b, dev = self.cfg, coords.shape[0], coords.device
-        for hand, (lo, hi) in self.hands:
+        for i, (hand, _) in enumerate(self.hands):
+            points = index[f"hand_{i}"]
             r = torch.rand(b, 4, device=dev)
             angle = (r[:, 1] * 2 - 1) * math.radians(cfg.hand_rotate_deg)
             sx, sy = (cfg.hand_scale_min + r[:, 2:4] * (cfg.hand_scale_max - cfg.hand_scale_min)).unbind(-1)
             wrist = coords[:, :, hand.wrist, None, :2]  # (B, T, 1, 2)
-            rel = coords[:, :, lo:hi, :2] - wrist
+            rel = coords[:, :, points, :2] - wrist
             xy = torch.einsum("bij,btpj->btpi", _rotation(angle, sx, sy), rel) + wrist
             apply = (r[:, 0] < cfg.hand_p)[:, None, None, None]
-            coords = torch.cat([coords[:, :, :lo], torch.cat([torch.where(apply, xy, coords[:, :, lo:hi, :2]),
-                                                              coords[:, :, lo:hi, 2:]], dim=-1), coords[:, :, hi:]], dim=2)
+            moved = torch.cat([torch.where(apply, xy, coords[:, :, points, :2]), coords[:, :, points, 2:]], dim=-1)
+            coords = coords.index_copy(2, points, moved)  # not in place: autograd-safe, and the caller's tensor stays
         return coords
 
     def _drop(self, present: torch.Tensor, index: dict[str, torch.Tensor]) -> torch.Tensor:
         """Parts missing for a whole clip or some frames, and one masked span of frames."""
         cfg, (b, t, _), dev = self.cfg, present.shape, present.device
-        keep = torch.ones(b, t, len(PARTS), dtype=torch.bool, device=dev)  # (B, T, G)
+        keep = torch.ones(b, t, self.num_parts, dtype=torch.bool, device=dev)  # (B, T, G)
         if cfg.part_drop_p > 0:
-            gone = (torch.rand(b, 1, len(PARTS), device=dev) < cfg.part_drop_p) & index["droppable"]
+            gone = (torch.rand(b, 1, self.num_parts, device=dev) < cfg.part_drop_p) & index["droppable"]
             keep = keep & ~gone
         if cfg.frame_drop_p > 0:
-            keep = keep & (torch.rand(b, t, len(PARTS), device=dev) >= cfg.frame_drop_p)
+            keep = keep & (torch.rand(b, t, self.num_parts, device=dev) >= cfg.frame_drop_p)
         if cfg.time_mask_p > 0:
             r = torch.rand(b, 3, device=dev)
             span = (r[:, 1] * cfg.time_mask_max * t).floor()  # (B,) frames, 0 to max

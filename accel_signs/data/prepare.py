@@ -28,13 +28,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError
-from ..layout import NUM_CHANNELS, NUM_POINTS, karsl_glosses
+from ..layout import NUM_CHANNELS, KeypointLayout, builtin_layout, karsl_glosses
+
+# The seed project's formats hold the 184-point KArSL layout.
+NUM_POINTS = 184
 from ..progress import progress_bar
 from .pipeline import format_ranges
 from .store import ClassInfo, StoreWriter
 
 logger = logging.getLogger(__name__)
-SOURCES = ("npz", "seed-mmap")
+SOURCES = ("npz", "seed-mmap", "clips", "gislr")
 _FRAME_BYTES = NUM_POINTS * NUM_CHANNELS * 4  # float32
 
 
@@ -71,12 +74,12 @@ def _classes(signs: Sequence[int]) -> list[ClassInfo]:
     return [ClassInfo(s, en[s - 1] if s <= len(en) else f"sign {s}", ar[s - 1] if s <= len(ar) else "") for s in signs]
 
 
-def check_clip(clip: np.ndarray, where: str) -> np.ndarray:
-    """A clip must be (frames >= 1, 184, 4), numeric and finite."""
+def check_clip(clip: np.ndarray, where: str, num_points: int = NUM_POINTS) -> np.ndarray:
+    """A clip must be (frames >= 1, points, 4), numeric and finite."""
     if clip.dtype.kind not in "fiu":
         raise DatasetError(f"{where}: dtype {clip.dtype} is not numeric")
-    if clip.ndim != 3 or clip.shape[1:] != (NUM_POINTS, NUM_CHANNELS):
-        raise DatasetError(f"{where}: shape {clip.shape}, expected (frames, {NUM_POINTS}, {NUM_CHANNELS})")
+    if clip.ndim != 3 or clip.shape[1:] != (num_points, NUM_CHANNELS):
+        raise DatasetError(f"{where}: shape {clip.shape}, expected (frames, {num_points}, {NUM_CHANNELS})")
     if len(clip) == 0:
         raise DatasetError(f"{where}: the clip has no frames")
     if not np.isfinite(clip).all():
@@ -87,19 +90,34 @@ def check_clip(clip: np.ndarray, where: str) -> np.ndarray:
 
 def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], source: str, *,
             signs: Sequence[int] | None = None, signers: Sequence[str] | None = None,
-            splits: Sequence[str] = ("train", "test"), dtype: str = "float32",
-            allow_pickle: bool = False, allow_missing: bool = False) -> PrepareReport:
-    """Convert `src` into a new clip store at `out` (atomically: a failure leaves nothing)."""
+            splits: Sequence[str] | None = None, dtype: str = "float32",
+            allow_pickle: bool = False, allow_missing: bool = False, layout: str | None = None,
+            coords: str = "normalized") -> PrepareReport:
+    """Convert `src` into a new clip store at `out` (atomically: a failure leaves nothing).
+
+    `layout` (a built-in name or a layout file) is the clips' keypoint layout for `clips`
+    (default karsl184) and `gislr` (default holistic543); the seed formats are karsl184.
+    `splits` defaults to train and test for the seed formats, to all found for the others."""
+    from .importers import ClipsPlan, GislrPlan
+
     src, out = Path(src), Path(out)
     if source not in SOURCES:
         raise DatasetError(f"--from must be one of {', '.join(SOURCES)}, got {source!r}")
-    if not src.is_dir():
+    if layout is not None and source in ("npz", "seed-mmap"):
+        raise DatasetError(f"--layout: the seed project's {source} files hold the karsl184 layout; --layout is for "
+                           "--from clips and --from gislr")
+    if source != "clips" and not src.is_dir():
         raise DatasetError(f"source folder {src} does not exist" if not src.exists() else f"source {src} is not a folder")
     if out.exists():
         raise DatasetError(f"{out} already exists; choose a new folder for the store")
-    if source == "npz":
-        plan = _NpzPlan(src, signs, signers, splits)
+    if source == "clips":
+        plan = ClipsPlan(src, layout, coords, signs, signers, splits)
+    elif source == "gislr":
+        plan = GislrPlan(src, layout, signs, signers)
+    elif source == "npz":
+        plan = _NpzPlan(src, signs, signers, splits or ("train", "test"))
     else:
+        splits = splits or ("train", "test")
         if not allow_pickle:
             raise DatasetError(
                 f"{src}: the seed memory map's clip-length index ({splits[0]}_X_map_samples_lens.npy) is a pickle, and "
@@ -110,14 +128,16 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], source: st
     if plan.missing and not allow_missing:
         raise DatasetError(f"{src}: {len(plan.missing)} expected source file(s) are missing: "
                            f"{_missing_summary(plan.missing)}; pass --allow-missing to prepare what is there")
-    with StoreWriter(out, _classes(plan.signs), plan.signers, dtype,
+    classes = list(plan.classes)
+    label = {c.sign: i for i, c in enumerate(classes)}
+    with StoreWriter(out, classes, plan.signers, dtype, layout=plan.layout,
                      source={"from": source, "path": str(src.resolve()), "missing": plan.missing}) as writer:
         for split in plan.splits:
             writer.begin_split(split)
             clips = frames = 0
             with progress_bar(f"{split}: {plan.unit}", plan.total(split)) as advance:
-                for clip, sign, signer in plan.clips(split, report, advance):
-                    writer.add_clip(clip, plan.signs.index(sign), plan.signers.index(signer))
+                for clip, sign, signer, size in plan.clips(split, report, advance):
+                    writer.add_clip(clip, label[sign], plan.signers.index(signer), size)
                     clips, frames = clips + 1, frames + len(clip)
             if clips == 0:
                 raise DatasetError(f"{src}: no clips for split {split!r} with the chosen signs and signers")
@@ -127,7 +147,19 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], source: st
     return report
 
 
-class _NpzPlan:
+class _SeedPlan:
+    """The seed project's formats: karsl184 keypoints, KArSL sign numbers and glosses."""
+
+    @property
+    def layout(self) -> KeypointLayout:
+        return builtin_layout("karsl184")
+
+    @property
+    def classes(self) -> list[ClassInfo]:
+        return _classes(self.signs)
+
+
+class _NpzPlan(_SeedPlan):
     def __init__(self, root: Path, signs: Sequence[int] | None, signers: Sequence[str] | None, splits: Sequence[str]):
         self.root, self.splits = root, list(splits)
         folders = {m.groups(): p for p in root.iterdir()
@@ -165,12 +197,12 @@ class _NpzPlan:
                 try:
                     with np.load(path, allow_pickle=False) as npz:
                         for key in npz.files:  # file order = recording order, as the seed concatenated them
-                            yield check_clip(npz[key], f"{path} [{key}]"), sign, signer
+                            yield check_clip(npz[key], f"{path} [{key}]"), sign, signer, None
                 except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
                     raise DatasetError(f"{path}: not a readable numeric .npz file ({e})") from None
 
 
-class _SeedMmapPlan:
+class _SeedMmapPlan(_SeedPlan):
     def __init__(self, root: Path, signs: Sequence[int] | None, signers: Sequence[str] | None, splits: Sequence[str]):
         self.root, self.splits, self.missing = root, list(splits), []
         self.index: dict[str, list[tuple[int, str, int]]] = {}  # split -> [(sign, signer, length)] in file order
@@ -248,4 +280,4 @@ class _SeedMmapPlan:
                     clip = np.fromfile(f, dtype=np.float32, count=n * NUM_POINTS * NUM_CHANNELS)
                     clip = clip.reshape(n, NUM_POINTS, NUM_CHANNELS)  # (frames * 184 * 4,) -> (frames, 184, 4)
                     advance(1)
-                    yield check_clip(clip, f"{path} frames {offset}-{offset + n} (sign {sign}, signer {signer})"), sign, signer
+                    yield check_clip(clip, f"{path} frames {offset}-{offset + n} (sign {sign}, signer {signer})"), sign, signer, None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..layout import NUM_CHANNELS, NUM_POINTS
+from ..layout import NUM_CHANNELS
 from .store import StoreSplit
 
 # `auto` puts the clips on a GPU when they take at most this share of its free memory: the
@@ -39,8 +39,8 @@ class ResidentClips:
         src_off, lengths = split.offsets[ids], split.lengths[ids]
         src_end = src_off + lengths
         dst_off = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        frames = torch.empty((int(lengths.sum()), NUM_POINTS, NUM_CHANNELS), dtype=_torch_dtype(split.dtype), device=device)
-        span_frames = max(1, _CHUNK_BYTES // (NUM_POINTS * NUM_CHANNELS * np.dtype(split.dtype).itemsize))
+        frames = torch.empty((int(lengths.sum()), split.num_points, NUM_CHANNELS), dtype=_torch_dtype(split.dtype), device=device)
+        span_frames = max(1, _CHUNK_BYTES // (split.num_points * NUM_CHANNELS * np.dtype(split.dtype).itemsize))
         start = 0
         while start < len(ids):
             # The clips that end within one chunk of the first (at least one clip), read with one
@@ -60,7 +60,7 @@ class ResidentClips:
 def resident_bytes(split: StoreSplit, ids: np.ndarray) -> int:
     """Device memory the frames of clips `ids` take when resident."""
     frames = int(split.lengths[np.unique(ids)].sum())
-    return frames * NUM_POINTS * NUM_CHANNELS * np.dtype(split.dtype).itemsize
+    return frames * split.num_points * NUM_CHANNELS * np.dtype(split.dtype).itemsize
 
 
 def keep_on_device(mode: str, need: int, device: torch.device, processes: int) -> tuple[bool, str]:

@@ -4,8 +4,9 @@ A store is a directory::
 
     meta.json               format, version, layout id, classes (sign number + glosses),
                             signers, dtype, and per split the clip and frame counts
-    <split>/frames.npy      (total_frames, 184, 4) float16/float32, all clips back to back,
-                            opened with memory-mapping
+    <split>/frames.npy      (total_frames, points, 4) float16/float32, all clips back to back,
+                            opened with memory-mapping; the points are those of the store's
+                            keypoint layout (meta.json records it whole; layout.py)
     <split>/clips.npy       (clips, 4) int64: offset, length, label, signer
     <split>/frame_sizes.npy (clips, 2) float32: width, height of each clip's video in pixels,
                             0 where unknown; optional (absent: every clip unknown)
@@ -31,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DatasetError
-from ..layout import LAYOUT_ID, NUM_CHANNELS, NUM_POINTS
+from ..errors import ConfigError, DatasetError
+from ..layout import NUM_CHANNELS, KeypointLayout, keypoint_layout, layout_from_record
 
 STORE_FORMAT = "accel_signs.clipstore"
 STORE_VERSION = 1
@@ -58,9 +59,10 @@ class StoreSplit:
     DataLoader worker, since a pickled memmap would copy the whole array)."""
 
     def __init__(self, name: str, directory: Path, clips: np.ndarray, num_frames: int, dtype: np.dtype,
-                 data_offset: int = 0, frame_sizes: np.ndarray | None = None):
+                 data_offset: int = 0, frame_sizes: np.ndarray | None = None, num_points: int = 184):
         self.name = name
         self.directory = directory
+        self.num_points = num_points
         self.clips = clips  # (n, 4) int64: offset, length, label, signer
         self.frame_sizes = frame_sizes  # (n, 2) float32 width, height (0: unknown), or None: all unknown
         self.num_frames = num_frames
@@ -110,7 +112,7 @@ class StoreSplit:
         return np.where(known, w / np.where(known, h, 1), 1).astype(np.float32)
 
     def clip(self, i: int) -> np.ndarray:
-        """Frames of clip i, (length, 184, 4)."""
+        """Frames of clip i, (length, points, 4)."""
         off, length = int(self.clips[i, 0]), int(self.clips[i, 1])
         return np.asarray(self.frames[off : off + length])
 
@@ -119,9 +121,9 @@ class StoreSplit:
         this leaves nothing resident in the process once the array is dropped."""
         count = max(0, min(count, self.num_frames - start))
         with open(self.frames_path, "rb") as f:
-            f.seek(self.data_offset + start * NUM_POINTS * NUM_CHANNELS * self.dtype.itemsize)
-            data = np.fromfile(f, dtype=self.dtype, count=count * NUM_POINTS * NUM_CHANNELS)
-        return data.reshape(count, NUM_POINTS, NUM_CHANNELS)  # flat -> (frames, 184, 4)
+            f.seek(self.data_offset + start * self.num_points * NUM_CHANNELS * self.dtype.itemsize)
+            data = np.fromfile(f, dtype=self.dtype, count=count * self.num_points * NUM_CHANNELS)
+        return data.reshape(count, self.num_points, NUM_CHANNELS)  # flat -> (frames, P, 4)
 
     def check_finite(self, chunk_frames: int = 16384) -> None:
         """Scan every frame for NaN/inf in bounded memory; raise naming the first bad clip."""
@@ -146,6 +148,7 @@ class ClipStore:
     dtype: str
     splits: dict[str, StoreSplit]
     meta: dict[str, Any] = field(repr=False)
+    layout: KeypointLayout = field(default_factory=keypoint_layout, repr=False)
 
     def split(self, name: str) -> StoreSplit:
         if name not in self.splits:
@@ -203,9 +206,6 @@ def _load_meta(path: Path) -> dict[str, Any]:
         raise _fail(meta_path, f"not a clip store description (expected \"format\": \"{STORE_FORMAT}\")")
     if meta.get("version") != STORE_VERSION:
         raise _fail(meta_path, f"store version {meta.get('version')!r} is not supported (this accel_signs reads {STORE_VERSION})")
-    layout = meta.get("layout")
-    if not isinstance(layout, dict) or layout.get("id") != LAYOUT_ID:
-        raise _fail(meta_path, f"keypoint layout {layout!r} is not the one this accel_signs trains on ({LAYOUT_ID!r})")
     for key, kind in (("classes", list), ("signers", list), ("splits", dict), ("dtype", str)):
         if not isinstance(meta.get(key), kind):
             raise _fail(meta_path, f"key {key!r} is missing or not a {kind.__name__}")
@@ -225,6 +225,10 @@ def open_store(path: str | os.PathLike[str]) -> ClipStore:
         raise DatasetError(f"data store {path} is not a directory")
     meta = _load_meta(path)
     meta_path = path / "meta.json"
+    try:
+        layout = layout_from_record(meta.get("layout"), str(meta_path))
+    except ConfigError as e:
+        raise DatasetError(str(e)) from None
     classes = []
     for c in meta["classes"]:
         sign = c.get("sign") if isinstance(c, dict) else None
@@ -245,20 +249,22 @@ def open_store(path: str | os.PathLike[str]) -> ClipStore:
     for name, info in meta["splits"].items():
         if not _valid_split_name(name):
             raise _fail(meta_path, f"invalid split name {name!r} (a plain folder name inside the store)")
-        splits[name] = _open_split(path, name, info, dtype, len(classes), len(signers))
+        splits[name] = _open_split(path, name, info, dtype, len(classes), len(signers), layout.num_points)
     if not splits:
         raise _fail(meta_path, "the store has no splits")
-    return ClipStore(path, classes, signers, meta["dtype"], splits, meta)
+    return ClipStore(path, classes, signers, meta["dtype"], splits, meta, layout)
 
 
-def _open_split(root: Path, name: str, info: Any, dtype: np.dtype, num_classes: int, num_signers: int) -> StoreSplit:
+def _open_split(root: Path, name: str, info: Any, dtype: np.dtype, num_classes: int, num_signers: int,
+                num_points: int) -> StoreSplit:
     directory = root / name
     if not isinstance(info, dict) or not isinstance(info.get("clips"), int) or not isinstance(info.get("frames"), int):
         raise _fail(root / "meta.json", f"split {name!r} must record integer \"clips\" and \"frames\" counts")
     frames_path, clips_path = directory / "frames.npy", directory / "clips.npy"
     shape, fdtype, offset = _read_npy_header(frames_path)
-    if len(shape) != 3 or shape[1:] != (NUM_POINTS, NUM_CHANNELS):
-        raise _fail(frames_path, f"frames must have shape (frames, {NUM_POINTS}, {NUM_CHANNELS}), got {shape}")
+    if len(shape) != 3 or shape[1:] != (num_points, NUM_CHANNELS):
+        raise _fail(frames_path, f"frames must have shape (frames, {num_points}, {NUM_CHANNELS}) (the store's keypoint "
+                    f"layout has {num_points} points), got {shape}")
     if fdtype != dtype:
         raise _fail(frames_path, f"dtype {fdtype} differs from meta.json's {dtype}")
     _check_size(frames_path, shape, fdtype, offset)
@@ -291,7 +297,8 @@ def _open_split(root: Path, name: str, info: Any, dtype: np.dtype, num_classes: 
     if bad.any():
         i = int(np.argmax(bad))
         raise _fail(clips_path, f"clip {i} has signer index {signers[i]}, outside the store's {num_signers} signers")
-    return StoreSplit(name, directory, clips, shape[0], dtype, offset, _open_frame_sizes(directory, len(clips)))
+    return StoreSplit(name, directory, clips, shape[0], dtype, offset, _open_frame_sizes(directory, len(clips)),
+                      num_points)
 
 
 def _open_frame_sizes(directory: Path, num_clips: int) -> np.ndarray | None:
@@ -335,8 +342,10 @@ class StoreWriter:
     """
 
     def __init__(self, path: str | os.PathLike[str], classes: Sequence[ClassInfo], signers: Sequence[str],
-                 dtype: str = "float32", source: dict[str, Any] | None = None):
+                 dtype: str = "float32", source: dict[str, Any] | None = None, layout: KeypointLayout | None = None):
         self.path = Path(path)
+        self.layout = layout or keypoint_layout()
+        self.points = self.layout.num_points
         if self.path.exists():
             raise DatasetError(f"{self.path} already exists; choose a new folder for the store")
         if dtype not in FRAME_DTYPES:
@@ -368,17 +377,18 @@ class StoreWriter:
         (self._tmp / name).mkdir()
         self._split, self._clips, self._frame_sizes, self._num_frames = name, [], [], 0
         self._frames_file = open(self._tmp / name / "frames.npy", "wb")
-        self._frames_file.write(_npy_header((0, NUM_POINTS, NUM_CHANNELS), self.dtype))
+        self._frames_file.write(_npy_header((0, self.points, NUM_CHANNELS), self.dtype))
 
     def add_clip(self, frames: np.ndarray, label: int, signer: int,
                  frame_size: tuple[float, float] | None = None) -> None:
-        """Append one clip, (length, 184, 4); label/signer index the store's classes/signers;
+        """Append one clip, (length, points, 4); label/signer index the store's classes/signers;
         `frame_size` is the (width, height) of its video in pixels, when known."""
         if self._split is None:
             raise DatasetError("add_clip before begin_split")
         frames = np.asarray(frames)
-        if frames.ndim != 3 or frames.shape[1:] != (NUM_POINTS, NUM_CHANNELS) or len(frames) == 0:
-            raise DatasetError(f"a clip must have shape (frames>=1, {NUM_POINTS}, {NUM_CHANNELS}), got {frames.shape}")
+        if frames.ndim != 3 or frames.shape[1:] != (self.points, NUM_CHANNELS) or len(frames) == 0:
+            raise DatasetError(f"a clip must have shape (frames>=1, {self.points}, {NUM_CHANNELS}) (layout "
+                               f"{self.layout.name}), got {frames.shape}")
         if not 0 <= label < len(self.classes) or not 0 <= signer < len(self.signers):
             raise DatasetError(f"clip label {label} / signer {signer} out of range")
         width, height = frame_size if frame_size is not None else (0.0, 0.0)
@@ -399,7 +409,7 @@ class StoreWriter:
             raise DatasetError(f"split {self._split!r} has no clips")
         f = self._frames_file
         f.seek(0)
-        f.write(_npy_header((self._num_frames, NUM_POINTS, NUM_CHANNELS), self.dtype))
+        f.write(_npy_header((self._num_frames, self.points, NUM_CHANNELS), self.dtype))
         f.flush()
         os.fsync(f.fileno())
         f.close()
@@ -419,7 +429,7 @@ class StoreWriter:
             meta = {
                 "format": STORE_FORMAT,
                 "version": STORE_VERSION,
-                "layout": {"id": LAYOUT_ID, "points": NUM_POINTS, "channels": NUM_CHANNELS},
+                "layout": self.layout.record(),
                 "dtype": str(self.dtype),
                 "clip_columns": list(CLIP_COLUMNS),
                 "classes": [{"sign": c.sign, "en": c.en, "ar": c.ar} for c in self.classes],

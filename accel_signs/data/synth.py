@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..layout import NUM_CHANNELS, NUM_POINTS, karsl_glosses, keypoint_layout
+from ..layout import BUILTIN, DEFAULT, NUM_CHANNELS, builtin_layout, karsl_glosses
 from .store import ClassInfo, StoreWriter
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,12 @@ class SynthSpec:
     reps: int = 12
     """Clips per (sign, signer) in the train split; the test split gets a quarter (at least 1)."""
     seed: int = 0
+    layout: str = DEFAULT
+    """A built-in keypoint layout: the clips are MediaPipe Holistic-shaped and are written in it."""
 
     def __post_init__(self) -> None:
+        if self.layout not in BUILTIN:
+            raise ConfigError(f"--layout must be a built-in layout ({', '.join(BUILTIN)}), got {self.layout!r}")
         if not 1 <= self.classes <= 502:
             raise ConfigError(f"--classes must be between 1 and 502 (the KArSL signs), got {self.classes}")
         if not 1 <= self.signers <= 99:
@@ -59,7 +63,8 @@ class SynthSpec:
         return max(1, self.reps // 4)
 
     def cache_name(self) -> str:
-        return f"synthetic-v2-c{self.classes}-s{self.signers}-r{self.reps}-seed{self.seed}"
+        suffix = "" if self.layout == DEFAULT else f"-{self.layout}"
+        return f"synthetic-v3-c{self.classes}-s{self.signers}-r{self.reps}-seed{self.seed}{suffix}"
 
 
 # The data set `train` uses when no --data is given: trains to >= 90% val accuracy in a few
@@ -100,22 +105,32 @@ def _eval_curve(coef: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.einsum("kt,kd->td", np.sin(k), coef[:, 0]) + np.einsum("kt,kd->td", np.cos(k), coef[:, 1]) - coef[:, 1].sum(0)
 
 
+# MediaPipe's iris rings (refine_face_landmarks): the left centre and ring, then the right ones.
+_IRIS_MIRROR = {468: 473, 469: 476, 470: 475, 471: 474, 472: 477}
+_IRIS_MIRROR.update({v: k for k, v in _IRIS_MIRROR.items()})
+_FACE_POINTS = 478
+
+
 class _Generator:
+    """Clips as MediaPipe Holistic would give them (pose 33, face mesh 478, two hands), written
+    in any layout whose points name their MediaPipe source."""
+
     def __init__(self, spec: SynthSpec):
         self.spec = spec
-        layout = keypoint_layout()
-        self.mirror = np.array(layout.mirror)
-        self.face_lo, self.face_hi = layout.parts["face"]
+        self.layout = builtin_layout(spec.layout)
+        holistic = builtin_layout("holistic543")
+        face_mirror = {holistic.sources[i][1]: holistic.sources[j][1] for i, j in enumerate(holistic.mirror)
+                       if holistic.sources[i][0] == "face"}
+        self.face_mirror = np.array([face_mirror.get(i, _IRIS_MIRROR.get(i, i)) for i in range(_FACE_POINTS)])
         self.face = self._face_template(np.random.default_rng(12345))
         self.class_params = [self._class_params(np.random.default_rng([spec.seed, 1, c])) for c in range(spec.classes)]
         self.signer_params = [self._signer_params(np.random.default_rng([spec.seed, 2, s]), s) for s in range(spec.signers)]
 
     def _face_template(self, rng: np.random.Generator) -> np.ndarray:
-        """Face points (136, 2) around (0, 0), symmetric under the layout's mirror map."""
-        n = self.face_hi - self.face_lo
-        out = np.zeros((n, 2))
-        for i in range(n):
-            j = self.mirror[self.face_lo + i] - self.face_lo
+        """Face mesh points (478, 2) around (0, 0), symmetric under the mesh's mirror map."""
+        out = np.zeros((_FACE_POINTS, 2))
+        for i in range(_FACE_POINTS):
+            j = self.face_mirror[i]
             if j < i:
                 out[i] = out[j] * [-1, 1]
                 continue
@@ -143,7 +158,8 @@ class _Generator:
     def _signer_params(rng: np.random.Generator, index: int) -> dict:
         return {
             "centre": np.array([0.5 + rng.uniform(-0.05, 0.05), 0.55 + rng.uniform(-0.04, 0.04)]),
-            "scale": rng.uniform(0.75, 1.2),  # camera distance
+            # Camera distance; portrait framing shows the signer smaller, so the arms stay in the picture.
+            "scale": rng.uniform(0.75, 1.2) * min(1.0, _SETUPS[index % len(_SETUPS)][0] / _SETUPS[index % len(_SETUPS)][1] * 1.1),
             "frame_size": _SETUPS[index % len(_SETUPS)],
             "idle_seen_p": 0.97 if index % 3 == 1 else 0.3,  # how often the detector finds a resting hand
             "frames": rng.uniform(55, 95),  # mean clip length: the signer's speed
@@ -157,7 +173,8 @@ class _Generator:
         return self.signer_params[signer]["frame_size"]
 
     def clip(self, label: int, signer: int, rng: np.random.Generator, left_handed: bool | None = None) -> np.ndarray:
-        """One clip (T, 184, 4) float32; `left_handed` forces the signing hand (None: the signer's habit)."""
+        """One clip (T, points, 4) float32 in the spec's layout; `left_handed` forces the signing
+        hand (None: the signer's habit)."""
         cp, sp = self.class_params[label], self.signer_params[signer]
         length = int(round(sp["frames"] * rng.uniform(0.75, 1.3)))
         if rng.random() < 0.04:  # real recordings include very short clips
@@ -171,8 +188,7 @@ class _Generator:
         dom_hand = dom[:, None] + _hand(curls, angle, 0.085 * scale)
         if cp["two_handed"]:
             if cp["symmetric"]:
-                other = 2 * centre[0] - dom[:, 0], dom[:, 1]
-                other = np.stack(other, axis=-1)
+                other = np.stack([2 * centre[0] - dom[:, 0], dom[:, 1]], axis=-1)
                 other_hand = other[:, None] + _hand(curls, angle, 0.085 * scale) * [-1, 1]
             else:
                 other = centre + scale * (cp["other_start"] + _eval_curve(cp["other_path"], t))
@@ -182,43 +198,54 @@ class _Generator:
             other = centre + scale * np.array([0.15, 0.42]) + rng.normal(0, 0.01, (length, 2))
             other_hand = other[:, None] + _hand(np.full((length, 5), 0.3), np.zeros(length), 0.085 * scale) * [-1, 1]
 
-        xy = np.zeros((length, NUM_POINTS, 2))
-        sh = 0.12 * scale
-        shoulders_y = centre[1] + 0.05 * scale
-        # Pose: left/right shoulder, elbow, wrist. The signer's right side is on the image's left.
-        xy[:, 0] = (centre[0] + sh, shoulders_y)
-        xy[:, 1] = (centre[0] - sh, shoulders_y)
-        xy[:, 5] = dom
-        xy[:, 4] = other
-        xy[:, 3] = (xy[:, 1] + dom) / 2 + [-0.05 * scale, 0.08 * scale]
-        xy[:, 2] = (xy[:, 0] + other) / 2 + [0.05 * scale, 0.08 * scale]
+        pose = np.zeros((length, 33, 2))
+        sh, shoulders_y = 0.12 * scale, centre[1] + 0.05 * scale
         head = centre + [0, -0.2 * scale] + rng.normal(0, 0.004, (length, 2)).cumsum(0) * 0.3
-        xy[:, self.face_lo:self.face_hi] = head[:, None] + self.face * scale
-        xy[:, 142:163] = dom_hand
-        xy[:, 163:184] = other_hand
-        xy += rng.normal(0, sp["noise"], xy.shape)
-        # Drawn in units of the frame's height; MediaPipe gives x as a fraction of the width.
+        # Pose: the signer's right side is on the image's left (x smaller).
+        face_marks = {0: (0, 0.0), 1: (0.015, -0.02), 2: (0.025, -0.02), 3: (0.035, -0.02), 4: (-0.015, -0.02),
+                      5: (-0.025, -0.02), 6: (-0.035, -0.02), 7: (0.06, -0.01), 8: (-0.06, -0.01), 9: (0.02, 0.04),
+                      10: (-0.02, 0.04)}
+        for i, off in face_marks.items():
+            pose[:, i] = head + np.array(off) * scale
+        pose[:, 11], pose[:, 12] = (centre[0] + sh, shoulders_y), (centre[0] - sh, shoulders_y)
+        pose[:, 15], pose[:, 16] = other, dom
+        pose[:, 13] = (pose[:, 11] + other) / 2 + [0.05 * scale, 0.08 * scale]
+        pose[:, 14] = (pose[:, 12] + dom) / 2 + [-0.05 * scale, 0.08 * scale]
+        for (left, right), finger in (((17, 18), 17), ((19, 20), 5), ((21, 22), 4)):  # pinky, index, thumb
+            pose[:, left], pose[:, right] = other_hand[:, finger], dom_hand[:, finger]
+        pose[:, 23], pose[:, 24] = (centre[0] + 0.08 * scale, centre[1] + 0.45 * scale), (centre[0] - 0.08 * scale,
+                                                                                         centre[1] + 0.45 * scale)
+        for k, i in enumerate(range(25, 33)):  # knees, ankles, heels, feet: below the picture
+            pose[:, i] = pose[:, 23 + i % 2] + [0, 0.3 * scale * (1 + k // 2)]
+        sources = {"pose": pose, "face": head[:, None] + self.face * scale, "right_hand": dom_hand, "left_hand": other_hand}
+        # Drawn in units of the frame's height; MediaPipe gives x (and z) as a fraction of the width.
         width, height = sp["frame_size"]
-        xy[..., 0] = 0.5 + (xy[..., 0] - 0.5) * height / width
-
-        out = np.zeros((length, NUM_POINTS, NUM_CHANNELS), dtype=np.float32)
-        out[..., :2] = xy
-        out[..., 2] = rng.normal(0, 0.03, (length, NUM_POINTS)) * height / width
-        out[..., 3] = 1.0
-        out[:, :6, 3] = rng.uniform(0.85, 1.0, (length, 6))
+        out = {}
+        for name, xy in sources.items():
+            n = xy.shape[1]
+            xy = xy + rng.normal(0, sp["noise"], xy.shape)
+            xy[..., 0] = 0.5 + (xy[..., 0] - 0.5) * height / width
+            points = np.zeros((length, n, NUM_CHANNELS), dtype=np.float32)
+            points[..., :2] = xy
+            points[..., 2] = rng.normal(0, 0.03, (length, n)) * height / width
+            points[..., 3] = 1.0
+            out[name] = points
+        out["pose"][..., 3] = rng.uniform(0.85, 1.0, (length, 33))
+        out["pose"][:, 25:, 3] = rng.uniform(0.0, 0.1, (length, 8))  # legs out of the picture: low visibility
         # Undetected parts are all zeros: hands entering/leaving view, dropouts, an unseen resting hand.
         present_dom = rng.random(length) > 0.03
         present_dom[: rng.integers(0, 4)] = False
         present_dom[length - rng.integers(0, 4):] = False
         present_other = rng.random(length) < (0.97 if cp["two_handed"] else sp["idle_seen_p"])
-        out[~present_dom, 142:163] = 0
-        out[~present_other, 163:184] = 0
-        out[rng.random(length) < 0.01, self.face_lo:self.face_hi] = 0
+        out["right_hand"][~present_dom] = 0
+        out["left_hand"][~present_other] = 0
+        out["face"][rng.random(length) < 0.01] = 0
+        clip = self.layout.assemble(out)
         switch = rng.random() < sp["left_handed_p"]
         if switch if left_handed is None else left_handed:  # this video is signed with the other hand
-            out = out[:, self.mirror]
-            out[..., 0] = np.where((out != 0).any(-1), 1.0 - out[..., 0], 0.0)
-        return out
+            clip = clip[:, list(self.layout.mirror)]
+            clip[..., 0] = np.where((clip != 0).any(-1), 1.0 - clip[..., 0], 0.0)
+        return clip
 
 
 def write_synthetic(path: str | os.PathLike[str], spec: SynthSpec = EMBEDDED) -> Path:
@@ -228,7 +255,8 @@ def write_synthetic(path: str | os.PathLike[str], spec: SynthSpec = EMBEDDED) ->
     classes = [ClassInfo(c + 1, en[c], ar[c]) for c in range(spec.classes)]
     signers = [f"{s + 1:02d}" for s in range(spec.signers)]
     source = {"synthetic": {"classes": spec.classes, "signers": spec.signers, "reps": spec.reps, "seed": spec.seed}}
-    with StoreWriter(path, classes, signers, "float32", source=source) as writer:
+    source["synthetic"]["layout"] = spec.layout
+    with StoreWriter(path, classes, signers, "float32", source=source, layout=gen.layout) as writer:
         # Sign-major, then signer, like the seed's memory maps.
         for split, reps, tag in (("train", spec.reps, 3), ("test", spec.test_reps, 4)):
             writer.begin_split(split)

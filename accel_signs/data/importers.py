@@ -1,0 +1,301 @@
+"""Keypoints in other shapes than the seed project's -> a clip store (`prepare --from clips|gislr`).
+
+- `clips`: a manifest CSV with a row per clip: `path` (an .npy array, or an .npz holding one
+  array or a `keypoints` array), `sign`, `signer`, `split`, optionally `gloss`, `width`,
+  `height`. Arrays are (frames, points, channels) in a named layout, with 2 (x, y), 3 (+ z)
+  or 4 (+ visibility) channels. Undetected points are zeros or NaN. With `--coords pixels`,
+  x and y (and z, which MediaPipe gives in x's scale) are in pixels of a width x height frame.
+- `gislr`: the Kaggle isolated-sign-language data: `train.csv` (path, participant_id,
+  sequence_id, sign) and one parquet file per sequence with columns frame, type,
+  landmark_index, x, y, z; the 543 MediaPipe Holistic landmarks, NaN where undetected. Needs
+  pyarrow (the `gislr` extra).
+
+Both read one clip at a time (bounded memory), validate everything before and while writing,
+and never load pickles. Plans follow prepare.py's interface: classes, signers, splits,
+total(split), clips(split, report, advance).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import normalize_signer
+from ..errors import ConfigError, DatasetError
+from ..layout import NUM_CHANNELS, KeypointLayout, builtin_layout, load_layout
+from .store import ClassInfo
+
+COORDS = ("normalized", "pixels")
+# The GISLR parquet's landmark types, in the order of its 543 points.
+_GISLR_TYPES = {"face": 468, "left_hand": 21, "pose": 33, "right_hand": 21}
+
+
+def _layout(spec: str | None, default: str) -> KeypointLayout:
+    try:
+        return load_layout(spec) if spec else builtin_layout(default)
+    except ConfigError as e:
+        raise DatasetError(str(e)) from None
+
+
+def _sign_numbers(labels: list[str], glosses: dict[str, str], where: str) -> tuple[dict[str, int], list[ClassInfo]]:
+    """Class labels -> 1-based sign numbers and classes. All-integer labels are sign numbers
+    (glosses from the `gloss` column); text labels are numbered in sorted order."""
+    unique = sorted(set(labels))
+    if all(label.isdigit() for label in unique):
+        numbers = {label: int(label) for label in unique}
+        if min(numbers.values()) < 1:
+            raise DatasetError(f"{where}: sign numbers start at 1, got 0")
+        by_number = sorted(numbers.items(), key=lambda kv: kv[1])
+        return numbers, [ClassInfo(n, glosses.get(label) or f"sign {n}") for label, n in by_number]
+    numbers = {label: i + 1 for i, label in enumerate(unique)}
+    return numbers, [ClassInfo(numbers[label], glosses.get(label) or label) for label in unique]
+
+
+def to_store_frames(array: np.ndarray, num_points: int, where: str, size: tuple[float, float] | None = None) -> np.ndarray:
+    """(frames, points, 2|3|4) keypoints -> (frames, points, 4) float32 as stores hold them:
+    NaN -> undetected (zeros), visibility 1 for detected points when absent, and pixel
+    coordinates of a width x height frame divided by its size when `size` is given."""
+    if array.dtype.kind not in "fiu":
+        raise DatasetError(f"{where}: dtype {array.dtype} is not numeric")
+    if array.ndim != 3 or array.shape[1] != num_points or not 2 <= array.shape[2] <= NUM_CHANNELS:
+        raise DatasetError(f"{where}: shape {array.shape}, expected (frames, {num_points}, 2-{NUM_CHANNELS}) for the "
+                           f"layout's {num_points} points")
+    if len(array) == 0:
+        raise DatasetError(f"{where}: the clip has no frames")
+    data = array.astype(np.float32)
+    if np.isinf(data).any():
+        raise DatasetError(f"{where}: holds infinite values")
+    missing = np.isnan(data).any(-1) | (data == 0).all(-1)  # (frames, points)
+    out = np.zeros((*data.shape[:2], NUM_CHANNELS), dtype=np.float32)
+    out[..., : data.shape[2]] = np.nan_to_num(data)
+    if data.shape[2] < NUM_CHANNELS:
+        out[..., 3] = 1.0
+    if size is not None:
+        width, height = size
+        out[..., 0] /= width
+        out[..., 1] /= height
+        out[..., 2] /= width
+    out[missing] = 0
+    return out
+
+
+def _read_array(path: Path, where: str) -> np.ndarray:
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                if "keypoints" in npz.files:
+                    return npz["keypoints"]
+                if len(npz.files) != 1:
+                    raise DatasetError(f"{where}: {path} holds {len(npz.files)} arrays; give one, or name it 'keypoints'")
+                return npz[npz.files[0]]
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DatasetError(f"{where}: {path} does not exist") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise DatasetError(f"{where}: {path} is not a readable numeric .npy/.npz file ({e})") from None
+
+
+class ClipsPlan:
+    """A manifest CSV of .npy/.npz clips."""
+
+    unit = "clips"
+
+    def __init__(self, manifest: Path, layout: str | None, coords: str, signs: Sequence[int] | None,
+                 signers: Sequence[str] | None, splits: Sequence[str] | None):
+        if coords not in COORDS:
+            raise DatasetError(f"--coords must be one of {', '.join(COORDS)}, got {coords!r}")
+        if not manifest.is_file():
+            raise DatasetError(f"manifest {manifest} does not exist" if not manifest.exists()
+                               else f"--from clips reads a manifest CSV file; {manifest} is a folder")
+        self.layout, self.coords, self.missing = _layout(layout, "karsl184"), coords, []
+        try:
+            with open(manifest, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                columns = set(reader.fieldnames or [])
+                rows = list(reader)
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise DatasetError(f"manifest {manifest}: cannot be read as CSV ({e})") from None
+        need = {"path", "sign", "signer"} | ({"width", "height"} if coords == "pixels" else set())
+        if not need <= columns:
+            raise DatasetError(f"manifest {manifest}: missing column(s) {', '.join(sorted(need - columns))} (it has "
+                               f"{', '.join(sorted(columns)) or 'none'}; needs path, sign, signer, and optionally split, "
+                               "gloss, width, height)")
+        if not rows:
+            raise DatasetError(f"manifest {manifest}: no rows")
+        entries = []
+        for line, row in enumerate(rows, start=2):
+            where = f"manifest {manifest}, line {line}"
+            path = (manifest.parent / row["path"].strip()) if row["path"].strip() else None
+            if path is None or not path.is_file():
+                raise DatasetError(f"{where}: clip file {row['path']!r} does not exist"
+                                   + (f" (looked for {path})" if path else ""))
+            sign, signer = row["sign"].strip(), row["signer"].strip()
+            signer = normalize_signer(signer) if signer else signer  # "1" -> "01", as --signers reads it
+            if not sign or not signer:
+                raise DatasetError(f"{where}: empty sign or signer")
+            size = _frame_size(row, where, required=coords == "pixels")
+            entries.append((where, path, sign, signer, (row.get("split") or "train").strip(), size,
+                            (row.get("gloss") or "").strip()))
+        glosses = {}
+        for _, _, sign, _, _, _, gloss in entries:
+            if gloss:
+                glosses.setdefault(sign, gloss)
+        numbers, classes = _sign_numbers([e[2] for e in entries], glosses, f"manifest {manifest}")
+        if signs is not None:
+            unknown = sorted(set(signs) - {c.sign for c in classes})
+            if unknown:
+                raise DatasetError(f"manifest {manifest}: --signs {unknown} are not in it")
+            classes = [c for c in classes if c.sign in set(signs)]
+        self.classes = classes
+        keep = {c.sign for c in classes}
+        all_signers = sorted({e[3] for e in entries})
+        if signers is not None:
+            unknown = sorted(set(signers) - set(all_signers))
+            if unknown:
+                raise DatasetError(f"manifest {manifest}: --signers {', '.join(unknown)} are not in it")
+        self.signers = sorted(signers) if signers else all_signers
+        all_splits = list(dict.fromkeys(e[4] for e in entries))
+        self.splits = [s for s in (splits or all_splits) if s in all_splits]
+        if not self.splits:
+            raise DatasetError(f"manifest {manifest}: no clips for split(s) {', '.join(splits or [])} (it has "
+                               f"{', '.join(all_splits)})")
+        # Sign-major, then signer, then manifest order, as the other sources write.
+        self.entries = sorted((e for e in entries if numbers[e[2]] in keep and e[3] in self.signers),
+                              key=lambda e: (numbers[e[2]], e[3]))
+        self.numbers = numbers
+
+    def total(self, split: str) -> int:
+        return sum(e[4] == split for e in self.entries)
+
+    def clips(self, split: str, report: Any, advance) -> Iterator[tuple[np.ndarray, int, str, tuple[float, float] | None]]:
+        for where, path, sign, signer, s, size, _ in self.entries:
+            if s != split:
+                continue
+            report.files += 1
+            advance(1)
+            clip = to_store_frames(_read_array(path, where), self.layout.num_points, f"{where} ({path.name})",
+                                   size if self.coords == "pixels" else None)
+            yield clip, self.numbers[sign], signer, size
+
+
+def _frame_size(row: dict[str, str], where: str, required: bool) -> tuple[float, float] | None:
+    w, h = (row.get("width") or "").strip(), (row.get("height") or "").strip()
+    if not w and not h:
+        if required:
+            raise DatasetError(f"{where}: --coords pixels needs the frame's width and height")
+        return None
+    try:
+        size = float(w), float(h)
+    except ValueError:
+        raise DatasetError(f"{where}: width/height {w!r}/{h!r} are not numbers") from None
+    if not (size[0] > 0 and size[1] > 0 and all(math.isfinite(v) for v in size)):
+        raise DatasetError(f"{where}: width and height must be > 0, got {w}x{h}")
+    return size
+
+
+class GislrPlan:
+    """Kaggle's isolated-sign parquet files (train.csv + one parquet per sequence)."""
+
+    unit = "sequences"
+
+    def __init__(self, root: Path, layout: str | None, signs: Sequence[int] | None, signers: Sequence[str] | None):
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise DatasetError("--from gislr reads parquet files and needs pyarrow: pip install 'accel-signs[gislr]'") from None
+        self.layout, self.missing = _layout(layout, "holistic543"), []
+        index = root / "train.csv"
+        if not index.is_file():
+            raise DatasetError(f"{root}: no train.csv (a GISLR folder holds train.csv and the parquet files it lists)")
+        with open(index, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if not {"path", "participant_id", "sign"} <= set(reader.fieldnames or []):
+                raise DatasetError(f"{index}: expected columns path, participant_id, sequence_id, sign; got "
+                                   f"{', '.join(reader.fieldnames or [])}")
+            rows = list(reader)
+        if not rows:
+            raise DatasetError(f"{index}: no rows")
+        order = root / "sign_to_prediction_index_map.json"
+        labels = sorted({r["sign"] for r in rows})
+        if order.exists():  # Kaggle's class order: keep it, so class ids match the competition's
+            try:
+                mapping = json.loads(order.read_text("utf-8"))
+            except (OSError, json.JSONDecodeError) as e:
+                raise DatasetError(f"{order}: unreadable ({e})") from None
+            missing = sorted(set(labels) - set(mapping))
+            if missing:
+                raise DatasetError(f"{order}: sign(s) {', '.join(missing[:5])} of train.csv are not in it")
+            labels = sorted(mapping, key=mapping.get)
+        numbers = {label: i + 1 for i, label in enumerate(labels)}
+        self.classes = [ClassInfo(numbers[label], label) for label in labels]
+        if signs is not None:
+            unknown = sorted(set(signs) - set(numbers.values()))
+            if unknown:
+                raise DatasetError(f"{root}: --signs {unknown} are not among its {len(labels)} signs")
+            self.classes = [c for c in self.classes if c.sign in set(signs)]
+        keep = {c.sign for c in self.classes}
+        all_signers = sorted({normalize_signer(r["participant_id"]) for r in rows})
+        if signers is not None and set(signers) - set(all_signers):
+            raise DatasetError(f"{root}: --signers {', '.join(sorted(set(signers) - set(all_signers)))} are not participants")
+        self.signers = sorted(signers) if signers else all_signers
+        self.entries = []
+        for line, r in enumerate(rows, start=2):
+            signer = normalize_signer(r["participant_id"])
+            if numbers[r["sign"]] not in keep or signer not in self.signers:
+                continue
+            path = root / r["path"]
+            if not path.is_file():
+                raise DatasetError(f"{index}, line {line}: {path} does not exist")
+            self.entries.append((path, numbers[r["sign"]], signer))
+        self.entries.sort(key=lambda e: (e[1], e[2]))
+        self.splits = ["train"]
+
+    def total(self, split: str) -> int:
+        return len(self.entries)
+
+    def clips(self, split: str, report: Any, advance) -> Iterator[tuple[np.ndarray, int, str, None]]:
+        for path, sign, signer in self.entries:
+            report.files += 1
+            advance(1)
+            yield self.layout.assemble(read_gislr(path)), sign, signer, None
+
+
+def read_gislr(path: Path) -> dict[str, np.ndarray]:
+    """One GISLR parquet file -> MediaPipe sources {"face": (T, 468, 4), ...}; NaN -> undetected."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=["frame", "type", "landmark_index", "x", "y", "z"])
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several error types for bad files
+        raise DatasetError(f"{path}: not a readable GISLR parquet file ({type(e).__name__}: {e})") from None
+    frame = table.column("frame").to_numpy()
+    kind = np.asarray(table.column("type").to_pylist(), dtype=object)
+    landmark = table.column("landmark_index").to_numpy()
+    xyz = np.stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float32) for c in "xyz"], axis=-1)
+    if len(frame) == 0:
+        raise DatasetError(f"{path}: no rows")
+    frames, row = np.unique(frame, return_inverse=True)
+    sources = {}
+    for name, count in _GISLR_TYPES.items():
+        mine = kind == name
+        if ((landmark[mine] < 0) | (landmark[mine] >= count)).any():
+            raise DatasetError(f"{path}: {name} landmark_index outside 0..{count - 1}")
+        points = np.zeros((len(frames), count, NUM_CHANNELS), dtype=np.float32)
+        values = xyz[mine]
+        seen = ~np.isnan(values).any(-1)
+        points[row[mine][seen], landmark[mine][seen], :3] = values[seen]
+        points[row[mine][seen], landmark[mine][seen], 3] = 1.0
+        sources[name] = points
+    unknown = set(np.unique(kind)) - set(_GISLR_TYPES)
+    if unknown:
+        raise DatasetError(f"{path}: unknown landmark type(s) {', '.join(sorted(map(str, unknown)))}")
+    if not np.isfinite(xyz[~np.isnan(xyz)]).all():
+        raise DatasetError(f"{path}: holds infinite values")
+    return sources
