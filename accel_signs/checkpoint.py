@@ -36,8 +36,8 @@ from . import __version__
 from .config import InputConfig, TrainConfig
 from .data.store import ClassInfo
 from .errors import CheckpointError, ConfigError
-from .layout import KeypointLayout, layout_from_record
 from .features import KeypointFeatures
+from .layout import KeypointLayout, layout_from_record
 from .model import STTransformer
 
 CHECKPOINT_FORMAT = "accel_signs.checkpoint"
@@ -97,8 +97,15 @@ def replace_dir(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def checkpoint_meta(cfg: TrainConfig, classes: tuple[ClassInfo, ...], epoch: int, metrics: dict[str, float],
-                    data: dict[str, Any], runtime: dict[str, Any], layout: KeypointLayout) -> dict[str, Any]:
+def checkpoint_meta(
+    cfg: TrainConfig,
+    classes: tuple[ClassInfo, ...],
+    epoch: int,
+    metrics: dict[str, float],
+    data: dict[str, Any],
+    runtime: dict[str, Any],
+    layout: KeypointLayout,
+) -> dict[str, Any]:
     """The `config.json` of a checkpoint: enough to rebuild the model and name its classes."""
     features = KeypointFeatures(layout, cfg.model.input)
     return {
@@ -197,8 +204,15 @@ class RunWriter:
             try:
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir()
-                weights = {k: v.detach().to("cpu").contiguous() for k, v in self.accelerator.unwrap_model(model, keep_torch_compile=False).state_dict().items()}
-                save_file(weights, tmp / MODEL_FILE, metadata={"format": CHECKPOINT_FORMAT, "config": json.dumps(meta, ensure_ascii=False)})
+                weights = {
+                    k: v.detach().to("cpu").contiguous()
+                    for k, v in self.accelerator.unwrap_model(model, keep_torch_compile=False).state_dict().items()
+                }
+                save_file(
+                    weights,
+                    tmp / MODEL_FILE,
+                    metadata={"format": CHECKPOINT_FORMAT, "config": json.dumps(meta, ensure_ascii=False)},
+                )
                 with open(tmp / MODEL_FILE, "rb") as f:
                     os.fsync(f.fileno())
                 _write_json(tmp / CONFIG_FILE, meta)
@@ -219,15 +233,19 @@ class RunWriter:
             recover_dir(path / "best")
         accelerator.wait_for_everyone()
         if not (path / "state" / "trainer.json").exists():
-            raise CheckpointError(f"nothing to resume in {path}: it has no complete state/ "
-                                  "(the run stopped before its first epoch ended, or this is not a run folder)")
+            raise CheckpointError(
+                f"nothing to resume in {path}: it has no complete state/ "
+                "(the run stopped before its first epoch ended, or this is not a run folder)"
+            )
         try:
             saved = json.loads((path / "split.json").read_text("utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise CheckpointError(f"{path / 'split.json'}: unreadable ({e})") from None
         if saved.get("train_ids") != split_info["train_ids"] or saved.get("val_ids") != split_info["val_ids"]:
-            raise CheckpointError(f"the data differs from what {path} was trained on (other clips in train/val): "
-                                  f"resume with the run's store {saved.get('store')}")
+            raise CheckpointError(
+                f"the data differs from what {path} was trained on (other clips in train/val): "
+                f"resume with the run's store {saved.get('store')}"
+            )
         return cls(accelerator, path)
 
     def truncate_metrics(self, last_epoch: int) -> None:
@@ -245,8 +263,9 @@ class RunWriter:
                 os.replace(tmp, path)
         self.accelerator.wait_for_everyone()
 
-    def save_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                   progress: dict[str, Any]) -> None:
+    def save_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, progress: dict[str, Any]
+    ) -> None:
         """Resumable state into state/: model, optimizer, scheduler, progress and every process's
         RNG state, in safetensors and JSON only (nothing that runs code when read). Collective:
         every process calls it and writes its own RNG file; the main process writes the rest and
@@ -257,14 +276,25 @@ class RunWriter:
             try:
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir()
-                weights = {k: v.detach().to("cpu").contiguous() for k, v in self.accelerator.unwrap_model(model, keep_torch_compile=False).state_dict().items()}
+                weights = {
+                    k: v.detach().to("cpu").contiguous()
+                    for k, v in self.accelerator.unwrap_model(model, keep_torch_compile=False).state_dict().items()
+                }
                 _save_tensors(weights, tmp / "model.safetensors")
                 opt_tensors, opt_rest = _split_tensors(optimizer.state_dict())
                 _save_tensors(opt_tensors, tmp / "optimizer.safetensors")
-                _write_json(tmp / "trainer.json", {"format": STATE_FORMAT, "version": STATE_VERSION, "progress": progress,
-                                                   "optimizer": opt_rest, "scheduler": scheduler.state_dict(),
-                                                   "grad_scaler": _scaler_state(self.accelerator),
-                                                   "num_processes": self.accelerator.num_processes})
+                _write_json(
+                    tmp / "trainer.json",
+                    {
+                        "format": STATE_FORMAT,
+                        "version": STATE_VERSION,
+                        "progress": progress,
+                        "optimizer": opt_rest,
+                        "scheduler": scheduler.state_dict(),
+                        "grad_scaler": _scaler_state(self.accelerator),
+                        "num_processes": self.accelerator.num_processes,
+                    },
+                )
             except (OSError, SafetensorError) as e:
                 error = f"cannot write the training state to {tmp}: {getattr(e, 'strerror', None) or e}"
         error = broadcast_object_list([error], from_process=0)[0]
@@ -324,7 +354,11 @@ def _split_tensors(tree: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor]
         if isinstance(node, dict):
             return {"__dict__": [[k, walk(v, f"{key}.{k}")] for k, v in node.items()]}  # keeps int keys
         if isinstance(node, (list, tuple)):
-            return {"__tuple__" if isinstance(node, tuple) else "__list__": [walk(v, f"{key}.{i}") for i, v in enumerate(node)]}
+            return {
+                "__tuple__" if isinstance(node, tuple) else "__list__": [
+                    walk(v, f"{key}.{i}") for i, v in enumerate(node)
+                ]
+            }
         return node
 
     return tensors, walk(tree, prefix or "t")
@@ -364,29 +398,44 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> No
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
-def load_state(accelerator: Accelerator, state_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler: Any) -> dict[str, Any]:
+def load_state(
+    accelerator: Accelerator, state_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> dict[str, Any]:
     """Restore what save_state wrote (safetensors + JSON only); returns the saved progress."""
     try:
         meta = json.loads((state_dir / "trainer.json").read_text("utf-8"))
         if meta.get("format") != STATE_FORMAT or meta.get("version") != STATE_VERSION:
             raise CheckpointError(f"{state_dir / 'trainer.json'}: not an accel_signs training state")
         if meta["num_processes"] != accelerator.num_processes:
-            raise CheckpointError(f"{state_dir} was saved by {meta['num_processes']} process(es); resume it with the same "
-                                  f"number (this launch has {accelerator.num_processes})")
-        accelerator.unwrap_model(model, keep_torch_compile=False).load_state_dict(load_file(state_dir / "model.safetensors"))
+            raise CheckpointError(
+                f"{state_dir} was saved by {meta['num_processes']} process(es); resume it with the same "
+                f"number (this launch has {accelerator.num_processes})"
+            )
+        accelerator.unwrap_model(model, keep_torch_compile=False).load_state_dict(
+            load_file(state_dir / "model.safetensors")
+        )
         optimizer.load_state_dict(_join_tensors(meta["optimizer"], load_file(state_dir / "optimizer.safetensors")))
         scheduler.load_state_dict(meta["scheduler"])
         if meta.get("grad_scaler") and accelerator.scaler is not None:  # fp16 only
             accelerator.scaler.load_state_dict(meta["grad_scaler"])
         rank = accelerator.process_index
-        _set_rng_state(load_file(state_dir / f"rng_{rank}.safetensors"),
-                       json.loads((state_dir / f"rng_{rank}.json").read_text("utf-8")))
+        _set_rng_state(
+            load_file(state_dir / f"rng_{rank}.safetensors"),
+            json.loads((state_dir / f"rng_{rank}.json").read_text("utf-8")),
+        )
     except FileNotFoundError as e:
         raise CheckpointError(f"{state_dir}: incomplete training state ({Path(e.filename).name} is missing)") from None
     except OSError as e:
         raise CheckpointError(f"{state_dir}: cannot read the training state ({e.strerror or e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, KeyError, TypeError, ValueError, RuntimeError) as e:
+    except (
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+        SafetensorError,
+        KeyError,
+        TypeError,
+        ValueError,
+        RuntimeError,
+    ) as e:
         raise CheckpointError(f"{state_dir}: unreadable training state ({type(e).__name__}: {e})") from None
     return meta["progress"]
 
@@ -418,9 +467,12 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         meta = json.loads(cfg_path.read_text("utf-8"))
     except FileNotFoundError:
         pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".pth", ".pt", ".bin", ".pkl", ".ckpt"))
-        hint = (f" ({', '.join(pickles)} are pickles, which accel_signs never loads: they can run code)" if pickles else "")
-        raise CheckpointError(f"{cfg_path}: missing; an accel_signs checkpoint folder holds {MODEL_FILE} and "
-                              f"{CONFIG_FILE}{hint}") from None
+        hint = (
+            f" ({', '.join(pickles)} are pickles, which accel_signs never loads: they can run code)" if pickles else ""
+        )
+        raise CheckpointError(
+            f"{cfg_path}: missing; an accel_signs checkpoint folder holds {MODEL_FILE} and {CONFIG_FILE}{hint}"
+        ) from None
     except OSError as e:
         raise CheckpointError(f"{cfg_path}: cannot be read ({e.strerror or e})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -431,7 +483,9 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{cfg_path}: checkpoint version {meta.get('version')!r} is not supported")
     model = meta.get("model")
     if not isinstance(model, dict) or model.get("class") != STTransformer.__name__:
-        raise CheckpointError(f"{cfg_path}: unknown model class {model.get('class') if isinstance(model, dict) else model!r}")
+        raise CheckpointError(
+            f"{cfg_path}: unknown model class {model.get('class') if isinstance(model, dict) else model!r}"
+        )
     try:
         layout_from_record(meta.get("layout"), str(cfg_path))
     except ConfigError as e:
@@ -463,8 +517,15 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     meta = read_checkpoint_meta(path)
     m = meta["model"]
     try:
-        model = STTransformer(m["num_classes"], m["size"], layout=checkpoint_layout(meta), input=checkpoint_input(meta),
-                              seq_len=m["seq_len"], dropout=m["dropout"], drop_path=m.get("drop_path", 0.0))
+        model = STTransformer(
+            m["num_classes"],
+            m["size"],
+            layout=checkpoint_layout(meta),
+            input=checkpoint_input(meta),
+            seq_len=m["seq_len"],
+            dropout=m["dropout"],
+            drop_path=m.get("drop_path", 0.0),
+        )
         if model.part_sizes != list(m["part_sizes"]):
             raise ValueError(f"its input has parts of {m['part_sizes']} features, the rebuilt model {model.part_sizes}")
     except (KeyError, TypeError, ValueError, ConfigError) as e:
@@ -475,18 +536,25 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     except FileNotFoundError:
         pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".pth", ".pt", ".bin", ".pkl", ".ckpt"))
         if pickles:
-            raise CheckpointError(f"{path} holds {', '.join(pickles)} but no {MODEL_FILE}: accel_signs reads weights "
-                                  "only from safetensors and never unpickles checkpoint files (they can run code)") from None
+            raise CheckpointError(
+                f"{path} holds {', '.join(pickles)} but no {MODEL_FILE}: accel_signs reads weights "
+                "only from safetensors and never unpickles checkpoint files (they can run code)"
+            ) from None
         raise CheckpointError(f"{weights_path}: missing") from None
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({e})") from None
     expected = model.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]
-    problems += [f"{k}: shape {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-                 if k in state and state[k].shape != v.shape]
+    problems += [
+        f"{k}: shape {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if problems:
-        raise CheckpointError(f"{weights_path} does not match {CONFIG_FILE} ({len(problems)} problems, first: {problems[0]})")
+        raise CheckpointError(
+            f"{weights_path} does not match {CONFIG_FILE} ({len(problems)} problems, first: {problems[0]})"
+        )
     model.load_state_dict(state)
     return Checkpoint(model.eval(), meta, path)
 

@@ -132,8 +132,9 @@ class AugmentConfig:
             raise ConfigError(f"augment.crop_min must be in (0, 1], got {self.crop_min}")
         for lo, hi in (("scale_min", "scale_max"), ("hand_scale_min", "hand_scale_max"), ("speed_min", "speed_max")):
             if not 0 < getattr(self, lo) <= getattr(self, hi):
-                raise ConfigError(f"augment.{lo}/{hi} must satisfy 0 < min <= max, got "
-                                  f"{getattr(self, lo)}..{getattr(self, hi)}")
+                raise ConfigError(
+                    f"augment.{lo}/{hi} must satisfy 0 < min <= max, got {getattr(self, lo)}..{getattr(self, hi)}"
+                )
         if self.rotate_deg < 0 or self.shift < 0 or self.hand_rotate_deg < 0 or self.noise < 0:
             raise ConfigError("augment.rotate_deg, shift, hand_rotate_deg and noise must be >= 0")
 
@@ -359,7 +360,9 @@ class TrainConfig:
             )
         if self.best_metric not in BEST_METRICS:
             raise ConfigError(f"--best-metric must be one of {', '.join(BEST_METRICS)}, got {self.best_metric!r}")
-        if self.run_name is not None and (not self.run_name.strip() or "/" in self.run_name or self.run_name in (".", "..")):
+        if self.run_name is not None and (
+            not self.run_name.strip() or "/" in self.run_name or self.run_name in (".", "..")
+        ):
             raise ConfigError(f"--run-name must be a plain folder name, got {self.run_name!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -378,7 +381,9 @@ class TrainConfig:
         if version == 1:
             raw = upgrade_v1(raw)
         elif version != CONFIG_VERSION:
-            raise ConfigError(f"config version {version} is not supported (this accel_signs reads 1 and {CONFIG_VERSION})")
+            raise ConfigError(
+                f"config version {version} is not supported (this accel_signs reads 1 and {CONFIG_VERSION})"
+            )
         return _from_dict(cls, raw, "config")
 
 
@@ -387,8 +392,19 @@ class TrainConfig:
 SEED_RECIPE: dict[str, Any] = {
     "model": {"drop_path": 0.0, "input": {"kind": "raw", "handedness": False}},
     "optim": {"optimizer": "adam", "weight_decay": 1e-4, "schedule": "plateau", "label_smoothing": 0.0},
-    "data": {"augment": {"mirror_p": 0.5, "crop_min": 1.0, "speed_min": 1.0, "speed_max": 1.0, "hand_p": 0.0,
-                         "noise": 0.0, "part_drop_p": 0.0, "frame_drop_p": 0.0, "time_mask_p": 0.0}},
+    "data": {
+        "augment": {
+            "mirror_p": 0.5,
+            "crop_min": 1.0,
+            "speed_min": 1.0,
+            "speed_max": 1.0,
+            "hand_p": 0.0,
+            "noise": 0.0,
+            "part_drop_p": 0.0,
+            "frame_drop_p": 0.0,
+            "time_mask_p": 0.0,
+        }
+    },
     "best_metric": "val_loss",
 }
 
@@ -414,7 +430,12 @@ def _from_dict(cls: type, raw: Any, where: str) -> Any:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
     hints = typing.get_type_hints(cls)
-    return cls(**{key: _coerce(value, hints[key], f"{where}.{key}" if where != "config" else key) for key, value in raw.items()})
+    return cls(
+        **{
+            key: _coerce(value, hints[key], f"{where}.{key}" if where != "config" else key)
+            for key, value in raw.items()
+        }
+    )
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -484,7 +505,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
         else:
             data = json.loads(text)
     except Exception as e:  # noqa: BLE001 - both parsers raise their own error types
-        raise ConfigError(f"config file {path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {e}") from None
+        raise ConfigError(
+            f"config file {path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {e}"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return data
@@ -521,4 +544,6 @@ class EvalConfig:
         if self.output is not None:
             return self.output
         run = self.checkpoint.parent
-        return run / f"eval-{self.split}" if (run / "metrics.jsonl").exists() else self.checkpoint / f"eval-{self.split}"
+        return (
+            run / f"eval-{self.split}" if (run / "metrics.jsonl").exists() else self.checkpoint / f"eval-{self.split}"
+        )

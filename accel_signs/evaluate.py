@@ -17,7 +17,7 @@ from accelerate import Accelerator
 
 from .checkpoint import Checkpoint, load_checkpoint, replace_dir
 from .config import EvalConfig
-from .data.pipeline import ClassMap, format_ranges, class_map, make_loader, select_clips, signer_indices
+from .data.pipeline import ClassMap, class_map, format_ranges, make_loader, select_clips, signer_indices
 from .data.store import ClipStore, open_store
 from .errors import CheckpointError, DatasetError
 from .metrics import ClassificationReport, classification_report
@@ -42,12 +42,15 @@ def checkpoint_classes(store: ClipStore, ckpt: Checkpoint) -> ClassMap:
     if missing:
         raise CheckpointError(
             f"checkpoint {ckpt.path} was trained on signs {format_ranges(signs)}, but store {store.path} has no "
-            f"sign(s) {format_ranges(missing)} (it has {format_ranges(list(by_sign))}): evaluate on data with the checkpoint's signs")
+            f"sign(s) {format_ranges(missing)} (it has {format_ranges(list(by_sign))}): evaluate on data with the checkpoint's signs"
+        )
     for c in ckpt.classes:
         theirs = by_sign[c["sign"]].en
         if c["en"] and theirs and c["en"] != theirs:
-            raise CheckpointError(f"sign {c['sign']} is {c['en']!r} in checkpoint {ckpt.path} but {theirs!r} in store "
-                                  f"{store.path}: the two number their signs differently")
+            raise CheckpointError(
+                f"sign {c['sign']} is {c['en']!r} in checkpoint {ckpt.path} but {theirs!r} in store "
+                f"{store.path}: the two number their signs differently"
+            )
     return class_map(store, signs)
 
 
@@ -55,8 +58,10 @@ def check_layout(store: ClipStore, ckpt: Checkpoint) -> None:
     """The store's keypoints must be in the layout the model was trained on."""
     theirs, ours = store.layout, ckpt.layout
     if not theirs.same_as(ours):
-        raise CheckpointError(f"checkpoint {ckpt.path} reads keypoint layout {ours.name} ({ours.id}, {ours.num_points} "
-                              f"points) but store {store.path} holds {theirs.name} ({theirs.id}, {theirs.num_points} points)")
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} reads keypoint layout {ours.name} ({ours.id}, {ours.num_points} "
+            f"points) but store {store.path} holds {theirs.name} ({theirs.id}, {theirs.num_points} points)"
+        )
 
 
 def evaluate_checkpoint(cfg: EvalConfig, accelerator: Accelerator | None = None) -> EvalResult:
@@ -77,8 +82,16 @@ def evaluate_checkpoint(cfg: EvalConfig, accelerator: Accelerator | None = None)
     ids = select_clips(split, classes, signer_indices(store, signers))
     split.check_finite()
     workers = cfg.num_workers if cfg.num_workers is not None else 0 if accelerator.device.type == "cpu" else 4
-    loader = make_loader(split, ids, classes, seq_len=ckpt.meta["model"]["seq_len"], batch_size=cfg.batch_size,
-                         train=False, num_workers=workers, pin_memory=accelerator.device.type == "cuda")
+    loader = make_loader(
+        split,
+        ids,
+        classes,
+        seq_len=ckpt.meta["model"]["seq_len"],
+        batch_size=cfg.batch_size,
+        train=False,
+        num_workers=workers,
+        pin_memory=accelerator.device.type == "cuda",
+    )
     loader = accelerator.prepare(loader)
     model = ckpt.model.to(accelerator.device).eval()
     k = min(5, classes.num_classes)
@@ -88,27 +101,53 @@ def evaluate_checkpoint(cfg: EvalConfig, accelerator: Accelerator | None = None)
             logits = model(x.flatten(2), aspect).float()  # (B, T, P, C) -> (B, T, P*C)
             loss = F.cross_entropy(logits, y, reduction="none")
             probs, top = logits.softmax(-1).topk(k, dim=-1)
-            row = torch.cat([clip[:, None].double(), y[:, None].double(), loss[:, None].double(),
-                             probs[:, :1].double(), top.double()], dim=1)  # (B, 4 + k)
+            row = torch.cat(
+                [
+                    clip[:, None].double(),
+                    y[:, None].double(),
+                    loss[:, None].double(),
+                    probs[:, :1].double(),
+                    top.double(),
+                ],
+                dim=1,
+            )  # (B, 4 + k)
             rows.append(accelerator.gather_for_metrics(row))  # drops the padding repeats
     table = torch.cat(rows).cpu().numpy()
     table = table[np.argsort(table[:, 0], kind="stable")]  # clip order: the same sums on any number of processes
     clip_ids, labels = table[:, 0].astype(np.int64), table[:, 1].astype(np.int64)
     topk = table[:, 4:].astype(np.int64)
-    report = classification_report(labels, topk, classes.num_classes, split.signers[clip_ids], store.signers,
-                                   losses=table[:, 2])
+    report = classification_report(
+        labels, topk, classes.num_classes, split.signers[clip_ids], store.signers, losses=table[:, 2]
+    )
     class_rows = [{"id": i, "sign": c.sign, "en": c.en, "ar": c.ar} for i, c in enumerate(classes.classes)]
     summary = _summary(cfg, ckpt, store, signers, report, class_rows)
     output = cfg.output_dir()
     if accelerator.is_main_process:
-        _write_outputs(output, summary, report, class_rows, clip_ids, split.signers[clip_ids], store.signers,
-                       labels, topk, table[:, 3], cfg.plots)
+        _write_outputs(
+            output,
+            summary,
+            report,
+            class_rows,
+            clip_ids,
+            split.signers[clip_ids],
+            store.signers,
+            labels,
+            topk,
+            table[:, 3],
+            cfg.plots,
+        )
     accelerator.wait_for_everyone()
     return EvalResult(report, class_rows, summary, output)
 
 
-def _summary(cfg: EvalConfig, ckpt: Checkpoint, store: ClipStore, signers: tuple[str, ...],
-             report: ClassificationReport, classes: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(
+    cfg: EvalConfig,
+    ckpt: Checkpoint,
+    store: ClipStore,
+    signers: tuple[str, ...],
+    report: ClassificationReport,
+    classes: list[dict[str, Any]],
+) -> dict[str, Any]:
     return {
         "checkpoint": str(ckpt.path.resolve()),
         "store": str(store.path.resolve()),
@@ -123,16 +162,31 @@ def _summary(cfg: EvalConfig, ckpt: Checkpoint, store: ClipStore, signers: tuple
         "mean_loss": report.mean_loss,
         "per_signer": report.per_signer,
         "top_confusions": [
-            {"true_sign": classes[t]["sign"], "true": classes[t]["en"], "pred_sign": classes[p]["sign"],
-             "pred": classes[p]["en"], "count": n}
+            {
+                "true_sign": classes[t]["sign"],
+                "true": classes[t]["en"],
+                "pred_sign": classes[p]["sign"],
+                "pred": classes[p]["en"],
+                "count": n,
+            }
             for t, p, n in report.top_confusions(20)
         ],
     }
 
 
-def _write_outputs(output: Path, summary: dict[str, Any], report: ClassificationReport, classes: list[dict[str, Any]],
-                   clip_ids: np.ndarray, signer_idx: np.ndarray, signer_names: tuple[str, ...], labels: np.ndarray,
-                   topk: np.ndarray, confidence: np.ndarray, plots: bool) -> None:
+def _write_outputs(
+    output: Path,
+    summary: dict[str, Any],
+    report: ClassificationReport,
+    classes: list[dict[str, Any]],
+    clip_ids: np.ndarray,
+    signer_idx: np.ndarray,
+    signer_names: tuple[str, ...],
+    labels: np.ndarray,
+    topk: np.ndarray,
+    confidence: np.ndarray,
+    plots: bool,
+) -> None:
     """Everything into a temporary folder first; it replaces `output` only when complete."""
     tmp = output.with_name(output.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -146,8 +200,19 @@ def _write_outputs(output: Path, summary: dict[str, Any], report: Classification
         w.writerow(["class_id", "sign", "en", "ar", "support", "predicted", "precision", "recall", "f1"])
         for c in classes:
             i = c["id"]
-            w.writerow([i, c["sign"], c["en"], c["ar"], int(report.support[i]), int(report.predicted[i]),
-                        _num(report.precision[i]), _num(report.recall[i]), _num(report.f1[i])])
+            w.writerow(
+                [
+                    i,
+                    c["sign"],
+                    c["en"],
+                    c["ar"],
+                    int(report.support[i]),
+                    int(report.predicted[i]),
+                    _num(report.precision[i]),
+                    _num(report.recall[i]),
+                    _num(report.f1[i]),
+                ]
+            )
     with open(tmp / "confusion.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["true_sign \\ predicted_sign", *[c["sign"] for c in classes]])
@@ -157,8 +222,16 @@ def _write_outputs(output: Path, summary: dict[str, Any], report: Classification
         w = csv.writer(f)
         w.writerow(["clip", "signer", "true_sign", "pred_sign", "confidence", "top_signs"])
         for clip, s, y, top, p in zip(clip_ids, signer_idx, labels, topk, confidence):
-            w.writerow([int(clip), signer_names[s], classes[y]["sign"], classes[top[0]]["sign"], f"{p:.6f}",
-                        " ".join(str(classes[t]["sign"]) for t in top)])
+            w.writerow(
+                [
+                    int(clip),
+                    signer_names[s],
+                    classes[y]["sign"],
+                    classes[top[0]]["sign"],
+                    f"{p:.6f}",
+                    " ".join(str(classes[t]["sign"]) for t in top),
+                ]
+            )
     if plots:
         from .plots import plot_eval_dir
 
@@ -178,9 +251,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  top-{summary['top5_k']} accuracy  {summary['top5']:.4f}",
         f"  macro F1        {summary['macro_f1']:.4f}",
         f"  mean loss       {summary['mean_loss']:.4f}",
-        "  per signer:     " + ", ".join(f"{s} {v['accuracy']:.4f} ({v['num_samples']})" for s, v in summary["per_signer"].items()),
+        "  per signer:     "
+        + ", ".join(f"{s} {v['accuracy']:.4f} ({v['num_samples']})" for s, v in summary["per_signer"].items()),
     ]
     if summary["top_confusions"]:
         lines.append("  most frequent confusions (true -> predicted):")
-        lines += [f"    {c['count']:4d}  \"{c['true']}\" -> \"{c['pred']}\"" for c in summary["top_confusions"][:5]]
+        lines += [f'    {c["count"]:4d}  "{c["true"]}" -> "{c["pred"]}"' for c in summary["top_confusions"][:5]]
     return "\n".join(lines)

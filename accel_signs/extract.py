@@ -35,8 +35,19 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 MEDIAPIPE_HINT = "extracting keypoints needs MediaPipe: pip install 'accel-signs[extract]' (mediapipe 0.10.14-0.10.21)"
 MANIFEST = "manifest.csv"
-MANIFEST_COLUMNS = ("path", "sign", "signer", "split", "width", "height", "fps", "frames", "pose_frames",
-                    "hand_frames", "source")
+MANIFEST_COLUMNS = (
+    "path",
+    "sign",
+    "signer",
+    "split",
+    "width",
+    "height",
+    "fps",
+    "frames",
+    "pose_frames",
+    "hand_frames",
+    "source",
+)
 
 
 @dataclass
@@ -61,11 +72,14 @@ class ExtractReport:
     hand_frames: int = 0
 
     def summary(self) -> str:
-        text = (f"extracted {len(self.done)} clip(s), {len(self.skipped)} already done; hands detected in "
-                f"{self.hand_frames}/{self.frames} frames ({self.hand_frames / max(self.frames, 1):.1%})")
+        text = (
+            f"extracted {len(self.done)} clip(s), {len(self.skipped)} already done; hands detected in "
+            f"{self.hand_frames}/{self.frames} frames ({self.hand_frames / max(self.frames, 1):.1%})"
+        )
         if self.no_person:
             text += f"; no person detected in {len(self.no_person)}: {', '.join(self.no_person[:5])}" + (
-                " ..." if len(self.no_person) > 5 else "")
+                " ..." if len(self.no_person) > 5 else ""
+            )
         if self.failed:
             text += f"; {len(self.failed)} failed"
         return text
@@ -78,8 +92,10 @@ def _mediapipe():
     except ImportError:
         raise ConfigError(MEDIAPIPE_HINT) from None
     if not hasattr(mp, "solutions"):
-        raise ConfigError(f"mediapipe {getattr(mp, '__version__', '?')} has no Holistic solution (0.10.30 and later "
-                          f"dropped it and its models); {MEDIAPIPE_HINT}")
+        raise ConfigError(
+            f"mediapipe {getattr(mp, '__version__', '?')} has no Holistic solution (0.10.30 and later "
+            f"dropped it and its models); {MEDIAPIPE_HINT}"
+        )
     return mp
 
 
@@ -102,8 +118,9 @@ def _frames(path: Path):
                 if image is None:
                     raise DatasetError(f"{p}: not a readable image")
                 if image.shape[:2] != (height, width):
-                    raise DatasetError(f"{p}: {image.shape[1]}x{image.shape[0]}, but the folder's first frame is "
-                                       f"{width}x{height}")
+                    raise DatasetError(
+                        f"{p}: {image.shape[1]}x{image.shape[0]}, but the folder's first frame is {width}x{height}"
+                    )
                 yield cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
         return read_images(), width, height, 0.0
@@ -140,8 +157,10 @@ class Extractor:
 
     def __init__(self, layout: KeypointLayout, model_complexity: int = 1):
         if any(s is None for s in layout.sources):
-            raise ConfigError(f"layout {layout.name} does not name each point's MediaPipe source; extract needs one "
-                              "that does (karsl184, holistic543, pose33-hands42, pose33)")
+            raise ConfigError(
+                f"layout {layout.name} does not name each point's MediaPipe source; extract needs one "
+                "that does (karsl184, holistic543, pose33-hands42, pose33)"
+            )
         self.layout, self.model_complexity = layout, model_complexity
         self.mp = _mediapipe()
 
@@ -149,9 +168,13 @@ class Extractor:
         frames, width, height, fps = _frames(path)
         sources: dict[str, list[np.ndarray]] = {"pose": [], "face": [], "left_hand": [], "right_hand": []}
         # A new Holistic per clip: its tracking state must not carry over from the previous video.
-        with self.mp.solutions.holistic.Holistic(static_image_mode=False, model_complexity=self.model_complexity,
-                                                 refine_face_landmarks=True, min_detection_confidence=0.5,
-                                                 min_tracking_confidence=0.5) as holistic:
+        with self.mp.solutions.holistic.Holistic(
+            static_image_mode=False,
+            model_complexity=self.model_complexity,
+            refine_face_landmarks=True,
+            min_detection_confidence=0.5,
+            min_tracking_confidence=0.5,
+        ) as holistic:
             for image in frames:
                 image.flags.writeable = False
                 r = holistic.process(image)
@@ -163,8 +186,14 @@ class Extractor:
             raise DatasetError(f"{path}: holds no frames")
         arrays = {k: np.stack(v) for k, v in sources.items()}  # (T, n, 4) each
         hands = (arrays["left_hand"] != 0).any(axis=(1, 2)) | (arrays["right_hand"] != 0).any(axis=(1, 2))
-        return ExtractResult(self.layout.assemble(arrays), width, height, fps,
-                             int((arrays["pose"] != 0).any(axis=(1, 2)).sum()), int(hands.sum()))
+        return ExtractResult(
+            self.layout.assemble(arrays),
+            width,
+            height,
+            fps,
+            int((arrays["pose"] != 0).any(axis=(1, 2)).sum()),
+            int(hands.sum()),
+        )
 
 
 def find_inputs(paths: list[Path]) -> list[tuple[Path, str]]:
@@ -214,8 +243,7 @@ def labels_for(found: list[tuple[Path, str]], manifest: Path | None, pattern: st
             m = regex.search(name)
             if not m:
                 raise DatasetError(f"--pattern {pattern!r} does not match {name!r}")
-            labels[name] = {"sign": m["sign"], "signer": m["signer"],
-                            "split": m.groupdict().get("split") or "train"}
+            labels[name] = {"sign": m["sign"], "signer": m["signer"], "split": m.groupdict().get("split") or "train"}
     if manifest is not None:
         try:
             with open(manifest, newline="", encoding="utf-8-sig") as f:
@@ -232,8 +260,11 @@ def labels_for(found: list[tuple[Path, str]], manifest: Path | None, pattern: st
             row = by_key.get(name) or by_key.get(path.with_suffix("").as_posix()) or by_key.get(path.stem)
             if row is None:
                 raise DatasetError(f"manifest {manifest}: no row for {name}")
-            labels[name] = {"sign": row["sign"].strip(), "signer": row["signer"].strip(),
-                            "split": (row.get("split") or "train").strip()}
+            labels[name] = {
+                "sign": row["sign"].strip(),
+                "signer": row["signer"].strip(),
+                "split": (row.get("split") or "train").strip(),
+            }
     return labels
 
 
@@ -256,10 +287,14 @@ def _run_one(path: Path, target: Path) -> tuple[dict[str, Any] | None, str | Non
         return None, f"{path}: {type(e).__name__}: {e}"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp.npz")
-    np.savez_compressed(tmp, keypoints=result.keypoints, frame_size=np.array([result.width, result.height],
-                                                                              dtype=np.float32),
-                        fps=np.array(result.fps, dtype=np.float32), pose_frames=np.array(result.pose_frames),
-                        hand_frames=np.array(result.hand_frames))
+    np.savez_compressed(
+        tmp,
+        keypoints=result.keypoints,
+        frame_size=np.array([result.width, result.height], dtype=np.float32),
+        fps=np.array(result.fps, dtype=np.float32),
+        pose_frames=np.array(result.pose_frames),
+        hand_frames=np.array(result.hand_frames),
+    )
     os.replace(tmp, target)
     return _stats(target), None
 
@@ -267,12 +302,25 @@ def _run_one(path: Path, target: Path) -> tuple[dict[str, Any] | None, str | Non
 def _stats(npz_path: Path) -> dict[str, Any]:
     with np.load(npz_path, allow_pickle=False) as d:
         width, height = (float(v) for v in d["frame_size"])
-        return {"width": int(width), "height": int(height), "fps": float(d["fps"]), "frames": len(d["keypoints"]),
-                "pose_frames": int(d["pose_frames"]), "hand_frames": int(d["hand_frames"])}
+        return {
+            "width": int(width),
+            "height": int(height),
+            "fps": float(d["fps"]),
+            "frames": len(d["keypoints"]),
+            "pose_frames": int(d["pose_frames"]),
+            "hand_frames": int(d["hand_frames"]),
+        }
 
 
-def extract(inputs: list[Path], out: Path, layout: str = "karsl184", workers: int = 1, manifest: Path | None = None,
-            pattern: str | None = None, model_complexity: int = 1) -> tuple[ExtractReport, Path]:
+def extract(
+    inputs: list[Path],
+    out: Path,
+    layout: str = "karsl184",
+    workers: int = 1,
+    manifest: Path | None = None,
+    pattern: str | None = None,
+    model_complexity: int = 1,
+) -> tuple[ExtractReport, Path]:
     """Extract every input into out/<name>.npz (keypoints, frame_size, fps, detection counts)
     and write out/manifest.csv, which `prepare --from clips` reads. Inputs whose npz exists are
     skipped (resumable); a failing input is reported and the others go on."""
@@ -302,8 +350,9 @@ def extract(inputs: list[Path], out: Path, layout: str = "karsl184", workers: in
         else:
             # Spawned, not forked: MediaPipe's graph threads in this process do not survive a fork.
             context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                                        initargs=(lay, model_complexity)) as pool:
+            with concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_init_worker, initargs=(lay, model_complexity)
+            ) as pool:
                 futures = {pool.submit(_run_one, p, t): (p, n) for p, n, t in todo}
                 for fut in concurrent.futures.as_completed(futures):
                     path, name = futures[fut]
@@ -323,8 +372,21 @@ def extract(inputs: list[Path], out: Path, layout: str = "karsl184", workers: in
             if name in rows:
                 path, stats = rows[name]
                 lab = labels[name]
-                writer.writerow([f"{name}.npz", lab["sign"], lab["signer"], lab["split"], stats["width"], stats["height"],
-                                 f"{stats['fps']:g}", stats["frames"], stats["pose_frames"], stats["hand_frames"], str(path)])
+                writer.writerow(
+                    [
+                        f"{name}.npz",
+                        lab["sign"],
+                        lab["signer"],
+                        lab["split"],
+                        stats["width"],
+                        stats["height"],
+                        f"{stats['fps']:g}",
+                        stats["frames"],
+                        stats["pose_frames"],
+                        stats["hand_frames"],
+                        str(path),
+                    ]
+                )
     os.replace(tmp, out / MANIFEST)
     return report, out / MANIFEST
 
@@ -337,5 +399,6 @@ def _collect(report: ExtractReport, rows: dict, path: Path, name: str, stats: di
     report.done.append(name)
     rows[name] = (path, stats)
     if stats["pose_frames"] == 0:
-        logger.warning("%s: no person detected in any of its %d frames (its keypoints are all zeros)", path,
-                       stats["frames"])
+        logger.warning(
+            "%s: no person detected in any of its %d frames (its keypoints are all zeros)", path, stats["frames"]
+        )

@@ -87,7 +87,9 @@ class KeypointFeatures(nn.Module):
             sizes.append(base * (3 if self.cfg.motion else 1) + (1 if self.cfg.presence else 0))
         return sizes
 
-    def forward(self, x: torch.Tensor, aspect: torch.Tensor | None = None, augment: Augment | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, aspect: torch.Tensor | None = None, augment: Augment | None = None
+    ) -> torch.Tensor:
         """x (B, T, P, C) raw keypoints, aspect (B,) width / height of each clip's video (None:
         square); `augment` (training) transforms the canonical coordinates -> (B, T, F)."""
         coords, present = self.canonical(x, aspect)
@@ -184,8 +186,9 @@ class KeypointFeatures(nn.Module):
         if self.cfg.kind == "raw":
             if self.parts_in_order:
                 return coords.flatten(2)  # (B, T, P, C) -> (B, T, P*C)
-            return torch.cat([coords[:, :, getattr(self, f"part_{g}")].flatten(2) for g in range(len(self.part_names))],
-                             dim=-1)  # (B, T, P, C) -> (B, T, P*C), part by part
+            return torch.cat(
+                [coords[:, :, getattr(self, f"part_{g}")].flatten(2) for g in range(len(self.part_names))], dim=-1
+            )  # (B, T, P, C) -> (B, T, P*C), part by part
         out = []
         for g, name in enumerate(self.part_names):
             index = getattr(self, f"part_{g}")
@@ -200,8 +203,9 @@ class KeypointFeatures(nn.Module):
                 valid = seen & wrist_seen[..., None]  # (B, T, n)
                 local = torch.where(valid[..., None], (pts - wrist[:, :, None]) / palm[:, None, None, None], 0.0)
                 values = torch.cat([local.flatten(2), wrist[..., :2] * wrist_seen[..., None]], dim=-1)  # (B, T, 3n+2)
-                mask = torch.cat([valid[..., None].expand(-1, -1, -1, 3).flatten(2),
-                                  wrist_seen[..., None].expand(-1, -1, 2)], dim=-1)
+                mask = torch.cat(
+                    [valid[..., None].expand(-1, -1, -1, 3).flatten(2), wrist_seen[..., None].expand(-1, -1, 2)], dim=-1
+                )
             else:
                 values = pts[..., :2].flatten(2)  # (B, T, n, 2) -> (B, T, 2n)
                 mask = seen[..., None].expand(-1, -1, -1, 2).flatten(2)

@@ -24,7 +24,9 @@ logger = logging.getLogger(__name__)
 ONNX_HINT = "ONNX export needs the onnx extra: pip install 'accel-signs[onnx]' (onnx, onnxruntime, onnxscript)"
 
 
-def load_clips(path: str | os.PathLike[str], num_points: int = 184) -> list[tuple[str, np.ndarray, tuple[float, float] | None]]:
+def load_clips(
+    path: str | os.PathLike[str], num_points: int = 184
+) -> list[tuple[str, np.ndarray, tuple[float, float] | None]]:
     """(name, frames, frame size) for an .npy clip (frames, points, 4), each array of an .npz, or
     the clip `extract` wrote (an .npz with `keypoints` and `frame_size`); no pickles."""
     path = Path(path)
@@ -44,8 +46,14 @@ def load_clips(path: str | os.PathLike[str], num_points: int = 184) -> list[tupl
         raise DatasetError(f"{path}: not a readable numeric .npy/.npz file ({e})") from None
     if not clips:
         raise DatasetError(f"{path}: holds no arrays")
-    return [(name, check_clip(np.asarray(clip), f"{path} [{name}]" if path.suffix == ".npz" else str(path), num_points),
-             size if size and size[0] > 0 and size[1] > 0 else None) for name, clip, size in clips]
+    return [
+        (
+            name,
+            check_clip(np.asarray(clip), f"{path} [{name}]" if path.suffix == ".npz" else str(path), num_points),
+            size if size and size[0] > 0 and size[1] > 0 else None,
+        )
+        for name, clip, size in clips
+    ]
 
 
 def is_video(path: Path) -> bool:
@@ -53,7 +61,8 @@ def is_video(path: Path) -> bool:
     from .extract import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
     return (path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES) or (
-        path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()))
+        path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
+    )
 
 
 def read_inputs(path: Path, layout) -> list[tuple[str, np.ndarray, tuple[float, float] | None]]:
@@ -93,8 +102,12 @@ def parse_frame_size(text: str | None) -> tuple[float, float] | None:
     return width, height
 
 
-def predict(checkpoint: str | os.PathLike[str], clip_path: str | os.PathLike[str], top_k: int = 5,
-            frame_size: tuple[float, float] | None = None) -> list[dict[str, Any]]:
+def predict(
+    checkpoint: str | os.PathLike[str],
+    clip_path: str | os.PathLike[str],
+    top_k: int = 5,
+    frame_size: tuple[float, float] | None = None,
+) -> list[dict[str, Any]]:
     """Top-k classes of every clip in `clip_path` (keypoints, or a video to extract first), best
     first. `frame_size` is the (width, height) of the video the keypoints come from: MediaPipe
     divides x by the width and y by the height, and the model undoes that stretch (None: what a
@@ -109,9 +122,24 @@ def predict(checkpoint: str | os.PathLike[str], clip_path: str | os.PathLike[str
         with torch.no_grad():
             probs = ckpt.model(model_input(clip, ckpt.meta["model"]["seq_len"]), aspect).softmax(-1)[0]  # (classes,)
         p, idx = probs.topk(min(top_k, len(probs)))
-        results.append({"clip": name, "frames": len(clip), "frame_size": list(size) if size else None, "top": [
-            {"rank": r + 1, "class_id": int(i), "sign": ckpt.classes[i]["sign"], "en": ckpt.classes[i]["en"],
-             "ar": ckpt.classes[i]["ar"], "probability": round(float(q), 6)} for r, (q, i) in enumerate(zip(p, idx))]})
+        results.append(
+            {
+                "clip": name,
+                "frames": len(clip),
+                "frame_size": list(size) if size else None,
+                "top": [
+                    {
+                        "rank": r + 1,
+                        "class_id": int(i),
+                        "sign": ckpt.classes[i]["sign"],
+                        "en": ckpt.classes[i]["en"],
+                        "ar": ckpt.classes[i]["ar"],
+                        "probability": round(float(q), 6),
+                    }
+                    for r, (q, i) in enumerate(zip(p, idx))
+                ],
+            }
+        )
     return results
 
 
@@ -119,7 +147,9 @@ def format_predictions(results: list[dict[str, Any]]) -> str:
     lines = []
     for res in results:
         lines.append(f"{res['clip']} ({res['frames']} frames):")
-        lines += [f"  {t['rank']}. {t['probability']:.4f}  {t['en']}  {t['ar']}  (sign {t['sign']})" for t in res["top"]]
+        lines += [
+            f"  {t['rank']}. {t['probability']:.4f}  {t['en']}  {t['ar']}  (sign {t['sign']})" for t in res["top"]
+        ]
     return "\n".join(lines)
 
 
@@ -135,13 +165,19 @@ def _real_shaped_inputs(seq_len: int, layout) -> tuple[torch.Tensor, torch.Tenso
         gen = _Generator(SynthSpec(classes=3, signers=3, reps=1, seed=11, layout=layout.name))
         clips = [gen.clip(c % 3, c % 3, rng, left_handed=c == 4) for c in range(5)] + [gen.clip(0, 0, rng)[:7]]
     else:
-        clips = [np.where(rng.random((n, layout.num_points, 1)) < 0.2, 0, rng.random((n, layout.num_points, 4)))
-                 .astype(np.float32) for n in (40, 60, 80, 100, 120, 7)]
+        clips = [
+            np.where(rng.random((n, layout.num_points, 1)) < 0.2, 0, rng.random((n, layout.num_points, 4))).astype(
+                np.float32
+            )
+            for n in (40, 60, 80, 100, 120, 7)
+        ]
     aspect = torch.tensor([1.0, 16 / 9, 9 / 16, 1.0, 4 / 3, 1.0])
     return torch.cat([model_input(c, seq_len) for c in clips]), aspect  # (6, T, P*C), (6,)
 
 
-def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], tolerance: float = 1e-4) -> dict[str, Any]:
+def export_onnx(
+    checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], tolerance: float = 1e-4
+) -> dict[str, Any]:
     """Export to ONNX: input `keypoints` (batch, seq_len, 736) with a dynamic batch axis, output
     `logits` (batch, classes); classes, glosses and layout in the metadata. Verified with ONNX
     Runtime against PyTorch before it is moved into place."""
@@ -166,10 +202,20 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
         with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # deprecations inside torch.export, not ours to fix
             batch = torch.export.Dim("batch", min=1, max=1 << 16)
-            example = (torch.rand(2, seq_len, features), torch.ones(2)) if with_aspect else (torch.zeros(2, seq_len, features),)
+            example = (
+                (torch.rand(2, seq_len, features), torch.ones(2))
+                if with_aspect
+                else (torch.zeros(2, seq_len, features),)
+            )
             program = torch.onnx.export(
-                ckpt.model, example, input_names=names, output_names=["logits"],
-                dynamic_shapes=({0: batch}, {0: batch}) if with_aspect else ({0: batch},), dynamo=True, verbose=False)
+                ckpt.model,
+                example,
+                input_names=names,
+                output_names=["logits"],
+                dynamic_shapes=({0: batch}, {0: batch}) if with_aspect else ({0: batch},),
+                dynamo=True,
+                verbose=False,
+            )
         logger.debug("torch.onnx.export: %s", chatter.getvalue())
         program.save(str(tmp))
         proto = onnx.load(str(tmp))
@@ -179,10 +225,11 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
             "accel_signs.classes": json.dumps(ckpt.classes, ensure_ascii=False),
             "accel_signs.model": json.dumps(ckpt.meta["model"]),
             "accel_signs.input": f"keypoints (batch, {seq_len}, {features}): {seq_len} frames sampled at bin centres, "
-                                 f"each {ckpt.layout.num_points} points of layout {ckpt.layout.name} x (x, y, z, "
-                                 "visibility) flattened; undetected points are 0"
-                                 + ("; aspect (batch,): width / height of each clip's video (1 if square or unknown)"
-                                    if with_aspect else ""),
+            f"each {ckpt.layout.num_points} points of layout {ckpt.layout.name} x (x, y, z, "
+            "visibility) flattened; undetected points are 0"
+            + (
+                "; aspect (batch,): width / height of each clip's video (1 if square or unknown)" if with_aspect else ""
+            ),
             "accel_signs.metrics": json.dumps(ckpt.meta.get("metrics", {})),
         }
         for key, value in meta.items():
@@ -191,9 +238,11 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
         onnx.save(proto, str(tmp))
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         g = torch.Generator().manual_seed(0)  # not the caller's global RNG
-        checks = {"random batch 1": (torch.randn(1, seq_len, features, generator=g), torch.ones(1)),
-                  "random batch 7": (torch.randn(7, seq_len, features, generator=g), 0.5 + torch.rand(7, generator=g)),
-                  "real-shaped batch 6": _real_shaped_inputs(seq_len, ckpt.layout)}
+        checks = {
+            "random batch 1": (torch.randn(1, seq_len, features, generator=g), torch.ones(1)),
+            "random batch 7": (torch.randn(7, seq_len, features, generator=g), 0.5 + torch.rand(7, generator=g)),
+            "real-shaped batch 6": _real_shaped_inputs(seq_len, ckpt.layout),
+        }
         diffs = {}
         for name, (x, aspect) in checks.items():
             inputs = (x, aspect) if with_aspect else (x,)
@@ -203,11 +252,17 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str],
             diffs[name] = float(np.abs(got - expected).max())
         worst = max(diffs.values())
         if not worst <= tolerance:
-            raise ConfigError(f"the ONNX export of {ckpt.path} differs from PyTorch by {worst:.2e} (> {tolerance:g}); "
-                              "not written")
+            raise ConfigError(
+                f"the ONNX export of {ckpt.path} differs from PyTorch by {worst:.2e} (> {tolerance:g}); not written"
+            )
         os.replace(tmp, out)
     except OSError as e:
         raise ConfigError(f"cannot write {out}: {e.strerror or e}") from None
     finally:
         tmp.unlink(missing_ok=True)
-    return {"onnx": str(out), "max_abs_logit_diff": diffs, "classes": len(ckpt.classes), "opset": proto.opset_import[0].version}
+    return {
+        "onnx": str(out),
+        "max_abs_logit_diff": diffs,
+        "classes": len(ckpt.classes),
+        "opset": proto.opset_import[0].version,
+    }

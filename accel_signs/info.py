@@ -37,11 +37,13 @@ def _detection_rates(split: StoreSplit, layout: KeypointLayout) -> tuple[dict[st
 
 
 def describe_store(store: ClipStore) -> str:
-    lines = [f"clip store {store.path}",
-             f"  classes: {len(store.classes)} (signs {format_ranges([c.sign for c in store.classes])}), "
-             f"signers: {', '.join(store.signers)}, dtype {store.dtype}",
-             f"  keypoint layout: {store.layout.name} ({store.layout.id}, {store.layout.num_points} points; parts "
-             f"{', '.join(store.layout.part_names)})"]
+    lines = [
+        f"clip store {store.path}",
+        f"  classes: {len(store.classes)} (signs {format_ranges([c.sign for c in store.classes])}), "
+        f"signers: {', '.join(store.signers)}, dtype {store.dtype}",
+        f"  keypoint layout: {store.layout.name} ({store.layout.id}, {store.layout.num_points} points; parts "
+        f"{', '.join(store.layout.part_names)})",
+    ]
     if store.meta.get("source"):
         lines.append(f"  source: {store.meta['source']}")
     for name, split in store.splits.items():
@@ -53,12 +55,16 @@ def describe_store(store: ClipStore) -> str:
         lines += [
             f"  split {name}: {len(split)} clips, {split.num_frames} frames",
             f"    clips per class: min {per_class.min()}, median {int(np.median(per_class))}, max {per_class.max()}"
-            + (f"; classes without clips: {format_ranges([store.classes[i].sign for i in np.flatnonzero(per_class == 0)])}"
-               if (per_class == 0).any() else ""),
+            + (
+                f"; classes without clips: {format_ranges([store.classes[i].sign for i in np.flatnonzero(per_class == 0)])}"
+                if (per_class == 0).any()
+                else ""
+            ),
             "    clips per signer: " + ", ".join(f"{s} {n}" for s, n in zip(store.signers, per_signer)),
             f"    clip length (frames): min {q[0]:.0f}, 5% {q[1]:.0f}, median {q[2]:.0f}, 95% {q[3]:.0f}, max {q[4]:.0f}"
             f"; {int((lengths < 50).sum())} clips shorter than 50 frames",
-            "    detected in frames: " + ", ".join(f"{p} {r:.1%}" for p, r in rates.items())
+            "    detected in frames: "
+            + ", ".join(f"{p} {r:.1%}" for p, r in rates.items())
             + (f" (from {sampled} sampled frames)" if sampled < split.num_frames else ""),
             f"    video frame sizes: {_frame_sizes(split)}",
         ]
@@ -71,8 +77,10 @@ def _frame_sizes(split) -> str:
         return "not recorded (taken as square)"
     sizes, counts = np.unique(split.frame_sizes, axis=0, return_counts=True)
     order = np.argsort(-counts, kind="stable")
-    parts = [f"{int(w)}x{int(h)} ({n} clips)" if w > 0 and h > 0 else f"unknown ({n} clips, taken as square)"
-             for (w, h), n in zip(sizes[order], counts[order])]
+    parts = [
+        f"{int(w)}x{int(h)} ({n} clips)" if w > 0 and h > 0 else f"unknown ({n} clips, taken as square)"
+        for (w, h), n in zip(sizes[order], counts[order])
+    ]
     return ", ".join(parts[:6]) + (f", and {len(parts) - 6} more" if len(parts) > 6 else "")
 
 
@@ -81,8 +89,16 @@ def _describe_input(cfg: dict | None) -> str:
         return "raw image coordinates (written before the input features existed)"
     if cfg.get("kind") == "raw":
         return "raw image coordinates"
-    on = [name.replace("_", " ") for name in ("body_frame", "hand_shape", "motion", "presence", "handedness") if cfg.get(name)]
-    off = [name.replace("_", " ") for name in ("body_frame", "hand_shape", "motion", "presence", "handedness") if not cfg.get(name)]
+    on = [
+        name.replace("_", " ")
+        for name in ("body_frame", "hand_shape", "motion", "presence", "handedness")
+        if cfg.get(name)
+    ]
+    off = [
+        name.replace("_", " ")
+        for name in ("body_frame", "hand_shape", "motion", "presence", "handedness")
+        if not cfg.get(name)
+    ]
     return "normalized: " + ", ".join(on) + (f" (off: {', '.join(off)})" if off else "")
 
 
@@ -97,11 +113,12 @@ def describe_checkpoint(path: Path) -> str:
         f"seq_len {model['seq_len']}, dropout {model['dropout']}, {size / 2**20:.1f} MiB",
         f"  input: {_describe_input(model.get('input'))}",
         f"  keypoint layout: {meta['layout'].get('name', 'karsl184')} ({meta['layout'].get('id')})",
-        f"  epoch {meta.get('epoch')}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                                     for k, v in metrics.items() if k != "epoch"),
+        f"  epoch {meta.get('epoch')}: "
+        + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items() if k != "epoch"),
         f"  data: {data.get('store')} (split {data.get('split')}, signers {', '.join(data.get('signers') or [])}"
         + (f", val signers {', '.join(data['val_signers'])}" if data.get("val_signers") else "")
-        + (f", test signers {', '.join(data['test_signers'])}" if data.get("test_signers") else "") + ")",
+        + (f", test signers {', '.join(data['test_signers'])}" if data.get("test_signers") else "")
+        + ")",
     ]
     runtime = meta.get("runtime") or {}
     if runtime:
@@ -109,7 +126,9 @@ def describe_checkpoint(path: Path) -> str:
     cfg = meta.get("train_config", {})
     if cfg:
         optim = cfg["optim"]
-        lines.append(f"  config: {optim.get('optimizer', 'adam')} lr {optim['lr']}, {optim.get('schedule', 'plateau')} "
-                     f"schedule, batch {cfg['batch_size']}, epochs {cfg['num_epochs']}, seed {cfg['seed']}, "
-                     f"mixed precision {cfg['mixed_precision']}, best by {cfg.get('best_metric', 'val_loss')}")
+        lines.append(
+            f"  config: {optim.get('optimizer', 'adam')} lr {optim['lr']}, {optim.get('schedule', 'plateau')} "
+            f"schedule, batch {cfg['batch_size']}, epochs {cfg['num_epochs']}, seed {cfg['seed']}, "
+            f"mixed precision {cfg['mixed_precision']}, best by {cfg.get('best_metric', 'val_loss')}"
+        )
     return "\n".join(lines)

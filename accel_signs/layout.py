@@ -77,8 +77,13 @@ class KeypointLayout:
 
     def record(self) -> dict[str, Any]:
         """What stores and checkpoints save: the id, the sizes, and the whole definition."""
-        return {"id": self.id, "name": self.name, "points": self.num_points, "channels": NUM_CHANNELS,
-                "definition": self.definition}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "points": self.num_points,
+            "channels": NUM_CHANNELS,
+            "definition": self.definition,
+        }
 
     def same_as(self, other: KeypointLayout) -> bool:
         return self.id == other.id and self.names == other.names
@@ -90,7 +95,9 @@ class KeypointLayout:
         import numpy as np
 
         if any(s is None for s in self.sources):
-            raise ConfigError(f"layout {self.name} does not say which MediaPipe landmark each point is (\"source\", \"index\")")
+            raise ConfigError(
+                f'layout {self.name} does not say which MediaPipe landmark each point is ("source", "index")'
+            )
         length = next(len(v) for v in sources.values())
         out = np.zeros((length, self.num_points, NUM_CHANNELS), dtype=np.float32)
         for source in SOURCES:
@@ -123,7 +130,7 @@ def parse_layout(raw: Any, where: str) -> KeypointLayout:
     names = []
     for i, p in enumerate(points):
         if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not isinstance(p.get("part"), str):
-            raise _fail(where, f"point {i} must be an object with a \"name\" and a \"part\", got {p!r}")
+            raise _fail(where, f'point {i} must be an object with a "name" and a "part", got {p!r}')
         names.append(p["name"])
     index = {n: i for i, n in enumerate(names)}
     if len(index) != len(names):
@@ -155,14 +162,24 @@ def parse_layout(raw: Any, where: str) -> KeypointLayout:
     mirror = tuple(point(p.get("mirror", p["name"]), f"the mirror of {p['name']!r}") for p in points)
     broken = [names[i] for i, j in enumerate(mirror) if mirror[j] != i]
     if broken:
-        raise _fail(where, f"mirror partners must pair up (an involution), but {broken[0]!r} -> "
-                    f"{names[mirror[index[broken[0]]]]!r} -> {names[mirror[mirror[index[broken[0]]]]]!r}")
+        raise _fail(
+            where,
+            f"mirror partners must pair up (an involution), but {broken[0]!r} -> "
+            f"{names[mirror[index[broken[0]]]]!r} -> {names[mirror[mirror[index[broken[0]]]]]!r}",
+        )
     sources = []
     for p in points:
         if "source" in p or "index" in p:
-            if p.get("source") not in SOURCES or isinstance(p.get("index"), bool) or not isinstance(p.get("index"), int):
-                raise _fail(where, f"point {p['name']!r}: source must be one of {', '.join(SOURCES)} with an integer "
-                            f"index, got {p.get('source')!r}, {p.get('index')!r}")
+            if (
+                p.get("source") not in SOURCES
+                or isinstance(p.get("index"), bool)
+                or not isinstance(p.get("index"), int)
+            ):
+                raise _fail(
+                    where,
+                    f"point {p['name']!r}: source must be one of {', '.join(SOURCES)} with an integer "
+                    f"index, got {p.get('source')!r}, {p.get('index')!r}",
+                )
             sources.append((p["source"], p["index"]))
         else:
             sources.append(None)
@@ -179,12 +196,12 @@ def parse_layout(raw: Any, where: str) -> KeypointLayout:
     if roles.get("hands") is not None:
         spec = roles["hands"]
         if not isinstance(spec, dict) or set(spec) != {"right", "left"}:
-            raise _fail(where, f"roles.hands must have \"right\" and \"left\", got {spec!r}")
+            raise _fail(where, f'roles.hands must have "right" and "left", got {spec!r}')
         found = []
         for side in ("right", "left"):
             h = spec[side]
             if not isinstance(h, dict) or "wrist" not in h:
-                raise _fail(where, f"roles.hands.{side} must name a \"wrist\" (and a \"part\", a \"palm\"), got {h!r}")
+                raise _fail(where, f'roles.hands.{side} must name a "wrist" (and a "part", a "palm"), got {h!r}')
             part = h.get("part")
             if part is not None and part not in members:
                 raise _fail(where, f"roles.hands.{side}.part {part!r} is not one of the parts")
@@ -195,13 +212,26 @@ def parse_layout(raw: Any, where: str) -> KeypointLayout:
                     raise _fail(where, f"roles.hands.{side}.{what} {names[i]!r} is not in part {part!r}")
             found.append(HandRole(part, wrist, palm))
         hands = (found[0], found[1])
-    bones = tuple((point(a, "a bone's end"), point(b, "a bone's end"))
-                  for a, b in (bone if isinstance(bone, list) and len(bone) == 2 else _bad_bone(where, bone)
-                               for bone in raw.get("bones") or []))
+    bones = tuple(
+        (point(a, "a bone's end"), point(b, "a bone's end"))
+        for a, b in (
+            bone if isinstance(bone, list) and len(bone) == 2 else _bad_bone(where, bone)
+            for bone in raw.get("bones") or []
+        )
+    )
     return KeypointLayout(
-        name=raw["name"], id=raw["id"], description=str(raw.get("description", "")), names=tuple(names),
-        parts={n: tuple(m) for n, m in members.items()}, mirror=mirror, sources=tuple(sources), shoulders=shoulders,
-        hands=hands, bones=bones, definition=raw)
+        name=raw["name"],
+        id=raw["id"],
+        description=str(raw.get("description", "")),
+        names=tuple(names),
+        parts={n: tuple(m) for n, m in members.items()},
+        mirror=mirror,
+        sources=tuple(sources),
+        shoulders=shoulders,
+        hands=hands,
+        bones=bones,
+        definition=raw,
+    )
 
 
 def _bad_bone(where: str, bone: Any):
@@ -212,7 +242,9 @@ def _bad_bone(where: str, bone: Any):
 def builtin_layout(name: str) -> KeypointLayout:
     """A built-in layout by name, read once from package data."""
     if name not in BUILTIN:
-        raise ConfigError(f"unknown layout {name!r}: the built-in layouts are {', '.join(BUILTIN)} (or give a layout file)")
+        raise ConfigError(
+            f"unknown layout {name!r}: the built-in layouts are {', '.join(BUILTIN)} (or give a layout file)"
+        )
     text = resources.files(__package__).joinpath(f"assets/layouts/{name}.json").read_text("utf-8")
     return parse_layout(json.loads(text), name)
 
@@ -228,8 +260,9 @@ def load_layout(spec: str | Path) -> KeypointLayout:
         return builtin_layout(spec)
     path = Path(spec)
     if not path.suffix == ".json" and not path.exists():
-        raise ConfigError(f"unknown layout {str(spec)!r}: the built-in layouts are {', '.join(BUILTIN)} (or give a "
-                          "layout .json file)")
+        raise ConfigError(
+            f"unknown layout {str(spec)!r}: the built-in layouts are {', '.join(BUILTIN)} (or give a layout .json file)"
+        )
     try:
         raw = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
@@ -249,12 +282,15 @@ def layout_from_record(record: Any, where: str) -> KeypointLayout:
     if record.get("definition") is not None:
         layout = parse_layout(record["definition"], where)
         if record.get("id", layout.id) != layout.id:
-            raise ConfigError(f"{where}: keypoint layout id {record.get('id')!r} does not match its definition's "
-                              f"({layout.id!r})")
+            raise ConfigError(
+                f"{where}: keypoint layout id {record.get('id')!r} does not match its definition's ({layout.id!r})"
+            )
         return layout
     legacy = LEGACY_IDS.get(record.get("id"))
     if legacy is None:
-        raise ConfigError(f"{where}: keypoint layout {record.get('id')!r} is unknown and its definition is not recorded")
+        raise ConfigError(
+            f"{where}: keypoint layout {record.get('id')!r} is unknown and its definition is not recorded"
+        )
     return builtin_layout(legacy)
 
 

@@ -42,8 +42,14 @@ class ClassificationReport:
         return [(int(true[i]), int(pred[i]), int(counts[i])) for i in order]
 
 
-def classification_report(labels: np.ndarray, topk: np.ndarray, num_classes: int, signers: np.ndarray,
-                          signer_names: Sequence[str], losses: np.ndarray | None = None) -> ClassificationReport:
+def classification_report(
+    labels: np.ndarray,
+    topk: np.ndarray,
+    num_classes: int,
+    signers: np.ndarray,
+    signer_names: Sequence[str],
+    losses: np.ndarray | None = None,
+) -> ClassificationReport:
     """Metrics for `labels` (N,) given each sample's classes ranked best first, `topk` (N, k),
     and its signer index into `signer_names` (N,)."""
     labels, topk, signers = np.asarray(labels), np.asarray(topk), np.asarray(signers)
@@ -65,14 +71,22 @@ def classification_report(labels: np.ndarray, topk: np.ndarray, num_classes: int
     per_signer = {}
     for s in np.unique(signers):
         mask = signers == s
-        per_signer[signer_names[s]] = {"accuracy": float((pred[mask] == labels[mask]).mean()), "num_samples": int(mask.sum())}
+        per_signer[signer_names[s]] = {
+            "accuracy": float((pred[mask] == labels[mask]).mean()),
+            "num_samples": int(mask.sum()),
+        }
     return ClassificationReport(
         num_samples=len(labels),
         top1=float((pred == labels).mean()),
         top5=float((topk[:, :k] == labels[:, None]).any(axis=1).mean()),
         top5_k=k,
         macro_f1=float(np.nanmean(f1)),
-        precision=precision, recall=recall, f1=f1, support=support, predicted=predicted,
-        confusion=confusion, per_signer=per_signer,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        support=support,
+        predicted=predicted,
+        confusion=confusion,
+        per_signer=per_signer,
         mean_loss=float(np.mean(losses)) if losses is not None else float("nan"),
     )

@@ -108,8 +108,17 @@ class STTransformer(nn.Module):
     over time.
     """
 
-    def __init__(self, num_classes: int, size: str | ModelSize = "s_4_2", *, layout: KeypointLayout,
-                 input: InputConfig | None = None, seq_len: int = 50, dropout: float = 0.2, drop_path: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int,
+        size: str | ModelSize = "s_4_2",
+        *,
+        layout: KeypointLayout,
+        input: InputConfig | None = None,
+        seq_len: int = 50,
+        dropout: float = 0.2,
+        drop_path: float = 0.0,
+    ):
         super().__init__()
         size = ModelSize.parse(size) if isinstance(size, str) else size
         dim = size.embed_dim
@@ -123,7 +132,9 @@ class STTransformer(nn.Module):
         self.register_buffer("pos_enc", sinusoidal_encoding(seq_len, dim), persistent=False)  # (T, D)
         self.dropout = nn.Dropout(dropout)
         # Stochastic depth grows linearly with depth, to drop_path in the last block.
-        rates = [drop_path * i / max(1, size.layers - 1) for i in range(size.layers)] if size.layers > 1 else [drop_path]
+        rates = (
+            [drop_path * i / max(1, size.layers - 1) for i in range(size.layers)] if size.layers > 1 else [drop_path]
+        )
         self.blocks = nn.ModuleList(Block(dim, size.heads, dropout, rate) for rate in rates)
         self.pool = nn.Sequential(nn.Linear(dim, dim // 2), nn.Tanh(), nn.Linear(dim // 2, 1))
         self.head = nn.Linear(dim, num_classes)
@@ -133,7 +144,9 @@ class STTransformer(nn.Module):
         """Whether the clips' width / height changes the output (not with the raw input)."""
         return self.features.cfg.kind != "raw"
 
-    def forward(self, x: torch.Tensor, aspect: torch.Tensor | None = None, augment: Augment | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, aspect: torch.Tensor | None = None, augment: Augment | None = None
+    ) -> torch.Tensor:
         """x (B, T, P*C) raw keypoints; aspect (B,) width / height of each clip's video (None:
         square); augment: the training augmentation, applied to the canonical coordinates."""
         b, t, _ = x.shape

@@ -16,8 +16,10 @@ def make_optimizer(cfg: OptimConfig, model: torch.nn.Module, lr: float, fused: b
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay, fused=fused)
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=lr, fused=fused)
 
 
@@ -38,8 +40,12 @@ class Schedule:
         self.plateau = None
         if cfg.schedule == "plateau":
             self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience,
-                threshold=cfg.plateau_threshold)
+                optimizer,
+                mode="min",
+                factor=cfg.plateau_factor,
+                patience=cfg.plateau_patience,
+                threshold=cfg.plateau_threshold,
+            )
         else:
             self._apply()
 

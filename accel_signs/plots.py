@@ -82,8 +82,9 @@ def plot_confusion(confusion: np.ndarray, labels: list[str], path: Path, title: 
     return _save(fig, path)
 
 
-def plot_per_class_f1(f1: np.ndarray, labels: list[str], path: Path, title: str,
-                      support: np.ndarray | None = None, worst: int = 20) -> Path:
+def plot_per_class_f1(
+    f1: np.ndarray, labels: list[str], path: Path, title: str, support: np.ndarray | None = None, worst: int = 20
+) -> Path:
     """Left: every class's F1, sorted; right: the lowest-F1 classes by name (ties: the ones
     with the most test clips first, where the evidence is strongest)."""
     valid = ~np.isnan(f1)
@@ -109,7 +110,9 @@ def plot_per_class_f1(f1: np.ndarray, labels: list[str], path: Path, title: str,
         heading += f"\n({zero} classes have F1 0; shown: those with the most clips)"
     dots.set(xlabel="F1", xlim=(-0.03, 1.13), xticks=np.linspace(0, 1, 6), ylim=(-0.7, len(shown) - 0.3), title=heading)
     for yi, i in zip(y, shown):
-        dots.annotate(f"{f1[i]:.2f}", xy=(f1[i], yi), xytext=(6, 0), textcoords="offset points", va="center", fontsize=7)
+        dots.annotate(
+            f"{f1[i]:.2f}", xy=(f1[i], yi), xytext=(6, 0), textcoords="offset points", va="center", fontsize=7
+        )
     dots.grid(axis="x", alpha=0.3)
     fig.suptitle(title)
     return _save(fig, path)
@@ -122,10 +125,19 @@ def plot_top_confusions(confusions: list[dict[str, Any]], path: Path, title: str
     if confusions:
         shown = confusions[::-1]
         ax.barh(range(len(shown)), [c["count"] for c in shown], height=0.6, color="tab:red")
-        ax.set_yticks(range(len(shown)), [f"“{_label(c['true'], 22)}” → “{_label(c['pred'], 22)}”" for c in shown], fontsize=8)
+        ax.set_yticks(
+            range(len(shown)), [f"“{_label(c['true'], 22)}” → “{_label(c['pred'], 22)}”" for c in shown], fontsize=8
+        )
         ax.xaxis.get_major_locator().set_params(integer=True)
     else:
-        ax.text(0.5, 0.5, "no confusions: every clip was classified correctly", ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no confusions: every clip was classified correctly",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
         ax.set_yticks([])
     ax.set(xlabel="clips", ylabel="true sign → predicted sign", title=title)
     ax.grid(axis="x", alpha=0.3)
@@ -145,11 +157,13 @@ def plot_eval_dir(eval_dir: Path) -> list[Path]:
     support = np.array([int(r["support"]) for r in per_class])
     what = f"{summary['split']} split, {summary['num_samples']} clips"
     return [
-        plot_confusion(confusion, labels, eval_dir / "confusion.png",
-                       f"Confusion matrix ({what}; top-1 {summary['top1']:.3f})"),
+        plot_confusion(
+            confusion, labels, eval_dir / "confusion.png", f"Confusion matrix ({what}; top-1 {summary['top1']:.3f})"
+        ),
         plot_per_class_f1(f1, labels, eval_dir / "per_class_f1.png", f"Per-class F1 ({what})", support),
-        plot_top_confusions(summary["top_confusions"][:20], eval_dir / "top_confusions.png",
-                            f"Most frequent confusions ({what})"),
+        plot_top_confusions(
+            summary["top_confusions"][:20], eval_dir / "top_confusions.png", f"Most frequent confusions ({what})"
+        ),
     ]
 
 

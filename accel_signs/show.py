@@ -25,8 +25,14 @@ def _colour(part: str) -> str:
     return _PART_COLOURS.get(part, "#8172b2")
 
 
-def render(clip: np.ndarray, layout: KeypointLayout, out: Path, frame_size: tuple[float, float] | None = None,
-           title: str = "", fps: float = 15.0) -> Path:
+def render(
+    clip: np.ndarray,
+    layout: KeypointLayout,
+    out: Path,
+    frame_size: tuple[float, float] | None = None,
+    title: str = "",
+    fps: float = 15.0,
+) -> Path:
     """Write `clip` (frames, points, 4) as an animated GIF or MP4 (by `out`'s suffix)."""
     import matplotlib
 
@@ -70,8 +76,9 @@ def render(clip: np.ndarray, layout: KeypointLayout, out: Path, frame_size: tupl
             ax.set_xticks([])
             ax.set_yticks([])
             points = list(layout.parts[hand.part])
-            ax.set_title(f"{hand.part.replace('_', ' ')}" + ("" if present[t, hand.wrist] else " (not detected)"),
-                         fontsize=9)
+            ax.set_title(
+                f"{hand.part.replace('_', ' ')}" + ("" if present[t, hand.wrist] else " (not detected)"), fontsize=9
+            )
             ax.set_aspect("equal")
             if not present[t, hand.wrist]:
                 continue
@@ -117,8 +124,9 @@ def _save_mp4(fig, draw, frames: int, path: Path, fps: float) -> None:
     try:
         import cv2
     except ImportError:
-        raise ConfigError("writing MP4 needs ffmpeg on the PATH or OpenCV (pip install 'accel-signs[extract]'); "
-                          "a .gif needs neither") from None
+        raise ConfigError(
+            "writing MP4 needs ffmpeg on the PATH or OpenCV (pip install 'accel-signs[extract]'); a .gif needs neither"
+        ) from None
     fig.canvas.draw()
     w, h = fig.canvas.get_width_height()
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))

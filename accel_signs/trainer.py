@@ -17,18 +17,26 @@ import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.logging import get_logger
 from accelerate.tracking import get_available_trackers
-from accelerate.utils import LoggerType, ProjectConfiguration, TorchDynamoPlugin, broadcast, gather, parse_flag_from_env, set_seed
+from accelerate.utils import (
+    LoggerType,
+    ProjectConfiguration,
+    TorchDynamoPlugin,
+    broadcast,
+    gather,
+    parse_flag_from_env,
+    set_seed,
+)
 from torch.utils.data import DataLoader
 
 from .checkpoint import RunWriter, checkpoint_meta, load_state
 from .config import EvalConfig, TrainConfig, default_cache_dir
-from .evaluate import evaluate_checkpoint, format_summary
+from .data.augment import Augmenter
 from .data.pipeline import ClassMap, class_map, make_loader, select_clips, signer_indices, stratified_split
 from .data.resident import ResidentClips, keep_on_device, resident_bytes
-from .data.augment import Augmenter
 from .data.store import StoreSplit, open_store
 from .data.synth import ensure_synthetic
 from .errors import AccelSignsError, ConfigError, DatasetError, LaunchError, TrainingError
+from .evaluate import evaluate_checkpoint, format_summary
 from .layout import KeypointLayout
 from .model import STTransformer
 from .optim import Schedule, make_optimizer
@@ -91,7 +99,8 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
         raise ConfigError(
             f"--debug runs a single process, but {state.num_processes} were launched: run `accelerate launch "
             "--config_file accelerate_configs/single_gpu_debug.yaml -m accel_signs train --debug` or plain "
-            "`accel-signs train --debug`")
+            "`accel-signs train --debug`"
+        )
     mixed = "no" if cfg.debug else cfg.mixed_precision
     if mixed == "auto":
         # What `accelerate launch` was configured with; bf16 on a GPU that has it otherwise.
@@ -105,7 +114,9 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
         mixed_precision=mixed,
         # Static shapes: the one short last batch gets its own graph instead of turning every
         # step into dynamic-shape code, and CUDA graphs (reduce-overhead) need static shapes anyway.
-        dynamo_plugin=TorchDynamoPlugin(backend="inductor", mode=cfg.compile_mode, dynamic=False) if cfg.compile else None,
+        dynamo_plugin=TorchDynamoPlugin(backend="inductor", mode=cfg.compile_mode, dynamic=False)
+        if cfg.compile
+        else None,
         log_with=_trackers(cfg.log_with) or None,
         # Trackers that write files (TensorBoard) write into the run folder: <output_dir>/<run name>.
         project_config=ProjectConfiguration(project_dir=str(cfg.output_dir), logging_dir=str(cfg.output_dir)),
@@ -119,7 +130,9 @@ def _trackers(names: tuple[str, ...]) -> list[str]:
     """Check requested trackers up front: Accelerate silently drops the ones not installed."""
     for name in names:
         if name not in LoggerType.list():
-            raise ConfigError(f"--log-with: unknown tracker {name!r}; Accelerate supports {', '.join(LoggerType.list())}")
+            raise ConfigError(
+                f"--log-with: unknown tracker {name!r}; Accelerate supports {', '.join(LoggerType.list())}"
+            )
         if name != "all" and LoggerType(name) not in get_available_trackers():
             raise ConfigError(f"--log-with {name}: the {name} package is not installed (pip install {name})")
     return list(names)
@@ -156,40 +169,69 @@ def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
     workers = 0 if cfg.debug else cfg.data.num_workers
     if workers is None:  # on CPU the model step dominates and workers would take its cores
         workers = 0 if accelerator.device.type == "cpu" else min(4, (os.cpu_count() or 1) // accelerator.num_processes)
-    common = dict(seq_len=cfg.data.seq_len, num_workers=workers, pin_memory=accelerator.device.type == "cuda",
-                  resident=resident)
+    common = dict(
+        seq_len=cfg.data.seq_len, num_workers=workers, pin_memory=accelerator.device.type == "cuda", resident=resident
+    )
     aug = cfg.data.augment
     return TrainData(
         classes=classes,
         on_device=resident is not None,
-        train_loader=make_loader(split, train_ids, classes, batch_size=cfg.batch_size, train=True,
-                                 crop_min=aug.crop_min, speed=(aug.speed_min, aug.speed_max), **common),
+        train_loader=make_loader(
+            split,
+            train_ids,
+            classes,
+            batch_size=cfg.batch_size,
+            train=True,
+            crop_min=aug.crop_min,
+            speed=(aug.speed_min, aug.speed_max),
+            **common,
+        ),
         val_loader=make_loader(split, val_ids, classes, batch_size=2 * cfg.batch_size, train=False, **common),
         has_test="test" in store.splits,
         layout=store.layout,
-        split_info={"store": str(Path(path).resolve()), "split": split.name, "signs": [c.sign for c in classes.classes],
-                    "signers": list(train_signers), "val_signers": list(val_signers), "test_signers": list(test_signers),
-                    "seed": cfg.seed,
-                    "val_fraction": cfg.data.val_fraction, "train_ids": train_ids.tolist(), "val_ids": val_ids.tolist()},
+        split_info={
+            "store": str(Path(path).resolve()),
+            "split": split.name,
+            "signs": [c.sign for c in classes.classes],
+            "signers": list(train_signers),
+            "val_signers": list(val_signers),
+            "test_signers": list(test_signers),
+            "seed": cfg.seed,
+            "val_fraction": cfg.data.val_fraction,
+            "train_ids": train_ids.tolist(),
+            "val_ids": val_ids.tolist(),
+        },
     )
 
 
-def _resident_clips(cfg: TrainConfig, accelerator: Accelerator, split: StoreSplit, ids: np.ndarray) -> ResidentClips | None:
+def _resident_clips(
+    cfg: TrainConfig, accelerator: Accelerator, split: StoreSplit, ids: np.ndarray
+) -> ResidentClips | None:
     """Clips `ids` held on the device when --data-on-device says so and they fit; None to stream them."""
-    on_device, why = keep_on_device(cfg.data.data_on_device, resident_bytes(split, ids), accelerator.device,
-                                    accelerator.num_processes)
+    on_device, why = keep_on_device(
+        cfg.data.data_on_device, resident_bytes(split, ids), accelerator.device, accelerator.num_processes
+    )
     # One path for all ranks (free memory may differ between GPUs); every rank then raises or not.
-    if accelerator.num_processes > 1 and not bool(gather(torch.tensor([int(on_device)], device=accelerator.device)).all()):
+    if accelerator.num_processes > 1 and not bool(
+        gather(torch.tensor([int(on_device)], device=accelerator.device)).all()
+    ):
         on_device, why = False, why if not on_device else f"{why}, but not on every process"
     if cfg.data.data_on_device == "yes" and not on_device:
-        raise DatasetError(f"{why}; use --data-on-device no (stream from the memory-mapped store) or fewer signs/signers")
+        raise DatasetError(
+            f"{why}; use --data-on-device no (stream from the memory-mapped store) or fewer signs/signers"
+        )
     if not on_device:
         logger.info("%s: clips streamed from the memory-mapped store", why)
         return None
     start = time.perf_counter()
     resident = ResidentClips.load(split, ids, accelerator.device)
-    logger.info("%s: clips held on %s, loaded in %.1fs%s", why, accelerator.device, time.perf_counter() - start,
-                "; --num-workers is unused (batches are made on the device)" if cfg.data.num_workers else "")
+    logger.info(
+        "%s: clips held on %s, loaded in %.1fs%s",
+        why,
+        accelerator.device,
+        time.perf_counter() - start,
+        "; --num-workers is unused (batches are made on the device)" if cfg.data.num_workers else "",
+    )
     return resident
 
 
@@ -200,12 +242,16 @@ def _protocol_signers(cfg: TrainConfig, store) -> tuple[list[str], list[str], li
     for option, names in (("--signers", cfg.data.signers or ()), ("--val-signers", val), ("--test-signers", test)):
         unknown = [s for s in names if s not in store.signers]
         if unknown:
-            raise ConfigError(f"{option}: unknown signer(s) {', '.join(unknown)} in store {store.path} "
-                              f"(it has {', '.join(store.signers)})")
+            raise ConfigError(
+                f"{option}: unknown signer(s) {', '.join(unknown)} in store {store.path} "
+                f"(it has {', '.join(store.signers)})"
+            )
     train = [s for s in (cfg.data.signers or store.signers) if s not in val and s not in test]
     if not train:
-        raise ConfigError(f"no signer left to train on: --signers {','.join(cfg.data.signers or store.signers)} minus "
-                          f"--val-signers/--test-signers {','.join(dict.fromkeys(val + test))}")
+        raise ConfigError(
+            f"no signer left to train on: --signers {','.join(cfg.data.signers or store.signers)} minus "
+            f"--val-signers/--test-signers {','.join(dict.fromkeys(val + test))}"
+        )
     return train, val, test or val
 
 
@@ -218,28 +264,52 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
         _enable_debug_checks(accelerator)
     data = prepare_data(cfg, accelerator)
     layout = data.layout
-    model = STTransformer(data.classes.num_classes, cfg.model.size, layout=layout, input=cfg.model.input,
-                          seq_len=cfg.data.seq_len, dropout=cfg.model.dropout, drop_path=cfg.model.drop_path)
+    model = STTransformer(
+        data.classes.num_classes,
+        cfg.model.size,
+        layout=layout,
+        input=cfg.model.input,
+        seq_len=cfg.data.seq_len,
+        dropout=cfg.model.dropout,
+        drop_path=cfg.model.drop_path,
+    )
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # gloo (CPU) has no SyncBatchNorm
     lr = cfg.optim.scaled_lr(accelerator.num_processes)
     optimizer = make_optimizer(cfg.optim, model, lr, fused=accelerator.device.type == "cuda")
-    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, data.train_loader, data.val_loader)
+    model, optimizer, train_loader, val_loader = accelerator.prepare(
+        model, optimizer, data.train_loader, data.val_loader
+    )
     schedule = Schedule(cfg.optim, optimizer, len(train_loader), cfg.num_epochs)
     # Augmentation draws differ per process; model init above was the same everywhere.
     set_seed(cfg.seed, device_specific=True)
-    runtime = {"num_processes": accelerator.num_processes, "device": accelerator.device.type,
-               "mixed_precision": accelerator.mixed_precision, "lr": lr, "num_workers": data.train_loader.num_workers,
-               "data_on_device": data.on_device,
-               "global_batch_size": cfg.batch_size * accelerator.num_processes}
+    runtime = {
+        "num_processes": accelerator.num_processes,
+        "device": accelerator.device.type,
+        "mixed_precision": accelerator.mixed_precision,
+        "lr": lr,
+        "num_workers": data.train_loader.num_workers,
+        "data_on_device": data.on_device,
+        "global_batch_size": cfg.batch_size * accelerator.num_processes,
+    }
     run, state = _start_run(accelerator, cfg, data, runtime, resume, (model, optimizer, schedule))
     if cfg.log_with:
         accelerator.init_trackers(run.path.name, config=_flat(cfg.to_dict()))
     augment = Augmenter(cfg.data.augment, layout, cfg.model.input.kind)
-    logger.info("run %s: %d classes, %d train / %d val clips, model %s (%.2fM parameters), %d process(es) on %s, "
-                "mixed precision %s, lr %.3g", run.path, data.classes.num_classes, len(data.split_info["train_ids"]),
-                len(data.split_info["val_ids"]), cfg.model.size, sum(p.numel() for p in model.parameters()) / 1e6,
-                accelerator.num_processes, accelerator.device, accelerator.mixed_precision, lr)
+    logger.info(
+        "run %s: %d classes, %d train / %d val clips, model %s (%.2fM parameters), %d process(es) on %s, "
+        "mixed precision %s, lr %.3g",
+        run.path,
+        data.classes.num_classes,
+        len(data.split_info["train_ids"]),
+        len(data.split_info["val_ids"]),
+        cfg.model.size,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+        accelerator.num_processes,
+        accelerator.device,
+        accelerator.mixed_precision,
+        lr,
+    )
 
     first_epoch = state.epoch + 1
     for epoch in range(first_epoch, cfg.num_epochs + 1):
@@ -249,30 +319,66 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
         val_start = time.perf_counter()
         val_loss, val_acc = evaluate(accelerator, model, val_loader)
         if cfg.compile and epoch == first_epoch:
-            logger.info("torch.compile: epoch %d took %.1fs, its validation %.1fs, compilation included (later epochs "
-                        "show the compiled speed)", epoch, val_start - start, time.perf_counter() - val_start)
+            logger.info(
+                "torch.compile: epoch %d took %.1fs, its validation %.1fs, compilation included (later epochs "
+                "show the compiled speed)",
+                epoch,
+                val_start - start,
+                time.perf_counter() - val_start,
+            )
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             kept = f"the best checkpoint so far is {run.best_dir}" if state.best_epoch else "no checkpoint was saved"
-            raise TrainingError(f"epoch {epoch}: the loss is not finite (train {train_loss}, val {val_loss}): training "
-                                f"diverged; lower --lr or check the data ({kept})")
+            raise TrainingError(
+                f"epoch {epoch}: the loss is not finite (train {train_loss}, val {val_loss}): training "
+                f"diverged; lower --lr or check the data ({kept})"
+            )
         schedule.step_epoch(val_loss)
         seconds = time.perf_counter() - start
-        metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc, "lr": lr_now,
-                   "seconds": round(seconds, 3), "samples_per_s": round(seen / seconds, 1)}
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr_now,
+            "seconds": round(seconds, 3),
+            "samples_per_s": round(seen / seconds, 1),
+        }
         state.epoch = epoch
         if state.improved(cfg.best_metric, val_loss, val_acc):
             state.best_val_loss, state.best_val_acc, state.best_epoch = val_loss, val_acc, epoch
-            meta = checkpoint_meta(cfg, data.classes.classes, epoch, metrics,
-                                   {k: v for k, v in data.split_info.items() if not k.endswith("_ids")}, runtime, layout)
+            meta = checkpoint_meta(
+                cfg,
+                data.classes.classes,
+                epoch,
+                metrics,
+                {k: v for k, v in data.split_info.items() if not k.endswith("_ids")},
+                runtime,
+                layout,
+            )
             run.save_best(model, meta)
         run.log_epoch(metrics)
         run.save_state(model, optimizer, schedule, state.state_dict())
-        logger.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  lr %.3g  %.1fs  %.0f samples/s%s",
-                    epoch, cfg.num_epochs, train_loss, val_loss, val_acc, lr_now, seconds, seen / seconds,
-                    "  *best*" if state.best_epoch == epoch else "")
+        logger.info(
+            "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  lr %.3g  %.1fs  %.0f samples/s%s",
+            epoch,
+            cfg.num_epochs,
+            train_loss,
+            val_loss,
+            val_acc,
+            lr_now,
+            seconds,
+            seen / seconds,
+            "  *best*" if state.best_epoch == epoch else "",
+        )
 
-    logger.info("best epoch %d (by %s): val_loss %.4f, val_acc %.4f; checkpoint %s", state.best_epoch, cfg.best_metric,
-                state.best_val_loss, state.best_val_acc, run.best_dir)
+    logger.info(
+        "best epoch %d (by %s): val_loss %.4f, val_acc %.4f; checkpoint %s",
+        state.best_epoch,
+        cfg.best_metric,
+        state.best_val_loss,
+        state.best_val_acc,
+        run.best_dir,
+    )
     if cfg.evaluate:
         evaluate_after_training(cfg, accelerator, run, data)
     accelerator.wait_for_everyone()
@@ -281,8 +387,14 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
     return run.best_dir
 
 
-def _start_run(accelerator: Accelerator, cfg: TrainConfig, data: TrainData, runtime: dict[str, Any],
-               resume: Path | None, trained: tuple) -> tuple[RunWriter, TrainState]:
+def _start_run(
+    accelerator: Accelerator,
+    cfg: TrainConfig,
+    data: TrainData,
+    runtime: dict[str, Any],
+    resume: Path | None,
+    trained: tuple,
+) -> tuple[RunWriter, TrainState]:
     """A new run folder, or the `resume` one with model, optimizer, scheduler, RNG and progress restored."""
     state = TrainState()
     if resume is None:
@@ -306,14 +418,18 @@ def evaluate_after_training(cfg: TrainConfig, accelerator: Accelerator, run: Run
         if data.has_test:
             result = evaluate_checkpoint(
                 EvalConfig(checkpoint=run.best_dir, data=store, split="test", signers=tuple(test_signers) or None),
-                accelerator)
+                accelerator,
+            )
             logger.info("best checkpoint on the test split (%s):\n%s", result.output, format_summary(result.summary))
             accelerator.log({f"test/{k}": result.summary[k] for k in ("top1", "top5", "macro_f1")}, step=cfg.num_epochs)
         else:
             logger.warning("store %s has no test split: skipped the final evaluation", store)
     except AccelSignsError as e:
-        logger.error("the final evaluation failed (the checkpoint is saved; retry with `accel-signs evaluate %s`): %s",
-                     run.best_dir, e)
+        logger.error(
+            "the final evaluation failed (the checkpoint is saved; retry with `accel-signs evaluate %s`): %s",
+            run.best_dir,
+            e,
+        )
     run.draw_training_curves()
 
 
@@ -323,8 +439,10 @@ def _check_finite(accelerator: Accelerator, bad_step: torch.Tensor, epoch: int) 
     steps = accelerator.gather(bad_step[None])  # (processes,): 0 where the loss stayed finite
     if steps.any():
         step = int(steps[steps > 0].min())
-        raise TrainingError(f"epoch {epoch}, step {step}: the loss is not finite: training diverged; lower --lr or "
-                            "check the data (the best checkpoint and the state of the last completed epoch are kept)")
+        raise TrainingError(
+            f"epoch {epoch}, step {step}: the loss is not finite: training diverged; lower --lr or "
+            "check the data (the best checkpoint and the state of the last completed epoch are kept)"
+        )
 
 
 def _enable_debug_checks(accelerator: Accelerator) -> None:
@@ -339,19 +457,42 @@ def _enable_debug_checks(accelerator: Accelerator) -> None:
     logger.info("debug: one process, fp32, num_workers=0, anomaly detection and deterministic algorithms on")
 
 
-def _log_step(accelerator: Accelerator, step: int, x: torch.Tensor, y: torch.Tensor, loss: torch.Tensor,
-              grad_norm: torch.Tensor | float | None, lr: float) -> None:
+def _log_step(
+    accelerator: Accelerator,
+    step: int,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: torch.Tensor,
+    grad_norm: torch.Tensor | float | None,
+    lr: float,
+) -> None:
     """One debug line per step: what went in, what came out, and what it cost."""
     if accelerator.device.type == "cuda":
         memory = f"cuda max allocated {torch.cuda.max_memory_allocated(accelerator.device) / 2**20:.0f} MiB"
     else:
         memory = f"max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
-    logger.info("step %d: x %s %s, y %s, loss %.4f, grad norm %s, lr %.3g, %s", step, tuple(x.shape), x.dtype,
-                tuple(y.shape), loss.item(), "n/a" if grad_norm is None else f"{float(grad_norm):.4f}", lr, memory)
+    logger.info(
+        "step %d: x %s %s, y %s, loss %.4f, grad norm %s, lr %.3g, %s",
+        step,
+        tuple(x.shape),
+        x.dtype,
+        tuple(y.shape),
+        loss.item(),
+        "n/a" if grad_norm is None else f"{float(grad_norm):.4f}",
+        lr,
+        memory,
+    )
 
 
-def train_one_epoch(accelerator: Accelerator, model: torch.nn.Module, optim: tuple[torch.optim.Optimizer, Schedule],
-                    loader: DataLoader, augment: Augmenter, cfg: TrainConfig, epoch: int) -> tuple[float, int]:
+def train_one_epoch(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    optim: tuple[torch.optim.Optimizer, Schedule],
+    loader: DataLoader,
+    augment: Augmenter,
+    cfg: TrainConfig,
+    epoch: int,
+) -> tuple[float, int]:
     """One pass over the training data; returns (mean loss over all processes, samples seen by all)."""
     optimizer, schedule = optim
     model.train()

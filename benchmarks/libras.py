@@ -29,8 +29,11 @@ def extract(git_dir: Path, dest: Path) -> Path:
     """`git archive` json_frames and sinais.csv of a fetched bare repository into dest."""
     if not (dest / "sinais.csv").exists():
         dest.mkdir(parents=True, exist_ok=True)
-        tar = subprocess.run(["git", f"--git-dir={git_dir}", "archive", COMMIT, "json_frames", "sinais.csv"],
-                             check=True, capture_output=True).stdout
+        tar = subprocess.run(
+            ["git", f"--git-dir={git_dir}", "archive", COMMIT, "json_frames", "sinais.csv"],
+            check=True,
+            capture_output=True,
+        ).stdout
         with tarfile.open(fileobj=io.BytesIO(tar)) as t:
             t.extractall(dest, filter="data")
     return dest
@@ -57,6 +60,7 @@ def convert(root: Path, out: Path) -> Path:
                     clip[t, kp["id"]] = (kp["x"], kp["y"], kp["z"] * width, kp["visibility"])
             name = f"clips/{i:04d}.npy"
             np.save(out / name, clip)
-            writer.writerow([name, row["sinal"].strip(), " ".join(row["interprete"].split()), "train", row["width"],
-                             row["height"]])
+            writer.writerow(
+                [name, row["sinal"].strip(), " ".join(row["interprete"].split()), "train", row["width"], row["height"]]
+            )
     return manifest

@@ -21,9 +21,9 @@ Source facts (checked on the files):
 from __future__ import annotations
 
 import csv
+import io
 import subprocess
 import tarfile
-import io
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +40,9 @@ def extract(git_dir: Path, dest: Path) -> Path:
     root = dest / "training_dataset"
     if not (root / "master_metadata.csv").exists():
         dest.mkdir(parents=True, exist_ok=True)
-        tar = subprocess.run(["git", f"--git-dir={git_dir}", "archive", COMMIT, "training_dataset"],
-                             check=True, capture_output=True).stdout
+        tar = subprocess.run(
+            ["git", f"--git-dir={git_dir}", "archive", COMMIT, "training_dataset"], check=True, capture_output=True
+        ).stdout
         with tarfile.open(fileobj=io.BytesIO(tar)) as t:
             t.extractall(dest, filter="data")
     return root
@@ -90,7 +91,11 @@ def convert(root: Path, out: Path) -> Path:
     signers = sorted({signer_id(r["signer"]) for r in rows})
     with StoreWriter(out, classes, signers, "float32", source={"nsl": {"commit": COMMIT, "clips": len(rows)}}) as w:
         w.begin_split("train")
-        for r in sorted(rows, key=lambda r: (label_of[r["roman_label"] or "NA"], signer_id(r["signer"]), r["relative_path"])):
+        for r in sorted(
+            rows, key=lambda r: (label_of[r["roman_label"] or "NA"], signer_id(r["signer"]), r["relative_path"])
+        ):
             frames, size = _clip(root / r["relative_path"].replace("\\", "/"))
-            w.add_clip(frames, label_of[r["roman_label"] or "NA"], signers.index(signer_id(r["signer"])), frame_size=size)
+            w.add_clip(
+                frames, label_of[r["roman_label"] or "NA"], signers.index(signer_id(r["signer"])), frame_size=size
+            )
     return out

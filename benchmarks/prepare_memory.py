@@ -29,8 +29,10 @@ FRAME_BYTES = 184 * 4 * 4
 def write_source(root: Path, kind: str, gb: float) -> int:
     rng = np.random.default_rng(0)
     per_group = max(1, round(gb * 1e9 / FRAME_BYTES / 76.5 / (502 * 3)))  # 76.5 = mean clip length
-    lens = {sign: {signer: [int(n) for n in rng.integers(13, 141, per_group)] for signer in (1, 2, 3)}
-            for sign in range(1, 503)}
+    lens = {
+        sign: {signer: [int(n) for n in rng.integers(13, 141, per_group)] for signer in (1, 2, 3)}
+        for sign in range(1, 503)
+    }
     block = rng.random((140 * per_group, 184, 4), dtype=np.float32)  # content is irrelevant to memory
     total = sum(sum(v) for d in lens.values() for v in d.values())
     root.mkdir(parents=True)
@@ -39,7 +41,7 @@ def write_source(root: Path, kind: str, gb: float) -> int:
             (root / f"{signer:02d}-train").mkdir()
             for sign in range(1, 503):
                 offs = np.concatenate([[0], np.cumsum(lens[sign][signer])])
-                clips = [block[offs[i]:offs[i + 1]] for i in range(per_group)]
+                clips = [block[offs[i] : offs[i + 1]] for i in range(per_group)]
                 np.savez(root / f"{signer:02d}-train" / f"{sign:04d}.npz", *clips)
     else:
         with open(root / "train_X.mmap", "wb") as f:
@@ -63,14 +65,34 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="prepare_memory-"))
     try:
         frames = write_source(work / "src", args.kind, args.gb)
-        cmd = [sys.executable, "-m", "accel_signs", "-q", "prepare", str(work / "src"), str(work / "store"),
-               "--from", args.kind, "--splits", "train"] + (["--allow-pickle"] if args.kind == "seed-mmap" else [])
+        cmd = [
+            sys.executable,
+            "-m",
+            "accel_signs",
+            "-q",
+            "prepare",
+            str(work / "src"),
+            str(work / "store"),
+            "--from",
+            args.kind,
+            "--splits",
+            "train",
+        ] + (["--allow-pickle"] if args.kind == "seed-mmap" else [])
         start = time.perf_counter()
         subprocess.run(cmd, check=True)
         seconds = time.perf_counter() - start
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
-        print(json.dumps({"source": args.kind, "frames": frames, "frames_gb": round(frames * FRAME_BYTES / 1e9, 2),
-                          "peak_rss_mib": round(peak_mib), "seconds": round(seconds, 1)}))
+        print(
+            json.dumps(
+                {
+                    "source": args.kind,
+                    "frames": frames,
+                    "frames_gb": round(frames * FRAME_BYTES / 1e9, 2),
+                    "peak_rss_mib": round(peak_mib),
+                    "seconds": round(seconds, 1),
+                }
+            )
+        )
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -45,26 +45,33 @@ ROOT = Path(__file__).resolve().parent.parent
 # Per data set: the folds (validation signers), epochs, and what it is.
 DATASETS = {
     # NSL: the three signers with the most clips (170, 111 and 98 of 490).
-    "nsl": {"folds": ("02", "03", "01"), "epochs": 60,
-            "title": "NSL fingerspelling (github:bses7/Nepali-Sign-Language@8f18fdd), 490 clips, 49 letters"},
+    "nsl": {
+        "folds": ("02", "03", "01"),
+        "epochs": 60,
+        "title": "NSL fingerspelling (github:bses7/Nepali-Sign-Language@8f18fdd), 490 clips, 49 letters",
+    },
     # Libras: 250 clips per signer; the first three by name.
-    "libras": {"folds": ("Alexson", "Aparecida", "Cecilia"), "epochs": 30,
-               "title": "Libras, pose only (github:victordg21/Prova_IA@b78cbd1), 2,501 clips, 25 signs, 10 signers"},
+    "libras": {
+        "folds": ("Alexson", "Aparecida", "Cecilia"),
+        "epochs": 30,
+        "title": "Libras, pose only (github:victordg21/Prova_IA@b78cbd1), 2,501 clips, 25 signs, 10 signers",
+    },
 }
 
 AUG_OFF = {"crop_min": 1.0, "speed_min": 1.0, "speed_max": 1.0}
 # name -> (what it is, config overrides on top of the defaults)
 CONFIGS: dict[str, tuple[str, dict]] = {
-    "old": ("old defaults (the seed recipe: raw image coordinates, Adam, plateau, best by val loss)",
-            SEED_RECIPE),
+    "old": ("old defaults (the seed recipe: raw image coordinates, Adam, plateau, best by val loss)", SEED_RECIPE),
     "new": ("new defaults", {}),
     "no_body_frame": ("- body frame (image frame instead)", {"model": {"input": {"body_frame": False}}}),
     "no_hand_shape": ("- hand-local shape", {"model": {"input": {"hand_shape": False}}}),
     "no_motion": ("- motion (differences)", {"model": {"input": {"motion": False}}}),
     "no_presence": ("- presence flags", {"model": {"input": {"presence": False}}}),
     "no_handedness": ("- handedness canonicalisation", {"model": {"input": {"handedness": False}}}),
-    "no_handedness_mirror": ("- handedness, + mirror augmentation p=0.5",
-                             {"model": {"input": {"handedness": False}}, "data": {"augment": {"mirror_p": 0.5}}}),
+    "no_handedness_mirror": (
+        "- handedness, + mirror augmentation p=0.5",
+        {"model": {"input": {"handedness": False}}, "data": {"augment": {"mirror_p": 0.5}}},
+    ),
     "no_speed_crop": ("- speed and crop augmentation", {"data": {"augment": AUG_OFF}}),
     "no_time_mask": ("- temporal masking", {"data": {"augment": {"time_mask_p": 0.0}}}),
     "no_part_drop": ("- part dropout", {"data": {"augment": {"part_drop_p": 0.0, "frame_drop_p": 0.0}}}),
@@ -84,9 +91,25 @@ def prepare_store(data: str, source: Path, work: Path) -> Path:
             root = libras.extract(source, work / "libras_src") if (source / "HEAD").exists() else source
             manifest = libras.convert(root, work / "libras_clips")
             print(f"importing {manifest} -> {store}", flush=True)
-            subprocess.run([sys.executable, "-m", "accel_signs", "-q", "prepare", str(manifest), str(store), "--from",
-                            "clips", "--layout", "pose33", "--coords", "pixels"], check=True,
-                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "accel_signs",
+                    "-q",
+                    "prepare",
+                    str(manifest),
+                    str(store),
+                    "--from",
+                    "clips",
+                    "--layout",
+                    "pose33",
+                    "--coords",
+                    "pixels",
+                ],
+                check=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
         return store
     if not (store / "meta.json").exists():
         root = source
@@ -97,13 +120,31 @@ def prepare_store(data: str, source: Path, work: Path) -> Path:
     return store
 
 
-def run_one(store: Path, name: str, overrides: dict, fold: str, seed: int, args: argparse.Namespace,
-            out: Path) -> dict:
+def run_one(store: Path, name: str, overrides: dict, fold: str, seed: int, args: argparse.Namespace, out: Path) -> dict:
     """One training run through the CLI; returns its accuracies."""
     run_name = f"{name}-f{fold}-s{seed}".replace(" ", "_")
-    cmd = [sys.executable, "-m", "accel_signs", "-q", "train", "--data", str(store), "--val-signers", fold,
-           "--num-epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--seed", str(seed), "--no-eval",
-           "--output-dir", str(out), "--run-name", run_name]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accel_signs",
+        "-q",
+        "train",
+        "--data",
+        str(store),
+        "--val-signers",
+        fold,
+        "--num-epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--seed",
+        str(seed),
+        "--no-eval",
+        "--output-dir",
+        str(out),
+        "--run-name",
+        run_name,
+    ]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(overrides, f)
     if overrides:
@@ -117,10 +158,18 @@ def run_one(store: Path, name: str, overrides: dict, fold: str, seed: int, args:
     metrics = [json.loads(line) for line in (out / run_name / "metrics.jsonl").read_text().splitlines()]
     best = json.loads((out / run_name / "best" / "config.json").read_text())
     acc = [m["val_acc"] for m in metrics]
-    return {"config": name, "fold": fold, "seed": seed, "best_val_acc": max(acc), "final_val_acc": acc[-1],
-            "checkpoint_val_acc": best["metrics"]["val_acc"], "checkpoint_epoch": best["epoch"],
-            "val_acc_curve": acc, "val_loss_curve": [m["val_loss"] for m in metrics],
-            "seconds": round(time.perf_counter() - start, 1)}
+    return {
+        "config": name,
+        "fold": fold,
+        "seed": seed,
+        "best_val_acc": max(acc),
+        "final_val_acc": acc[-1],
+        "checkpoint_val_acc": best["metrics"]["val_acc"],
+        "checkpoint_epoch": best["epoch"],
+        "val_acc_curve": acc,
+        "val_loss_curve": [m["val_loss"] for m in metrics],
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def hand_shapes(clip: np.ndarray, aspect: float, frames: int = 32) -> np.ndarray:
@@ -129,7 +178,7 @@ def hand_shapes(clip: np.ndarray, aspect: float, frames: int = 32) -> np.ndarray
     pick = np.linspace(0, len(clip) - 1, frames).round().astype(int)
     out = np.zeros((2, frames, 63), dtype=np.float32)
     for h, lo in enumerate((142, 163)):
-        pts = clip[pick, lo:lo + 21, :3] * np.array([aspect, 1, aspect], dtype=np.float32)
+        pts = clip[pick, lo : lo + 21, :3] * np.array([aspect, 1, aspect], dtype=np.float32)
         seen = (clip[pick, lo] != 0).any(-1)
         local = pts - pts[:, :1]
         size = np.linalg.norm(local[:, 9], axis=-1, keepdims=True)
@@ -157,27 +206,45 @@ def nearest_neighbour(store_path: Path, folds: list[str]) -> dict[str, dict[str,
         m = mirrored[test].reshape(len(b), -1)
         d_mirror = np.minimum(d_both, ((m[:, None] - a[None]) ** 2).sum(-1))
         truth = labels[test]
-        results[fold] = {k: float((labels[~test][d.argmin(1)] == truth).mean())
-                         for k, d in (("both_hands", d_both), ("right_hand", d_right), ("mirror_invariant", d_mirror))}
+        results[fold] = {
+            k: float((labels[~test][d.argmin(1)] == truth).mean())
+            for k, d in (("both_hands", d_both), ("right_hand", d_right), ("mirror_invariant", d_mirror))
+        }
     return results
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", choices=list(DATASETS), default="nsl")
-    p.add_argument("--source", "--nsl", type=Path, required=True,
-                   help="fetched bare git dir, or an extracted copy (NSL: its training_dataset; Libras: json_frames + sinais.csv)")
-    p.add_argument("--work", type=Path, default=ROOT / "bench" / "data", help="where the store and runs go (git-ignored)")
+    p.add_argument(
+        "--source",
+        "--nsl",
+        type=Path,
+        required=True,
+        help="fetched bare git dir, or an extracted copy (NSL: its training_dataset; Libras: json_frames + sinais.csv)",
+    )
+    p.add_argument(
+        "--work", type=Path, default=ROOT / "bench" / "data", help="where the store and runs go (git-ignored)"
+    )
     p.add_argument("--only", default=None, help=f"comma-separated configs (default: all): {', '.join(CONFIGS)}")
     p.add_argument("--seeds", default="0,1")
-    p.add_argument("--ablation-seeds", default=None, help="seeds for the ablations (default: --seeds); old and new use --seeds")
-    p.add_argument("--reuse", type=Path, action="append", default=[],
-                   help="a results JSON of an earlier run (same epochs and batch): its runs are not run again")
+    p.add_argument(
+        "--ablation-seeds", default=None, help="seeds for the ablations (default: --seeds); old and new use --seeds"
+    )
+    p.add_argument(
+        "--reuse",
+        type=Path,
+        action="append",
+        default=[],
+        help="a results JSON of an earlier run (same epochs and batch): its runs are not run again",
+    )
     p.add_argument("--folds", default=None, help="validation signers (default: the data set's)")
     p.add_argument("--epochs", type=int, default=None, help="default: 60 for NSL, 30 for Libras")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--jobs", type=int, default=2, help="runs at once (each gets cores / jobs threads)")
-    p.add_argument("--quick", action="store_true", help="1 seed, 30 epochs, old and new defaults only (with --only: those)")
+    p.add_argument(
+        "--quick", action="store_true", help="1 seed, 30 epochs, old and new defaults only (with --only: those)"
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args()
     spec = DATASETS[args.data]
@@ -207,30 +274,51 @@ def main() -> None:
             p.error(f"--reuse {path}: it ran {earlier['epochs']} epochs at batch {earlier['batch_size']}")
         results += [r for r in earlier["runs"] if r["config"] in names and r["fold"] in folds]
     done = {(r["config"], r["fold"], r["seed"]) for r in results}
-    jobs = [(n, f, s) for n in names for s in (seeds if n in ("old", "new") else ablation_seeds) for f in folds
-            if (n, f, s) not in done]
+    jobs = [
+        (n, f, s)
+        for n in names
+        for s in (seeds if n in ("old", "new") else ablation_seeds)
+        for f in folds
+        if (n, f, s) not in done
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"real_data-{args.data}-{stamp}.json"
 
     def write(table: str | None = None) -> None:
         """After every run: a long benchmark stopped halfway keeps its runs (pass the file to --reuse)."""
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({
-            "data": spec["title"],
-            "protocol": f"signer-independent, validate on signer {'/'.join(folds)} in turn",
-            "epochs": args.epochs, "batch_size": args.batch_size, "seeds": seeds, "ablation_seeds": ablation_seeds,
-            "nearest_neighbour": knn, "configs": {n: CONFIGS[n][0] for n in names}, "runs": results,
-            "complete": table is not None, "table": table}, indent=1))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "data": spec["title"],
+                    "protocol": f"signer-independent, validate on signer {'/'.join(folds)} in turn",
+                    "epochs": args.epochs,
+                    "batch_size": args.batch_size,
+                    "seeds": seeds,
+                    "ablation_seeds": ablation_seeds,
+                    "nearest_neighbour": knn,
+                    "configs": {n: CONFIGS[n][0] for n in names},
+                    "runs": results,
+                    "complete": table is not None,
+                    "table": table,
+                },
+                indent=1,
+            )
+        )
         os.replace(tmp, path)
+
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = {pool.submit(run_one, store, n, CONFIGS[n][1], f, s, args, runs_dir): (n, f, s) for n, f, s in jobs}
         for fut in concurrent.futures.as_completed(futures):
             r = fut.result()
             results.append(r)
             write()
-            print(f"  {r['config']:<22} fold {r['fold']} seed {r['seed']}: best {r['best_val_acc']:.3f}  final "
-                  f"{r['final_val_acc']:.3f}  checkpoint {r['checkpoint_val_acc']:.3f} (epoch {r['checkpoint_epoch']})  "
-                  f"{r['seconds']:.0f}s", flush=True)
+            print(
+                f"  {r['config']:<22} fold {r['fold']} seed {r['seed']}: best {r['best_val_acc']:.3f}  final "
+                f"{r['final_val_acc']:.3f}  checkpoint {r['checkpoint_val_acc']:.3f} (epoch {r['checkpoint_epoch']})  "
+                f"{r['seconds']:.0f}s",
+                flush=True,
+            )
     table = summarise(results, names, folds, knn)
     print(table)
     write(table)
@@ -240,23 +328,38 @@ def main() -> None:
 def summarise(results: list[dict], names: list[str], folds: list[str], knn: dict) -> str:
     """A markdown table: per fold the best val accuracy (mean over seeds), their mean, and the
     mean of the final-epoch and chosen-checkpoint accuracies."""
-    lines = [f"| configuration | seeds | {' | '.join('fold ' + f for f in folds)} | mean best | mean final | mean checkpoint |",
-             "|---|---|" + "---|" * (len(folds) + 3)]
+    lines = [
+        f"| configuration | seeds | {' | '.join('fold ' + f for f in folds)} | mean best | mean final | mean checkpoint |",
+        "|---|---|" + "---|" * (len(folds) + 3),
+    ]
     for n in names:
         rs = [r for r in results if r["config"] == n]
         if not rs:
             continue
         per_fold = [np.mean([r["best_val_acc"] for r in rs if r["fold"] == f]) for f in folds]
-        lines.append(f"| {CONFIGS[n][0]} | {len({r['seed'] for r in rs})} | " + " | ".join(f"{v:.3f}" for v in per_fold)
-                     + f" | **{np.mean(per_fold):.3f}** | {np.mean([r['final_val_acc'] for r in rs]):.3f} | "
-                     f"{np.mean([r['checkpoint_val_acc'] for r in rs]):.3f} |")
+        lines.append(
+            f"| {CONFIGS[n][0]} | {len({r['seed'] for r in rs})} | "
+            + " | ".join(f"{v:.3f}" for v in per_fold)
+            + f" | **{np.mean(per_fold):.3f}** | {np.mean([r['final_val_acc'] for r in rs]):.3f} | "
+            f"{np.mean([r['checkpoint_val_acc'] for r in rs]):.3f} |"
+        )
         if n == "new":  # what the checkpoint would be if the val loss chose it: same runs, no retraining
             by_loss = [r["val_acc_curve"][int(np.argmin(r["val_loss_curve"]))] for r in rs if "val_loss_curve" in r]
             if by_loss:
-                lines.append(f"| best checkpoint by val loss instead (same runs) | {len({r['seed'] for r in rs})} | "
-                             + " | ".join("" for _ in folds) + f" | | | {np.mean(by_loss):.3f} |")
-    for key, label in () if not knn else (("both_hands", "1-NN, hand shapes (no training)"), ("mirror_invariant", "1-NN, hand shapes, mirror-invariant"),
-                       ("right_hand", "1-NN, right-hand shape only")):
+                lines.append(
+                    f"| best checkpoint by val loss instead (same runs) | {len({r['seed'] for r in rs})} | "
+                    + " | ".join("" for _ in folds)
+                    + f" | | | {np.mean(by_loss):.3f} |"
+                )
+    for key, label in (
+        ()
+        if not knn
+        else (
+            ("both_hands", "1-NN, hand shapes (no training)"),
+            ("mirror_invariant", "1-NN, hand shapes, mirror-invariant"),
+            ("right_hand", "1-NN, right-hand shape only"),
+        )
+    ):
         vals = [knn[f][key] for f in folds]
         lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {np.mean(vals):.3f} | | |")
     return "\n".join(lines)

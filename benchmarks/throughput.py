@@ -59,7 +59,7 @@ def build_store(path: Path, clips: int, seed_loop) -> tuple:
     with StoreWriter(path, [ClassInfo(s, f"sign {s}") for s in range(1, 503)], ["01"]) as w:
         w.begin_split("train")
         for off, n, y in zip(offsets, lengths, labels):
-            w.add_clip(frames[off:off + n], int(y), 0)
+            w.add_clip(frames[off : off + n], int(y), 0)
     return frames, offsets, lengths, labels
 
 
@@ -67,9 +67,9 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
     """samples/s of the real training step (clips resident and streamed), the model step on a
     resident batch, and evaluation."""
     from accel_signs.config import TrainConfig
+    from accel_signs.data.augment import Augmenter
     from accel_signs.data.pipeline import class_map, make_loader
     from accel_signs.data.resident import ResidentClips, keep_on_device, resident_bytes
-    from accel_signs.data.augment import Augmenter
     from accel_signs.data.store import open_store
     from accel_signs.layout import keypoint_layout
     from accel_signs.model import STTransformer
@@ -92,10 +92,21 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
         # Whole batches only (clips repeat when the set is smaller), so every step has one shape.
         ids = np.sort(rng.choice(len(split), size=n_batches * batch, replace=n_batches * batch > len(split)))
         aug = cfg.data.augment
-        return accelerator.prepare(make_loader(split, ids, cmap, seq_len=50, batch_size=batch, train=train,
-                                               num_workers=workers, pin_memory=device.type == "cuda",
-                                               resident=resident if on_device else None,
-                                               crop_min=aug.crop_min, speed=(aug.speed_min, aug.speed_max)))
+        return accelerator.prepare(
+            make_loader(
+                split,
+                ids,
+                cmap,
+                seq_len=50,
+                batch_size=batch,
+                train=train,
+                num_workers=workers,
+                pin_memory=device.type == "cuda",
+                resident=resident if on_device else None,
+                crop_min=aug.crop_min,
+                speed=(aug.speed_min, aug.speed_max),
+            )
+        )
 
     model, optimizer = accelerator.prepare(model, optimizer)
     schedule = Schedule(cfg.optim, optimizer, steps, 1)
@@ -149,12 +160,20 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--clips", type=int, default=3000, help="clips in the synthetic data set")
-    ap.add_argument("--workers", type=int, default=None,
-                    help="loader workers of the streamed path (default as the trainer's: 0 on CPU, up to 4 on a GPU; "
-                         "the seed loop: 0, as its train.py)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="loader workers of the streamed path (default as the trainer's: 0 on CPU, up to 4 on a GPU; "
+        "the seed loop: 0, as its train.py)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    ap.add_argument("--seed-bench", type=Path, default=ROOT.parent / "shared" / "bench",
-                    help="folder holding the seed loop's seed_loop.py")
+    ap.add_argument(
+        "--seed-bench",
+        type=Path,
+        default=ROOT.parent / "shared" / "bench",
+        help="folder holding the seed loop's seed_loop.py",
+    )
     ap.add_argument("--compile", action="store_true", help="torch.compile our model (as train --compile)")
     ap.add_argument("--compile-mode", default="default", help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
     args = ap.parse_args()
@@ -167,8 +186,11 @@ def main() -> None:
     from accelerate.utils import TorchDynamoPlugin
 
     # Mixed precision from `accelerate launch`/config: bf16 on a GPU, say.
-    accelerator = Accelerator(dynamo_plugin=TorchDynamoPlugin(backend="inductor", mode=args.compile_mode, dynamic=False)
-                              if args.compile else None)
+    accelerator = Accelerator(
+        dynamo_plugin=TorchDynamoPlugin(backend="inductor", mode=args.compile_mode, dynamic=False)
+        if args.compile
+        else None
+    )
     device = accelerator.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     if args.workers is None:
@@ -178,34 +200,65 @@ def main() -> None:
         frames, offsets, lengths, labels = build_store(Path(tmp) / "store", args.clips, seed_loop)
         for size in args.sizes.split(","):
             for batch in map(int, args.batches.split(",")):
-                seed = seed_loop.samples_per_second(frames, offsets, lengths, labels, device=device.type,
-                                                    batch_size=batch, workers=0, steps=args.warmup + args.steps,
-                                                    warmup=args.warmup, size=size)
+                seed = seed_loop.samples_per_second(
+                    frames,
+                    offsets,
+                    lengths,
+                    labels,
+                    device=device.type,
+                    batch_size=batch,
+                    workers=0,
+                    steps=args.warmup + args.steps,
+                    warmup=args.warmup,
+                    size=size,
+                )
                 ours = time_ours(accelerator, Path(tmp) / "store", size, batch, args.steps, args.warmup, args.workers)
-                row = {"size": size, "batch": batch, "seed_samples_per_s": round(seed, 1),
-                       "ours_samples_per_s": round(ours["ours"], 1), "ours_data_path": ours["ours_path"],
-                       "resident_samples_per_s": round(ours["resident"], 1), "stream_samples_per_s": round(ours["stream"], 1),
-                       "ratio_to_seed": round(ours["ours"] / seed, 2),
-                       "model_resident_samples_per_s": round(ours["model_resident"], 1),
-                       "ours_vs_model_resident": round(ours["ours"] / ours["model_resident"], 2),
-                       "eval_samples_per_s": round(ours["eval"], 1), "peak_mib": round(ours["peak_mib"])}
+                row = {
+                    "size": size,
+                    "batch": batch,
+                    "seed_samples_per_s": round(seed, 1),
+                    "ours_samples_per_s": round(ours["ours"], 1),
+                    "ours_data_path": ours["ours_path"],
+                    "resident_samples_per_s": round(ours["resident"], 1),
+                    "stream_samples_per_s": round(ours["stream"], 1),
+                    "ratio_to_seed": round(ours["ours"] / seed, 2),
+                    "model_resident_samples_per_s": round(ours["model_resident"], 1),
+                    "ours_vs_model_resident": round(ours["ours"] / ours["model_resident"], 2),
+                    "eval_samples_per_s": round(ours["eval"], 1),
+                    "peak_mib": round(ours["peak_mib"]),
+                }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    header = (f"{'size':7} {'batch':>5} {'seed/s':>9} {'ours/s':>9} {'(path)':>9} {'x seed':>7} {'resident/s':>10} "
-              f"{'stream/s':>9} {'model/s':>9} {'ours/model':>10} {'eval/s':>9} {'peak MiB':>9}")
+    header = (
+        f"{'size':7} {'batch':>5} {'seed/s':>9} {'ours/s':>9} {'(path)':>9} {'x seed':>7} {'resident/s':>10} "
+        f"{'stream/s':>9} {'model/s':>9} {'ours/model':>10} {'eval/s':>9} {'peak MiB':>9}"
+    )
     compiled = f", torch.compile {args.compile_mode}" if args.compile else ""
     print(f"\n{name}, mixed precision {accelerator.mixed_precision}{compiled}, torch {torch.__version__}\n{header}")
     for r in rows:
-        print(f"{r['size']:7} {r['batch']:5d} {r['seed_samples_per_s']:9.1f} {r['ours_samples_per_s']:9.1f} "
-              f"{r['ours_data_path']:>9} {r['ratio_to_seed']:7.2f} {r['resident_samples_per_s']:10.1f} "
-              f"{r['stream_samples_per_s']:9.1f} {r['model_resident_samples_per_s']:9.1f} {r['ours_vs_model_resident']:10.2f} "
-              f"{r['eval_samples_per_s']:9.1f} {r['peak_mib']:9d}")
+        print(
+            f"{r['size']:7} {r['batch']:5d} {r['seed_samples_per_s']:9.1f} {r['ours_samples_per_s']:9.1f} "
+            f"{r['ours_data_path']:>9} {r['ratio_to_seed']:7.2f} {r['resident_samples_per_s']:10.1f} "
+            f"{r['stream_samples_per_s']:9.1f} {r['model_resident_samples_per_s']:9.1f} {r['ours_vs_model_resident']:10.2f} "
+            f"{r['eval_samples_per_s']:9.1f} {r['peak_mib']:9d}"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     tag = f"-compile-{args.compile_mode}" if args.compile else ""
     out = args.out / f"throughput-{name.replace(' ', '_')}{tag}-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps({"device": name, "mixed_precision": accelerator.mixed_precision, "compile": compiled,
-                               "torch": torch.__version__, "args": {k: str(v) for k, v in vars(args).items()},
-                               "rows": rows}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "device": name,
+                "mixed_precision": accelerator.mixed_precision,
+                "compile": compiled,
+                "torch": torch.__version__,
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"\nwritten: {out}")
 
 

@@ -42,7 +42,9 @@ def build_store(clips: Path, out: Path) -> Path:
     signs = sorted({sign for ks in keys.values() for sign, _ in ks})
     signers = sorted({signer for ks in keys.values() for _, signer in ks})
     en, ar = karsl_glosses()  # KArSL glosses for KArSL sign numbers; use your own names otherwise
-    classes = [ClassInfo(s, en[s - 1] if s <= len(en) else f"sign {s}", ar[s - 1] if s <= len(ar) else "") for s in signs]
+    classes = [
+        ClassInfo(s, en[s - 1] if s <= len(en) else f"sign {s}", ar[s - 1] if s <= len(ar) else "") for s in signs
+    ]
     with StoreWriter(out, classes, signers, dtype="float32", source={"npy_folder": str(clips)}) as writer:
         for split, fs in files.items():
             writer.begin_split(split)
@@ -80,18 +82,23 @@ def main() -> None:
     # Use the trained model: rebuild it from the checkpoint and classify one test clip.
     ckpt = load_checkpoint(best)
     test = open_store(store).split("test")
-    from accel_signs.data.sampling import gather_frames, tsn_positions
     import torch
 
+    from accel_signs.data.sampling import gather_frames, tsn_positions
+
     lengths, offsets = torch.from_numpy(test.lengths[:1].copy()), torch.from_numpy(test.offsets[:1].copy())
-    x = gather_frames(test.frames, offsets, lengths, tsn_positions(lengths, ckpt.meta["model"]["seq_len"], random=False))
+    x = gather_frames(
+        test.frames, offsets, lengths, tsn_positions(lengths, ckpt.meta["model"]["seq_len"], random=False)
+    )
     aspect = torch.from_numpy(test.aspects[:1])  # width / height of the clip's video (1: square or unknown)
     with torch.no_grad():
         probs = ckpt.model(x.flatten(2), aspect).softmax(-1)[0]  # (1, T, P, C) -> (1, T, P*C) -> (classes,)
     top = int(probs.argmax())
     print(f"best checkpoint: {best}")
-    print(f"first test clip: predicted {ckpt.classes[top]['en']!r} (sign {ckpt.classes[top]['sign']}) "
-          f"with p={float(probs[top]):.2f}")
+    print(
+        f"first test clip: predicted {ckpt.classes[top]['en']!r} (sign {ckpt.classes[top]['sign']}) "
+        f"with p={float(probs[top]):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,23 @@ def train_tiny_run(store: Path, out: Path, *args: str) -> Path:
 
     from accel_signs.cli import app
 
-    result = CliRunner().invoke(app, ["train", "--data", str(store), "--output-dir", str(out), "--run-name", "r",
-                                      "--model-size", "t_2_1", "--batch-size", "16", *args])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(store),
+            "--output-dir",
+            str(out),
+            "--run-name",
+            "r",
+            "--model-size",
+            "t_2_1",
+            "--batch-size",
+            "16",
+            *args,
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     return out / "r"
 
@@ -31,33 +46,72 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def accelerate_launch(args: list[str], tmp_path: Path, processes: int = 2, timeout: int = 300,
-                      env: dict[str, str] | None = None, config_file: Path | None = None) -> subprocess.CompletedProcess:
+def accelerate_launch(
+    args: list[str],
+    tmp_path: Path,
+    processes: int = 2,
+    timeout: int = 300,
+    env: dict[str, str] | None = None,
+    config_file: Path | None = None,
+) -> subprocess.CompletedProcess:
     """`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N -m accel_signs ...`:
     N real ranks on gloo (see DESIGN.md for why both the flag and the variable are needed).
     With `config_file`, that config decides instead."""
     launch = [sys.executable, "-m", "accelerate.commands.launch"]
     if config_file is not None:
         launch += ["--config_file", str(config_file), "--main_process_port", str(_free_port()), "-m", "accel_signs"]
-        return subprocess.run(launch + args, env=env or cli_env(tmp_path, ACCELERATE_USE_CPU="1"), cwd=tmp_path,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            launch + args,
+            env=env or cli_env(tmp_path, ACCELERATE_USE_CPU="1"),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     if processes > 1:
         launch += ["--multi_gpu", "--num_processes", str(processes), "--main_process_port", str(_free_port())]
     else:
         launch += ["--num_processes", "1"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "accel_signs"]
-    return subprocess.run(launch + args, env=env or cli_env(tmp_path, ACCELERATE_USE_CPU="1"), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        launch + args,
+        env=env or cli_env(tmp_path, ACCELERATE_USE_CPU="1"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-def accelerate_launch_script(script: Path, args: list[str], tmp_path: Path, processes: int = 2,
-                             timeout: int = 300) -> subprocess.CompletedProcess:
+def accelerate_launch_script(
+    script: Path, args: list[str], tmp_path: Path, processes: int = 2, timeout: int = 300
+) -> subprocess.CompletedProcess:
     """A test script of our own under N real ranks on gloo, as `accelerate_launch` runs the CLI."""
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-              "--main_process_port", str(_free_port()), "--num_machines", "1", "--mixed_precision", "no",
-              "--dynamo_backend", "no", str(script)]
-    return subprocess.run(launch + args, env=cli_env(tmp_path, ACCELERATE_USE_CPU="1"), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=timeout)
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--main_process_port",
+        str(_free_port()),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(script),
+    ]
+    return subprocess.run(
+        launch + args,
+        env=cli_env(tmp_path, ACCELERATE_USE_CPU="1"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _free_port() -> int:
@@ -84,8 +138,16 @@ def recompute_val(run_dir: Path) -> tuple[float, float]:
     store = open_store(info["store"])
     split = store.split(info["split"])
     _, val_ids = split_ids(run_dir)
-    loader = make_loader(split, val_ids, class_map(store, info["signs"]), seq_len=ckpt.meta["model"]["seq_len"],
-                         batch_size=7, train=False, num_workers=0, pin_memory=False)
+    loader = make_loader(
+        split,
+        val_ids,
+        class_map(store, info["signs"]),
+        seq_len=ckpt.meta["model"]["seq_len"],
+        batch_size=7,
+        train=False,
+        num_workers=0,
+        pin_memory=False,
+    )
     losses, correct = [], []
     with torch.no_grad():
         for x, aspect, y, _ in loader:
@@ -100,4 +162,3 @@ def assert_one_line_error(stderr: str, *needles: str) -> None:
     assert len(set(lines)) == 1, f"expected one distinct error line, got:\n{stderr}"
     for needle in needles:
         assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
-

@@ -33,8 +33,26 @@ KEYS = ("epoch", "train_loss", "val_loss", "val_acc", "lr")
 
 
 def train_cmd(store: Path, out: Path, epochs: int, resume: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "accel_signs", "-q", "train", "--data", str(store), "--output-dir", str(out),
-           "--num-epochs", str(epochs), "--model-size", "t_2_1", "--batch-size", "16", "--seed", "7", "--no-eval"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accel_signs",
+        "-q",
+        "train",
+        "--data",
+        str(store),
+        "--output-dir",
+        str(out),
+        "--num-epochs",
+        str(epochs),
+        "--model-size",
+        "t_2_1",
+        "--batch-size",
+        "16",
+        "--seed",
+        "7",
+        "--no-eval",
+    ]
     return cmd + (["--resume", str(out / "r")] if resume else ["--run-name", "r"])
 
 
@@ -70,8 +88,13 @@ def main() -> int:
         if not resume:  # killed before its first epoch was saved: nothing to resume, start again
             shutil.rmtree(run, ignore_errors=True)
             fresh_starts += 1
-        proc = subprocess.Popen(train_cmd(store, work / "killed", args.epochs, resume), env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            train_cmd(store, work / "killed", args.epochs, resume),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         delay = rng.uniform(1.0, 5.0)  # startup included: some kills land before the first epoch ends
         try:
             proc.wait(timeout=delay)
@@ -91,11 +114,13 @@ def main() -> int:
         log.append({"kill": kills, "after_s": round(delay, 2), "epochs_logged": done})
         print(json.dumps(log[-1]), flush=True)
     resume = (run / "state" / "trainer.json").exists() or (run / "state.old" / "trainer.json").exists()
-    final = subprocess.run(train_cmd(store, work / "killed", args.epochs, resume),
-                           env=env, stdout=subprocess.DEVNULL)
+    final = subprocess.run(train_cmd(store, work / "killed", args.epochs, resume), env=env, stdout=subprocess.DEVNULL)
     ref = work / "ref" / "r"
     result = {
-        "kills": kills, "fresh_starts": fresh_starts, "final_exit": final.returncode, "epochs": args.epochs,
+        "kills": kills,
+        "fresh_starts": fresh_starts,
+        "final_exit": final.returncode,
+        "epochs": args.epochs,
         "metrics_equal": final.returncode == 0 and metrics(run) == metrics(ref),
         "best_weights_equal": same_weights(run / "best" / "model.safetensors", ref / "best" / "model.safetensors"),
         "final_weights_equal": same_weights(run / "state" / "model.safetensors", ref / "state" / "model.safetensors"),

@@ -31,8 +31,12 @@ def main() -> None:
             train.set_epoch(epoch)
             torch.manual_seed(100 + epoch + accelerator.process_index)  # the same draws for both paths
             epochs.append([(ids.tolist(), y.tolist(), x.double().sum().item()) for x, _, y, ids in train])
-        result[mode] = {"on_device": data.on_device, "epochs": epochs, "val": evaluate(accelerator, model, val),
-                        "train_ids": data.split_info["train_ids"]}
+        result[mode] = {
+            "on_device": data.on_device,
+            "epochs": epochs,
+            "val": evaluate(accelerator, model, val),
+            "train_ids": data.split_info["train_ids"],
+        }
     (out / f"rank{accelerator.process_index}.json").write_text(json.dumps(result))
     accelerator.wait_for_everyone()
     accelerator.end_training()  # destroys the process group: gloo may abort a process that exits holding it

@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_error, read_metrics, recompute_val
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
-from helpers import assert_one_line_error, read_metrics, recompute_val
 
 runner = CliRunner()
 FAST = ["--model-size", "t_2_1", "--batch-size", "16"]
@@ -15,7 +15,9 @@ FAST = ["--model-size", "t_2_1", "--batch-size", "16"]
 
 def _train(tmp_path, *args):
     out = tmp_path / "runs"
-    result = runner.invoke(app, ["train", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"), *FAST, *args])
+    result = runner.invoke(
+        app, ["train", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache"), *FAST, *args]
+    )
     return result, out
 
 
@@ -49,12 +51,18 @@ BAD = {
     "bad_signs_syntax": (None, lambda s: ["--data", str(s), "--signs", "3-1"], "--signs"),
     "bad_mixed_precision": (None, lambda s: ["--data", str(s), "--mixed-precision", "fp4"], "--mixed-precision"),
     "bad_data_on_device": (None, lambda s: ["--data", str(s), "--data-on-device", "maybe"], "--data-on-device must be"),
-    "compile_mode_without_compile": (None, lambda s: ["--data", str(s), "--compile-mode", "reduce-overhead"],
-                                     "needs --compile"),
+    "compile_mode_without_compile": (
+        None,
+        lambda s: ["--data", str(s), "--compile-mode", "reduce-overhead"],
+        "needs --compile",
+    ),
     "raw_input_with_handedness": (None, lambda s: ["--data", str(s), "--input", "raw"], "add --no-handedness"),
     "unknown_schedule": (None, lambda s: ["--data", str(s), "--schedule", "step"], "--schedule must be one of"),
-    "bad_frame_sizes": (lambda s: np.save(s / "train" / "frame_sizes.npy", np.ones((3, 2), dtype=np.float32)),
-                        lambda s: ["--data", str(s)], "frame sizes must be float32 with shape"),
+    "bad_frame_sizes": (
+        lambda s: np.save(s / "train" / "frame_sizes.npy", np.ones((3, 2), dtype=np.float32)),
+        lambda s: ["--data", str(s)],
+        "frame sizes must be float32 with shape",
+    ),
 }
 
 
@@ -80,8 +88,9 @@ def test_existing_run_name_is_refused(tiny_store, tmp_path):
 
 
 def test_one_process_training_run(tiny_store, tmp_path):
-    result, out = _train(tmp_path, "--data", str(tiny_store), "--num-epochs", "6", "--run-name", "r", "--seed", "1",
-                         "--lr", "3e-3")
+    result, out = _train(
+        tmp_path, "--data", str(tiny_store), "--num-epochs", "6", "--run-name", "r", "--seed", "1", "--lr", "3e-3"
+    )
     assert result.exit_code == 0, result.output + result.stderr
     run = out / "r"
     best = run / "best"
@@ -101,8 +110,15 @@ def test_one_process_training_run(tiny_store, tmp_path):
     # The resolved config is saved and can be fed back in.
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["model"]["size"] == "t_2_1" and cfg["data"]["path"] == str(tiny_store) and cfg["run_name"] == "r"
-    assert sorted(p.name for p in run.iterdir()) == ["best", "config.json", "eval-test", "metrics.jsonl", "split.json",
-                                                     "state", "training_curves.png"]
+    assert sorted(p.name for p in run.iterdir()) == [
+        "best",
+        "config.json",
+        "eval-test",
+        "metrics.jsonl",
+        "split.json",
+        "state",
+        "training_curves.png",
+    ]
     # The best checkpoint loads with safetensors alone.
     from safetensors.numpy import load_file
 
@@ -111,8 +127,19 @@ def test_one_process_training_run(tiny_store, tmp_path):
 
 
 def test_subset_of_signs_and_signers(tiny_store, tmp_path):
-    result, out = _train(tmp_path, "--data", str(tiny_store), "--num-epochs", "1", "--run-name", "sub",
-                         "--signs", "2-3,5", "--signers", "2")
+    result, out = _train(
+        tmp_path,
+        "--data",
+        str(tiny_store),
+        "--num-epochs",
+        "1",
+        "--run-name",
+        "sub",
+        "--signs",
+        "2-3,5",
+        "--signers",
+        "2",
+    )
     assert result.exit_code == 0, result.stderr
     meta = json.loads((out / "sub" / "best" / "config.json").read_text())
     assert [c["sign"] for c in meta["classes"]] == [2, 3, 5] and meta["model"]["num_classes"] == 3
@@ -122,7 +149,9 @@ def test_subset_of_signs_and_signers(tiny_store, tmp_path):
 def test_config_file_with_overrides(tiny_store, tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"num_epochs": 5, "optim": {"lr": 0.01}, "model": {"size": "t_1_1"}}))
-    result, out = _train(tmp_path, "--data", str(tiny_store), "--config", str(cfg), "--num-epochs", "1", "--run-name", "c")
+    result, out = _train(
+        tmp_path, "--data", str(tiny_store), "--config", str(cfg), "--num-epochs", "1", "--run-name", "c"
+    )
     assert result.exit_code == 0, result.stderr
     saved = json.loads((out / "c" / "config.json").read_text())
     assert saved["num_epochs"] == 1 and saved["optim"]["lr"] == 0.01
@@ -152,11 +181,25 @@ def test_best_by_val_loss_and_the_seed_recipe(tiny_store, tmp_path):
     from pathlib import Path
 
     recipe = Path(__file__).parent.parent / "examples" / "seed_recipe.yaml"
-    result, out = _train(tmp_path, "--data", str(tiny_store), "--num-epochs", "4", "--run-name", "r", "--no-eval",
-                         "--config", str(recipe), "--lr", "3e-3")
+    result, out = _train(
+        tmp_path,
+        "--data",
+        str(tiny_store),
+        "--num-epochs",
+        "4",
+        "--run-name",
+        "r",
+        "--no-eval",
+        "--config",
+        str(recipe),
+        "--lr",
+        "3e-3",
+    )
     assert result.exit_code == 0, result.output + result.stderr
     metrics = read_metrics(out / "r")
     meta = json.loads((out / "r" / "best" / "config.json").read_text())
     assert meta["epoch"] == min(metrics, key=lambda m: (m["val_loss"], m["epoch"]))["epoch"]
     assert meta["model"]["input"]["kind"] == "raw" and meta["train_config"]["optim"]["schedule"] == "plateau"
-    assert [m["lr"] for m in metrics] == [3e-3] * 4  # plateau: no warmup, no decay in 4 epochs of improvement or patience
+    assert [m["lr"] for m in metrics] == [
+        3e-3
+    ] * 4  # plateau: no warmup, no decay in 4 epochs of improvement or patience

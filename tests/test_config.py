@@ -2,7 +2,16 @@ import json
 
 import pytest
 
-from accel_signs.config import DataConfig, ModelConfig, ModelSize, OptimConfig, TrainConfig, load_config_file, parse_signers, parse_signs
+from accel_signs.config import (
+    DataConfig,
+    ModelConfig,
+    ModelSize,
+    OptimConfig,
+    TrainConfig,
+    load_config_file,
+    parse_signers,
+    parse_signs,
+)
 from accel_signs.errors import ConfigError
 
 
@@ -20,7 +29,9 @@ def test_parse_signers_pads_numbers():
         parse_signers(" , ")
 
 
-@pytest.mark.parametrize("text,dims", [("s_4_2", (32, 4, 2)), ("m_12_10", (64, 12, 10)), ("t_1_1", (16, 1, 1)), ("l_16_24", (128, 16, 24))])
+@pytest.mark.parametrize(
+    "text,dims", [("s_4_2", (32, 4, 2)), ("m_12_10", (64, 12, 10)), ("t_1_1", (16, 1, 1)), ("l_16_24", (128, 16, 24))]
+)
 def test_model_size_any_counts(text, dims):
     size = ModelSize.parse(text)
     assert (size.head_dim, size.heads, size.layers) == dims and str(size) == text
@@ -32,25 +43,30 @@ def test_model_size_rejects(bad):
         ModelSize.parse(bad)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: TrainConfig(num_epochs=0),
-    lambda: TrainConfig(batch_size=0),
-    lambda: TrainConfig(mixed_precision="fp8"),
-    lambda: TrainConfig(run_name="a/b"),
-    lambda: DataConfig(val_fraction=1.0),
-    lambda: DataConfig(num_workers=-1),
-    lambda: ModelConfig(size="q_1_1"),
-    lambda: ModelConfig(dropout=1.0),
-    lambda: OptimConfig(lr=0),
-    lambda: OptimConfig(lr_scaling="cube"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: TrainConfig(num_epochs=0),
+        lambda: TrainConfig(batch_size=0),
+        lambda: TrainConfig(mixed_precision="fp8"),
+        lambda: TrainConfig(run_name="a/b"),
+        lambda: DataConfig(val_fraction=1.0),
+        lambda: DataConfig(num_workers=-1),
+        lambda: ModelConfig(size="q_1_1"),
+        lambda: ModelConfig(dropout=1.0),
+        lambda: OptimConfig(lr=0),
+        lambda: OptimConfig(lr_scaling="cube"),
+    ],
+)
 def test_invalid_configs_raise(make):
     with pytest.raises(ConfigError):
         make()
 
 
 def test_round_trip_through_json(tmp_path):
-    cfg = TrainConfig(data=DataConfig(signs="1-3", signers="01", path=tmp_path), num_epochs=3, model=ModelConfig(size="t_2_1"))
+    cfg = TrainConfig(
+        data=DataConfig(signs="1-3", signers="01", path=tmp_path), num_epochs=3, model=ModelConfig(size="t_2_1")
+    )
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg.to_dict()))
     again = TrainConfig.from_dict(load_config_file(path))
@@ -80,14 +96,17 @@ def test_config_file_errors(tmp_path):
     assert TrainConfig.from_dict(load_config_file(yml)).optim.lr == 0.01
 
 
-@pytest.mark.parametrize("raw,needle", [
-    ({"num_epochs": 2.5}, "num_epochs: expected int"),
-    ({"batch_size": "8"}, "batch_size: expected int"),
-    ({"model": {"size": 42}}, "model.size: expected str"),
-    ({"optim": {"lr": "fast"}}, "optim.lr: expected float"),
-    ({"evaluate": "yes"}, "evaluate: expected bool"),
-    ({"seed": None}, "seed may not be null"),
-])
+@pytest.mark.parametrize(
+    "raw,needle",
+    [
+        ({"num_epochs": 2.5}, "num_epochs: expected int"),
+        ({"batch_size": "8"}, "batch_size: expected int"),
+        ({"model": {"size": 42}}, "model.size: expected str"),
+        ({"optim": {"lr": "fast"}}, "optim.lr: expected float"),
+        ({"evaluate": "yes"}, "evaluate: expected bool"),
+        ({"seed": None}, "seed may not be null"),
+    ],
+)
 def test_config_file_types_are_checked(raw, needle):
     with pytest.raises(ConfigError, match=None) as info:
         TrainConfig.from_dict(raw)
@@ -95,8 +114,15 @@ def test_config_file_types_are_checked(raw, needle):
 
 
 def test_yaml_style_numbers_and_lists_are_accepted():
-    cfg = TrainConfig.from_dict({"optim": {"lr": "1e-3"}, "data": {"signs": [3, 1], "signers": ["01"]}, "log_with": ["tensorboard"]})
-    assert cfg.optim.lr == 1e-3 and cfg.data.signs == (3, 1) and cfg.data.signers == ("01",) and cfg.log_with == ("tensorboard",)
+    cfg = TrainConfig.from_dict(
+        {"optim": {"lr": "1e-3"}, "data": {"signs": [3, 1], "signers": ["01"]}, "log_with": ["tensorboard"]}
+    )
+    assert (
+        cfg.optim.lr == 1e-3
+        and cfg.data.signs == (3, 1)
+        and cfg.data.signers == ("01",)
+        and cfg.log_with == ("tensorboard",)
+    )
 
 
 def test_saved_config_round_trip_ignores_runtime_record():
@@ -121,20 +147,23 @@ def test_a_version_1_config_means_the_seed_recipe():
         TrainConfig.from_dict({"version": 7})
 
 
-@pytest.mark.parametrize("raw,needle", [
-    ({"model": {"input": {"kind": "raw"}}}, "add --no-handedness"),
-    ({"model": {"input": {"kind": "pixels"}}}, "--input must be one of"),
-    ({"model": {"input": {"hands": True}}}, "unknown key(s) hands"),
-    ({"optim": {"schedule": "step"}}, "--schedule must be one of"),
-    ({"optim": {"optimizer": "sgd"}}, "--optimizer must be one of"),
-    ({"optim": {"label_smoothing": 1.0}}, "--label-smoothing"),
-    ({"optim": {"warmup_epochs": -1}}, "--warmup-epochs"),
-    ({"model": {"drop_path": 1.0}}, "--drop-path"),
-    ({"best_metric": "top5"}, "--best-metric must be one of"),
-    ({"data": {"augment": {"speed_min": 2.0, "speed_max": 1.0}}}, "speed_min/speed_max"),
-    ({"data": {"augment": {"crop_min": 0.0}}}, "crop_min"),
-    ({"data": {"augment": {"part_drop_p": 1.5}}}, "part_drop_p"),
-])
+@pytest.mark.parametrize(
+    "raw,needle",
+    [
+        ({"model": {"input": {"kind": "raw"}}}, "add --no-handedness"),
+        ({"model": {"input": {"kind": "pixels"}}}, "--input must be one of"),
+        ({"model": {"input": {"hands": True}}}, "unknown key(s) hands"),
+        ({"optim": {"schedule": "step"}}, "--schedule must be one of"),
+        ({"optim": {"optimizer": "sgd"}}, "--optimizer must be one of"),
+        ({"optim": {"label_smoothing": 1.0}}, "--label-smoothing"),
+        ({"optim": {"warmup_epochs": -1}}, "--warmup-epochs"),
+        ({"model": {"drop_path": 1.0}}, "--drop-path"),
+        ({"best_metric": "top5"}, "--best-metric must be one of"),
+        ({"data": {"augment": {"speed_min": 2.0, "speed_max": 1.0}}}, "speed_min/speed_max"),
+        ({"data": {"augment": {"crop_min": 0.0}}}, "crop_min"),
+        ({"data": {"augment": {"part_drop_p": 1.5}}}, "part_drop_p"),
+    ],
+)
 def test_recipe_options_are_validated(raw, needle):
     with pytest.raises(ConfigError) as info:
         TrainConfig.from_dict(raw)

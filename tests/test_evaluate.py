@@ -5,12 +5,12 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import accelerate_launch, assert_one_line_error, train_tiny_run
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
 from accel_signs.data.synth import SynthSpec, write_synthetic
 from accel_signs.plots import plot_confusion, plot_per_class_f1, plot_top_confusions
-from helpers import accelerate_launch, assert_one_line_error, train_tiny_run
 
 runner = CliRunner()
 
@@ -24,11 +24,19 @@ def trained(tiny_store, tmp_path_factory):
 def test_train_evaluates_and_plots_at_the_end(trained):
     ev = trained / "eval-test"
     assert sorted(p.name for p in ev.iterdir()) == [
-        "confusion.csv", "confusion.png", "metrics.json", "per_class.csv", "per_class_f1.png", "predictions.csv",
-        "top_confusions.png"]
+        "confusion.csv",
+        "confusion.png",
+        "metrics.json",
+        "per_class.csv",
+        "per_class_f1.png",
+        "predictions.csv",
+        "top_confusions.png",
+    ]
     assert (trained / "training_curves.png").stat().st_size > 10_000
     m = json.loads((ev / "metrics.json").read_text())
-    assert m["split"] == "test" and m["num_classes"] == 4 and m["num_samples"] == 4 * 2  # 1 test clip per sign and signer
+    assert (
+        m["split"] == "test" and m["num_classes"] == 4 and m["num_samples"] == 4 * 2
+    )  # 1 test clip per sign and signer
     assert {"top1", "top5", "macro_f1", "num_samples", "per_signer"} <= set(m) and set(m["per_signer"]) == {"01", "02"}
     rows = (ev / "per_class.csv").read_text().splitlines()
     assert rows[0] == "class_id,sign,en,ar,support,predicted,precision,recall,f1" and len(rows) == 5
@@ -39,8 +47,21 @@ def test_evaluate_same_numbers_with_1_and_2_processes(trained, tmp_path):
     outputs = {}
     for n in (1, 2):
         out = tmp_path / f"eval{n}"
-        proc = accelerate_launch(["evaluate", str(trained / "best"), "--split", "train", "--output", str(out),
-                                  "--batch-size", "8", "--no-plots"], tmp_path, processes=n)
+        proc = accelerate_launch(
+            [
+                "evaluate",
+                str(trained / "best"),
+                "--split",
+                "train",
+                "--output",
+                str(out),
+                "--batch-size",
+                "8",
+                "--no-plots",
+            ],
+            tmp_path,
+            processes=n,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "top-1 accuracy" in proc.stdout and proc.stdout.count("top-1 accuracy") == 1  # main process prints
         outputs[n] = out
@@ -64,7 +85,9 @@ def test_checkpoint_and_data_layout_must_match(trained, tiny_store, tmp_path):
     meta = json.loads((store / "meta.json").read_text())
     meta["layout"]["id"] = "openpose-body25"
     (store / "meta.json").write_text(json.dumps(meta))
-    result = runner.invoke(app, ["evaluate", str(trained / "best"), "--data", str(store), "--output", str(tmp_path / "e")])
+    result = runner.invoke(
+        app, ["evaluate", str(trained / "best"), "--data", str(store), "--output", str(tmp_path / "e")]
+    )
     assert result.exit_code == 1
     assert_one_line_error(result.stderr, "keypoint layout")
     assert not (tmp_path / "e").exists()
@@ -76,7 +99,9 @@ def test_checkpoint_and_data_glosses_must_match(trained, tiny_store, tmp_path):
     meta = json.loads((store / "meta.json").read_text())
     meta["classes"][2]["en"] = "something else"
     (store / "meta.json").write_text(json.dumps(meta))
-    result = runner.invoke(app, ["evaluate", str(trained / "best"), "--data", str(store), "--output", str(tmp_path / "e")])
+    result = runner.invoke(
+        app, ["evaluate", str(trained / "best"), "--data", str(store), "--output", str(tmp_path / "e")]
+    )
     assert result.exit_code == 1
     assert_one_line_error(result.stderr, "sign 3 is '2'", "'something else'")
 
@@ -107,8 +132,9 @@ def test_plots_for_502_classes(tmp_path):
     paths = [
         plot_confusion(confusion, labels, tmp_path / "c.png", "t"),
         plot_per_class_f1(f1, labels, tmp_path / "f.png", "t"),
-        plot_top_confusions([{"true": labels[i], "pred": labels[i + 1], "count": 20 - i} for i in range(20)],
-                            tmp_path / "t.png", "t"),
+        plot_top_confusions(
+            [{"true": labels[i], "pred": labels[i + 1], "count": 20 - i} for i in range(20)], tmp_path / "t.png", "t"
+        ),
     ]
     assert all(p.stat().st_size > 10_000 for p in paths)
 
@@ -116,16 +142,45 @@ def test_plots_for_502_classes(tmp_path):
 def test_log_with_tensorboard(tiny_store, tmp_path):
     pytest.importorskip("tensorboard")
     out = tmp_path / "runs"
-    result = runner.invoke(app, ["train", "--data", str(tiny_store), "--output-dir", str(out), "--run-name", "tb",
-                                 "--num-epochs", "1", "--model-size", "t_1_1", "--no-eval", "--log-with", "tensorboard"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(tiny_store),
+            "--output-dir",
+            str(out),
+            "--run-name",
+            "tb",
+            "--num-epochs",
+            "1",
+            "--model-size",
+            "t_1_1",
+            "--no-eval",
+            "--log-with",
+            "tensorboard",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     assert list((out / "tb").rglob("events.out.tfevents.*"))
     assert not (out / "tb" / "eval-test").exists()
 
 
 def test_log_with_unknown_tracker(tiny_store, tmp_path):
-    result = runner.invoke(app, ["train", "--data", str(tiny_store), "--output-dir", str(tmp_path / "runs"),
-                                 "--num-epochs", "1", "--log-with", "nosuchtracker"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(tiny_store),
+            "--output-dir",
+            str(tmp_path / "runs"),
+            "--num-epochs",
+            "1",
+            "--log-with",
+            "nosuchtracker",
+        ],
+    )
     assert result.exit_code == 1
     assert_one_line_error(result.stderr, "unknown tracker 'nosuchtracker'")
     assert not (tmp_path / "runs").exists()

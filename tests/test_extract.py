@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import train_tiny_run
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
-from helpers import train_tiny_run
 
 mp = pytest.importorskip("mediapipe", reason="the extract extra is not installed (pip install 'accel-signs[extract]')")
 cv2 = pytest.importorskip("cv2")
@@ -115,5 +115,7 @@ def test_real_signer_video(tmp_path, tiny_store):
     assert on_video.exit_code == 0 and on_npz.exit_code == 0, on_video.stderr + on_npz.stderr
     a, b = json.loads(on_video.stdout)[0], json.loads(on_npz.stdout)[0]
     assert a["top"] == b["top"] and a["frame_size"] == b["frame_size"] == [540, 720]
-    shown = runner.invoke(app, ["show", str(REAL), "--out", str(tmp_path / "real.gif"), "--checkpoint", str(run / "best")])
+    shown = runner.invoke(
+        app, ["show", str(REAL), "--out", str(tmp_path / "real.gif"), "--checkpoint", str(run / "best")]
+    )
     assert shown.exit_code == 0, shown.stderr

@@ -74,7 +74,7 @@ def _hand_local(features: torch.Tensor, part: str) -> torch.Tensor:
     sizes = FEATURES.part_sizes()
     g = LAYOUT.part_names.index(part)
     start = sum(sizes[:g])
-    return features[..., start:start + 63]
+    return features[..., start : start + 63]
 
 
 def test_hand_local_features_ignore_where_the_hand_is():
@@ -86,8 +86,9 @@ def test_hand_local_features_ignore_where_the_hand_is():
     hand = moved[:, :, lo:hi, :3]
     present = (moved[:, :, lo:hi] != 0).any(-1, keepdim=True)
     moved[:, :, lo:hi, :3] = torch.where(present, hand + offset, hand)
-    torch.testing.assert_close(_hand_local(FEATURES(moved), "right_hand"), _hand_local(FEATURES(x), "right_hand"),
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        _hand_local(FEATURES(moved), "right_hand"), _hand_local(FEATURES(x), "right_hand"), atol=1e-4, rtol=1e-4
+    )
     # ...while the wrist's body-frame position does change
     assert not torch.allclose(FEATURES(moved), FEATURES(x), atol=1e-3)
 
@@ -117,19 +118,19 @@ def test_handedness_off_keeps_the_recorded_side():
 
 def test_undetected_points_stay_out_of_the_features():
     x = _clips()
-    x[:, 10:20, LH[0]:LH[1]] = 0  # the left hand undetected for 10 frames
+    x[:, 10:20, LH[0] : LH[1]] = 0  # the left hand undetected for 10 frames
     x[:, :, 6:142] = 0  # no face at all
     coords, present = FEATURES.canonical(x)
     assert (coords[~present] == 0).all()
     f = FEATURES.encode(coords, present)
     sizes = FEATURES.part_sizes()
-    face = f[..., sizes[0]:sizes[0] + sizes[1]]
+    face = f[..., sizes[0] : sizes[0] + sizes[1]]
     assert (face == 0).all()  # positions, motion and presence of an absent part are all 0
-    left = f[..., sum(sizes[:3]):]
+    left = f[..., sum(sizes[:3]) :]
     missing = ~present[:, :, LH[0]]
     assert (left[missing] == 0).all()
     # motion is only taken between frames where both are seen: the frames next to the gap are 0 too
-    assert (left[:, 20][:, 63 + 2:2 * (63 + 2)] == 0).all()
+    assert (left[:, 20][:, 63 + 2 : 2 * (63 + 2)] == 0).all()
     # and changing what an undetected point would have been changes nothing (it is 0 by definition)
     torch.testing.assert_close(FEATURES(x), FEATURES(x.clone()))
 
@@ -157,8 +158,18 @@ def _augment(cfg: AugmentConfig, seed=0):
     return coords, present, *Augmenter(cfg, LAYOUT)(coords, present)
 
 
-OFF = dict(crop_min=1.0, speed_min=1.0, speed_max=1.0, mirror_p=0.0, affine_p=0.0, hand_p=0.0, noise=0.0,
-           part_drop_p=0.0, frame_drop_p=0.0, time_mask_p=0.0)
+OFF = dict(
+    crop_min=1.0,
+    speed_min=1.0,
+    speed_max=1.0,
+    mirror_p=0.0,
+    affine_p=0.0,
+    hand_p=0.0,
+    noise=0.0,
+    part_drop_p=0.0,
+    frame_drop_p=0.0,
+    time_mask_p=0.0,
+)
 
 
 def test_augmentation_off_is_identity():
@@ -167,7 +178,9 @@ def test_augmentation_off_is_identity():
 
 
 def test_hand_augmentation_rotates_about_the_wrist():
-    coords, present, c2, p2 = _augment(AugmentConfig(**{**OFF, "hand_p": 1.0, "hand_scale_min": 1.0, "hand_scale_max": 1.0}))
+    coords, present, c2, p2 = _augment(
+        AugmentConfig(**{**OFF, "hand_p": 1.0, "hand_scale_min": 1.0, "hand_scale_max": 1.0})
+    )
     lo, hi = RH
     w = LAYOUT.hands[0].wrist
     seen = present[:, :, lo:hi].all(-1)
@@ -179,8 +192,9 @@ def test_hand_augmentation_rotates_about_the_wrist():
 
 
 def test_dropped_points_are_zero_and_the_dominant_hand_is_never_dropped_whole():
-    coords, present, c2, p2 = _augment(AugmentConfig(**{**OFF, "part_drop_p": 1.0, "time_mask_p": 1.0,
-                                                       "time_mask_max": 0.5, "noise": 0.05}))
+    coords, present, c2, p2 = _augment(
+        AugmentConfig(**{**OFF, "part_drop_p": 1.0, "time_mask_p": 1.0, "time_mask_max": 0.5, "noise": 0.05})
+    )
     assert (c2[~p2] == 0).all()
     assert not (p2 & ~present).any()  # augmentation never invents points
     lo, hi = RH

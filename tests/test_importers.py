@@ -5,12 +5,12 @@ import json
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
 from accel_signs.data.store import open_store
 from accel_signs.layout import builtin_layout
-from helpers import assert_one_line_error
 
 runner = CliRunner()
 
@@ -44,8 +44,9 @@ def _clips(tmp_path, layout="pose33", points=33, channels=3, n=6, pixels=False):
 def test_clips_manifest_in_pose33(tmp_path, pixels):
     manifest, arrays = _clips(tmp_path, pixels=pixels)
     out = tmp_path / "store"
-    result = _prepare(str(manifest), str(out), "--from", "clips", "--layout", "pose33",
-                      *(["--coords", "pixels"] if pixels else []))
+    result = _prepare(
+        str(manifest), str(out), "--from", "clips", "--layout", "pose33", *(["--coords", "pixels"] if pixels else [])
+    )
     assert result.exit_code == 0, result.stderr
     store = open_store(out)
     assert store.layout.name == "pose33" and store.signers == ("01", "02")
@@ -70,13 +71,16 @@ def test_clips_numeric_signs_keep_their_numbers_and_glosses(tmp_path):
     assert [(c.sign, c.en) for c in store.classes] == [(3, "sign 3"), (7, "seven")] and store.layout.name == "karsl184"
 
 
-@pytest.mark.parametrize("case,needle", [
-    ("missing_file", "clip file 'gone.npy' does not exist"),
-    ("unknown_layout", "unknown layout 'pose34'"),
-    ("wrong_shape", "shape (10, 34, 3), expected (frames, 33, 2-4)"),
-    ("missing_column", "missing column(s) signer"),
-    ("pixels_without_size", "--coords pixels needs the frame's width and height"),
-])
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("missing_file", "clip file 'gone.npy' does not exist"),
+        ("unknown_layout", "unknown layout 'pose34'"),
+        ("wrong_shape", "shape (10, 34, 3), expected (frames, 33, 2-4)"),
+        ("missing_column", "missing column(s) signer"),
+        ("pixels_without_size", "--coords pixels needs the frame's width and height"),
+    ],
+)
 def test_bad_manifest_is_one_line_and_writes_nothing(tmp_path, case, needle):
     manifest, _ = _clips(tmp_path)
     args = ["--layout", "pose33"]

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import assert_one_line_error, train_tiny_run
 from typer.testing import CliRunner
 
 from accel_signs.checkpoint import load_checkpoint
 from accel_signs.cli import app
 from accel_signs.data.store import open_store
-from helpers import assert_one_line_error, train_tiny_run
 
 runner = CliRunner()
 
@@ -35,8 +35,19 @@ def test_predict_agrees_with_evaluate(run, tiny_store, tmp_path):
     for width, height in sizes:
         ids = [i for i in range(len(test)) if tuple(test.frame_sizes[i]) == (width, height)]
         np.savez(tmp_path / "clips.npz", **{f"clip{i}": test.clip(i) for i in ids})
-        result = runner.invoke(app, ["predict", str(run / "best"), str(tmp_path / "clips.npz"), "--json", "--top-k", "3",
-                                     "--frame-size", f"{width}x{height}"])
+        result = runner.invoke(
+            app,
+            [
+                "predict",
+                str(run / "best"),
+                str(tmp_path / "clips.npz"),
+                "--json",
+                "--top-k",
+                "3",
+                "--frame-size",
+                f"{width}x{height}",
+            ],
+        )
         assert result.exit_code == 0, result.stderr
         predictions = json.loads(result.stdout)
         assert len(predictions) == len(ids)
@@ -54,7 +65,9 @@ def test_frame_size_matters_and_is_checked(run, tiny_store, tmp_path):
     np.save(tmp_path / "c.npy", open_store(tiny_store).split("test").clip(0))
     probs = []
     for size in ("1280x720", "720x1280"):
-        result = runner.invoke(app, ["predict", str(run / "best"), str(tmp_path / "c.npy"), "--json", "--frame-size", size])
+        result = runner.invoke(
+            app, ["predict", str(run / "best"), str(tmp_path / "c.npy"), "--json", "--frame-size", size]
+        )
         assert result.exit_code == 0, result.stderr
         probs.append(json.loads(result.stdout)[0]["top"][0]["probability"])
     assert probs[0] != probs[1]
@@ -72,12 +85,15 @@ def test_predict_one_npy_any_length(run, tiny_store, tmp_path):
         assert f"c ({n} frames):" in result.stdout and "1. " in result.stdout and "(sign " in result.stdout
 
 
-@pytest.mark.parametrize("make,needle", [
-    (lambda p: np.save(p, np.zeros((5, 180, 4))), "expected (frames, 184, 4)"),
-    (lambda p: np.save(p, np.full((5, 184, 4), np.nan)), "NaN"),
-    (lambda p: np.save(p, np.zeros((0, 184, 4))), "no frames"),
-    (lambda p: np.save(p, np.array([{"x": 1}], dtype=object), allow_pickle=True), "not a readable"),
-])
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda p: np.save(p, np.zeros((5, 180, 4))), "expected (frames, 184, 4)"),
+        (lambda p: np.save(p, np.full((5, 184, 4), np.nan)), "NaN"),
+        (lambda p: np.save(p, np.zeros((0, 184, 4))), "no frames"),
+        (lambda p: np.save(p, np.array([{"x": 1}], dtype=object), allow_pickle=True), "not a readable"),
+    ],
+)
 def test_predict_rejects_bad_clips(run, tmp_path, make, needle):
     make(tmp_path / "bad.npy")
     result = runner.invoke(app, ["predict", str(run / "best"), str(tmp_path / "bad.npy")])
@@ -96,7 +112,10 @@ def test_onnx_export_matches_pytorch(run, tiny_store, tmp_path):
     assert "max abs logit difference" in result.stderr
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     ckpt = load_checkpoint(run / "best")
-    assert json.loads(meta["accel_signs.classes"]) == ckpt.classes and meta["accel_signs.layout"] == ckpt.meta["layout"]["id"]
+    assert (
+        json.loads(meta["accel_signs.classes"]) == ckpt.classes
+        and meta["accel_signs.layout"] == ckpt.meta["layout"]["id"]
+    )
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     inputs = session.get_inputs()
     assert [i.name for i in inputs] == ["keypoints", "aspect"] and inputs[0].shape[1:] == [50, 736]
@@ -142,8 +161,9 @@ def test_checkpoint_from_before_the_input_features_predicts_as_it_did(tmp_path):
     ckpt = load_checkpoint(data / "checkpoint_v1")
     assert "input" not in json.loads((data / "checkpoint_v1" / "config.json").read_text())["model"]
     assert ckpt.model.features.cfg.kind == "raw" and not ckpt.model.uses_aspect
-    result = runner.invoke(app, ["predict", str(data / "checkpoint_v1"), str(data / "checkpoint_v1_clips.npz"),
-                                 "--json", "--top-k", "4"])
+    result = runner.invoke(
+        app, ["predict", str(data / "checkpoint_v1"), str(data / "checkpoint_v1_clips.npz"), "--json", "--top-k", "4"]
+    )
     assert result.exit_code == 0, result.stderr
     expected = json.loads((data / "checkpoint_v1_expected.json").read_text())
     got = json.loads(result.stdout)
@@ -155,4 +175,9 @@ def test_checkpoint_from_before_the_input_features_predicts_as_it_did(tmp_path):
     from accel_signs.config import TrainConfig
 
     cfg = TrainConfig.from_dict(ckpt.meta["train_config"])
-    assert (cfg.optim.schedule, cfg.optim.optimizer, cfg.model.input.kind, cfg.best_metric) == ("plateau", "adam", "raw", "val_loss")
+    assert (cfg.optim.schedule, cfg.optim.optimizer, cfg.model.input.kind, cfg.best_metric) == (
+        "plateau",
+        "adam",
+        "raw",
+        "val_loss",
+    )

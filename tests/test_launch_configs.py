@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.commands.config.config_args import load_config_from_file
-
 from helpers import accelerate_launch, assert_one_line_error, cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,8 +16,15 @@ FAST = ["--model-size", "t_2_1", "--batch-size", "8", "--num-epochs", "1", "--no
 
 
 def test_there_is_a_config_for_each_case():
-    assert {p.stem for p in CONFIGS} >= {"cpu", "cpu_2proc", "single_gpu_bf16", "single_gpu_debug", "multi_gpu_bf16",
-                                         "fp16", "multi_node"}
+    assert {p.stem for p in CONFIGS} >= {
+        "cpu",
+        "cpu_2proc",
+        "single_gpu_bf16",
+        "single_gpu_debug",
+        "multi_gpu_bf16",
+        "fp16",
+        "multi_node",
+    }
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -26,12 +32,22 @@ def test_configs_load_with_accelerates_loader(path):
     cfg = load_config_from_file(str(path))
     text = path.read_text()
     assert text.startswith("#"), "every config explains itself in a header comment"
-    expected = {"cpu": ("NO", 1, "no"), "cpu_2proc": ("MULTI_GPU", 2, "no"), "single_gpu_bf16": ("NO", 1, "bf16"),
-                "single_gpu_debug": ("NO", 1, "no"), "multi_gpu_bf16": ("MULTI_GPU", 8, "bf16"),
-                "fp16": ("NO", 1, "fp16"), "multi_node": ("MULTI_GPU", 16, "bf16")}
+    expected = {
+        "cpu": ("NO", 1, "no"),
+        "cpu_2proc": ("MULTI_GPU", 2, "no"),
+        "single_gpu_bf16": ("NO", 1, "bf16"),
+        "single_gpu_debug": ("NO", 1, "no"),
+        "multi_gpu_bf16": ("MULTI_GPU", 8, "bf16"),
+        "fp16": ("NO", 1, "fp16"),
+        "multi_node": ("MULTI_GPU", 16, "bf16"),
+    }
     if path.stem in expected:
         kind, processes, precision = expected[path.stem]
-        assert (str(cfg.distributed_type).split(".")[-1], cfg.num_processes, str(cfg.mixed_precision)) == (kind, processes, precision)
+        assert (str(cfg.distributed_type).split(".")[-1], cfg.num_processes, str(cfg.mixed_precision)) == (
+            kind,
+            processes,
+            precision,
+        )
     if path.stem == "multi_node":
         assert cfg.num_machines == 2 and cfg.main_process_ip and cfg.main_process_port
     if path.stem == "cpu_2proc":
@@ -41,8 +57,11 @@ def test_configs_load_with_accelerates_loader(path):
 @pytest.mark.parametrize("name,ranks", [("cpu", 1), ("cpu_2proc", 2)])
 def test_cpu_configs_launch_a_run(name, ranks, tiny_store, tmp_path):
     out = tmp_path / "runs"
-    proc = accelerate_launch(["train", "--data", str(tiny_store), "--output-dir", str(out), "--run-name", "r", *FAST],
-                             tmp_path, config_file=ROOT / "accelerate_configs" / f"{name}.yaml")
+    proc = accelerate_launch(
+        ["train", "--data", str(tiny_store), "--output-dir", str(out), "--run-name", "r", *FAST],
+        tmp_path,
+        config_file=ROOT / "accelerate_configs" / f"{name}.yaml",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{ranks} process(es)" in proc.stderr
     states = sorted(p.name for p in (out / "r" / "state").glob("rng_*.safetensors"))
@@ -52,10 +71,25 @@ def test_cpu_configs_launch_a_run(name, ranks, tiny_store, tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
 def test_debug_config_runs_on_cpu_with_per_step_logs(tiny_store, tmp_path):
     out = tmp_path / "runs"
-    proc = accelerate_launch(["train", "--debug", "--data", str(tiny_store), "--output-dir", str(out), "--run-name", "d",
-                              "--model-size", "t_2_1", "--batch-size", "8"],
-                             tmp_path, config_file=ROOT / "accelerate_configs" / "single_gpu_debug.yaml",
-                             env=cli_env(tmp_path))
+    proc = accelerate_launch(
+        [
+            "train",
+            "--debug",
+            "--data",
+            str(tiny_store),
+            "--output-dir",
+            str(out),
+            "--run-name",
+            "d",
+            "--model-size",
+            "t_2_1",
+            "--batch-size",
+            "8",
+        ],
+        tmp_path,
+        config_file=ROOT / "accelerate_configs" / "single_gpu_debug.yaml",
+        env=cli_env(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "debug: no GPU available, running on the CPU" in proc.stderr
     assert "anomaly detection and deterministic algorithms on" in proc.stderr
@@ -74,19 +108,41 @@ def test_debug_refuses_two_processes(tiny_store, tmp_path):
 
 
 def test_quickstart_example(tmp_path):
-    env = {**cli_env(tmp_path), "EPOCHS": "1", "MODEL_SIZE": "t_2_1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(["bash", str(ROOT / "examples" / "quickstart.sh"), str(tmp_path / "qs")], env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {
+        **cli_env(tmp_path),
+        "EPOCHS": "1",
+        "MODEL_SIZE": "t_2_1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    proc = subprocess.run(
+        ["bash", str(ROOT / "examples" / "quickstart.sh"), str(tmp_path / "qs")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "qs" / "runs" / "demo"
     assert (run / "training_curves.png").exists() and (run / "eval-test" / "metrics.json").exists()
 
 
 def test_python_api_example(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "train_own_data.py"), "--out", str(tmp_path / "own"),
-                           "--epochs", "1", "--model-size", "t_1_1"], env=cli_env(tmp_path), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "train_own_data.py"),
+            "--out",
+            str(tmp_path / "own"),
+            "--epochs",
+            "1",
+            "--model-size",
+            "t_1_1",
+        ],
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "first test clip: predicted" in proc.stdout
 
@@ -100,8 +156,27 @@ def test_plain_accelerate_launch_without_any_config(tiny_store, tmp_path):
     """`accelerate launch -m accel_signs train ...` on a fresh machine (no default config): 1 process."""
     env = cli_env(tmp_path, HF_HOME=str(tmp_path / "hf"))  # where `accelerate config` would have written
     out = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "-m", "accel_signs", "train", "--data",
-                           str(tiny_store), "--output-dir", str(out), "--run-name", "r", *FAST], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "-m",
+            "accel_signs",
+            "train",
+            "--data",
+            str(tiny_store),
+            "--output-dir",
+            str(out),
+            "--run-name",
+            "r",
+            *FAST,
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "1 process(es)" in proc.stderr and proc.stdout.strip().splitlines()[-1] == str(out / "r" / "best")

@@ -5,13 +5,13 @@ import json
 
 import numpy as np
 import pytest
+from helpers import train_tiny_run
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
 from accel_signs.data.store import open_store
 from accel_signs.data.synth import SynthSpec, write_synthetic
 from accel_signs.layout import BUILTIN
-from helpers import train_tiny_run
 
 runner = CliRunner()
 
@@ -31,8 +31,9 @@ def test_train_predict_export_per_layout(layout, tmp_path):
     for i in range(0, len(test), 3):
         np.save(tmp_path / "c.npy", test.clip(i))
         w, h = (int(v) for v in test.frame_sizes[i])
-        result = runner.invoke(app, ["predict", str(run / "best"), str(tmp_path / "c.npy"), "--json",
-                                     "--frame-size", f"{w}x{h}"])
+        result = runner.invoke(
+            app, ["predict", str(run / "best"), str(tmp_path / "c.npy"), "--json", "--frame-size", f"{w}x{h}"]
+        )
         assert result.exit_code == 0, result.stderr
         assert json.loads(result.stdout)[0]["top"][0]["sign"] == evaluated[i]
     # a clip in another layout is refused with one line

@@ -5,12 +5,12 @@ import json
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
 from accel_signs.errors import ConfigError
 from accel_signs.layout import BUILTIN, builtin_layout, load_layout, parse_layout
-from helpers import assert_one_line_error
 
 runner = CliRunner()
 SIZES = {"karsl184": 184, "holistic543": 543, "pose33-hands42": 75, "pose33": 33}
@@ -52,28 +52,44 @@ def test_karsl184_is_unchanged():
     """The layout stores and checkpoints of before recorded only by id must keep its order."""
     lay = builtin_layout("karsl184")
     assert lay.id == "karsl-mediapipe-184-v1"
-    assert [lay.names[i] for i in (0, 5, 6, 142, 163, 183)] == ["left_shoulder", "right_wrist", "face_0",
-                                                                 "right_hand_wrist", "left_hand_wrist", "left_hand_pinky_tip"]
-    assert {k: (v[0], v[-1]) for k, v in lay.parts.items()} == {"pose": (0, 5), "face": (6, 141), "right_hand": (142, 162),
-                                                                "left_hand": (163, 183)}
+    assert [lay.names[i] for i in (0, 5, 6, 142, 163, 183)] == [
+        "left_shoulder",
+        "right_wrist",
+        "face_0",
+        "right_hand_wrist",
+        "left_hand_wrist",
+        "left_hand_pinky_tip",
+    ]
+    assert {k: (v[0], v[-1]) for k, v in lay.parts.items()} == {
+        "pose": (0, 5),
+        "face": (6, 141),
+        "right_hand": (142, 162),
+        "left_hand": (163, 183),
+    }
 
 
 def _good() -> dict:
     return json.loads(json.dumps(builtin_layout("pose33").definition))
 
 
-@pytest.mark.parametrize("break_it,needle", [
-    (lambda d: d.pop("format"), "not a layout file"),
-    (lambda d: d["points"][3].update(mirror="nose"), "must pair up"),
-    (lambda d: d["points"][5].update(part="tail"), "part 'tail', which is not one of"),
-    (lambda d: d["points"][6].update(name="nose"), "used twice"),
-    (lambda d: d["roles"].update(shoulders=["left_shoulder", "elbow_of_nobody"]), "unknown point 'elbow_of_nobody'"),
-    (lambda d: d["roles"]["hands"]["right"].update(wrist="left_wrist"), "not in part 'right_hand'"),
-    (lambda d: d.update(parts=["pose", "right_hand", "left_hand", "face"]), "part(s) face have no points"),
-    (lambda d: d.update(channels=["x", "y"]), "channels must be"),
-    (lambda d: d["points"][0].update(source="body"), "source must be one of"),
-    (lambda d: d.update(bones=[["nose"]]), "a bone must be a pair"),
-])
+@pytest.mark.parametrize(
+    "break_it,needle",
+    [
+        (lambda d: d.pop("format"), "not a layout file"),
+        (lambda d: d["points"][3].update(mirror="nose"), "must pair up"),
+        (lambda d: d["points"][5].update(part="tail"), "part 'tail', which is not one of"),
+        (lambda d: d["points"][6].update(name="nose"), "used twice"),
+        (
+            lambda d: d["roles"].update(shoulders=["left_shoulder", "elbow_of_nobody"]),
+            "unknown point 'elbow_of_nobody'",
+        ),
+        (lambda d: d["roles"]["hands"]["right"].update(wrist="left_wrist"), "not in part 'right_hand'"),
+        (lambda d: d.update(parts=["pose", "right_hand", "left_hand", "face"]), "part(s) face have no points"),
+        (lambda d: d.update(channels=["x", "y"]), "channels must be"),
+        (lambda d: d["points"][0].update(source="body"), "source must be one of"),
+        (lambda d: d.update(bones=[["nose"]]), "a bone must be a pair"),
+    ],
+)
 def test_malformed_layout_is_one_line_error(tmp_path, break_it, needle):
     raw = _good()
     break_it(raw)
@@ -86,7 +102,9 @@ def test_malformed_layout_is_one_line_error(tmp_path, break_it, needle):
     manifest = tmp_path / "m.csv"
     np.save(tmp_path / "c.npy", np.zeros((3, 33, 3)))
     manifest.write_text("path,sign,signer\nc.npy,1,01\n")
-    result = runner.invoke(app, ["prepare", str(manifest), str(tmp_path / "store"), "--from", "clips", "--layout", str(path)])
+    result = runner.invoke(
+        app, ["prepare", str(manifest), str(tmp_path / "store"), "--from", "clips", "--layout", str(path)]
+    )
     assert result.exit_code == 1
     assert_one_line_error(result.stderr, needle)
     assert not (tmp_path / "store").exists()
@@ -107,8 +125,18 @@ def test_a_custom_layout_file_travels_with_the_store(tmp_path):
     (tmp_path / "mine.json").write_text(json.dumps(raw))
     np.save(tmp_path / "c.npy", np.random.default_rng(0).random((6, 33, 3)))
     (tmp_path / "m.csv").write_text("path,sign,signer\nc.npy,1,01\nc.npy,2,01\n")
-    result = runner.invoke(app, ["prepare", str(tmp_path / "m.csv"), str(tmp_path / "store"), "--from", "clips",
-                                 "--layout", str(tmp_path / "mine.json")])
+    result = runner.invoke(
+        app,
+        [
+            "prepare",
+            str(tmp_path / "m.csv"),
+            str(tmp_path / "store"),
+            "--from",
+            "clips",
+            "--layout",
+            str(tmp_path / "mine.json"),
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     (tmp_path / "mine.json").unlink()
     from accel_signs.data.store import open_store
@@ -118,6 +146,7 @@ def test_a_custom_layout_file_travels_with_the_store(tmp_path):
 
 def test_parse_accepts_index_mirrors():
     raw = _good()
-    for i, p in enumerate(raw["points"]):
-        p["mirror"] = [q["name"] for q in raw["points"]].index(p["mirror"])
+    names = [q["name"] for q in raw["points"]]
+    for p in raw["points"]:
+        p["mirror"] = names.index(p["mirror"])
     assert parse_layout(raw, "x").mirror == builtin_layout("pose33").mirror

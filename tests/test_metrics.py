@@ -10,15 +10,17 @@ from accel_signs.metrics import classification_report
 # 7 classes. Classes 0-2 occur; 2 is never predicted; 3 is absent from the data but predicted
 # once; 4-6 are neither in the data nor predicted.
 LABELS = np.array([0, 0, 0, 1, 1, 2, 2])
-TOPK = np.array([
-    [0, 1, 2, 3, 4],
-    [0, 2, 1, 3, 4],
-    [1, 2, 0, 3, 4],
-    [1, 0, 2, 3, 4],
-    [3, 4, 5, 6, 0],  # label 1 is not in the top 5
-    [0, 2, 1, 3, 4],
-    [1, 0, 3, 4, 2],
-])
+TOPK = np.array(
+    [
+        [0, 1, 2, 3, 4],
+        [0, 2, 1, 3, 4],
+        [1, 2, 0, 3, 4],
+        [1, 0, 2, 3, 4],
+        [3, 4, 5, 6, 0],  # label 1 is not in the top 5
+        [0, 2, 1, 3, 4],
+        [1, 0, 3, 4, 2],
+    ]
+)
 SIGNERS = np.array([0, 1, 0, 1, 0, 1, 0])
 
 
@@ -58,8 +60,10 @@ def test_macro_f1_counts_classes_in_data_or_predictions(report):
 
 
 def test_per_signer(report):
-    assert report.per_signer == {"01": {"accuracy": 0.25, "num_samples": 4},
-                                 "02": {"accuracy": pytest.approx(2 / 3), "num_samples": 3}}
+    assert report.per_signer == {
+        "01": {"accuracy": 0.25, "num_samples": 4},
+        "02": {"accuracy": pytest.approx(2 / 3), "num_samples": 3},
+    }
 
 
 def test_top_confusions(report):
@@ -68,5 +72,7 @@ def test_top_confusions(report):
 
 
 def test_top5_with_fewer_classes():
-    r = classification_report(np.array([0, 1, 2]), np.array([[1, 0, 2], [1, 0, 2], [0, 1, 2]]), 3, np.zeros(3, int), ["01"])
+    r = classification_report(
+        np.array([0, 1, 2]), np.array([[1, 0, 2], [1, 0, 2], [0, 1, 2]]), 3, np.zeros(3, int), ["01"]
+    )
     assert r.top5_k == 3 and r.top5 == 1.0 and r.top1 == pytest.approx(1 / 3) and math.isnan(r.mean_loss)

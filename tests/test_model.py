@@ -84,14 +84,37 @@ def test_compiled_training_saves_plain_weights_with_the_same_outputs(tiny_store,
     import subprocess
     import sys
 
-    from accel_signs.checkpoint import load_checkpoint
     from helpers import cli_env
 
+    from accel_signs.checkpoint import load_checkpoint
+
     # A process of its own: Accelerate keeps its state (the dynamo plugin included) per process.
-    result = subprocess.run([sys.executable, "-m", "accel_signs", "train", "--data", str(tiny_store), "--output-dir",
-                             str(tmp_path), "--run-name", "c", "--num-epochs", "1", "--model-size", "t_1_1",
-                             "--batch-size", "16", "--no-eval", "--compile"], env=cli_env(tmp_path), capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accel_signs",
+            "train",
+            "--data",
+            str(tiny_store),
+            "--output-dir",
+            str(tmp_path),
+            "--run-name",
+            "c",
+            "--num-epochs",
+            "1",
+            "--model-size",
+            "t_1_1",
+            "--batch-size",
+            "16",
+            "--no-eval",
+            "--compile",
+        ],
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "torch.compile: epoch 1 took" in result.stderr
     model = load_checkpoint(tmp_path / "c" / "best").model

@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-
 from helpers import accelerate_launch, assert_one_line_error, cli_env, read_metrics, recompute_val
 
 pytestmark = pytest.mark.multiprocess
@@ -14,8 +13,10 @@ FAST = ["--model-size", "t_2_1", "--batch-size", "8", "--num-workers", "0"]
 
 def test_two_ranks_one_run_folder_exact_val_loss(tiny_store, tmp_path):
     out = tmp_path / "runs"
-    proc = accelerate_launch(["train", "--data", str(tiny_store), "--output-dir", str(out), "--num-epochs", "2",
-                              "--seed", "5", *FAST], tmp_path)
+    proc = accelerate_launch(
+        ["train", "--data", str(tiny_store), "--output-dir", str(out), "--num-epochs", "2", "--seed", "5", *FAST],
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stderr
     runs = list(out.iterdir())
@@ -24,7 +25,10 @@ def test_two_ranks_one_run_folder_exact_val_loss(tiny_store, tmp_path):
     assert proc.stdout.strip().splitlines() == [str(run / "best")]  # printed once, by the main process
     metrics = read_metrics(run)
     assert [m["epoch"] for m in metrics] == [1, 2]  # no duplicate lines from the second rank
-    assert sorted(p.name for p in (run / "state").glob("rng_*.safetensors")) == ["rng_0.safetensors", "rng_1.safetensors"]
+    assert sorted(p.name for p in (run / "state").glob("rng_*.safetensors")) == [
+        "rng_0.safetensors",
+        "rng_1.safetensors",
+    ]
     assert not list(run.glob("*.tmp")) and not list(run.glob("*.old"))
     best = min(metrics, key=lambda m: (-m["val_acc"], m["val_loss"], m["epoch"]))
     loss, acc = recompute_val(run)
@@ -34,13 +38,16 @@ def test_two_ranks_one_run_folder_exact_val_loss(tiny_store, tmp_path):
     assert json.loads((run / "best" / "config.json").read_text())["epoch"] == best["epoch"]
 
 
-@pytest.mark.parametrize("schedule,expected", [
-    # Threshold 0.999: no epoch after the first counts as an improvement, so with patience 1
-    # the lr must drop after epoch 3 (epochs 2 and 3 bad), whatever the losses are.
-    ({"schedule": "plateau", "plateau_patience": 1, "plateau_threshold": 0.999}, [1e-3, 1e-3, 1e-3, 2e-4]),
-    # Warmup over 2 epochs, then cosine to 0 at the end of epoch 4: the lr at each epoch's start.
-    ({"schedule": "cosine", "warmup_epochs": 2.0}, None),
-])
+@pytest.mark.parametrize(
+    "schedule,expected",
+    [
+        # Threshold 0.999: no epoch after the first counts as an improvement, so with patience 1
+        # the lr must drop after epoch 3 (epochs 2 and 3 bad), whatever the losses are.
+        ({"schedule": "plateau", "plateau_patience": 1, "plateau_threshold": 0.999}, [1e-3, 1e-3, 1e-3, 2e-4]),
+        # Warmup over 2 epochs, then cosine to 0 at the end of epoch 4: the lr at each epoch's start.
+        ({"schedule": "cosine", "warmup_epochs": 2.0}, None),
+    ],
+)
 def test_the_schedule_follows_epochs_alike_with_1_and_2_processes(tiny_store, tmp_path, schedule, expected):
     """Neither schedule goes through prepare(), which would step it once per process."""
     cfg = tmp_path / "schedule.json"
@@ -48,13 +55,34 @@ def test_the_schedule_follows_epochs_alike_with_1_and_2_processes(tiny_store, tm
     lrs = {}
     for n in (1, 2):
         out = tmp_path / f"runs{n}"
-        proc = accelerate_launch(["train", "--data", str(tiny_store), "--output-dir", str(out), "--run-name", "p",
-                                  "--num-epochs", "4", "--config", str(cfg), *FAST], tmp_path, processes=n)
+        proc = accelerate_launch(
+            [
+                "train",
+                "--data",
+                str(tiny_store),
+                "--output-dir",
+                str(out),
+                "--run-name",
+                "p",
+                "--num-epochs",
+                "4",
+                "--config",
+                str(cfg),
+                *FAST,
+            ],
+            tmp_path,
+            processes=n,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         lrs[n] = [m["lr"] for m in read_metrics(out / "p")]
     if expected is None:  # first step's lr: 1/warmup steps of the peak; epoch 3 starts at the peak
         steps = math.ceil(len(json.loads((tmp_path / "runs1" / "p" / "split.json").read_text())["train_ids"]) / 8)
-        expected = [1e-3 / (2 * steps), 1e-3 * (steps + 1) / (2 * steps), 1e-3, 1e-3 * 0.5 * (1 + math.cos(math.pi / 2))]
+        expected = [
+            1e-3 / (2 * steps),
+            1e-3 * (steps + 1) / (2 * steps),
+            1e-3,
+            1e-3 * 0.5 * (1 + math.cos(math.pi / 2)),
+        ]
         assert lrs[1] == pytest.approx(expected, rel=1e-6)
         assert lrs[2][2:] == pytest.approx(lrs[1][2:], rel=1e-6)  # warmup counts steps: half as many with 2 processes
     else:
@@ -65,8 +93,11 @@ def test_the_schedule_follows_epochs_alike_with_1_and_2_processes(tiny_store, tm
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without GPUs")
 def test_unconnected_copies_are_refused(tiny_store, tmp_path):
     out = tmp_path / "runs"
-    proc = accelerate_launch(["train", "--data", str(tiny_store), "--output-dir", str(out), "--num-epochs", "1", *FAST],
-                             tmp_path, env=cli_env(tmp_path))  # --multi_gpu without ACCELERATE_USE_CPU
+    proc = accelerate_launch(
+        ["train", "--data", str(tiny_store), "--output-dir", str(out), "--num-epochs", "1", *FAST],
+        tmp_path,
+        env=cli_env(tmp_path),
+    )  # --multi_gpu without ACCELERATE_USE_CPU
     assert proc.returncode != 0
     assert_one_line_error(proc.stderr, "not connected", "ACCELERATE_USE_CPU=1")
     assert not out.exists()
@@ -79,7 +110,9 @@ def test_two_process_resume_matches_an_uninterrupted_run(tiny_store, tmp_path):
     straight = accelerate_launch([*common, "--output-dir", str(tmp_path / "a"), "--num-epochs", "3"], tmp_path)
     part = accelerate_launch([*common, "--output-dir", str(tmp_path / "b"), "--num-epochs", "2"], tmp_path)
     assert straight.returncode == 0 and part.returncode == 0, straight.stderr[-2000:] + part.stderr[-2000:]
-    resumed = accelerate_launch(["train", "--resume", str(tmp_path / "b" / "r"), "--num-epochs", "3", "--no-eval"], tmp_path)
+    resumed = accelerate_launch(
+        ["train", "--resume", str(tmp_path / "b" / "r"), "--num-epochs", "3", "--no-eval"], tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = {k: [tuple(m[key] for key in keys) for m in read_metrics(tmp_path / k / "r")] for k in ("a", "b")}
     assert rows["a"] == rows["b"] and len(rows["a"]) == 3

@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
 from accel_signs.data.store import open_store
-from helpers import assert_one_line_error
 
 runner = CliRunner()
 SIGNS, SIGNERS, SPLITS = (1, 2, 5), ("01", "02", "03"), ("train", "test")
@@ -52,7 +52,10 @@ def write_seed_mmap(root, clips, signer_order=SIGNERS):
         del mm
         np.save(root / f"{split}_X_shape.npy", np.array(frames.shape))
         np.savez(root / f"{split}_y.npz", np.array([sign - 1 for sign, _, _ in ordered], dtype=np.int64))
-        lens = {sign: {int(signer): [len(c) for c in clips[split, sign, signer]] for signer in signer_order} for sign in SIGNS}
+        lens = {
+            sign: {int(signer): [len(c) for c in clips[split, sign, signer]] for signer in signer_order}
+            for sign in SIGNS
+        }
         np.save(root / f"{split}_X_map_samples_lens.npy", lens, allow_pickle=True)
     return root
 
@@ -108,10 +111,14 @@ def test_subsets_and_float16(sources, tmp_path):
     npz, mmap, _ = sources
     for src, extra in ((npz, ["--from", "npz"]), (mmap, ["--from", "seed-mmap", "--allow-pickle"])):
         out = tmp_path / src.name
-        result = _prepare(src, out, *extra, "--signs", "2,5", "--signers", "03", "--splits", "train", "--dtype", "float16")
+        result = _prepare(
+            src, out, *extra, "--signs", "2,5", "--signers", "03", "--splits", "train", "--dtype", "float16"
+        )
         assert result.exit_code == 0, result.stderr
         store = open_store(out)
-        assert [c.sign for c in store.classes] == [2, 5] and store.signers == ("03",) and list(store.splits) == ["train"]
+        assert (
+            [c.sign for c in store.classes] == [2, 5] and store.signers == ("03",) and list(store.splits) == ["train"]
+        )
         assert store.dtype == "float16" and len(store.split("train")) == 2 * 3
 
 
@@ -126,8 +133,19 @@ def test_info_on_store_and_checkpoint(sources, tmp_path):
 def test_train_on_a_prepared_store_subsets_and_signer_independent(sources, tmp_path):
     store = tmp_path / "s"
     assert _prepare(sources[0], store).exit_code == 0
-    common = ["train", "--data", str(store), "--output-dir", str(tmp_path / "runs"), "--num-epochs", "1",
-              "--model-size", "t_1_1", "--batch-size", "8"]
+    common = [
+        "train",
+        "--data",
+        str(store),
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--num-epochs",
+        "1",
+        "--model-size",
+        "t_1_1",
+        "--batch-size",
+        "8",
+    ]
     sub = runner.invoke(app, [*common, "--run-name", "sub", "--signs", "1-2", "--signers", "01,02"])
     assert sub.exit_code == 0, sub.stderr
     meta = json.loads((tmp_path / "runs" / "sub" / "best" / "config.json").read_text())

@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import accelerate_launch_script, read_metrics
+from test_cli import _train
 
 from accel_signs.data import resident as resident_module
 from accel_signs.data.pipeline import class_map, make_loader
 from accel_signs.data.resident import ResidentClips, keep_on_device, resident_bytes
 from accel_signs.data.store import open_store
-from helpers import accelerate_launch_script, read_metrics
-
-from test_cli import _train
 
 
 @pytest.mark.parametrize("chunk_bytes", [20_000, 1_000_000])  # a clip per read; many clips and gaps per read
@@ -31,7 +30,9 @@ def test_resident_clips_hold_the_store_frames(tiny_store, monkeypatch, chunk_byt
             assert clips.offsets[i] == -1
             continue
         o, n = int(clips.offsets[i]), int(clips.lengths[i])
-        np.testing.assert_array_equal(clips.frames[o:o + n].numpy(), split.frames[split.offsets[i]:split.offsets[i] + n])
+        np.testing.assert_array_equal(
+            clips.frames[o : o + n].numpy(), split.frames[split.offsets[i] : split.offsets[i] + n]
+        )
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -45,8 +46,11 @@ def test_resident_batches_equal_streamed_batches(tiny_store, train):
     torch.manual_seed(5)
     streamed = list(make_loader(split, ids, class_map(store, None), **common))
     torch.manual_seed(5)
-    on_device = list(make_loader(split, ids, class_map(store, None), resident=ResidentClips.load(split, ids, torch.device("cpu")),
-                                 **common))
+    on_device = list(
+        make_loader(
+            split, ids, class_map(store, None), resident=ResidentClips.load(split, ids, torch.device("cpu")), **common
+        )
+    )
     assert len(streamed) == len(on_device) == -(-len(ids) // 7)
     for (xa, _, ya, ia), (xb, _, yb, ib) in zip(streamed, on_device):
         torch.testing.assert_close(xa, xb, rtol=0, atol=0)
@@ -67,14 +71,17 @@ def test_training_is_identical_with_clips_on_the_device(tiny_store, tmp_path):
     """On a CPU both paths draw from the same generator in the same order: the runs match exactly."""
     runs = {}
     for mode in ("no", "yes"):
-        result, out = _train(tmp_path / mode, "--data", str(tiny_store), "--num-epochs", "2", "--no-eval",
-                             "--data-on-device", mode)
+        result, out = _train(
+            tmp_path / mode, "--data", str(tiny_store), "--num-epochs", "2", "--no-eval", "--data-on-device", mode
+        )
         assert result.exit_code == 0, result.output
         (run,) = [p for p in out.iterdir() if p.is_dir()]
         runs[mode] = run
         assert json.loads((run / "config.json").read_text())["runtime"]["data_on_device"] is (mode == "yes")
     strip = [{k: v for k, v in m.items() if k not in ("seconds", "samples_per_s")} for m in read_metrics(runs["no"])]
-    assert strip == [{k: v for k, v in m.items() if k not in ("seconds", "samples_per_s")} for m in read_metrics(runs["yes"])]
+    assert strip == [
+        {k: v for k, v in m.items() if k not in ("seconds", "samples_per_s")} for m in read_metrics(runs["yes"])
+    ]
 
 
 def test_two_ranks_get_the_same_shards_from_both_paths(tiny_store, tmp_path):

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from helpers import _free_port, assert_one_line_error, cli_env
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from accel_signs.checkpoint import load_checkpoint
 from accel_signs.cli import _resume_value, app
-from helpers import assert_one_line_error, cli_env, _free_port
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +29,12 @@ FAST = ["--model-size", "t_2_1", "--batch-size", "16", "--no-eval", "--seed", "3
 
 def _train(tmp_path, *args, out="runs"):
     # _resume_value: what main() does to argv, so a bare `--resume` means the latest run.
-    return runner.invoke(app, _resume_value(["train", "--output-dir", str(tmp_path / out), "--cache-dir",
-                                             str(tmp_path / "cache"), *FAST, *args]))
+    return runner.invoke(
+        app,
+        _resume_value(
+            ["train", "--output-dir", str(tmp_path / out), "--cache-dir", str(tmp_path / "cache"), *FAST, *args]
+        ),
+    )
 
 
 def _rows(run):
@@ -66,26 +70,44 @@ def test_resume_latest_and_refusals(tiny_store, tmp_path):
     changed = _train(tmp_path, "--resume", str(tmp_path / "runs" / "a"), "--lr", "0.5")
     assert changed.exit_code == 1
     assert_one_line_error(changed.stderr, "--lr was 0.001 there, not 0.5")
-    latest = runner.invoke(app, ["train", "--output-dir", str(tmp_path / "runs"), "--resume", "latest", "--num-epochs", "2",
-                                 "--no-eval"])
+    latest = runner.invoke(
+        app, ["train", "--output-dir", str(tmp_path / "runs"), "--resume", "latest", "--num-epochs", "2", "--no-eval"]
+    )
     assert latest.exit_code == 0, latest.stderr
     assert len(_rows(tmp_path / "runs" / "a")) == 2
 
 
 def test_kill_and_resume_script(tmp_path):
     """The SIGKILL script, short: real kills, then equality with the uninterrupted run."""
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "kill_and_resume.py"), "--kills", "2", "--epochs", "40",
-                           "--workdir", str(tmp_path / "w")], capture_output=True, text=True, timeout=600,
-                          env=cli_env(tmp_path))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "kill_and_resume.py"),
+            "--kills",
+            "2",
+            "--epochs",
+            "40",
+            "--workdir",
+            str(tmp_path / "w"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=cli_env(tmp_path),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["kills"] == 2 and result["metrics_equal"] and result["best_weights_equal"]
 
 
-@pytest.mark.parametrize("failure", [
-    OSError(errno.ENOSPC, "No space left on device"),
-    SafetensorError("I/O error: No space left on device (os error 28)"),  # what safetensors really raises
-], ids=["oserror", "safetensorerror"])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        SafetensorError("I/O error: No space left on device (os error 28)"),  # what safetensors really raises
+    ],
+    ids=["oserror", "safetensorerror"],
+)
 def test_failed_write_stops_training_and_keeps_the_previous_best(failure, tiny_store, tmp_path, monkeypatch):
     import accel_signs.checkpoint as ckpt
 
@@ -151,8 +173,10 @@ def test_resume_with_nothing_to_resume(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tiny_store, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained")
-    result = runner.invoke(app, ["train", "--data", str(tiny_store), "--output-dir", str(out), "--run-name", "r",
-                                 "--num-epochs", "1", *FAST])
+    result = runner.invoke(
+        app,
+        ["train", "--data", str(tiny_store), "--output-dir", str(out), "--run-name", "r", "--num-epochs", "1", *FAST],
+    )
     assert result.exit_code == 0, result.stderr
     return out / "r"
 
@@ -227,7 +251,16 @@ def _poke_frames(path, value):
 def _empty(path):
     np.save(path, np.zeros((0, 4), np.int64))
     np.save(path.parent / "frames.npy", np.zeros((0, 184, 4), np.float32))
-    _edit_meta(path.parent.parent / "meta.json", splits={"train": {"clips": 0, "frames": 0}, "test": {"clips": 12, "frames": json.loads((path.parent.parent / "meta.json").read_text())["splits"]["test"]["frames"]}})
+    _edit_meta(
+        path.parent.parent / "meta.json",
+        splits={
+            "train": {"clips": 0, "frames": 0},
+            "test": {
+                "clips": 12,
+                "frames": json.loads((path.parent.parent / "meta.json").read_text())["splits"]["test"]["frames"],
+            },
+        },
+    )
 
 
 @pytest.mark.parametrize("case", sorted(STORE_CASES))
@@ -311,19 +344,51 @@ def test_pickles_are_never_executed(place, store_copy, trained, tmp_path):
 
 def test_killing_one_rank_ends_the_launch_quickly(tiny_store, tmp_path):
     out = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--main_process_port", str(_free_port()), "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "-m", "accel_signs", "train", "--data", str(tiny_store), "--output-dir", str(out),
-           "--run-name", "r", "--num-epochs", "500", *FAST]
-    launcher = subprocess.Popen(cmd, env=cli_env(tmp_path, ACCELERATE_USE_CPU="1"), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(_free_port()),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "accel_signs",
+        "train",
+        "--data",
+        str(tiny_store),
+        "--output-dir",
+        str(out),
+        "--run-name",
+        "r",
+        "--num-epochs",
+        "500",
+        *FAST,
+    ]
+    launcher = subprocess.Popen(
+        cmd,
+        env=cli_env(tmp_path, ACCELERATE_USE_CPU="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 120
         while not (out / "r" / "metrics.jsonl").exists():  # mid-training: at least one epoch done
             assert time.time() < deadline and launcher.poll() is None, "training did not start"
             time.sleep(0.2)
-        workers = [p for p in psutil.Process(launcher.pid).children(recursive=True)
-                   if "accel_signs" in " ".join(p.cmdline()) and p.pid != launcher.pid]
+        workers = [
+            p
+            for p in psutil.Process(launcher.pid).children(recursive=True)
+            if "accel_signs" in " ".join(p.cmdline()) and p.pid != launcher.pid
+        ]
         assert len(workers) >= 2, workers
         victim = workers[-1]
         killed_at = time.time()

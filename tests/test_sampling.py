@@ -29,7 +29,7 @@ def test_mirror_twice_is_identity():
 def test_mirror_moves_right_hand_to_left():
     x = _batch(missing=0.0)
     m = mirror(x, MIRROR)
-    right, left = x[:, :, RH[0]:RH[1]], m[:, :, LH[0]:LH[1]]
+    right, left = x[:, :, RH[0] : RH[1]], m[:, :, LH[0] : LH[1]]
     torch.testing.assert_close(left[..., 0], 1 - right[..., 0])  # x is mirrored, not negated
     torch.testing.assert_close(left[..., 1:], right[..., 1:])
     # Pose: the left shoulder takes the right shoulder's place.
@@ -65,10 +65,14 @@ def test_affine_rotates_about_the_centre():
     centre = x[..., :2].mean(dim=(1, 2))
     torch.testing.assert_close(y[..., :2].mean(dim=(1, 2)), centre, atol=1e-5, rtol=0)
     # A quarter turn keeps distances to the centre.
-    torch.testing.assert_close((y[..., :2] - centre).norm(dim=-1), (x[..., :2] - centre).norm(dim=-1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        (y[..., :2] - centre).norm(dim=-1), (x[..., :2] - centre).norm(dim=-1), atol=1e-5, rtol=0
+    )
     torch.testing.assert_close(y[..., 2:], x[..., 2:])
     shifted = affine(x, torch.zeros(1), torch.ones(1), torch.tensor([[0.1, -0.05]]))
-    torch.testing.assert_close(shifted[..., :2] - x[..., :2], torch.tensor([0.1, -0.05]).expand_as(x[..., :2]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        shifted[..., :2] - x[..., :2], torch.tensor([0.1, -0.05]).expand_as(x[..., :2]), atol=1e-6, rtol=0
+    )
 
 
 def test_augmenter_is_identity_when_disabled():

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
-from helpers import assert_one_line_error
 
 runner = CliRunner()
 
@@ -38,7 +38,9 @@ def test_show_a_clip_file_with_its_layout(tmp_path):
 
     clip = _Generator(SynthSpec(classes=2, signers=1, layout="pose33")).clip(0, 0, np.random.default_rng(0))
     np.save(tmp_path / "c.npy", clip)
-    result = runner.invoke(app, ["show", str(tmp_path / "c.npy"), "--layout", "pose33", "--out", str(tmp_path / "c.gif")])
+    result = runner.invoke(
+        app, ["show", str(tmp_path / "c.npy"), "--layout", "pose33", "--out", str(tmp_path / "c.gif")]
+    )
     assert result.exit_code == 0, result.stderr
     wrong = runner.invoke(app, ["show", str(tmp_path / "c.npy"), "--out", str(tmp_path / "d.gif")])  # karsl184
     assert wrong.exit_code == 1

@@ -88,24 +88,41 @@ CORRUPTIONS = {
     "bad_dtype": (lambda s: _set_meta(s, dtype="int8"), "dtype 'int8'"),
     "no_classes": (lambda s: _set_meta(s, classes=[]), "no classes"),
     "dup_sign": (lambda s: _set_meta(s, classes=[{"sign": 1}, {"sign": 1}, {"sign": 2}]), "share a sign"),
-    "count_mismatch": (lambda s: _set_meta(s, splits={**_meta(s)["splits"], "train": {"clips": 99, "frames": 1}}), "records 99 clips"),
+    "count_mismatch": (
+        lambda s: _set_meta(s, splits={**_meta(s)["splits"], "train": {"clips": 99, "frames": 1}}),
+        "records 99 clips",
+    ),
     "missing_frames": (lambda s: (s / "train" / "frames.npy").unlink(), "frames.npy: file is missing"),
     "truncated_frames": (lambda s: _truncate(s / "train" / "frames.npy", 100), "truncated"),
     "trailing_bytes": (lambda s: _append(s / "train" / "frames.npy"), "trailing bytes"),
     "not_npy": (lambda s: (s / "train" / "frames.npy").write_bytes(b"garbage" * 20), "not a readable .npy"),
-    "frames_shape": (lambda s: np.save(s / "train" / "frames.npy", np.zeros((10, 183, 4), np.float32)), "shape (frames, 184, 4)"),
-    "frames_dtype": (lambda s: np.save(s / "train" / "frames.npy", np.zeros((10, 184, 4), np.float64)), "differs from meta.json"),
+    "frames_shape": (
+        lambda s: np.save(s / "train" / "frames.npy", np.zeros((10, 183, 4), np.float32)),
+        "shape (frames, 184, 4)",
+    ),
+    "frames_dtype": (
+        lambda s: np.save(s / "train" / "frames.npy", np.zeros((10, 184, 4), np.float64)),
+        "differs from meta.json",
+    ),
     "pickled_clips": (lambda s: np.save(s / "train" / "clips.npy", np.array([{"a": 1}], dtype=object)), "pickle"),
     "clips_dtype": (lambda s: np.save(s / "train" / "clips.npy", np.zeros((6, 4), np.int32)), "int64"),
     "zero_length": (lambda s: _save_clips(s, lambda c: c.__setitem__((2, 1), 0)), "clip 2 has length 0"),
     "gap": (lambda s: _save_clips(s, lambda c: c.__setitem__((3, 0), c[3, 0] + 1)), "clip 3 starts at frame"),
-    "index_beyond_frames": (lambda s: _save_clips(s, lambda c: c.__setitem__((5, 1), c[5, 1] + 4)), "shorter than its index"),
+    "index_beyond_frames": (
+        lambda s: _save_clips(s, lambda c: c.__setitem__((5, 1), c[5, 1] + 4)),
+        "shorter than its index",
+    ),
     "label_range": (lambda s: _save_clips(s, lambda c: c.__setitem__((1, 2), 3)), "label 3, outside"),
     "negative_label": (lambda s: _save_clips(s, lambda c: c.__setitem__((1, 2), -1)), "label -1"),
     "signer_range": (lambda s: _save_clips(s, lambda c: c.__setitem__((4, 3), 2)), "signer index 2"),
-    "empty_split": (lambda s: (np.save(s / "test" / "clips.npy", np.zeros((0, 4), np.int64)),
-                              np.save(s / "test" / "frames.npy", np.zeros((0, 184, 4), np.float32)),
-                              _set_meta(s, splits={**_meta(s)["splits"], "test": {"clips": 0, "frames": 0}})), "empty"),
+    "empty_split": (
+        lambda s: (
+            np.save(s / "test" / "clips.npy", np.zeros((0, 4), np.int64)),
+            np.save(s / "test" / "frames.npy", np.zeros((0, 184, 4), np.float32)),
+            _set_meta(s, splits={**_meta(s)["splits"], "test": {"clips": 0, "frames": 0}}),
+        ),
+        "empty",
+    ),
 }
 
 
@@ -159,13 +176,16 @@ def test_layout_id_recorded(store):
     shutil.rmtree(store)
 
 
-@pytest.mark.parametrize("classes,needle", [
-    ([{"sign": 0}], "integer \"sign\" >= 1"),
-    ([{"sign": 1.7}], "integer \"sign\""),
-    ([{"sign": True}], "integer \"sign\""),
-    (["x"], "integer \"sign\""),
-    ([{"sign": 2, "en": 5}], "gloss strings"),
-])
+@pytest.mark.parametrize(
+    "classes,needle",
+    [
+        ([{"sign": 0}], 'integer "sign" >= 1'),
+        ([{"sign": 1.7}], 'integer "sign"'),
+        ([{"sign": True}], 'integer "sign"'),
+        (["x"], 'integer "sign"'),
+        ([{"sign": 2, "en": 5}], "gloss strings"),
+    ],
+)
 def test_bad_class_entries(store, classes, needle):
     _set_meta(store, classes=classes)
     with pytest.raises(DatasetError, match=None) as info:

@@ -41,8 +41,12 @@ class Augmenter:
         # (the right-hand slot after canonicalisation): without it most signs are not there to learn.
         dominant = int(part_of_point[hands[0].wrist]) if hands else -1
         droppable = torch.tensor([g != dominant for g in range(self.num_parts)])
-        self._cpu = {"mirror": torch.tensor(layout.mirror, dtype=torch.long), "part": part_of_point,
-                     "droppable": droppable, **{f"hand_{i}": torch.tensor(idx) for i, (_, idx) in enumerate(self.hands)}}
+        self._cpu = {
+            "mirror": torch.tensor(layout.mirror, dtype=torch.long),
+            "part": part_of_point,
+            "droppable": droppable,
+            **{f"hand_{i}": torch.tensor(idx) for i, (_, idx) in enumerate(self.hands)},
+        }
         self._on: dict[torch.device, dict[str, torch.Tensor]] = {}
 
     def _index(self, device: torch.device) -> dict[str, torch.Tensor]:
@@ -106,7 +110,9 @@ class Augmenter:
             span = (r[:, 1] * cfg.time_mask_max * t).floor()  # (B,) frames, 0 to max
             start = (r[:, 2] * (t - span + 1)).floor()
             frame = torch.arange(t, device=dev)[None, :]
-            masked = (r[:, :1] < cfg.time_mask_p) & (frame >= start[:, None]) & (frame < (start + span)[:, None])  # (B, T)
+            masked = (
+                (r[:, :1] < cfg.time_mask_p) & (frame >= start[:, None]) & (frame < (start + span)[:, None])
+            )  # (B, T)
             keep = keep & ~masked[..., None]
         return present & keep[:, :, index["part"]]
 
@@ -124,4 +130,3 @@ class Augmenter:
             shift = (r[:, 3:5] * 2 - 1) * cfg.shift
             x = torch.where(apply, affine(x, angle, scale, shift), x)
         return x
-

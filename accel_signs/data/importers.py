@@ -58,15 +58,19 @@ def _sign_numbers(labels: list[str], glosses: dict[str, str], where: str) -> tup
     return numbers, [ClassInfo(numbers[label], glosses.get(label) or label) for label in unique]
 
 
-def to_store_frames(array: np.ndarray, num_points: int, where: str, size: tuple[float, float] | None = None) -> np.ndarray:
+def to_store_frames(
+    array: np.ndarray, num_points: int, where: str, size: tuple[float, float] | None = None
+) -> np.ndarray:
     """(frames, points, 2|3|4) keypoints -> (frames, points, 4) float32 as stores hold them:
     NaN -> undetected (zeros), visibility 1 for detected points when absent, and pixel
     coordinates of a width x height frame divided by its size when `size` is given."""
     if array.dtype.kind not in "fiu":
         raise DatasetError(f"{where}: dtype {array.dtype} is not numeric")
     if array.ndim != 3 or array.shape[1] != num_points or not 2 <= array.shape[2] <= NUM_CHANNELS:
-        raise DatasetError(f"{where}: shape {array.shape}, expected (frames, {num_points}, 2-{NUM_CHANNELS}) for the "
-                           f"layout's {num_points} points")
+        raise DatasetError(
+            f"{where}: shape {array.shape}, expected (frames, {num_points}, 2-{NUM_CHANNELS}) for the "
+            f"layout's {num_points} points"
+        )
     if len(array) == 0:
         raise DatasetError(f"{where}: the clip has no frames")
     data = array.astype(np.float32)
@@ -93,7 +97,9 @@ def _read_array(path: Path, where: str) -> np.ndarray:
                 if "keypoints" in npz.files:
                     return npz["keypoints"]
                 if len(npz.files) != 1:
-                    raise DatasetError(f"{where}: {path} holds {len(npz.files)} arrays; give one, or name it 'keypoints'")
+                    raise DatasetError(
+                        f"{where}: {path} holds {len(npz.files)} arrays; give one, or name it 'keypoints'"
+                    )
                 return npz[npz.files[0]]
         return np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -107,13 +113,23 @@ class ClipsPlan:
 
     unit = "clips"
 
-    def __init__(self, manifest: Path, layout: str | None, coords: str, signs: Sequence[int] | None,
-                 signers: Sequence[str] | None, splits: Sequence[str] | None):
+    def __init__(
+        self,
+        manifest: Path,
+        layout: str | None,
+        coords: str,
+        signs: Sequence[int] | None,
+        signers: Sequence[str] | None,
+        splits: Sequence[str] | None,
+    ):
         if coords not in COORDS:
             raise DatasetError(f"--coords must be one of {', '.join(COORDS)}, got {coords!r}")
         if not manifest.is_file():
-            raise DatasetError(f"manifest {manifest} does not exist" if not manifest.exists()
-                               else f"--from clips reads a manifest CSV file; {manifest} is a folder")
+            raise DatasetError(
+                f"manifest {manifest} does not exist"
+                if not manifest.exists()
+                else f"--from clips reads a manifest CSV file; {manifest} is a folder"
+            )
         self.layout, self.coords, self.missing = _layout(layout, "karsl184"), coords, []
         try:
             with open(manifest, newline="", encoding="utf-8-sig") as f:
@@ -124,9 +140,11 @@ class ClipsPlan:
             raise DatasetError(f"manifest {manifest}: cannot be read as CSV ({e})") from None
         need = {"path", "sign", "signer"} | ({"width", "height"} if coords == "pixels" else set())
         if not need <= columns:
-            raise DatasetError(f"manifest {manifest}: missing column(s) {', '.join(sorted(need - columns))} (it has "
-                               f"{', '.join(sorted(columns)) or 'none'}; needs path, sign, signer, and optionally split, "
-                               "gloss, width, height)")
+            raise DatasetError(
+                f"manifest {manifest}: missing column(s) {', '.join(sorted(need - columns))} (it has "
+                f"{', '.join(sorted(columns)) or 'none'}; needs path, sign, signer, and optionally split, "
+                "gloss, width, height)"
+            )
         if not rows:
             raise DatasetError(f"manifest {manifest}: no rows")
         entries = []
@@ -134,15 +152,25 @@ class ClipsPlan:
             where = f"manifest {manifest}, line {line}"
             path = (manifest.parent / row["path"].strip()) if row["path"].strip() else None
             if path is None or not path.is_file():
-                raise DatasetError(f"{where}: clip file {row['path']!r} does not exist"
-                                   + (f" (looked for {path})" if path else ""))
+                raise DatasetError(
+                    f"{where}: clip file {row['path']!r} does not exist" + (f" (looked for {path})" if path else "")
+                )
             sign, signer = row["sign"].strip(), row["signer"].strip()
             signer = normalize_signer(signer) if signer else signer  # "1" -> "01", as --signers reads it
             if not sign or not signer:
                 raise DatasetError(f"{where}: empty sign or signer")
             size = _frame_size(row, where, required=coords == "pixels")
-            entries.append((where, path, sign, signer, (row.get("split") or "train").strip(), size,
-                            (row.get("gloss") or "").strip()))
+            entries.append(
+                (
+                    where,
+                    path,
+                    sign,
+                    signer,
+                    (row.get("split") or "train").strip(),
+                    size,
+                    (row.get("gloss") or "").strip(),
+                )
+            )
         glosses = {}
         for _, _, sign, _, _, _, gloss in entries:
             if gloss:
@@ -164,24 +192,32 @@ class ClipsPlan:
         all_splits = list(dict.fromkeys(e[4] for e in entries))
         self.splits = [s for s in (splits or all_splits) if s in all_splits]
         if not self.splits:
-            raise DatasetError(f"manifest {manifest}: no clips for split(s) {', '.join(splits or [])} (it has "
-                               f"{', '.join(all_splits)})")
+            raise DatasetError(
+                f"manifest {manifest}: no clips for split(s) {', '.join(splits or [])} (it has {', '.join(all_splits)})"
+            )
         # Sign-major, then signer, then manifest order, as the other sources write.
-        self.entries = sorted((e for e in entries if numbers[e[2]] in keep and e[3] in self.signers),
-                              key=lambda e: (numbers[e[2]], e[3]))
+        self.entries = sorted(
+            (e for e in entries if numbers[e[2]] in keep and e[3] in self.signers), key=lambda e: (numbers[e[2]], e[3])
+        )
         self.numbers = numbers
 
     def total(self, split: str) -> int:
         return sum(e[4] == split for e in self.entries)
 
-    def clips(self, split: str, report: Any, advance) -> Iterator[tuple[np.ndarray, int, str, tuple[float, float] | None]]:
+    def clips(
+        self, split: str, report: Any, advance
+    ) -> Iterator[tuple[np.ndarray, int, str, tuple[float, float] | None]]:
         for where, path, sign, signer, s, size, _ in self.entries:
             if s != split:
                 continue
             report.files += 1
             advance(1)
-            clip = to_store_frames(_read_array(path, where), self.layout.num_points, f"{where} ({path.name})",
-                                   size if self.coords == "pixels" else None)
+            clip = to_store_frames(
+                _read_array(path, where),
+                self.layout.num_points,
+                f"{where} ({path.name})",
+                size if self.coords == "pixels" else None,
+            )
             yield clip, self.numbers[sign], signer, size
 
 
@@ -209,7 +245,9 @@ class GislrPlan:
         try:
             import pyarrow.parquet  # noqa: F401
         except ImportError:
-            raise DatasetError("--from gislr reads parquet files and needs pyarrow: pip install 'accel-signs[gislr]'") from None
+            raise DatasetError(
+                "--from gislr reads parquet files and needs pyarrow: pip install 'accel-signs[gislr]'"
+            ) from None
         self.layout, self.missing = _layout(layout, "holistic543"), []
         index = root / "train.csv"
         if not index.is_file():
@@ -217,8 +255,10 @@ class GislrPlan:
         with open(index, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if not {"path", "participant_id", "sign"} <= set(reader.fieldnames or []):
-                raise DatasetError(f"{index}: expected columns path, participant_id, sequence_id, sign; got "
-                                   f"{', '.join(reader.fieldnames or [])}")
+                raise DatasetError(
+                    f"{index}: expected columns path, participant_id, sequence_id, sign; got "
+                    f"{', '.join(reader.fieldnames or [])}"
+                )
             rows = list(reader)
         if not rows:
             raise DatasetError(f"{index}: no rows")
@@ -243,7 +283,9 @@ class GislrPlan:
         keep = {c.sign for c in self.classes}
         all_signers = sorted({normalize_signer(r["participant_id"]) for r in rows})
         if signers is not None and set(signers) - set(all_signers):
-            raise DatasetError(f"{root}: --signers {', '.join(sorted(set(signers) - set(all_signers)))} are not participants")
+            raise DatasetError(
+                f"{root}: --signers {', '.join(sorted(set(signers) - set(all_signers)))} are not participants"
+            )
         self.signers = sorted(signers) if signers else all_signers
         self.entries = []
         for line, r in enumerate(rows, start=2):

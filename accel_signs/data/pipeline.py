@@ -53,8 +53,10 @@ def signer_indices(store: ClipStore, signers: Sequence[str] | None) -> np.ndarra
         return np.arange(len(store.signers))
     unknown = [s for s in signers if s not in store.signers]
     if unknown:
-        raise DatasetError(f"--signers: unknown signer(s) {', '.join(unknown)} in store {store.path} "
-                           f"(it has {', '.join(store.signers)})")
+        raise DatasetError(
+            f"--signers: unknown signer(s) {', '.join(unknown)} in store {store.path} "
+            f"(it has {', '.join(store.signers)})"
+        )
     return np.array([store.signers.index(s) for s in signers], dtype=np.int64)
 
 
@@ -63,11 +65,15 @@ def select_clips(split: StoreSplit, cmap: ClassMap, signers: np.ndarray) -> np.n
     keep = (cmap.store_to_model[split.labels] >= 0) & np.isin(split.signers, signers)
     ids = np.flatnonzero(keep)
     if len(ids) == 0:
-        raise DatasetError(f"split {split.name!r} of {split.directory.parent} has no clips for the chosen signs and signers")
+        raise DatasetError(
+            f"split {split.name!r} of {split.directory.parent} has no clips for the chosen signs and signers"
+        )
     return ids
 
 
-def stratified_split(ids: np.ndarray, split: StoreSplit, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+    ids: np.ndarray, split: StoreSplit, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of clip ids into (train, val), stratified by (class, signer): each group
     gives round(val_fraction x size) clips to val, and at least one to train."""
     rng = np.random.default_rng([seed, 0x5EED])
@@ -80,8 +86,10 @@ def stratified_split(ids: np.ndarray, split: StoreSplit, val_fraction: float, se
         train.append(members[n_val:])
     train_ids, val_ids = np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
     if len(val_ids) == 0:
-        raise DatasetError(f"--val-fraction {val_fraction} leaves no clip for validation: each (sign, signer) "
-                           "has too few clips; raise it or add data")
+        raise DatasetError(
+            f"--val-fraction {val_fraction} leaves no clip for validation: each (sign, signer) "
+            "has too few clips; raise it or add data"
+        )
     return train_ids, val_ids
 
 
@@ -102,8 +110,17 @@ class ClipBatches(Dataset):
     if any) or from clips resident on the device (gathered there; then `ids` and `targets` live
     on the device too and the host only hands over the batch positions)."""
 
-    def __init__(self, split: StoreSplit, ids: np.ndarray, targets: np.ndarray, seq_len: int, random: bool,
-                 resident: ResidentClips | None = None, crop_min: float = 1.0, speed: tuple[float, float] = (1.0, 1.0)):
+    def __init__(
+        self,
+        split: StoreSplit,
+        ids: np.ndarray,
+        targets: np.ndarray,
+        seq_len: int,
+        random: bool,
+        resident: ResidentClips | None = None,
+        crop_min: float = 1.0,
+        speed: tuple[float, float] = (1.0, 1.0),
+    ):
         self.split, self.resident = split, resident
         self.crop_min, self.speed = crop_min, speed
         if resident is not None:
@@ -139,23 +156,50 @@ class ClipBatches(Dataset):
         rows = self.ids[pos]
         lengths, offsets = self.lengths[rows], self.offsets[rows]
         positions = tsn_positions(lengths, self.seq_len, self.random, crop_min=self.crop_min, speed=self.speed)
-        return Batch(gather_frames(self.frames, offsets, lengths, positions), self.aspects[rows], self.targets[pos], rows)
+        return Batch(
+            gather_frames(self.frames, offsets, lengths, positions), self.aspects[rows], self.targets[pos], rows
+        )
 
 
-def make_loader(split: StoreSplit, ids: np.ndarray, cmap: ClassMap, *, seq_len: int, batch_size: int,
-                train: bool, num_workers: int, pin_memory: bool, resident: ResidentClips | None = None,
-                crop_min: float = 1.0, speed: tuple[float, float] = (1.0, 1.0)) -> DataLoader:
+def make_loader(
+    split: StoreSplit,
+    ids: np.ndarray,
+    cmap: ClassMap,
+    *,
+    seq_len: int,
+    batch_size: int,
+    train: bool,
+    num_workers: int,
+    pin_memory: bool,
+    resident: ResidentClips | None = None,
+    crop_min: float = 1.0,
+    speed: tuple[float, float] = (1.0, 1.0),
+) -> DataLoader:
     """A DataLoader of `Batch`es over clips `ids` of `split`, read from the memory map or from
     `resident` (clips of the split held on a device); training shuffles and samples randomly
     (from a random window of at least `crop_min` of each clip, with its speed warped within
     `speed`), evaluation keeps order and takes bin centres."""
-    data = ClipBatches(split, ids, cmap.store_to_model[split.labels[ids]], seq_len, random=train, resident=resident,
-                       crop_min=crop_min if train else 1.0, speed=speed if train else (1.0, 1.0))
+    data = ClipBatches(
+        split,
+        ids,
+        cmap.store_to_model[split.labels[ids]],
+        seq_len,
+        random=train,
+        resident=resident,
+        crop_min=crop_min if train else 1.0,
+        speed=speed if train else (1.0, 1.0),
+    )
     if resident is not None:  # device tensors: no worker processes, nothing to pin
         num_workers, pin_memory = 0, False
     return DataLoader(
-        data, batch_size=batch_size, shuffle=train, drop_last=False, collate_fn=data.collate,
-        num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0,
+        data,
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=False,
+        collate_fn=data.collate,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
     )
 
 

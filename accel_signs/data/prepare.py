@@ -29,14 +29,13 @@ import numpy as np
 
 from ..errors import DatasetError
 from ..layout import NUM_CHANNELS, KeypointLayout, builtin_layout, karsl_glosses
-
-# The seed project's formats hold the 184-point KArSL layout.
-NUM_POINTS = 184
 from ..progress import progress_bar
 from .pipeline import format_ranges
 from .store import ClassInfo, StoreWriter
 
 logger = logging.getLogger(__name__)
+# The seed project's formats hold the 184-point KArSL layout.
+NUM_POINTS = 184
 SOURCES = ("npz", "seed-mmap", "clips", "gislr")
 _FRAME_BYTES = NUM_POINTS * NUM_CHANNELS * 4  # float32
 
@@ -88,11 +87,20 @@ def check_clip(clip: np.ndarray, where: str, num_points: int = NUM_POINTS) -> np
     return clip
 
 
-def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], source: str, *,
-            signs: Sequence[int] | None = None, signers: Sequence[str] | None = None,
-            splits: Sequence[str] | None = None, dtype: str = "float32",
-            allow_pickle: bool = False, allow_missing: bool = False, layout: str | None = None,
-            coords: str = "normalized") -> PrepareReport:
+def prepare(
+    src: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    source: str,
+    *,
+    signs: Sequence[int] | None = None,
+    signers: Sequence[str] | None = None,
+    splits: Sequence[str] | None = None,
+    dtype: str = "float32",
+    allow_pickle: bool = False,
+    allow_missing: bool = False,
+    layout: str | None = None,
+    coords: str = "normalized",
+) -> PrepareReport:
     """Convert `src` into a new clip store at `out` (atomically: a failure leaves nothing).
 
     `layout` (a built-in name or a layout file) is the clips' keypoint layout for `clips`
@@ -104,10 +112,14 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], source: st
     if source not in SOURCES:
         raise DatasetError(f"--from must be one of {', '.join(SOURCES)}, got {source!r}")
     if layout is not None and source in ("npz", "seed-mmap"):
-        raise DatasetError(f"--layout: the seed project's {source} files hold the karsl184 layout; --layout is for "
-                           "--from clips and --from gislr")
+        raise DatasetError(
+            f"--layout: the seed project's {source} files hold the karsl184 layout; --layout is for "
+            "--from clips and --from gislr"
+        )
     if source != "clips" and not src.is_dir():
-        raise DatasetError(f"source folder {src} does not exist" if not src.exists() else f"source {src} is not a folder")
+        raise DatasetError(
+            f"source folder {src} does not exist" if not src.exists() else f"source {src} is not a folder"
+        )
     if out.exists():
         raise DatasetError(f"{out} already exists; choose a new folder for the store")
     if source == "clips":
@@ -122,16 +134,25 @@ def prepare(src: str | os.PathLike[str], out: str | os.PathLike[str], source: st
             raise DatasetError(
                 f"{src}: the seed memory map's clip-length index ({splits[0]}_X_map_samples_lens.npy) is a pickle, and "
                 "loading a pickle can run arbitrary code. If you trust these files, pass --allow-pickle; otherwise "
-                "prepare from the npz tree (--from npz)")
+                "prepare from the npz tree (--from npz)"
+            )
         plan = _SeedMmapPlan(src, signs, signers, splits)
     report = PrepareReport(missing=plan.missing)
     if plan.missing and not allow_missing:
-        raise DatasetError(f"{src}: {len(plan.missing)} expected source file(s) are missing: "
-                           f"{_missing_summary(plan.missing)}; pass --allow-missing to prepare what is there")
+        raise DatasetError(
+            f"{src}: {len(plan.missing)} expected source file(s) are missing: "
+            f"{_missing_summary(plan.missing)}; pass --allow-missing to prepare what is there"
+        )
     classes = list(plan.classes)
     label = {c.sign: i for i, c in enumerate(classes)}
-    with StoreWriter(out, classes, plan.signers, dtype, layout=plan.layout,
-                     source={"from": source, "path": str(src.resolve()), "missing": plan.missing}) as writer:
+    with StoreWriter(
+        out,
+        classes,
+        plan.signers,
+        dtype,
+        layout=plan.layout,
+        source={"from": source, "path": str(src.resolve()), "missing": plan.missing},
+    ) as writer:
         for split in plan.splits:
             writer.begin_split(split)
             clips = frames = 0
@@ -162,24 +183,36 @@ class _SeedPlan:
 class _NpzPlan(_SeedPlan):
     def __init__(self, root: Path, signs: Sequence[int] | None, signers: Sequence[str] | None, splits: Sequence[str]):
         self.root, self.splits = root, list(splits)
-        folders = {m.groups(): p for p in root.iterdir()
-                   if p.is_dir() and (m := re.fullmatch(r"(.+)-([^-]+)", p.name)) and m[2] in self.splits}
+        folders = {
+            m.groups(): p
+            for p in root.iterdir()
+            if p.is_dir() and (m := re.fullmatch(r"(.+)-([^-]+)", p.name)) and m[2] in self.splits
+        }
         if not folders:
-            raise DatasetError(f"{root}: no '{{signer}}-{{split}}' folders for splits {', '.join(self.splits)} "
-                               "(expected e.g. 01-train/0001.npz)")
+            raise DatasetError(
+                f"{root}: no '{{signer}}-{{split}}' folders for splits {', '.join(self.splits)} "
+                "(expected e.g. 01-train/0001.npz)"
+            )
         # Sorted, whatever order --signers came in: both sources write sign-major, then signer.
         self.signers = sorted(signers) if signers else sorted({s for s, _ in folders})
         found = set()
         for (signer, split), folder in folders.items():
             for f in folder.glob("*.npz"):
                 if not re.fullmatch(r"\d{4}", f.stem):
-                    raise DatasetError(f"{f}: unexpected file name; sign files are named {{sign:04}}.npz, e.g. 0007.npz")
+                    raise DatasetError(
+                        f"{f}: unexpected file name; sign files are named {{sign:04}}.npz, e.g. 0007.npz"
+                    )
                 found.add((int(f.stem), signer, split))
         self.signs = sorted(signs) if signs else sorted({sign for sign, _, _ in found})
         if not self.signs:
             raise DatasetError(f"{root}: no '{{sign:04}}.npz' files found")
-        self.missing = [f"{signer}-{split}/{sign:04d}.npz" for split in self.splits for signer in self.signers
-                        for sign in self.signs if (sign, signer, split) not in found]
+        self.missing = [
+            f"{signer}-{split}/{sign:04d}.npz"
+            for split in self.splits
+            for signer in self.signers
+            for sign in self.signs
+            if (sign, signer, split) not in found
+        ]
 
     unit = "files"
 
@@ -217,12 +250,16 @@ class _SeedMmapPlan(_SeedPlan):
             raise DatasetError(f"{root}: --signs {format_ranges(missing_signs)} are not in the memory map")
         unknown = sorted(set(self.signers) - set(all_signers))
         if unknown:
-            raise DatasetError(f"{root}: --signers {', '.join(unknown)} are not in the memory map (it has {', '.join(all_signers)})")
+            raise DatasetError(
+                f"{root}: --signers {', '.join(unknown)} are not in the memory map (it has {', '.join(all_signers)})"
+            )
 
     def _file(self, name: str) -> Path:
         path = self.root / name
         if not path.exists():
-            raise DatasetError(f"{path}: missing (a seed memory map needs {{split}}_X.mmap, _X_shape.npy, _y.npz and _X_map_samples_lens.npy)")
+            raise DatasetError(
+                f"{path}: missing (a seed memory map needs {{split}}_X.mmap, _X_shape.npy, _y.npz and _X_map_samples_lens.npy)"
+            )
         return path
 
     unit = "clips"
@@ -243,27 +280,39 @@ class _SeedMmapPlan(_SeedPlan):
         if len(shape) != 3 or shape[1:] != (NUM_POINTS, NUM_CHANNELS):
             raise DatasetError(f"{shape_path}: shape {shape}, expected (frames, {NUM_POINTS}, {NUM_CHANNELS})")
         if frames_path.stat().st_size != shape[0] * _FRAME_BYTES:
-            raise DatasetError(f"{frames_path}: {frames_path.stat().st_size} bytes, but {shape_path.name} says "
-                               f"{shape[0]} float32 frames ({shape[0] * _FRAME_BYTES} bytes)")
+            raise DatasetError(
+                f"{frames_path}: {frames_path.stat().st_size} bytes, but {shape_path.name} says "
+                f"{shape[0]} float32 frames ({shape[0] * _FRAME_BYTES} bytes)"
+            )
         try:
             # The dict was filled as the clips were concatenated: its order is the file's order.
-            in_file_order = [(int(sign), f"{int(signer):02d}", int(n)) for sign, by_signer in lens.items()
-                             for signer, ns in by_signer.items() for n in ns]
+            in_file_order = [
+                (int(sign), f"{int(signer):02d}", int(n))
+                for sign, by_signer in lens.items()
+                for signer, ns in by_signer.items()
+                for n in ns
+            ]
             labels = np.asarray(labels).reshape(-1)
         except (AttributeError, TypeError, ValueError):
-            raise DatasetError(f"{lens_path}: expected a dict {{sign: {{signer: [clip lengths]}}}} of integers") from None
+            raise DatasetError(
+                f"{lens_path}: expected a dict {{sign: {{signer: [clip lengths]}}}} of integers"
+            ) from None
         if any(n < 1 for _, _, n in in_file_order):
             raise DatasetError(f"{lens_path}: a clip length is below 1")
         total = sum(n for _, _, n in in_file_order)
         if total != shape[0]:
-            raise DatasetError(f"{lens_path}: clip lengths add up to {total} frames, but {frames_path.name} holds {shape[0]}")
+            raise DatasetError(
+                f"{lens_path}: clip lengths add up to {total} frames, but {frames_path.name} holds {shape[0]}"
+            )
         if len(labels) != len(in_file_order):
             raise DatasetError(f"{y_path}: {len(labels)} labels for {len(in_file_order)} clips in {lens_path.name}")
         bad = [i for i, (sign, _, _) in enumerate(in_file_order) if labels[i] != sign - 1]
         if bad:
             i = bad[0]
-            raise DatasetError(f"{y_path}: clip {i} is labelled {labels[i]}, but {lens_path.name} puts it "
-                               f"under sign {in_file_order[i][0]} (label {in_file_order[i][0] - 1})")
+            raise DatasetError(
+                f"{y_path}: clip {i} is labelled {labels[i]}, but {lens_path.name} puts it "
+                f"under sign {in_file_order[i][0]} (label {in_file_order[i][0] - 1})"
+            )
         offsets = np.concatenate([[0], np.cumsum([n for _, _, n in in_file_order])[:-1]])
         # Written sign-major, then signer (sorted), like the npz source; the sort is stable.
         index = [(sign, signer, n, int(off)) for (sign, signer, n), off in zip(in_file_order, offsets)]
@@ -280,4 +329,9 @@ class _SeedMmapPlan(_SeedPlan):
                     clip = np.fromfile(f, dtype=np.float32, count=n * NUM_POINTS * NUM_CHANNELS)
                     clip = clip.reshape(n, NUM_POINTS, NUM_CHANNELS)  # (frames * 184 * 4,) -> (frames, 184, 4)
                     advance(1)
-                    yield check_clip(clip, f"{path} frames {offset}-{offset + n} (sign {sign}, signer {signer})"), sign, signer, None
+                    yield (
+                        check_clip(clip, f"{path} frames {offset}-{offset + n} (sign {sign}, signer {signer})"),
+                        sign,
+                        signer,
+                        None,
+                    )

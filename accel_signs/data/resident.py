@@ -39,7 +39,9 @@ class ResidentClips:
         src_off, lengths = split.offsets[ids], split.lengths[ids]
         src_end = src_off + lengths
         dst_off = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        frames = torch.empty((int(lengths.sum()), split.num_points, NUM_CHANNELS), dtype=_torch_dtype(split.dtype), device=device)
+        frames = torch.empty(
+            (int(lengths.sum()), split.num_points, NUM_CHANNELS), dtype=_torch_dtype(split.dtype), device=device
+        )
         span_frames = max(1, _CHUNK_BYTES // (split.num_points * NUM_CHANNELS * np.dtype(split.dtype).itemsize))
         start = 0
         while start < len(ids):
@@ -50,7 +52,7 @@ class ResidentClips:
             end = max(start + 1, int(np.searchsorted(src_end, first + span_frames, side="right")))
             span = split.read_frames(int(first), int(src_end[end - 1] - first))
             rows = np.concatenate([np.arange(o, o + n) for o, n in zip(src_off[start:end] - first, lengths[start:end])])
-            frames[dst_off[start]:dst_off[start] + len(rows)].copy_(torch.from_numpy(span[rows]))
+            frames[dst_off[start] : dst_off[start] + len(rows)].copy_(torch.from_numpy(span[rows]))
             start = end
         offsets = np.full(len(split), -1, dtype=np.int64)
         offsets[ids] = dst_off

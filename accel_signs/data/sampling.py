@@ -7,8 +7,14 @@ import numpy as np
 import torch
 
 
-def tsn_positions(lengths: torch.Tensor, seq_len: int, random: bool, generator: torch.Generator | None = None,
-                  crop_min: float = 1.0, speed: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
+def tsn_positions(
+    lengths: torch.Tensor,
+    seq_len: int,
+    random: bool,
+    generator: torch.Generator | None = None,
+    crop_min: float = 1.0,
+    speed: tuple[float, float] = (1.0, 1.0),
+) -> torch.Tensor:
     """Fractional frame positions (B, seq_len) in [0, length - 1] for clips of `lengths` (B,).
 
     Each clip is cut into seq_len equal bins; training takes one uniformly random point in
@@ -42,8 +48,9 @@ def tsn_positions(lengths: torch.Tensor, seq_len: int, random: bool, generator: 
     return pos.clamp_(min=torch.zeros_like(lengths)[:, None], max=(lengths - 1)[:, None])
 
 
-def gather_frames(frames: np.ndarray | torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor,
-                  positions: torch.Tensor) -> torch.Tensor:
+def gather_frames(
+    frames: np.ndarray | torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor, positions: torch.Tensor
+) -> torch.Tensor:
     """Frames at fractional `positions` (B, T) of clips starting at `offsets` -> (B, T, P, C) float32.
 
     A point is interpolated linearly between its two neighbouring frames when it was

@@ -58,8 +58,17 @@ class StoreSplit:
     """One split of a store. `frames` is memory-mapped on first use (and again in each
     DataLoader worker, since a pickled memmap would copy the whole array)."""
 
-    def __init__(self, name: str, directory: Path, clips: np.ndarray, num_frames: int, dtype: np.dtype,
-                 data_offset: int = 0, frame_sizes: np.ndarray | None = None, num_points: int = 184):
+    def __init__(
+        self,
+        name: str,
+        directory: Path,
+        clips: np.ndarray,
+        num_frames: int,
+        dtype: np.dtype,
+        data_offset: int = 0,
+        frame_sizes: np.ndarray | None = None,
+        num_points: int = 184,
+    ):
         self.name = name
         self.directory = directory
         self.num_points = num_points
@@ -187,9 +196,13 @@ def _check_size(path: Path, shape: tuple[int, ...], dtype: np.dtype, offset: int
     expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     actual = path.stat().st_size
     if actual < expected:
-        raise _fail(path, f"file is truncated: {actual} bytes, but its header describes {shape} {dtype} ({expected} bytes)")
+        raise _fail(
+            path, f"file is truncated: {actual} bytes, but its header describes {shape} {dtype} ({expected} bytes)"
+        )
     if actual > expected:
-        raise _fail(path, f"file has {actual - expected} trailing bytes beyond the {shape} {dtype} array its header describes")
+        raise _fail(
+            path, f"file has {actual - expected} trailing bytes beyond the {shape} {dtype} array its header describes"
+        )
 
 
 def _load_meta(path: Path) -> dict[str, Any]:
@@ -197,15 +210,21 @@ def _load_meta(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(meta_path.read_text("utf-8"))
     except FileNotFoundError:
-        raise _fail(meta_path, "missing: this folder is not an accel_signs clip store (create one with `accel-signs synth` or `accel-signs prepare`)") from None
+        raise _fail(
+            meta_path,
+            "missing: this folder is not an accel_signs clip store (create one with `accel-signs synth` or `accel-signs prepare`)",
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise _fail(meta_path, f"not valid JSON ({e})") from None
     except OSError as e:
         raise _fail(meta_path, f"cannot be read ({e.strerror or e})") from None
     if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
-        raise _fail(meta_path, f"not a clip store description (expected \"format\": \"{STORE_FORMAT}\")")
+        raise _fail(meta_path, f'not a clip store description (expected "format": "{STORE_FORMAT}")')
     if meta.get("version") != STORE_VERSION:
-        raise _fail(meta_path, f"store version {meta.get('version')!r} is not supported (this accel_signs reads {STORE_VERSION})")
+        raise _fail(
+            meta_path,
+            f"store version {meta.get('version')!r} is not supported (this accel_signs reads {STORE_VERSION})",
+        )
     for key, kind in (("classes", list), ("signers", list), ("splits", dict), ("dtype", str)):
         if not isinstance(meta.get(key), kind):
             raise _fail(meta_path, f"key {key!r} is missing or not a {kind.__name__}")
@@ -232,9 +251,17 @@ def open_store(path: str | os.PathLike[str]) -> ClipStore:
     classes = []
     for c in meta["classes"]:
         sign = c.get("sign") if isinstance(c, dict) else None
-        if type(sign) is not int or sign < 1 or not isinstance(c.get("en", ""), str) or not isinstance(c.get("ar", ""), str):
-            raise _fail(meta_path, "each class must be an object with an integer \"sign\" >= 1 and optional "
-                        f"\"en\"/\"ar\" gloss strings, got {c!r}")
+        if (
+            type(sign) is not int
+            or sign < 1
+            or not isinstance(c.get("en", ""), str)
+            or not isinstance(c.get("ar", ""), str)
+        ):
+            raise _fail(
+                meta_path,
+                'each class must be an object with an integer "sign" >= 1 and optional '
+                f'"en"/"ar" gloss strings, got {c!r}',
+            )
         classes.append(ClassInfo(sign, c.get("en", ""), c.get("ar", "")))
     classes = tuple(classes)
     if not classes:
@@ -255,22 +282,28 @@ def open_store(path: str | os.PathLike[str]) -> ClipStore:
     return ClipStore(path, classes, signers, meta["dtype"], splits, meta, layout)
 
 
-def _open_split(root: Path, name: str, info: Any, dtype: np.dtype, num_classes: int, num_signers: int,
-                num_points: int) -> StoreSplit:
+def _open_split(
+    root: Path, name: str, info: Any, dtype: np.dtype, num_classes: int, num_signers: int, num_points: int
+) -> StoreSplit:
     directory = root / name
     if not isinstance(info, dict) or not isinstance(info.get("clips"), int) or not isinstance(info.get("frames"), int):
-        raise _fail(root / "meta.json", f"split {name!r} must record integer \"clips\" and \"frames\" counts")
+        raise _fail(root / "meta.json", f'split {name!r} must record integer "clips" and "frames" counts')
     frames_path, clips_path = directory / "frames.npy", directory / "clips.npy"
     shape, fdtype, offset = _read_npy_header(frames_path)
     if len(shape) != 3 or shape[1:] != (num_points, NUM_CHANNELS):
-        raise _fail(frames_path, f"frames must have shape (frames, {num_points}, {NUM_CHANNELS}) (the store's keypoint "
-                    f"layout has {num_points} points), got {shape}")
+        raise _fail(
+            frames_path,
+            f"frames must have shape (frames, {num_points}, {NUM_CHANNELS}) (the store's keypoint "
+            f"layout has {num_points} points), got {shape}",
+        )
     if fdtype != dtype:
         raise _fail(frames_path, f"dtype {fdtype} differs from meta.json's {dtype}")
     _check_size(frames_path, shape, fdtype, offset)
     cshape, cdtype, coffset = _read_npy_header(clips_path)
     if len(cshape) != 2 or cshape[1] != len(CLIP_COLUMNS) or cdtype != np.int64:
-        raise _fail(clips_path, f"clip index must be int64 with shape (clips, {len(CLIP_COLUMNS)}), got {cdtype} {cshape}")
+        raise _fail(
+            clips_path, f"clip index must be int64 with shape (clips, {len(CLIP_COLUMNS)}), got {cdtype} {cshape}"
+        )
     _check_size(clips_path, cshape, cdtype, coffset)
     clips = np.load(clips_path, allow_pickle=False)
     if len(clips) == 0:
@@ -282,23 +315,40 @@ def _open_split(root: Path, name: str, info: Any, dtype: np.dtype, num_classes: 
     ends = offsets + lengths
     if offsets[0] != 0 or (offsets[1:] != ends[:-1]).any():
         i = 0 if offsets[0] != 0 else int(np.argmax(offsets[1:] != ends[:-1])) + 1
-        raise _fail(clips_path, f"clip {i} starts at frame {offsets[i]}, expected {0 if i == 0 else ends[i - 1]} (clips must be back to back)")
+        raise _fail(
+            clips_path,
+            f"clip {i} starts at frame {offsets[i]}, expected {0 if i == 0 else ends[i - 1]} (clips must be back to back)",
+        )
     if ends[-1] != shape[0]:
-        raise _fail(frames_path, f"holds {shape[0]} frames, but the clip index ({clips_path.name}) covers {ends[-1]}: "
-                    + ("the frames file is shorter than its index says" if ends[-1] > shape[0] else "frames beyond the last clip"))
+        raise _fail(
+            frames_path,
+            f"holds {shape[0]} frames, but the clip index ({clips_path.name}) covers {ends[-1]}: "
+            + (
+                "the frames file is shorter than its index says"
+                if ends[-1] > shape[0]
+                else "frames beyond the last clip"
+            ),
+        )
     if cshape[0] != info["clips"] or shape[0] != info["frames"]:
-        raise _fail(root / "meta.json", f"split {name!r} records {info['clips']} clips / {info['frames']} frames, "
-                    f"but its files hold {cshape[0]} clips / {shape[0]} frames")
+        raise _fail(
+            root / "meta.json",
+            f"split {name!r} records {info['clips']} clips / {info['frames']} frames, "
+            f"but its files hold {cshape[0]} clips / {shape[0]} frames",
+        )
     bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
         i = int(np.argmax(bad))
-        raise _fail(clips_path, f"clip {i} has label {labels[i]}, outside the store's {num_classes} classes (0..{num_classes - 1})")
+        raise _fail(
+            clips_path,
+            f"clip {i} has label {labels[i]}, outside the store's {num_classes} classes (0..{num_classes - 1})",
+        )
     bad = (signers < 0) | (signers >= num_signers)
     if bad.any():
         i = int(np.argmax(bad))
         raise _fail(clips_path, f"clip {i} has signer index {signers[i]}, outside the store's {num_signers} signers")
-    return StoreSplit(name, directory, clips, shape[0], dtype, offset, _open_frame_sizes(directory, len(clips)),
-                      num_points)
+    return StoreSplit(
+        name, directory, clips, shape[0], dtype, offset, _open_frame_sizes(directory, len(clips)), num_points
+    )
 
 
 def _open_frame_sizes(directory: Path, num_clips: int) -> np.ndarray | None:
@@ -308,13 +358,19 @@ def _open_frame_sizes(directory: Path, num_clips: int) -> np.ndarray | None:
         return None
     shape, dtype, offset = _read_npy_header(path)
     if shape != (num_clips, 2) or dtype != np.float32:
-        raise _fail(path, f"frame sizes must be float32 with shape ({num_clips}, 2) (width, height per clip), got {dtype} {shape}")
+        raise _fail(
+            path,
+            f"frame sizes must be float32 with shape ({num_clips}, 2) (width, height per clip), got {dtype} {shape}",
+        )
     _check_size(path, shape, dtype, offset)
     sizes = np.load(path, allow_pickle=False)
     bad = ~np.isfinite(sizes).all(1) | (sizes < 0).any(1)
     if bad.any():
-        raise _fail(path, f"clip {int(np.argmax(bad))} has frame size {sizes[int(np.argmax(bad))].tolist()}; "
-                    "expected width, height >= 0 (0: unknown)")
+        raise _fail(
+            path,
+            f"clip {int(np.argmax(bad))} has frame size {sizes[int(np.argmax(bad))].tolist()}; "
+            "expected width, height >= 0 (0: unknown)",
+        )
     return sizes
 
 
@@ -341,8 +397,15 @@ class StoreWriter:
             w.add_clip(frames, label=0, signer=1)
     """
 
-    def __init__(self, path: str | os.PathLike[str], classes: Sequence[ClassInfo], signers: Sequence[str],
-                 dtype: str = "float32", source: dict[str, Any] | None = None, layout: KeypointLayout | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        classes: Sequence[ClassInfo],
+        signers: Sequence[str],
+        dtype: str = "float32",
+        source: dict[str, Any] | None = None,
+        layout: KeypointLayout | None = None,
+    ):
         self.path = Path(path)
         self.layout = layout or keypoint_layout()
         self.points = self.layout.num_points
@@ -379,24 +442,31 @@ class StoreWriter:
         self._frames_file = open(self._tmp / name / "frames.npy", "wb")
         self._frames_file.write(_npy_header((0, self.points, NUM_CHANNELS), self.dtype))
 
-    def add_clip(self, frames: np.ndarray, label: int, signer: int,
-                 frame_size: tuple[float, float] | None = None) -> None:
+    def add_clip(
+        self, frames: np.ndarray, label: int, signer: int, frame_size: tuple[float, float] | None = None
+    ) -> None:
         """Append one clip, (length, points, 4); label/signer index the store's classes/signers;
         `frame_size` is the (width, height) of its video in pixels, when known."""
         if self._split is None:
             raise DatasetError("add_clip before begin_split")
         frames = np.asarray(frames)
         if frames.ndim != 3 or frames.shape[1:] != (self.points, NUM_CHANNELS) or len(frames) == 0:
-            raise DatasetError(f"a clip must have shape (frames>=1, {self.points}, {NUM_CHANNELS}) (layout "
-                               f"{self.layout.name}), got {frames.shape}")
+            raise DatasetError(
+                f"a clip must have shape (frames>=1, {self.points}, {NUM_CHANNELS}) (layout "
+                f"{self.layout.name}), got {frames.shape}"
+            )
         if not 0 <= label < len(self.classes) or not 0 <= signer < len(self.signers):
             raise DatasetError(f"clip label {label} / signer {signer} out of range")
         width, height = frame_size if frame_size is not None else (0.0, 0.0)
         if not (np.isfinite(width) and np.isfinite(height) and width >= 0 and height >= 0):
-            raise DatasetError(f"frame size {frame_size} of a clip of split {self._split!r}: expected width, height >= 0")
+            raise DatasetError(
+                f"frame size {frame_size} of a clip of split {self._split!r}: expected width, height >= 0"
+            )
         data = frames.astype(self.dtype, copy=False)
         if not np.isfinite(data).all():
-            raise DatasetError(f"a clip of split {self._split!r} holds NaN or inf values (or values too large for {self.dtype})")
+            raise DatasetError(
+                f"a clip of split {self._split!r} holds NaN or inf values (or values too large for {self.dtype})"
+            )
         self._frames_file.write(np.ascontiguousarray(data).tobytes())
         self._clips.append((self._num_frames, len(frames), int(label), int(signer)))
         self._frame_sizes.append((float(width), float(height)))
@@ -449,4 +519,3 @@ class StoreWriter:
             self._frames_file.close()
             self._frames_file = None
         shutil.rmtree(self._tmp, ignore_errors=True)
-

@@ -102,7 +102,11 @@ def _curve(rng: np.random.Generator, scale: float) -> np.ndarray:
 
 def _eval_curve(coef: np.ndarray, t: np.ndarray) -> np.ndarray:
     k = np.arange(1, 4)[:, None] * 2 * np.pi * t[None, :]  # (3, T)
-    return np.einsum("kt,kd->td", np.sin(k), coef[:, 0]) + np.einsum("kt,kd->td", np.cos(k), coef[:, 1]) - coef[:, 1].sum(0)
+    return (
+        np.einsum("kt,kd->td", np.sin(k), coef[:, 0])
+        + np.einsum("kt,kd->td", np.cos(k), coef[:, 1])
+        - coef[:, 1].sum(0)
+    )
 
 
 # MediaPipe's iris rings (refine_face_landmarks): the left centre and ring, then the right ones.
@@ -119,12 +123,17 @@ class _Generator:
         self.spec = spec
         self.layout = builtin_layout(spec.layout)
         holistic = builtin_layout("holistic543")
-        face_mirror = {holistic.sources[i][1]: holistic.sources[j][1] for i, j in enumerate(holistic.mirror)
-                       if holistic.sources[i][0] == "face"}
+        face_mirror = {
+            holistic.sources[i][1]: holistic.sources[j][1]
+            for i, j in enumerate(holistic.mirror)
+            if holistic.sources[i][0] == "face"
+        }
         self.face_mirror = np.array([face_mirror.get(i, _IRIS_MIRROR.get(i, i)) for i in range(_FACE_POINTS)])
         self.face = self._face_template(np.random.default_rng(12345))
         self.class_params = [self._class_params(np.random.default_rng([spec.seed, 1, c])) for c in range(spec.classes)]
-        self.signer_params = [self._signer_params(np.random.default_rng([spec.seed, 2, s]), s) for s in range(spec.signers)]
+        self.signer_params = [
+            self._signer_params(np.random.default_rng([spec.seed, 2, s]), s) for s in range(spec.signers)
+        ]
 
     def _face_template(self, rng: np.random.Generator) -> np.ndarray:
         """Face mesh points (478, 2) around (0, 0), symmetric under the mesh's mirror map."""
@@ -159,7 +168,8 @@ class _Generator:
         return {
             "centre": np.array([0.5 + rng.uniform(-0.05, 0.05), 0.55 + rng.uniform(-0.04, 0.04)]),
             # Camera distance; portrait framing shows the signer smaller, so the arms stay in the picture.
-            "scale": rng.uniform(0.75, 1.2) * min(1.0, _SETUPS[index % len(_SETUPS)][0] / _SETUPS[index % len(_SETUPS)][1] * 1.1),
+            "scale": rng.uniform(0.75, 1.2)
+            * min(1.0, _SETUPS[index % len(_SETUPS)][0] / _SETUPS[index % len(_SETUPS)][1] * 1.1),
             "frame_size": _SETUPS[index % len(_SETUPS)],
             "idle_seen_p": 0.97 if index % 3 == 1 else 0.3,  # how often the detector finds a resting hand
             "frames": rng.uniform(55, 95),  # mean clip length: the signer's speed
@@ -202,9 +212,19 @@ class _Generator:
         sh, shoulders_y = 0.12 * scale, centre[1] + 0.05 * scale
         head = centre + [0, -0.2 * scale] + rng.normal(0, 0.004, (length, 2)).cumsum(0) * 0.3
         # Pose: the signer's right side is on the image's left (x smaller).
-        face_marks = {0: (0, 0.0), 1: (0.015, -0.02), 2: (0.025, -0.02), 3: (0.035, -0.02), 4: (-0.015, -0.02),
-                      5: (-0.025, -0.02), 6: (-0.035, -0.02), 7: (0.06, -0.01), 8: (-0.06, -0.01), 9: (0.02, 0.04),
-                      10: (-0.02, 0.04)}
+        face_marks = {
+            0: (0, 0.0),
+            1: (0.015, -0.02),
+            2: (0.025, -0.02),
+            3: (0.035, -0.02),
+            4: (-0.015, -0.02),
+            5: (-0.025, -0.02),
+            6: (-0.035, -0.02),
+            7: (0.06, -0.01),
+            8: (-0.06, -0.01),
+            9: (0.02, 0.04),
+            10: (-0.02, 0.04),
+        }
         for i, off in face_marks.items():
             pose[:, i] = head + np.array(off) * scale
         pose[:, 11], pose[:, 12] = (centre[0] + sh, shoulders_y), (centre[0] - sh, shoulders_y)
@@ -213,11 +233,18 @@ class _Generator:
         pose[:, 14] = (pose[:, 12] + dom) / 2 + [-0.05 * scale, 0.08 * scale]
         for (left, right), finger in (((17, 18), 17), ((19, 20), 5), ((21, 22), 4)):  # pinky, index, thumb
             pose[:, left], pose[:, right] = other_hand[:, finger], dom_hand[:, finger]
-        pose[:, 23], pose[:, 24] = (centre[0] + 0.08 * scale, centre[1] + 0.45 * scale), (centre[0] - 0.08 * scale,
-                                                                                         centre[1] + 0.45 * scale)
+        pose[:, 23], pose[:, 24] = (
+            (centre[0] + 0.08 * scale, centre[1] + 0.45 * scale),
+            (centre[0] - 0.08 * scale, centre[1] + 0.45 * scale),
+        )
         for k, i in enumerate(range(25, 33)):  # knees, ankles, heels, feet: below the picture
             pose[:, i] = pose[:, 23 + i % 2] + [0, 0.3 * scale * (1 + k // 2)]
-        sources = {"pose": pose, "face": head[:, None] + self.face * scale, "right_hand": dom_hand, "left_hand": other_hand}
+        sources = {
+            "pose": pose,
+            "face": head[:, None] + self.face * scale,
+            "right_hand": dom_hand,
+            "left_hand": other_hand,
+        }
         # Drawn in units of the frame's height; MediaPipe gives x (and z) as a fraction of the width.
         width, height = sp["frame_size"]
         out = {}
@@ -235,7 +262,7 @@ class _Generator:
         # Undetected parts are all zeros: hands entering/leaving view, dropouts, an unseen resting hand.
         present_dom = rng.random(length) > 0.03
         present_dom[: rng.integers(0, 4)] = False
-        present_dom[length - rng.integers(0, 4):] = False
+        present_dom[length - rng.integers(0, 4) :] = False
         present_other = rng.random(length) < (0.97 if cp["two_handed"] else sp["idle_seen_p"])
         out["right_hand"][~present_dom] = 0
         out["left_hand"][~present_other] = 0
@@ -265,8 +292,14 @@ def write_synthetic(path: str | os.PathLike[str], spec: SynthSpec = EMBEDDED) ->
                     rng = np.random.default_rng([spec.seed, tag, label, signer])
                     for _ in range(reps):
                         writer.add_clip(gen.clip(label, signer, rng), label, signer, gen.frame_size(signer))
-    logger.info("wrote synthetic store %s (%d classes, %d signers, %d train + %d test clips per sign and signer)",
-                path, spec.classes, spec.signers, spec.reps, spec.test_reps)
+    logger.info(
+        "wrote synthetic store %s (%d classes, %d signers, %d train + %d test clips per sign and signer)",
+        path,
+        spec.classes,
+        spec.signers,
+        spec.reps,
+        spec.test_reps,
+    )
     return Path(path)
 
 
@@ -282,4 +315,3 @@ def ensure_synthetic(cache_dir: Path, spec: SynthSpec = EMBEDDED) -> Path:
             if not (path / "meta.json").exists():  # another process did not win the race either
                 raise
     return path
-
