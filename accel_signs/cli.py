@@ -3,6 +3,7 @@ and turn the library's errors into one-line messages and exit codes."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
@@ -42,293 +43,78 @@ def _fail(error: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-# CLI option -> place in the nested TrainConfig dict.
-_TRAIN_FIELDS = {
-    "data": ("data", "path"),
-    "signs": ("data", "signs"),
-    "signers": ("data", "signers"),
-    "val_fraction": ("data", "val_fraction"),
-    "num_workers": ("data", "num_workers"),
-    "data_on_device": ("data", "data_on_device"),
-    "model_size": ("model", "size"),
-    "dropout": ("model", "dropout"),
-    "drop_path": ("model", "drop_path"),
-    "input": ("model", "input", "kind"),
-    "handedness": ("model", "input", "handedness"),
-    "optimizer": ("optim", "optimizer"),
-    "schedule": ("optim", "schedule"),
-    "warmup_epochs": ("optim", "warmup_epochs"),
-    "label_smoothing": ("optim", "label_smoothing"),
-    "best_metric": ("best_metric",),
-    "lr": ("optim", "lr"),
-    "weight_decay": ("optim", "weight_decay"),
-    "lr_scaling": ("optim", "lr_scaling"),
-    "max_grad_norm": ("optim", "max_grad_norm"),
-    "output_dir": ("output_dir",),
-    "run_name": ("run_name",),
-    "num_epochs": ("num_epochs",),
-    "batch_size": ("batch_size",),
-    "seed": ("seed",),
-    "mixed_precision": ("mixed_precision",),
-    "evaluate": ("evaluate",),
-    "log_with": ("log_with",),
-    "cache_dir": ("data", "cache_dir"),
-    "debug": ("debug",),
-    "limit_batches": ("limit_batches",),
-    "compile": ("compile",),
-    "compile_mode": ("compile_mode",),
-    "val_signers": ("data", "val_signers"),
-    "test_signers": ("data", "test_signers"),
-}
-# What --debug changes unless the option is given too.
-_DEBUG_DEFAULTS = {"num_epochs": 2, "limit_batches": 5}
-
-
-def _build_train_config(ctx: typer.Context, values: dict[str, Any], config_file: Path | None):
-    """Defaults < --config file < options given on the command line."""
-    from .config import TrainConfig, load_config_file
-
-    raw: dict[str, Any] = load_config_file(config_file) if config_file else {}
-    for name, where in _TRAIN_FIELDS.items():
-        if not config_file or _given(ctx, name):
-            node = raw
-            for key in where[:-1]:
-                node = node.setdefault(key, {})
-            value = values[name]
-            node[where[-1]] = str(value) if isinstance(value, Path) else value
-    if values["debug"]:
-        file_values = load_config_file(config_file) if config_file else {}
-        for name, value in _DEBUG_DEFAULTS.items():
-            if not _given(ctx, name) and file_values.get(name) is None:
-                raw[name] = value
-    return TrainConfig.from_dict(raw)
-
-
-# Options that may differ when a run is resumed; anything else would make it another run.
-_RESUMABLE = {
-    "num_epochs",
-    "num_workers",
-    "data_on_device",
-    "evaluate",
-    "log_with",
-    "cache_dir",
-    "output_dir",
-    "compile",
-    "compile_mode",
-}
-
-
-def _resume_dir(resume: str, output_dir: Path) -> Path:
-    from .errors import CheckpointError
-
-    if resume != "latest":
-        return Path(resume)
-    runs = (
-        [*output_dir.glob("*/state/trainer.json"), *output_dir.glob("*/state.old/trainer.json")]
-        if output_dir.is_dir()
-        else []
-    )
-    if not runs:
-        raise CheckpointError(f"--resume: nothing to resume in {output_dir} (no run folder with a saved state)")
-    return max(runs, key=lambda p: p.stat().st_mtime).parent.parent
-
-
-def _resume_config(ctx: typer.Context, values: dict[str, Any], run_dir: Path):
-    """The run's own config. Options given again must keep their saved values, except those
-    that may change on resume (more epochs, other workers, trackers, ...)."""
-    from .config import TrainConfig, load_config_file
-    from .errors import CheckpointError
-
-    if not (run_dir / "config.json").exists():
-        raise CheckpointError(f"nothing to resume in {run_dir}: no config.json (is it a run folder?)")
-    from .checkpoint import recover_dir
-
-    if not (recover_dir(run_dir / "state") / "trainer.json").exists():
-        raise CheckpointError(
-            f"nothing to resume in {run_dir}: it has no complete state/ (the run stopped before its first epoch ended)"
-        )
-    raw = load_config_file(run_dir / "config.json")
-    raw["run_name"], raw["output_dir"] = run_dir.name, str(run_dir.parent)
-    used = raw.get("runtime", {}).get("data_on_device")
-    if raw.get("data", {}).get("data_on_device", "auto") == "auto" and isinstance(used, bool):
-        # The data path decides which generator draws the sampling points: keep the one the
-        # run used, which auto might not pick again with other free memory.
-        raw["data"]["data_on_device"] = "yes" if used else "no"
-    saved = TrainConfig.from_dict(raw)
-    for name in _TRAIN_FIELDS:
-        if _given(ctx, name) and name != "output_dir":
-            node = raw
-            for key in _TRAIN_FIELDS[name][:-1]:
-                node = node.setdefault(key, {})
-            node[_TRAIN_FIELDS[name][-1]] = str(values[name]) if isinstance(values[name], Path) else values[name]
-    cfg = TrainConfig.from_dict(raw)
-    for name in sorted(set(_TRAIN_FIELDS) - _RESUMABLE):
-        where = _TRAIN_FIELDS[name]
-        old, new = saved, cfg
-        for key in where:
-            old, new = getattr(old, key), getattr(new, key)
-        if old != new:
-            raise ConfigError(
-                f"--resume continues {run_dir} with its own config: --{name.replace('_', '-')} was {old!r} "
-                f"there, not {new!r} (only {', '.join('--' + n.replace('_', '-') for n in sorted(_RESUMABLE))} "
-                "may change)"
-            )
-    return cfg
-
-
 def _given(ctx: typer.Context, name: str) -> bool:
     source = ctx.get_parameter_source(name)  # typer bundles its own click: compare by name
     return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
-@app.command()
-def train(
-    ctx: typer.Context,
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            help="Clip store to train on (default: the embedded synthetic set, generated once into the cache)."
-        ),
-    ] = None,
-    output_dir: Annotated[Path, typer.Option(help="Folder that holds the run folders.")] = Path("runs"),
-    run_name: Annotated[
-        str | None, typer.Option(help="Run folder name (default: <timestamp>-signs<K>-<size>).")
-    ] = None,
-    num_epochs: Annotated[int, typer.Option(help="Epochs to train.")] = 30,
-    batch_size: Annotated[int, typer.Option(help="Batch size per process.")] = 64,
-    lr: Annotated[float, typer.Option(help="Peak learning rate for one process (scaled by --lr-scaling).")] = 1e-3,
-    weight_decay: Annotated[
-        float, typer.Option(help="Weight decay (AdamW: decoupled, not on biases and norms; adam: L2 penalty).")
-    ] = 0.05,
-    optimizer: Annotated[str, typer.Option(help="adamw, or adam (the seed's).")] = "adamw",
-    schedule: Annotated[
-        str,
-        typer.Option(
-            help="cosine (warmup, then cosine decay per step), plateau (the seed's ReduceLROnPlateau on the val loss) or constant (warmup, then flat)."
-        ),
-    ] = "cosine",
-    warmup_epochs: Annotated[float, typer.Option(help="Linear lr warmup, in epochs (cosine and constant).")] = 3.0,
-    label_smoothing: Annotated[
-        float, typer.Option(help="Label smoothing of the training loss (validation reports plain cross-entropy).")
-    ] = 0.1,
-    model_size: Annotated[
-        str, typer.Option(help="STTransformer size {t,s,m,l}_{heads}_{layers}, e.g. s_4_2, m_12_10.")
-    ] = "s_4_2",
-    dropout: Annotated[float, typer.Option(help="Dropout rate in the model.")] = 0.2,
-    drop_path: Annotated[
-        float, typer.Option(help="Stochastic depth: chance of skipping a residual branch, reached in the last block.")
-    ] = 0.1,
-    input: Annotated[
-        str,
-        typer.Option(
-            "--input",
-            help="normalized (body frame, hand shapes, motion, presence) or raw (the seed's image coordinates).",
-        ),
-    ] = "normalized",
-    handedness: Annotated[
-        bool,
-        typer.Option(
-            "--handedness/--no-handedness",
-            help="Mirror clips signed with the left hand so the dominant hand is always in the right-hand slot.",
-        ),
-    ] = True,
-    best_metric: Annotated[
-        str, typer.Option(help="What picks the best checkpoint: val_acc (ties: lower val loss) or val_loss.")
-    ] = "val_acc",
-    signs: Annotated[
-        str | None, typer.Option(help="1-based sign numbers to train on, e.g. 1-10,15 (default: all).")
-    ] = None,
-    signers: Annotated[str | None, typer.Option(help="Signer ids to use, e.g. 01,02 (default: all).")] = None,
-    val_signers: Annotated[
-        str | None, typer.Option(help="Signer-independent validation: validate on these signers, train on the others.")
-    ] = None,
-    test_signers: Annotated[
-        str | None, typer.Option(help="Signer-independent test: hold these signers out of training; test on them.")
-    ] = None,
-    val_fraction: Annotated[
-        float, typer.Option(help="Share of each (sign, signer) group held out for validation.")
-    ] = 0.2,
-    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation, shuffling and augmentation.")] = 0,
-    num_workers: Annotated[
-        int | None, typer.Option(help="DataLoader workers per process (default: 0 on CPU, up to 4 per GPU).")
-    ] = None,
-    data_on_device: Annotated[
-        str,
-        typer.Option(
-            help="auto|yes|no: hold the clips in the device's memory and sample/augment batches there (auto: on a GPU when they fit in half its free memory)."
-        ),
-    ] = "auto",
-    mixed_precision: Annotated[
-        str, typer.Option(help="auto|no|bf16|fp16; auto takes the accelerate config's, else bf16 on GPU, fp32 on CPU.")
-    ] = "auto",
-    max_grad_norm: Annotated[float, typer.Option(help="Gradient clipping norm (0 disables).")] = 1.0,
-    lr_scaling: Annotated[str, typer.Option(help="sqrt|linear|none: lr growth with the number of processes.")] = "sqrt",
-    evaluate: Annotated[
-        bool,
-        typer.Option(
-            "--eval/--no-eval", help="Evaluate the best checkpoint on the test split and draw the plots at the end."
-        ),
-    ] = True,
-    log_with: Annotated[
-        str, typer.Option(help="Accelerate trackers for the per-epoch metrics, e.g. tensorboard (comma-separated).")
-    ] = "",
-    compile: Annotated[
-        bool,
-        typer.Option(
-            "--compile", help="torch.compile the model (inductor); the log reports the compile time of the first epoch."
-        ),
-    ] = False,
-    compile_mode: Annotated[
-        str,
-        typer.Option(
-            help="torch.compile mode with --compile: default, reduce-overhead (CUDA graphs, pays at small batch on a GPU), max-autotune, max-autotune-no-cudagraphs."
-        ),
-    ] = "default",
-    limit_batches: Annotated[
-        int | None, typer.Option(help="Use only N batches per process of train and val data per epoch (a smoke test).")
-    ] = None,
-    debug: Annotated[
-        bool,
-        typer.Option(
-            "--debug",
-            help="One process, fp32, 2 epochs of 5 batches (unless given), num_workers 0, anomaly detection, deterministic algorithms, per-step logs.",
-        ),
-    ] = False,
-    config: Annotated[
-        Path | None, typer.Option(help="JSON/YAML config (e.g. a run's config.json); options given here override it.")
-    ] = None,
-    resume: Annotated[
-        str | None,
-        typer.Option(
-            "--resume",
-            metavar="[RUN_DIR]",
-            help="Continue a run from its last completed epoch (no value: the latest run in --output-dir).",
-        ),
-    ] = None,
-    cache_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="Cache for the embedded synthetic set (default: $ACCEL_SIGNS_CACHE, $XDG_CACHE_HOME/accel_signs or ~/.cache/accel_signs)."
-        ),
-    ] = None,
-) -> None:
-    """Train a model; the last line printed is the best checkpoint's folder.
+def _command(name: str, doc: str, options: list, extra: list[inspect.Parameter], body):
+    """A Typer command whose options are generated from config fields (config.option): each
+    option's flag, default and help text are those of its field, defined once in config.py."""
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    for o in options:
+        default = "" if o.default == () else o.default  # a tuple option is typed as text: "" is empty
+        if o.argument:
+            info = typer.Argument(help=o.help, show_default=False)
+            default = inspect.Parameter.empty
+        else:
+            info = typer.Option(*o.flag.split(" "), help=o.help)
+        params.append(
+            inspect.Parameter(
+                o.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[o.type, info]
+            )
+        )
+    params += extra
 
-    Run it with `accelerate launch -m accel_signs train ...` for any number of processes
-    (the same command works as `accel-signs train` for one)."""
-    values = {k: v for k, v in locals().items() if k in _TRAIN_FIELDS}
+    def command(ctx: typer.Context, **values: Any) -> None:
+        body(ctx, values)
+
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = doc
+    app.command(name=name)(command)
+
+
+def _train_config(ctx: typer.Context, values: dict[str, Any]):
+    """The config a `train` command line asks for: defaults < --config file < options given."""
+    from .config import DEBUG_DEFAULTS, TrainConfig, config_options, load_config_file, set_path
+
+    file = values["config"]
+    raw: dict[str, Any] = load_config_file(file) if file else {}
+    file_values = dict(raw)
+    for o in config_options(TrainConfig):
+        if _given(ctx, o.name):
+            set_path(raw, o.path, values[o.name])
+    if values["debug"]:
+        for name, value in DEBUG_DEFAULTS.items():
+            if not _given(ctx, name) and file_values.get(name) is None:
+                raw[name] = value
+    return TrainConfig.from_dict(raw)
+
+
+def _resume_changes(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """Options given with --resume, by field path: the library decides which may change."""
+    from .config import TrainConfig, config_options
+
+    return {
+        o.dotted: values[o.name] for o in config_options(TrainConfig) if _given(ctx, o.name) and o.name != "output_dir"
+    }
+
+
+def _train(ctx: typer.Context, values: dict[str, Any]) -> None:
     try:
-        if resume is not None:
-            if config is not None:
+        from .run import latest_run, resume_config
+        from .trainer import train as run_training
+
+        if values["resume"] is not None:
+            if values["config"] is not None:
                 raise ConfigError(
                     "--resume continues a run with its own config.json; --config cannot be combined with it"
                 )
-            run_dir = _resume_dir(resume, output_dir)
-            cfg = _resume_config(ctx, values, run_dir)
+            run_dir = latest_run(values["output_dir"]) if values["resume"] == "latest" else Path(values["resume"])
+            cfg = resume_config(run_dir, _resume_changes(ctx, values))
         else:
-            run_dir, cfg = None, _build_train_config(ctx, values, config)
-        from .trainer import train as run_training
-
+            run_dir, cfg = None, _train_config(ctx, values)
         best = run_training(cfg, resume=run_dir)
     except AccelSignsError as e:
         raise _fail(e) from None
@@ -338,46 +124,12 @@ def train(
         typer.echo(str(best))
 
 
-@app.command()
-def evaluate(
-    checkpoint: Annotated[
-        Path, typer.Argument(help="Checkpoint folder (model.safetensors + config.json), e.g. runs/<run>/best.")
-    ],
-    data: Annotated[
-        Path | None, typer.Option(help="Clip store (default: the one the checkpoint was trained on).")
-    ] = None,
-    split: Annotated[str, typer.Option(help="Split of the store to evaluate.")] = "test",
-    signers: Annotated[
-        str | None, typer.Option(help="Signer ids, e.g. 03 (default: those the checkpoint was trained on).")
-    ] = None,
-    output: Annotated[
-        Path | None, typer.Option(help="Output folder (default: <run>/eval-<split>, or <checkpoint>/eval-<split>).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option(help="Batch size per process.")] = 256,
-    num_workers: Annotated[
-        int | None, typer.Option(help="DataLoader workers per process (default: 0 on CPU, 4 per GPU).")
-    ] = None,
-    plots: Annotated[
-        bool,
-        typer.Option("--plots/--no-plots", help="Draw the confusion matrix, per-class F1 and top-confusion plots."),
-    ] = True,
-) -> None:
-    """Evaluate a checkpoint: top-1/top-5 accuracy, macro F1, per-class and per-signer results,
-    confusion matrix and plots. Works under `accelerate launch` with any number of processes."""
+def _evaluate(ctx: typer.Context, values: dict[str, Any]) -> None:
     try:
-        from .config import EvalConfig
+        from .config import EvalConfig, config_options
         from .evaluate import evaluate_checkpoint, format_summary
 
-        cfg = EvalConfig(
-            checkpoint=checkpoint,
-            data=data,
-            split=split,
-            signers=signers,
-            output=output,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            plots=plots,
-        )
+        cfg = EvalConfig(**{o.name: values[o.name] for o in config_options(EvalConfig)})
         result = evaluate_checkpoint(cfg)
     except AccelSignsError as e:
         raise _fail(e) from None
@@ -386,6 +138,56 @@ def evaluate(
     if PartialState().is_main_process:
         typer.echo(format_summary(result.summary))
         typer.echo(str(result.output))
+
+
+def _register() -> None:
+    from .config import EvalConfig, TrainConfig, config_options
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    _command(
+        "train",
+        """Train a model; the last line printed is the best checkpoint's folder.
+
+    Run it with `accelerate launch -m accel_signs train ...` for any number of processes (the
+    same command works as `accel-signs train` for one).""",
+        config_options(TrainConfig),
+        [
+            inspect.Parameter(
+                "config",
+                kw,
+                default=None,
+                annotation=Annotated[
+                    Path | None,
+                    typer.Option(help="JSON/YAML config (e.g. a run's config.json); options given here override it."),
+                ],
+            ),
+            inspect.Parameter(
+                "resume",
+                kw,
+                default=None,
+                annotation=Annotated[
+                    str | None,
+                    typer.Option(
+                        "--resume",
+                        metavar="[RUN_DIR]",
+                        help="Continue a run from its last completed epoch (no value: the latest run in --output-dir).",
+                    ),
+                ],
+            ),
+        ],
+        _train,
+    )
+    _command(
+        "evaluate",
+        """Evaluate a checkpoint: top-1/top-5 accuracy, macro F1, per-class and per-signer results,
+    confusion matrix and plots. Works under `accelerate launch` with any number of processes.""",
+        config_options(EvalConfig),
+        [],
+        _evaluate,
+    )
+
+
+_register()
 
 
 @app.command()

@@ -17,12 +17,16 @@ from .errors import ConfigError
 HEAD_SIZES = {"t": 16, "s": 32, "m": 64, "l": 128}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+# evaluate: fp32, or the autocast dtype a mixed-precision run validated in.
+EVAL_PRECISION = ("no", "bf16", "fp16")
 LR_SCALING = ("sqrt", "linear", "none")
 INPUT_KINDS = ("normalized", "raw")
 OPTIMIZERS = ("adamw", "adam")
 SCHEDULES = ("cosine", "plateau", "constant")
 BEST_METRICS = ("val_acc", "val_loss")
 CONFIG_VERSION = 2
+# What --debug changes unless the option (or the config file) says otherwise.
+DEBUG_DEFAULTS = {"num_epochs": 2, "limit_batches": 5}
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,27 @@ def parse_signers(text: str) -> tuple[str, ...]:
     return signers
 
 
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    flag: str | None = None,
+    factory: Any = None,
+    resumable: bool = False,
+    cli_type: Any = None,
+    argument: bool = False,
+) -> Any:
+    """A config field with everything about it in one place: its default, its help text, and,
+    when the command line sets it, its flag (`--lr`, `--eval/--no-eval`). `resumable`: it may
+    change when a run is resumed. `cli_type`: what the command line reads when that differs from
+    the field's type (a tuple of signers is typed as text: `01,02`). Fields without a flag are
+    set in a config file (`--config`)."""
+    meta = {"help": help, "flag": flag, "resumable": resumable, "cli_type": cli_type, "argument": argument}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass(kw_only=True)
 class AugmentConfig:
     """Train-time augmentation, applied to whole batches on their device. With the normalized
@@ -92,37 +117,42 @@ class AugmentConfig:
     handedness is canonicalised; with the raw input, mirror and affine act on image
     coordinates as in the seed project and the others are not used."""
 
-    crop_min: float = 0.8
-    """Temporal crop: each training clip is sampled from a random window of this share of it, or more."""
-    speed_min: float = 0.5
-    """Speed change: playback speed varies smoothly across the window between speed_min and speed_max."""
-    speed_max: float = 1.5
-    mirror_p: float = 0.0
-    """Probability of mirroring a clip left-right (through the layout's mirror map). 0 by default:
-    handedness canonicalisation already decides which side signs; the seed used 0.5."""
-    affine_p: float = 0.5
-    """Probability of a random rotation + scale + shift of a clip's x/y."""
-    rotate_deg: float = 15.0
-    scale_min: float = 0.85
-    scale_max: float = 1.15
-    shift: float = 0.1
-    hand_p: float = 0.5
-    """Probability, per hand, of rotating and stretching its shape about the wrist."""
-    hand_rotate_deg: float = 15.0
-    hand_scale_min: float = 0.85
-    """Each axis of a hand's shape is scaled independently within [hand_scale_min, hand_scale_max]."""
-    hand_scale_max: float = 1.15
-    noise: float = 0.01
-    """Standard deviation of Gaussian noise on detected points, in shoulder widths."""
-    part_drop_p: float = 0.1
-    """Probability, per clip and part, that a part (face, pose, the non-dominant hand) is missing
-    for the whole clip: recording set-ups differ in which parts the detector finds."""
-    frame_drop_p: float = 0.05
-    """Probability, per frame and part, that a part is missing in that frame."""
-    time_mask_p: float = 0.5
-    """Probability of masking one span of frames (every part undetected)."""
-    time_mask_max: float = 0.2
-    """Longest masked span, as a share of the sampled frames."""
+    crop_min: float = option(
+        0.8, "Temporal crop: each training clip is sampled from a random window of at least this share of it."
+    )
+    speed_min: float = option(
+        0.5, "Slowest playback speed: the speed changes smoothly across the window between speed_min and speed_max."
+    )
+    speed_max: float = option(1.5, "Fastest playback speed (see speed_min).")
+    # The seed used 0.5. Handedness canonicalisation already decides which side signs; mirroring
+    # clips at random instead cost 8 points of val accuracy on real data (docs/real_data.md).
+    mirror_p: float = option(0.0, "Probability of mirroring a clip left-right (through the layout's mirror map).")
+    affine_p: float = option(0.5, "Probability of a random rotation + scale + shift of a clip's x/y.")
+    rotate_deg: float = option(15.0, "Largest rotation of the affine augmentation, in degrees.")
+    scale_min: float = option(0.85, "Smallest scale of the affine augmentation.")
+    scale_max: float = option(1.15, "Largest scale of the affine augmentation.")
+    shift: float = option(
+        0.1, "Largest shift of the affine augmentation (shoulder widths; image fractions with --input raw)."
+    )
+    hand_p: float = option(0.5, "Probability, per hand, of rotating and stretching its shape about the wrist.")
+    hand_rotate_deg: float = option(15.0, "Largest rotation of a hand's shape, in degrees.")
+    hand_scale_min: float = option(0.85, "Smallest scale of each axis of a hand's shape (scaled independently).")
+    hand_scale_max: float = option(1.15, "Largest scale of each axis of a hand's shape.")
+    noise: float = option(0.01, "Standard deviation of Gaussian noise on detected points, in shoulder widths.")
+    part_drop_p: float = option(
+        0.1,
+        "Probability, per clip and part, that a part other than the dominant hand is missing for the whole clip (recording set-ups differ in what the detector finds).",
+    )
+    frame_drop_p: float = option(0.05, "Probability, per frame and part, that a part is missing in that frame.")
+    time_mask_p: float = option(0.5, "Probability of masking one span of frames (every part undetected).")
+    time_mask_max: float = option(0.2, "Longest masked span, as a share of the sampled frames.")
+
+    @classmethod
+    def off(cls, **changes: Any) -> AugmentConfig:
+        """No augmentation at all: training sees its clips as validation does (with `changes` on top)."""
+        none = {"crop_min": 1.0, "speed_min": 1.0, "speed_max": 1.0, "noise": 0.0}
+        none |= {name: 0.0 for name in ("mirror_p", "affine_p", "hand_p", "part_drop_p", "frame_drop_p", "time_mask_p")}
+        return cls(**(none | changes))
 
     def __post_init__(self) -> None:
         for name in ("mirror_p", "affine_p", "hand_p", "part_drop_p", "frame_drop_p", "time_mask_p", "time_mask_max"):
@@ -141,31 +171,55 @@ class AugmentConfig:
 
 @dataclass(kw_only=True)
 class DataConfig:
-    path: Path | None = None
-    """Clip store to train on; None means the embedded synthetic set (generated once into cache_dir)."""
-    signs: tuple[int, ...] | None = None
-    """1-based sign numbers to train on (class ids are remapped to 0..K-1 in this order); None: all."""
-    signers: tuple[str, ...] | None = None
-    """Signer ids to use, e.g. ("01", "02"); None: all."""
-    val_signers: tuple[str, ...] | None = None
-    """Signer-independent validation: validate on these signers' clips and train on the others
-    (val_fraction is then unused); None: a stratified share of every signer's clips."""
-    test_signers: tuple[str, ...] | None = None
-    """Signer-independent test: leave these signers out of training and validation entirely and
-    evaluate the final model on their test clips; None: test on the training signers."""
-    val_fraction: float = 0.2
-    """Share of each (sign, signer) group held out for validation, seeded and stratified."""
-    num_workers: int | None = None
-    """DataLoader worker processes; None: 0 on CPU (the model step dominates), up to 4 per GPU."""
-    data_on_device: str = "auto"
-    """Hold the training clips in the device's memory and sample/augment batches there: "yes",
-    "no" (stream from the memory-mapped store), or "auto" (on a GPU when they take at most half
-    its free memory; never on a CPU, where the store already sits in the page cache)."""
-    cache_dir: Path | None = None
-    """Where the embedded synthetic set is generated; None: default_cache_dir() when needed."""
-    seq_len: int = 50
-    """Frames per sample after TSN sampling."""
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    path: Path | None = option(
+        None,
+        "Clip store to train on (default: the embedded synthetic set, generated once into the cache).",
+        flag="--data",
+    )
+    signs: tuple[int, ...] | None = option(
+        None,
+        "1-based sign numbers to train on, e.g. 1-10,15 (default: all); class ids are remapped to 0..K-1.",
+        flag="--signs",
+        cli_type=str,
+    )
+    signers: tuple[str, ...] | None = option(
+        None, "Signer ids to use, e.g. 01,02 (default: all).", flag="--signers", cli_type=str
+    )
+    val_signers: tuple[str, ...] | None = option(
+        None,
+        "Signer-independent validation: validate on these signers, train on the others.",
+        flag="--val-signers",
+        cli_type=str,
+    )
+    test_signers: tuple[str, ...] | None = option(
+        None,
+        "Signer-independent test: hold these signers out of training and validation; test the final model on them.",
+        flag="--test-signers",
+        cli_type=str,
+    )
+    val_fraction: float = option(
+        0.2, "Share of each (sign, signer) group held out for validation, seeded and stratified.", flag="--val-fraction"
+    )
+    num_workers: int | None = option(
+        None,
+        "DataLoader workers per process (default: 0 on CPU, where the model step needs the cores; on a GPU up to 4, from the cores this process may use).",
+        flag="--num-workers",
+        resumable=True,
+    )
+    data_on_device: str = option(
+        "auto",
+        "auto|yes|no: hold the clips in the device's memory and sample/augment batches there (auto: on a GPU when they take at most half its free memory; never on a CPU).",
+        flag="--data-on-device",
+        resumable=True,
+    )
+    cache_dir: Path | None = option(
+        None,
+        "Cache for the embedded synthetic set (default: $ACCEL_SIGNS_CACHE, $XDG_CACHE_HOME/accel_signs or ~/.cache/accel_signs).",
+        flag="--cache-dir",
+        resumable=True,
+    )
+    seq_len: int = option(50, "Frames per sample after TSN sampling.")
+    augment: AugmentConfig = option(help="Train-time augmentation.", factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
@@ -198,21 +252,25 @@ class DataConfig:
 class InputConfig:
     """What the model sees of the keypoints (computed inside the model; see features.py)."""
 
-    kind: str = "normalized"
-    """"normalized": the features below; "raw": the seed's input, image coordinates as recorded
-    (the switches below are then unused and must stay at their defaults, handedness off)."""
-    body_frame: bool = True
-    """Positions relative to the shoulders' midpoint, in shoulder widths, after undoing the
-    video's aspect stretch; off: relative to the picture's centre, in picture heights."""
-    hand_shape: bool = True
-    """Each hand's points relative to its wrist, in palm sizes, plus the wrist's position."""
-    motion: bool = True
-    """First and second differences over the sampled frames."""
-    presence: bool = True
-    """The share of each part's points detected, per frame."""
-    handedness: bool = True
-    """Mirror clips whose dominant hand (seen most, held highest) is the left one, so that
-    every clip signs with the right-hand slot; in training, evaluation and predict alike."""
+    kind: str = option(
+        "normalized",
+        "normalized (body frame, hand shapes, motion, presence) or raw (the seed's image coordinates; needs --no-handedness).",
+        flag="--input",
+    )
+    body_frame: bool = option(
+        True,
+        "Positions relative to the shoulders' midpoint, in shoulder widths, after undoing the video's aspect stretch; off: relative to the picture's centre, in picture heights.",
+    )
+    hand_shape: bool = option(
+        True, "Each hand's points relative to its wrist, in palm sizes, plus the wrist's position."
+    )
+    motion: bool = option(True, "First and second differences over the sampled frames.")
+    presence: bool = option(True, "The share of each part's points detected, per frame.")
+    handedness: bool = option(
+        True,
+        "Mirror clips signed with the left hand so the dominant hand is always in the right-hand slot (training, evaluation and predict alike).",
+        flag="--handedness/--no-handedness",
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in INPUT_KINDS:
@@ -223,15 +281,18 @@ class InputConfig:
 
 @dataclass(kw_only=True)
 class ModelConfig:
-    size: str = "s_4_2"
-    """`{t,s,m,l}_{heads}_{layers}`; head widths t=16, s=32, m=64, l=128."""
-    dropout: float = 0.2
-    """The seed used 0.5; with pre-norm blocks that leaves eval-mode activations far from the
-    training ones and underfits (measured: 0.82 vs 0.97 val accuracy after 10-12 epochs)."""
-    drop_path: float = 0.1
-    """Stochastic depth: the chance that a sample skips a residual branch, rising linearly to
-    this value in the last block."""
-    input: InputConfig = field(default_factory=InputConfig)
+    size: str = option(
+        "s_4_2",
+        "STTransformer size {t,s,m,l}_{heads}_{layers} (head width 16/32/64/128), e.g. s_4_2, m_12_10.",
+        flag="--model-size",
+    )
+    # The seed used 0.5; with pre-norm blocks that leaves eval-mode activations far from the
+    # training ones and underfits (measured: 0.82 vs 0.97 val accuracy after 10-12 epochs).
+    dropout: float = option(0.2, "Dropout rate on the model's residual branches.", flag="--dropout")
+    drop_path: float = option(
+        0.1, "Stochastic depth: chance of skipping a residual branch, reached in the last block.", flag="--drop-path"
+    )
+    input: InputConfig = option(help="What the model sees of the keypoints.", factory=InputConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.input, dict):
@@ -245,27 +306,35 @@ class ModelConfig:
 
 @dataclass(kw_only=True)
 class OptimConfig:
-    optimizer: str = "adamw"
-    """adamw (decoupled weight decay) or adam (the seed's: L2 penalty in the gradient)."""
-    lr: float = 1e-3
-    """Peak learning rate for one process; scaled by lr_scaling for N processes."""
-    weight_decay: float = 0.05
-    """AdamW's decoupled decay (the seed's Adam used 1e-4 as an L2 penalty)."""
-    lr_scaling: str = "sqrt"
-    """How the lr grows with the number of processes: sqrt(N), N, or not at all."""
-    max_grad_norm: float | None = 1.0
-    """Gradient clipping norm; None or 0 disables clipping."""
-    schedule: str = "cosine"
-    """cosine: linear warmup, then cosine decay to 0 at the last epoch, per step. plateau: the
-    seed's ReduceLROnPlateau on the val loss (with unseen signers in validation the val loss
-    rises early and the lr collapses before the model has learnt). constant: warmup, then flat."""
-    warmup_epochs: float = 3.0
-    """Linear warmup from 0 (cosine and constant schedules)."""
-    label_smoothing: float = 0.1
-    plateau_factor: float = 0.2
-    plateau_patience: int = 3
-    plateau_threshold: float = 1e-4
-    """Relative improvement of the val loss that resets ReduceLROnPlateau's patience."""
+    optimizer: str = option(
+        "adamw",
+        "adamw (decoupled weight decay, none on biases and norms) or adam (the seed's: L2 penalty on everything).",
+        flag="--optimizer",
+    )
+    lr: float = option(
+        1e-3, "Peak learning rate for one process (scaled by --lr-scaling for N processes).", flag="--lr"
+    )
+    weight_decay: float = option(
+        0.05, "Weight decay (the seed's Adam used 1e-4 as an L2 penalty).", flag="--weight-decay"
+    )
+    lr_scaling: str = option("sqrt", "sqrt|linear|none: lr growth with the number of processes.", flag="--lr-scaling")
+    max_grad_norm: float | None = option(1.0, "Gradient clipping norm (0 disables).", flag="--max-grad-norm")
+    # plateau: with unseen signers in validation the val loss rises early and the lr collapses
+    # before the model has learnt (docs/real_data.md).
+    schedule: str = option(
+        "cosine",
+        "cosine (warmup, then cosine decay per step), plateau (the seed's ReduceLROnPlateau on the val loss) or constant (warmup, then flat).",
+        flag="--schedule",
+    )
+    warmup_epochs: float = option(3.0, "Linear lr warmup, in epochs (cosine and constant).", flag="--warmup-epochs")
+    label_smoothing: float = option(
+        0.1, "Label smoothing of the training loss (validation reports plain cross-entropy).", flag="--label-smoothing"
+    )
+    plateau_factor: float = option(0.2, "ReduceLROnPlateau: the factor that cuts the lr.")
+    plateau_patience: int = option(3, "ReduceLROnPlateau: epochs without a better val loss before a cut.")
+    plateau_threshold: float = option(
+        1e-4, "ReduceLROnPlateau: relative improvement of the val loss that resets the patience."
+    )
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -300,39 +369,64 @@ class OptimConfig:
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    num_epochs: int = 30
-    batch_size: int = 64
-    """Per process; the global batch is batch_size x number of processes."""
-    seed: int = 0
-    output_dir: Path = Path("runs")
-    run_name: str | None = None
-    """Run folder name under output_dir; None: `<timestamp>-signs<K>-<size>`."""
-    mixed_precision: str = "auto"
-    """auto: the `accelerate launch` config's fp16/bf16 if set, else bf16 on a GPU that has it, else fp32."""
-    evaluate: bool = True
-    """After training, evaluate the best checkpoint on the store's test split and draw the plots."""
-    log_with: tuple[str, ...] = ()
-    """Accelerate trackers to log the per-epoch metrics to, e.g. ("tensorboard",); metrics.jsonl is always written."""
-    compile: bool = False
-    """torch.compile the model (through Accelerate's dynamo plugin, inductor backend); the first
-    training step and the first validation then include compilation, reported in the log."""
-    compile_mode: str = "default"
-    """torch.compile mode with --compile: "default", "reduce-overhead" (CUDA graphs: replays a
-    whole step's kernels at once, which pays at small batch on a GPU where the step is
-    launch-bound), "max-autotune" or "max-autotune-no-cudagraphs"."""
-    limit_batches: int | None = None
-    """Use only this many batches per process of the train and the val data each epoch: a smoke test, not a real run."""
-    best_metric: str = "val_acc"
-    """What makes a checkpoint the best: the highest val accuracy (ties: lower val loss), or the
-    lowest val loss. Accuracy by default: on signers the model has not seen, the val loss of a
-    label-smoothed model rises from the first epochs while its accuracy still climbs (measured on
-    real data, docs/real_data.md), so the loss would keep an early, weak model."""
-    debug: bool = False
-    """One process, fp32, no loader workers, anomaly detection, deterministic algorithms and per-step logs of
-    shapes, lr, grad norm and memory (the CLI also defaults to 2 epochs of 5 batches)."""
+    data: DataConfig = option(help="What to train on.", factory=DataConfig)
+    model: ModelConfig = option(help="The model.", factory=ModelConfig)
+    optim: OptimConfig = option(help="Optimizer and schedule.", factory=OptimConfig)
+    num_epochs: int = option(30, "Epochs to train.", flag="--num-epochs", resumable=True)
+    batch_size: int = option(
+        64, "Batch size per process (the global batch is this x the number of processes).", flag="--batch-size"
+    )
+    seed: int = option(0, "Seed for the split, initialisation, shuffling, sampling and augmentation.", flag="--seed")
+    output_dir: Path = option(Path("runs"), "Folder that holds the run folders.", flag="--output-dir", resumable=True)
+    run_name: str | None = option(
+        None,
+        "Run folder name (default: <timestamp>-signs<K>-<size>); an existing folder is never overwritten.",
+        flag="--run-name",
+        resumable=True,
+    )
+    mixed_precision: str = option(
+        "auto",
+        "auto|no|bf16|fp16; auto takes the accelerate config's, else bf16 on a GPU that has it, fp32 on a CPU.",
+        flag="--mixed-precision",
+    )
+    evaluate: bool = option(
+        True,
+        "Evaluate the best checkpoint on the test split and draw the plots at the end.",
+        flag="--eval/--no-eval",
+        resumable=True,
+    )
+    log_with: tuple[str, ...] = option(
+        (),
+        "Accelerate trackers for the per-epoch metrics, e.g. tensorboard (comma-separated); metrics.jsonl is always written.",
+        flag="--log-with",
+        resumable=True,
+        cli_type=str,
+    )
+    compile: bool = option(
+        False,
+        "torch.compile the model (inductor); the log reports the compile time of the first epoch.",
+        flag="--compile",
+        resumable=True,
+    )
+    compile_mode: str = option(
+        "default",
+        "torch.compile mode with --compile: default, reduce-overhead (CUDA graphs, pays at small batch on a GPU), max-autotune, max-autotune-no-cudagraphs.",
+        flag="--compile-mode",
+        resumable=True,
+    )
+    limit_batches: int | None = option(
+        None, "Use only N batches per process of train and val data per epoch (a smoke test).", flag="--limit-batches"
+    )
+    # Accuracy by default: on signers the model has not seen, the val loss and accuracy
+    # disagree about the best epoch (docs/real_data.md); accuracy is what a user wants kept.
+    best_metric: str = option(
+        "val_acc", "What picks the best checkpoint: val_acc (ties: lower val loss) or val_loss.", flag="--best-metric"
+    )
+    debug: bool = option(
+        False,
+        "One process, fp32, 2 epochs of 5 batches (unless given), num_workers 0, anomaly detection, deterministic algorithms, per-step logs.",
+        flag="--debug",
+    )
 
     def __post_init__(self) -> None:
         for name, cls in (("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig)):
@@ -482,6 +576,80 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
 
 
+@dataclass(frozen=True)
+class ConfigOption:
+    """A config field that the command line sets."""
+
+    path: tuple[str, ...]  # e.g. ("optim", "lr")
+    flag: str  # "--lr", "--eval/--no-eval", or the argument's name
+    help: str
+    default: Any
+    type: Any  # what the command line reads
+    resumable: bool
+    argument: bool
+
+    @property
+    def name(self) -> str:
+        """The command's parameter name: the flag's first word, as an identifier."""
+        return self.flag.split("/")[0].lstrip("-").replace("-", "_")
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+
+def config_options(cls: type, prefix: tuple[str, ...] = ()) -> list[ConfigOption]:
+    """The fields of `cls` (nested configs included) that have a command-line flag."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            out += config_options(hint, (*prefix, f.name))
+        elif f.metadata.get("flag"):
+            default = f.default if f.default is not dataclasses.MISSING else ...
+            cli = f.metadata.get("cli_type")
+            if cli is not None:
+                cli = cli | None if default is None else cli
+            out.append(
+                ConfigOption(
+                    (*prefix, f.name),
+                    f.metadata["flag"],
+                    f.metadata["help"],
+                    default,
+                    cli or hint,
+                    f.metadata.get("resumable", False),
+                    f.metadata.get("argument", False),
+                )
+            )
+    return out
+
+
+def config_fields(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dataclasses.Field]]:
+    """Every leaf field of `cls` with its path, nested configs included."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += config_fields(hints[f.name], (*prefix, f.name))
+        else:
+            out.append(((*prefix, f.name), f))
+    return out
+
+
+def get_path(cfg: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        cfg = getattr(cfg, key)
+    return cfg
+
+
+def set_path(raw: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    """Set a value in a nested config dict (what to_dict gives and from_dict reads)."""
+    for key in path[:-1]:
+        raw = raw.setdefault(key, {})
+    raw[path[-1]] = str(value) if isinstance(value, Path) else value
+
+
 def default_cache_dir() -> Path:
     """Where the embedded synthetic data set is generated: $ACCEL_SIGNS_CACHE, else
     $XDG_CACHE_HOME/accel_signs, else ~/.cache/accel_signs."""
@@ -515,19 +683,37 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 @dataclass(kw_only=True)
 class EvalConfig:
-    checkpoint: Path
-    """Checkpoint folder (model.safetensors + config.json)."""
-    data: Path | None = None
-    """Clip store; None: the store the checkpoint was trained on."""
-    split: str = "test"
-    signers: tuple[str, ...] | None = None
-    """Signers to evaluate; None: the checkpoint's test signers if it was trained signer-independently, else
-    the signers it was trained on."""
-    output: Path | None = None
-    """Where results go; None: `<run>/eval-<split>` beside a run's best/, else `<checkpoint>/eval-<split>`."""
-    batch_size: int = 256
-    num_workers: int | None = None
-    plots: bool = True
+    checkpoint: Path = option(
+        help="Checkpoint folder (model.safetensors + config.json), e.g. runs/<run>/best.",
+        flag="checkpoint",
+        argument=True,
+    )
+    data: Path | None = option(None, "Clip store (default: the one the checkpoint was trained on).", flag="--data")
+    split: str = option("test", "Split of the store to evaluate.", flag="--split")
+    signers: tuple[str, ...] | None = option(
+        None,
+        "Signer ids, e.g. 03 (default: the checkpoint's test signers if it was trained signer-independently, else those it was trained on).",
+        flag="--signers",
+        cli_type=str,
+    )
+    output: Path | None = option(
+        None, "Output folder (default: <run>/eval-<split>, or <checkpoint>/eval-<split>).", flag="--output"
+    )
+    batch_size: int = option(256, "Batch size per process.", flag="--batch-size")
+    num_workers: int | None = option(
+        None,
+        "DataLoader workers per process (default: 0 on CPU; on a GPU up to 4, from the cores this process may use).",
+        flag="--num-workers",
+    )
+    plots: bool = option(
+        True, "Draw the confusion matrix, per-class F1 and top-confusion plots.", flag="--plots/--no-plots"
+    )
+    mixed_precision: str = option(
+        "no",
+        "no|bf16|fp16: the forward pass's precision. no (fp32) gives the same numbers on any device; bf16 or fp16 "
+        "repeats how a mixed-precision run validated, to reproduce its logged val loss.",
+        flag="--mixed-precision",
+    )
 
     def __post_init__(self) -> None:
         self.checkpoint = Path(self.checkpoint)
@@ -539,6 +725,10 @@ class EvalConfig:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
+        if self.mixed_precision not in EVAL_PRECISION:
+            raise ConfigError(
+                f"--mixed-precision must be one of {', '.join(EVAL_PRECISION)}, got {self.mixed_precision!r}"
+            )
 
     def output_dir(self) -> Path:
         if self.output is not None:

@@ -15,11 +15,14 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from .checkpoint import Checkpoint, load_checkpoint, replace_dir
+from .checkpoint import Checkpoint, load_checkpoint
+from .collective import on_main
 from .config import EvalConfig
 from .data.pipeline import ClassMap, class_map, format_ranges, make_loader, select_clips, signer_indices
 from .data.store import ClipStore, open_store
+from .data.training import default_num_workers
 from .errors import CheckpointError, DatasetError
+from .files import fresh_dir, replace_dir
 from .metrics import ClassificationReport, classification_report
 
 logger = logging.getLogger(__name__)
@@ -67,8 +70,20 @@ def check_layout(store: ClipStore, ckpt: Checkpoint) -> None:
 def evaluate_checkpoint(cfg: EvalConfig, accelerator: Accelerator | None = None) -> EvalResult:
     """Evaluate `cfg.checkpoint`, write metrics.json, per_class.csv, confusion.csv,
     predictions.csv (and plots) to the output folder from the main process, and return the
-    results on every process."""
-    accelerator = accelerator or Accelerator(mixed_precision="no")
+    results on every process. Without an `accelerator` (the `evaluate` command), it makes one
+    and leaves the process group at the end."""
+    if accelerator is not None:
+        return _evaluate(cfg, accelerator)
+    accelerator = Accelerator(mixed_precision="no")
+    try:
+        return _evaluate(cfg, accelerator)
+    finally:
+        # A gloo group left to the interpreter's exit can abort a rank ("terminate called
+        # without an active exception") after its work is done.
+        accelerator.end_training()
+
+
+def _evaluate(cfg: EvalConfig, accelerator: Accelerator) -> EvalResult:
     ckpt = load_checkpoint(cfg.checkpoint)
     data_path = cfg.data or ckpt.meta.get("data", {}).get("store")
     if data_path is None:
@@ -81,7 +96,11 @@ def evaluate_checkpoint(cfg: EvalConfig, accelerator: Accelerator | None = None)
     signers = cfg.signers or tuple(recorded.get("test_signers") or recorded.get("signers") or store.signers)
     ids = select_clips(split, classes, signer_indices(store, signers))
     split.check_finite()
-    workers = cfg.num_workers if cfg.num_workers is not None else 0 if accelerator.device.type == "cpu" else 4
+    workers = (
+        cfg.num_workers
+        if cfg.num_workers is not None
+        else default_num_workers(accelerator.device, accelerator.num_processes)
+    )
     loader = make_loader(
         split,
         ids,
@@ -96,7 +115,11 @@ def evaluate_checkpoint(cfg: EvalConfig, accelerator: Accelerator | None = None)
     model = ckpt.model.to(accelerator.device).eval()
     k = min(5, classes.num_classes)
     rows = []
-    with torch.no_grad():
+    # Not accelerator.autocast(): after training, the accelerator is the run's, and the final
+    # evaluation stays in cfg's precision (fp32 by default) whatever the run trained in.
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
+    autocast = torch.autocast(accelerator.device.type, dtype=dtype, enabled=dtype is not None)
+    with torch.no_grad(), autocast:
         for x, aspect, y, clip in loader:
             logits = model(x.flatten(2), aspect).float()  # (B, T, P, C) -> (B, T, P*C)
             loss = F.cross_entropy(logits, y, reduction="none")
@@ -122,8 +145,10 @@ def evaluate_checkpoint(cfg: EvalConfig, accelerator: Accelerator | None = None)
     class_rows = [{"id": i, "sign": c.sign, "en": c.en, "ar": c.ar} for i, c in enumerate(classes.classes)]
     summary = _summary(cfg, ckpt, store, signers, report, class_rows)
     output = cfg.output_dir()
-    if accelerator.is_main_process:
-        _write_outputs(
+    # Written by the main process; a failure (disk full, quota) reaches every process alike.
+    on_main(
+        accelerator,
+        lambda: _write_outputs(
             output,
             summary,
             report,
@@ -135,8 +160,10 @@ def evaluate_checkpoint(cfg: EvalConfig, accelerator: Accelerator | None = None)
             topk,
             table[:, 3],
             cfg.plots,
-        )
-    accelerator.wait_for_everyone()
+        ),
+        f"cannot write the evaluation results to {output}",
+        DatasetError,
+    )
     return EvalResult(report, class_rows, summary, output)
 
 
@@ -153,6 +180,7 @@ def _summary(
         "store": str(store.path.resolve()),
         "split": cfg.split,
         "signers": list(signers),
+        "mixed_precision": cfg.mixed_precision,
         "num_classes": len(classes),
         "num_samples": report.num_samples,
         "top1": report.top1,
@@ -188,12 +216,7 @@ def _write_outputs(
     plots: bool,
 ) -> None:
     """Everything into a temporary folder first; it replaces `output` only when complete."""
-    tmp = output.with_name(output.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
-    except OSError as e:
-        raise DatasetError(f"cannot create evaluation output {output}: {e.strerror or e}") from None
+    tmp = fresh_dir(output.with_name(output.name + ".tmp"))
     (tmp / "metrics.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", "utf-8")
     with open(tmp / "per_class.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -236,7 +259,10 @@ def _write_outputs(
         from .plots import plot_eval_dir
 
         plot_eval_dir(tmp)
-    replace_dir(tmp, output)
+    try:
+        replace_dir(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _num(x: float) -> str:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .config import InputConfig
-from .layout import HandRole, KeypointLayout
+from .layout import HandRole, KeypointLayout, point_slice
 
 # When the shoulders look implausibly close for the hands' size (a close-up where the pose
 # model mistakes other points for shoulders), the body scale is at least this many palm
@@ -74,6 +74,9 @@ class KeypointFeatures(nn.Module):
         self.register_buffer("mirror_index", torch.tensor(layout.mirror, dtype=torch.long), persistent=False)
         for g, name in enumerate(self.part_names):
             self.register_buffer(f"part_{g}", torch.tensor(layout.parts[name], dtype=torch.long), persistent=False)
+        # A part whose points are consecutive is read as a slice: a view, where an index copies
+        # the whole (B, T, n, 3) block (the built-in layouts' parts all are).
+        self.part_slices = [point_slice(layout.parts[name]) for name in self.part_names]
         order = [i for name in self.part_names for i in layout.parts[name]]
         self.parts_in_order = order == list(range(len(layout.names)))  # raw input: a plain reshape
 
@@ -191,7 +194,7 @@ class KeypointFeatures(nn.Module):
             )  # (B, T, P, C) -> (B, T, P*C), part by part
         out = []
         for g, name in enumerate(self.part_names):
-            index = getattr(self, f"part_{g}")
+            index = self.part_slices[g] or getattr(self, f"part_{g}")
             pts, seen = coords[:, :, index], present[:, :, index]  # (B, T, n, 3), (B, T, n)
             hand = self.hand_of_part.get(name) if self.cfg.hand_shape else None
             if hand is not None and hand.palm is None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -299,3 +300,12 @@ def karsl_glosses() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """English and Arabic glosses of the 502 KArSL signs; index = sign number - 1."""
     raw = json.loads(resources.files(__package__).joinpath("assets/karsl502_labels.json").read_text("utf-8"))
     return tuple(raw["en"]), tuple(raw["ar"])
+
+
+def point_slice(points: Sequence[int]) -> slice | None:
+    """slice(first, last + 1) when `points` are consecutive and ascending, else None: indexing a
+    tensor with the slice is a view where the index list would copy."""
+    points = list(points)
+    if points and points == list(range(points[0], points[0] + len(points))):
+        return slice(points[0], points[0] + len(points))
+    return None

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
@@ -22,32 +21,29 @@ from accelerate.utils import (
     ProjectConfiguration,
     TorchDynamoPlugin,
     broadcast,
-    gather,
     parse_flag_from_env,
     set_seed,
 )
 from torch.utils.data import DataLoader
 
-from .checkpoint import RunWriter, checkpoint_meta, load_state
-from .config import EvalConfig, TrainConfig, default_cache_dir
+from .checkpoint import checkpoint_meta
+from .collective import on_main
+from .config import EvalConfig, TrainConfig
 from .data.augment import Augmenter
-from .data.pipeline import ClassMap, class_map, make_loader, select_clips, signer_indices, stratified_split
-from .data.resident import ResidentClips, keep_on_device, resident_bytes
-from .data.store import StoreSplit, open_store
-from .data.synth import ensure_synthetic
-from .errors import AccelSignsError, ConfigError, DatasetError, LaunchError, TrainingError
+from .data.training import TrainData, training_data
+from .errors import AccelSignsError, ConfigError, LaunchError, TrainingError
 from .evaluate import evaluate_checkpoint, format_summary
-from .layout import KeypointLayout
 from .model import STTransformer
 from .optim import Schedule, make_optimizer
 from .progress import progress_bar
+from .run import Run, Runtime, resume_config
 
 logger = get_logger(__name__)
 
 
 @dataclass
 class TrainState:
-    """Progress that `save_state` must carry besides model/optimizer/scheduler/RNG."""
+    """Progress that the saved state must carry besides model/optimizer/scheduler/RNG."""
 
     epoch: int = 0
     best_val_loss: float = math.inf  # of the best epoch
@@ -65,19 +61,6 @@ class TrainState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-
-
-@dataclass
-class TrainData:
-    """What the loop needs from the store, chosen and split."""
-
-    classes: ClassMap
-    train_loader: DataLoader
-    val_loader: DataLoader
-    split_info: dict[str, Any]
-    has_test: bool  # the store has a test split to evaluate the best checkpoint on
-    on_device: bool  # the clips are held in the device's memory (--data-on-device)
-    layout: KeypointLayout  # the store's keypoint layout: the model is built for it
 
 
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
@@ -138,299 +121,186 @@ def _trackers(names: tuple[str, ...]) -> list[str]:
     return list(names)
 
 
-def prepare_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
-    """Open and validate the store, choose signs/signers, split train/val, build loaders.
-    Everything that can reject the input runs here, before the run folder exists."""
-    path = cfg.data.path
-    if path is None:
-        with accelerator.main_process_first():
-            path = ensure_synthetic(cfg.data.cache_dir or default_cache_dir())
-    store = open_store(path)
-    split = store.split("train")
-    classes = class_map(store, cfg.data.signs)
-    train_signers, val_signers, test_signers = _protocol_signers(cfg, store)
-    if val_signers:  # signer-independent validation: whole signers held out
-        train_ids = select_clips(split, classes, signer_indices(store, train_signers))
-        val_ids = select_clips(split, classes, signer_indices(store, val_signers))
-    else:
-        ids = select_clips(split, classes, signer_indices(store, train_signers))
-        train_ids, val_ids = stratified_split(ids, split, cfg.data.val_fraction, cfg.seed)
-    split.check_finite()
-    if cfg.evaluate and "test" in store.splits:  # fail now, not after hours of training
-        test = store.split("test")
-        select_clips(test, classes, signer_indices(store, test_signers or train_signers))
-        test.check_finite()
-    if cfg.limit_batches:  # a fixed, seeded subset: whole loader passes keep Accelerate's bookkeeping intact
-        rng = np.random.default_rng(cfg.seed)
-        n = cfg.limit_batches * cfg.batch_size * accelerator.num_processes
-        train_ids = np.sort(rng.permutation(train_ids)[:n])
-        val_ids = np.sort(rng.permutation(val_ids)[: 2 * n])
-    resident = _resident_clips(cfg, accelerator, split, np.concatenate([train_ids, val_ids]))
-    workers = 0 if cfg.debug else cfg.data.num_workers
-    if workers is None:  # on CPU the model step dominates and workers would take its cores
-        workers = 0 if accelerator.device.type == "cpu" else min(4, (os.cpu_count() or 1) // accelerator.num_processes)
-    common = dict(
-        seq_len=cfg.data.seq_len, num_workers=workers, pin_memory=accelerator.device.type == "cuda", resident=resident
-    )
-    aug = cfg.data.augment
-    return TrainData(
-        classes=classes,
-        on_device=resident is not None,
-        train_loader=make_loader(
-            split,
-            train_ids,
-            classes,
-            batch_size=cfg.batch_size,
-            train=True,
-            crop_min=aug.crop_min,
-            speed=(aug.speed_min, aug.speed_max),
-            **common,
-        ),
-        val_loader=make_loader(split, val_ids, classes, batch_size=2 * cfg.batch_size, train=False, **common),
-        has_test="test" in store.splits,
-        layout=store.layout,
-        split_info={
-            "store": str(Path(path).resolve()),
-            "split": split.name,
-            "signs": [c.sign for c in classes.classes],
-            "signers": list(train_signers),
-            "val_signers": list(val_signers),
-            "test_signers": list(test_signers),
-            "seed": cfg.seed,
-            "val_fraction": cfg.data.val_fraction,
-            "train_ids": train_ids.tolist(),
-            "val_ids": val_ids.tolist(),
-        },
-    )
-
-
-def _resident_clips(
-    cfg: TrainConfig, accelerator: Accelerator, split: StoreSplit, ids: np.ndarray
-) -> ResidentClips | None:
-    """Clips `ids` held on the device when --data-on-device says so and they fit; None to stream them."""
-    on_device, why = keep_on_device(
-        cfg.data.data_on_device, resident_bytes(split, ids), accelerator.device, accelerator.num_processes
-    )
-    # One path for all ranks (free memory may differ between GPUs); every rank then raises or not.
-    if accelerator.num_processes > 1 and not bool(
-        gather(torch.tensor([int(on_device)], device=accelerator.device)).all()
-    ):
-        on_device, why = False, why if not on_device else f"{why}, but not on every process"
-    if cfg.data.data_on_device == "yes" and not on_device:
-        raise DatasetError(
-            f"{why}; use --data-on-device no (stream from the memory-mapped store) or fewer signs/signers"
-        )
-    if not on_device:
-        logger.info("%s: clips streamed from the memory-mapped store", why)
-        return None
-    start = time.perf_counter()
-    resident = ResidentClips.load(split, ids, accelerator.device)
-    logger.info(
-        "%s: clips held on %s, loaded in %.1fs%s",
-        why,
-        accelerator.device,
-        time.perf_counter() - start,
-        "; --num-workers is unused (batches are made on the device)" if cfg.data.num_workers else "",
-    )
-    return resident
-
-
-def _protocol_signers(cfg: TrainConfig, store) -> tuple[list[str], list[str], list[str]]:
-    """(train, val, test) signers. Val/test signers, when given, are held out of training; the
-    test defaults to the val signers (signer-independent throughout), else the training signers."""
-    val, test = list(cfg.data.val_signers or ()), list(cfg.data.test_signers or ())
-    for option, names in (("--signers", cfg.data.signers or ()), ("--val-signers", val), ("--test-signers", test)):
-        unknown = [s for s in names if s not in store.signers]
-        if unknown:
-            raise ConfigError(
-                f"{option}: unknown signer(s) {', '.join(unknown)} in store {store.path} "
-                f"(it has {', '.join(store.signers)})"
-            )
-    train = [s for s in (cfg.data.signers or store.signers) if s not in val and s not in test]
-    if not train:
-        raise ConfigError(
-            f"no signer left to train on: --signers {','.join(cfg.data.signers or store.signers)} minus "
-            f"--val-signers/--test-signers {','.join(dict.fromkeys(val + test))}"
-        )
-    return train, val, test or val
-
-
-def train(cfg: TrainConfig, resume: Path | None = None) -> Path:
-    """Train a model as `cfg` says, or continue the run folder `resume` from its last
-    completed epoch; returns the best checkpoint's folder."""
+def train(cfg: TrainConfig | None = None, resume: Path | None = None) -> Path:
+    """Train a model as `cfg` says, or continue the run folder `resume` from its last completed
+    epoch (with `cfg` None, the run's own config; else `cfg` may differ from it only where a
+    resume allows: run.resume_config). Returns the best checkpoint's folder."""
+    if resume is not None:
+        cfg = resume_config(resume, cfg)
+    elif cfg is None:
+        raise ConfigError("train() needs a TrainConfig, or resume=<run folder>")
     accelerator = make_accelerator(cfg)
+    try:
+        return _train(cfg, accelerator, Path(resume) if resume is not None else None)
+    except AccelSignsError:
+        # Raised on every process together (collective.py): leave the process group cleanly, so
+        # no process is torn down by a peer that exits while it still holds the group.
+        accelerator.end_training()
+        raise
+
+
+def _train(cfg: TrainConfig, accelerator: Accelerator, resume: Path | None) -> Path:
     set_seed(cfg.seed)
     if cfg.debug:
         _enable_debug_checks(accelerator)
-    data = prepare_data(cfg, accelerator)
-    layout = data.layout
-    model = STTransformer(
-        data.classes.num_classes,
-        cfg.model.size,
-        layout=layout,
-        input=cfg.model.input,
-        seq_len=cfg.data.seq_len,
-        dropout=cfg.model.dropout,
-        drop_path=cfg.model.drop_path,
-    )
+    data = training_data(cfg, accelerator)
+    model = STTransformer.from_config(cfg.model, data.classes.num_classes, data.layout, cfg.data.seq_len)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # gloo (CPU) has no SyncBatchNorm
     lr = cfg.optim.scaled_lr(accelerator.num_processes)
     optimizer = make_optimizer(cfg.optim, model, lr, fused=accelerator.device.type == "cuda")
-    model, optimizer, train_loader, val_loader = accelerator.prepare(
-        model, optimizer, data.train_loader, data.val_loader
-    )
+    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, *data.loaders)
     schedule = Schedule(cfg.optim, optimizer, len(train_loader), cfg.num_epochs)
     # Augmentation draws differ per process; model init above was the same everywhere.
     set_seed(cfg.seed, device_specific=True)
-    runtime = {
-        "num_processes": accelerator.num_processes,
-        "device": accelerator.device.type,
-        "mixed_precision": accelerator.mixed_precision,
-        "lr": lr,
-        "num_workers": data.train_loader.num_workers,
-        "data_on_device": data.on_device,
-        "global_batch_size": cfg.batch_size * accelerator.num_processes,
-    }
-    run, state = _start_run(accelerator, cfg, data, runtime, resume, (model, optimizer, schedule))
+    runtime = Runtime.of(accelerator, lr, data.train_loader.num_workers, data.on_device, cfg.batch_size)
+    state = TrainState()
+    if resume is None:
+        run = Run.create(accelerator, cfg, runtime, data.split)
+    else:
+        run = Run.resume(accelerator, resume, cfg, runtime, data.split)
+        state.load_state_dict(run.load_state(model, optimizer, schedule))
+        logger.info("resuming %s after epoch %d (best epoch %d)", run.path, state.epoch, state.best_epoch)
     if cfg.log_with:
         accelerator.init_trackers(run.path.name, config=_flat(cfg.to_dict()))
-    augment = Augmenter(cfg.data.augment, layout, cfg.model.input.kind)
-    logger.info(
-        "run %s: %d classes, %d train / %d val clips, model %s (%.2fM parameters), %d process(es) on %s, "
-        "mixed precision %s, lr %.3g",
-        run.path,
-        data.classes.num_classes,
-        len(data.split_info["train_ids"]),
-        len(data.split_info["val_ids"]),
-        cfg.model.size,
-        sum(p.numel() for p in model.parameters()) / 1e6,
-        accelerator.num_processes,
-        accelerator.device,
-        accelerator.mixed_precision,
-        lr,
+    loop = Loop(
+        cfg,
+        accelerator,
+        model,
+        (optimizer, schedule),
+        (train_loader, val_loader),
+        Augmenter(cfg.data.augment, data.layout, cfg.model.input.kind),
+        run,
+        state,
+        data,
+        runtime,
     )
-
+    size = sum(p.numel() for p in model.parameters()) / 1e6
+    logger.info(
+        f"run {run.path}: {data.classes.num_classes} classes, {len(data.split.train_ids)} train / "
+        f"{len(data.split.val_ids)} val clips, model {cfg.model.size} ({size:.2f}M parameters), "
+        f"{accelerator.num_processes} process(es) on {accelerator.device}, mixed precision "
+        f"{accelerator.mixed_precision}, lr {lr:.3g}"
+    )
     first_epoch = state.epoch + 1
     for epoch in range(first_epoch, cfg.num_epochs + 1):
-        start = time.perf_counter()
-        lr_now = optimizer.param_groups[0]["lr"]
-        train_loss, seen = train_one_epoch(accelerator, model, (optimizer, schedule), train_loader, augment, cfg, epoch)
-        val_start = time.perf_counter()
-        val_loss, val_acc = evaluate(accelerator, model, val_loader)
-        if cfg.compile and epoch == first_epoch:
-            logger.info(
-                "torch.compile: epoch %d took %.1fs, its validation %.1fs, compilation included (later epochs "
-                "show the compiled speed)",
-                epoch,
-                val_start - start,
-                time.perf_counter() - val_start,
-            )
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            kept = f"the best checkpoint so far is {run.best_dir}" if state.best_epoch else "no checkpoint was saved"
-            raise TrainingError(
-                f"epoch {epoch}: the loss is not finite (train {train_loss}, val {val_loss}): training "
-                f"diverged; lower --lr or check the data ({kept})"
-            )
-        schedule.step_epoch(val_loss)
-        seconds = time.perf_counter() - start
-        metrics = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": lr_now,
-            "seconds": round(seconds, 3),
-            "samples_per_s": round(seen / seconds, 1),
-        }
-        state.epoch = epoch
-        if state.improved(cfg.best_metric, val_loss, val_acc):
-            state.best_val_loss, state.best_val_acc, state.best_epoch = val_loss, val_acc, epoch
-            meta = checkpoint_meta(
-                cfg,
-                data.classes.classes,
-                epoch,
-                metrics,
-                {k: v for k, v in data.split_info.items() if not k.endswith("_ids")},
-                runtime,
-                layout,
-            )
-            run.save_best(model, meta)
-        run.log_epoch(metrics)
-        run.save_state(model, optimizer, schedule, state.state_dict())
-        logger.info(
-            "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  lr %.3g  %.1fs  %.0f samples/s%s",
-            epoch,
-            cfg.num_epochs,
-            train_loss,
-            val_loss,
-            val_acc,
-            lr_now,
-            seconds,
-            seen / seconds,
-            "  *best*" if state.best_epoch == epoch else "",
-        )
-
+        run_epoch(loop, epoch, compiling=cfg.compile and epoch == first_epoch)
     logger.info(
-        "best epoch %d (by %s): val_loss %.4f, val_acc %.4f; checkpoint %s",
-        state.best_epoch,
-        cfg.best_metric,
-        state.best_val_loss,
-        state.best_val_acc,
-        run.best_dir,
+        f"best epoch {state.best_epoch} (by {cfg.best_metric}): val_loss {state.best_val_loss:.4f}, "
+        f"val_acc {state.best_val_acc:.4f}; checkpoint {run.best_dir}"
     )
-    if cfg.evaluate:
-        evaluate_after_training(cfg, accelerator, run, data)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    accelerator.free_memory()
+    finish(cfg, accelerator, run, data)
     return run.best_dir
 
 
-def _start_run(
-    accelerator: Accelerator,
-    cfg: TrainConfig,
-    data: TrainData,
-    runtime: dict[str, Any],
-    resume: Path | None,
-    trained: tuple,
-) -> tuple[RunWriter, TrainState]:
-    """A new run folder, or the `resume` one with model, optimizer, scheduler, RNG and progress restored."""
-    state = TrainState()
-    if resume is None:
-        run = RunWriter.create(accelerator, cfg, data.classes.num_classes, runtime)
-        run.write_json("split.json", data.split_info)
-        return run, state
-    run = RunWriter.open(accelerator, resume, data.split_info)
-    # The resumed config (e.g. more epochs) becomes the run's, so a second resume keeps it.
-    run.write_json("config.json", {**cfg.to_dict(), "runtime": {**runtime, "run_name": run.path.name}})
-    state.load_state_dict(load_state(accelerator, run.path / "state", *trained))
-    run.truncate_metrics(state.epoch)
-    logger.info("resuming %s after epoch %d (best epoch %d)", run.path, state.epoch, state.best_epoch)
-    return run, state
+@dataclass
+class Loop:
+    """What every epoch works on."""
+
+    cfg: TrainConfig
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optim: tuple[torch.optim.Optimizer, Schedule]
+    loaders: tuple[DataLoader, DataLoader]  # prepared: train, val
+    augment: Augmenter
+    run: Run
+    state: TrainState
+    data: TrainData
+    runtime: Runtime
 
 
-def evaluate_after_training(cfg: TrainConfig, accelerator: Accelerator, run: RunWriter, data: TrainData) -> None:
-    """Evaluate the best checkpoint on the test split (if the store has one) and draw the plots.
-    The run has succeeded by now: a failure here is reported, not raised."""
-    store, test_signers = Path(data.split_info["store"]), data.split_info["test_signers"]
+def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]:
+    """Train one epoch, validate, keep the best checkpoint, log, save the state."""
+    cfg, accelerator, state, run = loop.cfg, loop.accelerator, loop.state, loop.run
+    (optimizer, schedule), (train_loader, val_loader) = loop.optim, loop.loaders
+    start, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+    train_loss, seen = train_one_epoch(accelerator, loop.model, loop.optim, train_loader, loop.augment, cfg, epoch)
+    val_start = time.perf_counter()
+    val_loss, val_acc = validate(accelerator, loop.model, val_loader)
+    if compiling:
+        logger.info(
+            f"torch.compile: epoch {epoch} took {val_start - start:.1f}s, its validation "
+            f"{time.perf_counter() - val_start:.1f}s, compilation included (later epochs show the compiled speed)"
+        )
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        kept = f"the best checkpoint so far is {run.best_dir}" if state.best_epoch else "no checkpoint was saved"
+        raise TrainingError(
+            f"epoch {epoch}: the loss is not finite (train {train_loss}, val {val_loss}): "
+            f"training diverged; lower --lr or check the data ({kept})"
+        )
+    schedule.step_epoch(val_loss)
+    seconds = time.perf_counter() - start
+    metrics = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "lr": lr,
+        "seconds": round(seconds, 3),
+        "samples_per_s": round(seen / seconds, 1),
+    }
+    state.epoch = epoch
+    best = state.improved(cfg.best_metric, val_loss, val_acc)
+    if best:
+        state.best_val_loss, state.best_val_acc, state.best_epoch = val_loss, val_acc, epoch
+        meta = checkpoint_meta(
+            cfg,
+            loop.data.classes.classes,
+            epoch,
+            metrics,
+            loop.data.split.summary(),
+            loop.runtime.to_dict(),
+            loop.data.layout,
+        )
+        run.save_best(loop.model, meta)
+    run.log_epoch(metrics)
+    accelerator.log({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+    run.save_state(loop.model, optimizer, schedule, state.state_dict())
+    logger.info(
+        f"epoch {epoch}/{cfg.num_epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}  "
+        f"val_acc {val_acc:.4f}  lr {lr:.3g}  {seconds:.1f}s  {seen / seconds:.0f} samples/s"
+        + ("  *best*" if best else "")
+    )
+    return metrics
+
+
+def finish(cfg: TrainConfig, accelerator: Accelerator, run: Run, data: TrainData) -> None:
+    """Evaluate the best checkpoint on the test split (when asked and the store has one), draw the
+    training curves, and close the trackers and the process group. A failure reaches every
+    process alike (no one waits in a barrier for a process that gave up) and is raised there."""
+    from .plots import plot_training_curves
+
     try:
-        if data.has_test:
+        if cfg.evaluate and data.has_test:
             result = evaluate_checkpoint(
-                EvalConfig(checkpoint=run.best_dir, data=store, split="test", signers=tuple(test_signers) or None),
+                EvalConfig(
+                    checkpoint=run.best_dir,
+                    data=Path(data.split.store),
+                    split="test",
+                    signers=tuple(data.split.test_signers) or None,
+                ),
                 accelerator,
             )
             logger.info("best checkpoint on the test split (%s):\n%s", result.output, format_summary(result.summary))
             accelerator.log({f"test/{k}": result.summary[k] for k in ("top1", "top5", "macro_f1")}, step=cfg.num_epochs)
-        else:
-            logger.warning("store %s has no test split: skipped the final evaluation", store)
+        elif cfg.evaluate:
+            logger.warning("store %s has no test split: skipped the final evaluation", data.split.store)
+        if cfg.evaluate:
+            on_main(
+                accelerator,
+                lambda: plot_training_curves(run.path),
+                f"cannot draw the training curves of {run.path}",
+                TrainingError,
+            )
     except AccelSignsError as e:
-        logger.error(
-            "the final evaluation failed (the checkpoint is saved; retry with `accel-signs evaluate %s`): %s",
-            run.best_dir,
-            e,
-        )
-    run.draw_training_curves()
+        raise TrainingError(
+            f"the final evaluation failed; the best checkpoint is saved (retry with `accel-signs "
+            f"evaluate {run.best_dir}`): {e}"
+        ) from None
+    finally:
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+        accelerator.free_memory()
 
 
 def _check_finite(accelerator: Accelerator, bad_step: torch.Tensor, epoch: int) -> None:
@@ -493,17 +363,23 @@ def train_one_epoch(
     cfg: TrainConfig,
     epoch: int,
 ) -> tuple[float, int]:
-    """One pass over the training data; returns (mean loss over all processes, samples seen by all)."""
+    """One pass over the training data; returns (mean loss over every clip, clips seen), counted
+    exactly: the samples Accelerate repeats to even out the shards are left out, so 1 and N
+    processes report the same numbers."""
     optimizer, schedule = optim
     model.train()
     loader.set_epoch(epoch)
     totals = torch.zeros(2, device=accelerator.device)  # loss sum, sample count; summed without a sync per step
+    last = torch.zeros(0, device=accelerator.device)  # the last batch's per-sample losses, padding dropped
     bad_step = torch.zeros((), dtype=torch.long, device=accelerator.device)  # first step with a non-finite loss
     with progress_bar(f"epoch {epoch}/{cfg.num_epochs}", len(loader), accelerator.is_main_process) as advance:
         for step, (x, aspect, y, _) in enumerate(loader, 1):
             x = x.flatten(2)  # (B, T, P, C) -> (B, T, P*C)
             with accelerator.accumulate(model):
-                loss = F.cross_entropy(model(x, aspect, augment=augment), y, label_smoothing=cfg.optim.label_smoothing)
+                losses = F.cross_entropy(
+                    model(x, aspect, augment=augment), y, reduction="none", label_smoothing=cfg.optim.label_smoothing
+                )
+                loss = losses.mean()
                 accelerator.backward(loss)
                 grad_norm = None
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm:
@@ -514,21 +390,25 @@ def train_one_epoch(
                     schedule.step_batch()
             if cfg.debug:
                 _log_step(accelerator, step, x, y, loss, grad_norm, optimizer.param_groups[0]["lr"])
-            totals[0] += loss.detach().float() * len(y)  # Python numbers: no host-to-device copy, no sync
-            totals[1] += len(y)
+            if accelerator.gradient_state.end_of_dataloader:
+                # Only the last batch holds repeated samples; gather_for_metrics drops them.
+                last = accelerator.gather_for_metrics(losses.detach().float())
+            else:
+                totals[0] += losses.detach().float().sum()
+                totals[1] += len(y)  # a Python number: no host-to-device copy, no sync
             bad_step = torch.where((bad_step == 0) & ~torch.isfinite(loss.detach()), step, bad_step)
             if step % 20 == 0 or step == len(loader):  # one small sync every 20 steps
                 _check_finite(accelerator, bad_step, epoch)
             advance()
     loss_sum, count = accelerator.reduce(totals, reduction="sum").tolist()
-    return loss_sum / count, int(count)
+    return (loss_sum + float(last.sum())) / (count + len(last)), int(count) + len(last)
 
 
 @torch.no_grad()
-def evaluate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader) -> tuple[float, float]:
+def validate(accelerator: Accelerator, model: torch.nn.Module, loader: DataLoader) -> tuple[float, float]:
     """Exact mean loss and accuracy over every clip of a prepared loader, on every process."""
     model.eval()
-    # DDP keeps BatchNorm statistics per process; evaluate every shard with the main
+    # DDP keeps BatchNorm statistics per process; validate every shard with the main
     # process's, which are the ones the checkpoint saves.
     broadcast(list(model.buffers()), from_process=0)
     per_sample = []

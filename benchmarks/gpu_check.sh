@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
 # All GPU checks in one run, for a GPU machine lent for a few minutes (README, Performance).
 #
-#   benchmarks/gpu_check.sh SEED_BENCH_DIR OUT_DIR
+#   benchmarks/gpu_check.sh [OUT_DIR]
 #
-# SEED_BENCH_DIR holds the seed loop's seed_loop.py (../shared/bench on our machines; copy it
-# into the repo when only the repo travels); OUT_DIR receives the logs and JSON tables
-# (bench/results by default). Uses the python3 that holds a CUDA PyTorch and Accelerate.
+# OUT_DIR receives the logs and JSON tables (bench/results by default). The seed loop peer is
+# benchmarks/seed_loop.py. Uses the python3 that holds a CUDA PyTorch and Accelerate.
 set -uo pipefail
-SEED=${1:-../shared/bench}
-OUT=${2:-bench/results}
+OUT=${1:-bench/results}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 ACCEL_SIGNS_CACHE=/tmp/accel_signs_cache
 launch=(python3 -m accelerate.commands.launch --num_processes 1 --num_machines 1 --dynamo_backend no)
@@ -23,9 +21,9 @@ timeout 150 "${launch[@]}" --mixed_precision bf16 -m accel_signs train --num-epo
   --output-dir /tmp/gpu-runs 2>&1 | tee "$OUT/gpu-train.log" || status=1
 
 # 2. Throughput beside the seed loop: eager, then compiled with CUDA graphs.
-timeout 200 "${launch[@]}" --mixed_precision bf16 benchmarks/throughput.py --seed-bench "$SEED" \
+timeout 200 "${launch[@]}" --mixed_precision bf16 benchmarks/throughput.py \
   --sizes s_4_2,s_4_6 --batches 64,256,1024 --steps 50 --out "$OUT" 2>&1 | tee "$OUT/gpu-throughput.log" || status=1
-timeout 200 "${launch[@]}" --mixed_precision bf16 benchmarks/throughput.py --seed-bench "$SEED" \
+timeout 200 "${launch[@]}" --mixed_precision bf16 benchmarks/throughput.py \
   --sizes s_4_2 --batches 64,1024 --steps 50 --compile --compile-mode reduce-overhead --out "$OUT" 2>&1 \
   | tee "$OUT/gpu-throughput-compiled.log" || status=1
 exit $status

@@ -38,7 +38,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import libras  # noqa: E402
 import nsl  # noqa: E402
-
 from accel_signs.config import SEED_RECIPE  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

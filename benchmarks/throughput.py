@@ -6,7 +6,7 @@
 
 Builds one synthetic KArSL-sized data set (random KArSL-shaped clips of 40-120 frames, 502
 classes), writes it as a clip store, then times for every size and batch:
-  seed       the seed loop (../shared/bench/seed_loop.py): per-sample numpy sampling and
+  seed       the seed loop (benchmarks/seed_loop.py): per-sample numpy sampling and
              augmentation in Dataset.__getitem__, 0 workers, autocast bf16 + GradScaler on GPU
   ours       accel_signs' real training step (trainer.train_one_epoch) with the data path that
              `--data-on-device auto` picks on this device: Accelerate's prepared loader,
@@ -17,7 +17,7 @@ classes), writes it as a clip store, then times for every size and batch:
              gathers on the host (--workers worker processes), pinned, non-blocking copies,
              augmentation on the device
   model      the model step alone on a batch already on the device (the upper bound for ours)
-  eval       accel_signs' evaluation (trainer.evaluate) on the same clips
+  eval       accel_signs' validation pass (trainer.validate) on the same clips
 and prints samples/s, the ratio to the seed loop and peak memory; the table also goes to
 bench/results/throughput-<device>-<time>.json.
 """
@@ -73,7 +73,7 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
     from accel_signs.data.store import open_store
     from accel_signs.layout import keypoint_layout
     from accel_signs.model import STTransformer
-    from accel_signs.trainer import evaluate, train_one_epoch
+    from accel_signs.trainer import train_one_epoch, validate
 
     store = open_store(store_path)
     split, cmap = store.split("train"), class_map(store, None)
@@ -127,10 +127,10 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
     peak = _peak_mib(device)
 
     evl = loader(steps, False, auto)
-    evaluate(accelerator, model, loader(1, False, auto))  # warm-up
+    validate(accelerator, model, loader(1, False, auto))  # warm-up
     _sync(device)
     start = time.perf_counter()
-    evaluate(accelerator, model, evl)
+    validate(accelerator, model, evl)
     _sync(device)
     evaluation = len(evl.dataset) / (time.perf_counter() - start)
 
@@ -168,22 +168,15 @@ def main() -> None:
         "the seed loop: 0, as its train.py)",
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    ap.add_argument(
-        "--seed-bench",
-        type=Path,
-        default=ROOT.parent / "shared" / "bench",
-        help="folder holding the seed loop's seed_loop.py",
-    )
     ap.add_argument("--compile", action="store_true", help="torch.compile our model (as train --compile)")
     ap.add_argument("--compile-mode", default="default", help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
     args = ap.parse_args()
 
-    if not (args.seed_bench / "seed_loop.py").is_file():
-        sys.exit(f"error: no seed_loop.py in {args.seed_bench} (give --seed-bench)")
-    sys.path.insert(0, str(args.seed_bench))
-    import seed_loop
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # seed_loop.py, beside this file
     from accelerate import Accelerator
     from accelerate.utils import TorchDynamoPlugin
+
+    import seed_loop
 
     # Mixed precision from `accelerate launch`/config: bf16 on a GPU, say.
     accelerator = Accelerator(

@@ -11,10 +11,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+# The speed settings every test's training uses: a tiny model, small batches, no loader workers.
+FAST = ["--model-size", "t_2_1", "--batch-size", "8", "--num-workers", "0"]
+
 
 def train_tiny_run(store: Path, out: Path, *args: str) -> Path:
-    """Train run `r` of model t_2_1 at batch 16 on `store` through the CLI (in this process);
-    returns its folder."""
+    """Train run `r` on `store` with the FAST settings through the CLI (in this process); returns
+    its folder. Options in `args` win over FAST's."""
     from typer.testing import CliRunner
 
     from accel_signs.cli import app
@@ -29,10 +32,7 @@ def train_tiny_run(store: Path, out: Path, *args: str) -> Path:
             str(out),
             "--run-name",
             "r",
-            "--model-size",
-            "t_2_1",
-            "--batch-size",
-            "16",
+            *FAST,
             *args,
         ],
     )
@@ -46,6 +46,22 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def launch_command(target: list[str], processes: int = 2, config_file: Path | None = None) -> list[str]:
+    """`accelerate launch --multi_gpu --num_processes N TARGET...`: with ACCELERATE_USE_CPU=1 in
+    the environment (cli_env), N real ranks on gloo. Both the flag and the variable are needed:
+    `--cpu --num_processes N` and a MULTI_CPU config start one process, and `--multi_gpu` without
+    ACCELERATE_USE_CPU=1 on a machine without GPUs starts N unconnected copies. With
+    `config_file`, that config decides instead. TARGET: `-m accel_signs ...` or a script."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch"]
+    if config_file is not None:
+        return [*launch, "--config_file", str(config_file), "--main_process_port", str(_free_port()), *target]
+    if processes > 1:
+        launch += ["--multi_gpu", "--num_processes", str(processes), "--main_process_port", str(_free_port())]
+    else:
+        launch += ["--num_processes", "1"]
+    return [*launch, "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *target]
+
+
 def accelerate_launch(
     args: list[str],
     tmp_path: Path,
@@ -54,27 +70,9 @@ def accelerate_launch(
     env: dict[str, str] | None = None,
     config_file: Path | None = None,
 ) -> subprocess.CompletedProcess:
-    """`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes N -m accel_signs ...`:
-    N real ranks on gloo (see DESIGN.md for why both the flag and the variable are needed).
-    With `config_file`, that config decides instead."""
-    launch = [sys.executable, "-m", "accelerate.commands.launch"]
-    if config_file is not None:
-        launch += ["--config_file", str(config_file), "--main_process_port", str(_free_port()), "-m", "accel_signs"]
-        return subprocess.run(
-            launch + args,
-            env=env or cli_env(tmp_path, ACCELERATE_USE_CPU="1"),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    if processes > 1:
-        launch += ["--multi_gpu", "--num_processes", str(processes), "--main_process_port", str(_free_port())]
-    else:
-        launch += ["--num_processes", "1"]
-    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "accel_signs"]
+    """The CLI (`-m accel_signs ARGS`) under launch_command."""
     return subprocess.run(
-        launch + args,
+        launch_command(["-m", "accel_signs", *args], processes, config_file),
         env=env or cli_env(tmp_path, ACCELERATE_USE_CPU="1"),
         cwd=tmp_path,
         capture_output=True,
@@ -86,26 +84,9 @@ def accelerate_launch(
 def accelerate_launch_script(
     script: Path, args: list[str], tmp_path: Path, processes: int = 2, timeout: int = 300
 ) -> subprocess.CompletedProcess:
-    """A test script of our own under N real ranks on gloo, as `accelerate_launch` runs the CLI."""
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        str(processes),
-        "--main_process_port",
-        str(_free_port()),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        str(script),
-    ]
+    """A test script of our own under launch_command, as `accelerate_launch` runs the CLI."""
     return subprocess.run(
-        launch + args,
+        launch_command([str(script), *args], processes),
         env=cli_env(tmp_path, ACCELERATE_USE_CPU="1"),
         cwd=tmp_path,
         capture_output=True,

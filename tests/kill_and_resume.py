@@ -2,7 +2,11 @@
 ends exactly where an uninterrupted run ends.
 
     python tests/kill_and_resume.py --kills 20            # the check behind the README's claim
-    python tests/kill_and_resume.py --kills 3 --epochs 6  # quick (the test suite runs this)
+    python tests/kill_and_resume.py --kills 2 --epochs 40 # quick (the test suite runs this)
+
+It does the kills it was asked for: without --epochs the run is sized to them (a kill comes at
+most MAX_DELAY_S after a start, so a run that needs more than kills x MAX_DELAY_S of training
+cannot finish first); with --epochs, a run that finishes before the last kill is a failure.
 
 After every kill it checks that the best checkpoint (if one was written yet) loads and that
 the saved state is complete. At the end it compares every metrics.jsonl line (epoch, losses,
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -30,6 +35,7 @@ from accel_signs.checkpoint import load_checkpoint
 from accel_signs.data.synth import SynthSpec, write_synthetic
 
 KEYS = ("epoch", "train_loss", "val_loss", "val_acc", "lr")
+MIN_DELAY_S, MAX_DELAY_S = 1.0, 5.0  # between a (re)start and its kill; startup included
 
 
 def train_cmd(store: Path, out: Path, epochs: int, resume: bool) -> list[str]:
@@ -65,10 +71,22 @@ def same_weights(a: Path, b: Path) -> bool:
     return x.keys() == y.keys() and all(bool((x[k] == y[k]).all()) for k in x)
 
 
+def size_run(store: Path, work: Path, env: dict[str, str], kills: int) -> int:
+    """Epochs the killed run needs so that it cannot finish before `kills` kills: time two
+    epochs, then ask for twice the training that kills x MAX_DELAY_S could ever do."""
+    subprocess.run(train_cmd(store, work / "calibrate", 2, False), env=env, check=True, stdout=subprocess.DEVNULL)
+    epoch_s = min(
+        json.loads(line)["seconds"] for line in (work / "calibrate" / "r" / "metrics.jsonl").read_text().splitlines()
+    )
+    epochs = max(10, math.ceil(2 * kills * MAX_DELAY_S / max(epoch_s, 1e-3)))
+    print(json.dumps({"epoch_seconds": epoch_s, "epochs": epochs}), flush=True)
+    return epochs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=20)
-    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--epochs", type=int, default=None, help="default: sized to the kills (see above)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     ap.add_argument("--workdir", type=Path)
     args = ap.parse_args()
@@ -76,6 +94,8 @@ def main() -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCEL_SIGNS_CACHE": str(work / "cache")}
     store = write_synthetic(work / "store", SynthSpec(classes=6, signers=2, reps=6, seed=1))
     rng = random.Random(args.seed)
+    if args.epochs is None:
+        args.epochs = size_run(store, work, env, args.kills)
 
     start = time.perf_counter()
     subprocess.run(train_cmd(store, work / "ref", args.epochs, False), env=env, check=True, stdout=subprocess.DEVNULL)
@@ -95,10 +115,20 @@ def main() -> int:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        delay = rng.uniform(1.0, 5.0)  # startup included: some kills land before the first epoch ends
+        delay = rng.uniform(MIN_DELAY_S, MAX_DELAY_S)  # startup included: some kills land before an epoch ends
         try:
             proc.wait(timeout=delay)
-            break  # finished before the kill came
+            print(
+                json.dumps(
+                    {
+                        "kills": kills,
+                        "error": f"the run finished before kill {kills + 1} of {args.kills}; "
+                        "give more --epochs (or none, to size the run to the kills)",
+                    }
+                ),
+                flush=True,
+            )
+            return 1
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -118,6 +148,7 @@ def main() -> int:
     ref = work / "ref" / "r"
     result = {
         "kills": kills,
+        "kills_asked": args.kills,
         "fresh_starts": fresh_starts,
         "final_exit": final.returncode,
         "epochs": args.epochs,
@@ -129,7 +160,8 @@ def main() -> int:
     print(json.dumps(result))
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
-    return 0 if result["metrics_equal"] and result["best_weights_equal"] and result["final_weights_equal"] else 1
+    ok = result["metrics_equal"] and result["best_weights_equal"] and result["final_weights_equal"]
+    return 0 if ok and kills == args.kills else 1
 
 
 if __name__ == "__main__":

@@ -11,9 +11,10 @@ from pathlib import Path
 import torch
 
 from accel_signs.config import DataConfig, TrainConfig
+from accel_signs.data.training import training_data
 from accel_signs.layout import keypoint_layout
 from accel_signs.model import STTransformer
-from accel_signs.trainer import evaluate, make_accelerator, prepare_data
+from accel_signs.trainer import make_accelerator, validate
 
 
 def main() -> None:
@@ -22,7 +23,7 @@ def main() -> None:
     for mode in ("no", "yes"):
         cfg = TrainConfig(data=DataConfig(path=store, data_on_device=mode), batch_size=5)
         accelerator = accelerator or make_accelerator(cfg)
-        data = prepare_data(cfg, accelerator)
+        data = training_data(cfg, accelerator)
         torch.manual_seed(0)
         model = STTransformer(data.classes.num_classes, "t_2_1", layout=keypoint_layout())
         model, train, val = accelerator.prepare(model, data.train_loader, data.val_loader)
@@ -34,8 +35,8 @@ def main() -> None:
         result[mode] = {
             "on_device": data.on_device,
             "epochs": epochs,
-            "val": evaluate(accelerator, model, val),
-            "train_ids": data.split_info["train_ids"],
+            "val": validate(accelerator, model, val),
+            "train_ids": data.split.train_ids,
         }
     (out / f"rank{accelerator.process_index}.json").write_text(json.dumps(result))
     accelerator.wait_for_everyone()

@@ -4,13 +4,14 @@ import json
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, read_metrics, recompute_val
 from typer.testing import CliRunner
 
+import helpers
 from accel_signs.cli import app
+from helpers import assert_one_line_error, read_metrics, recompute_val
 
 runner = CliRunner()
-FAST = ["--model-size", "t_2_1", "--batch-size", "16"]
+FAST = [*helpers.FAST]
 
 
 def _train(tmp_path, *args):

@@ -5,12 +5,12 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import accelerate_launch, assert_one_line_error, train_tiny_run
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
 from accel_signs.data.synth import SynthSpec, write_synthetic
 from accel_signs.plots import plot_confusion, plot_per_class_f1, plot_top_confusions
+from helpers import accelerate_launch, assert_one_line_error, train_tiny_run
 
 runner = CliRunner()
 
@@ -184,3 +184,34 @@ def test_log_with_unknown_tracker(tiny_store, tmp_path):
     assert result.exit_code == 1
     assert_one_line_error(result.stderr, "unknown tracker 'nosuchtracker'")
     assert not (tmp_path / "runs").exists()
+
+
+def test_evaluate_in_the_runs_precision_reproduces_its_val_loss(tiny_store, tmp_path):
+    """A bf16 run validates under autocast; `evaluate --mixed-precision bf16` on the same clips
+    (the validation signer's) gets the val loss it logged. fp32, evaluate's default, need not."""
+    import subprocess
+    import sys
+
+    from helpers import FAST, cli_env
+
+    # A process of its own: Accelerate's state (its precision included) is one per process.
+    args = ["train", "--data", str(tiny_store), "--output-dir", str(tmp_path), "--run-name", "r", *FAST]
+    args += ["--num-epochs", "1", "--signs", "2-5", "--val-signers", "02", "--mixed-precision", "bf16", "--no-eval"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "accel_signs", *args], env=cli_env(tmp_path), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "r"
+    assert json.loads((run / "config.json").read_text())["runtime"]["mixed_precision"] == "bf16"
+    logged = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    losses = {}
+    for precision in ("bf16", "no"):
+        out = tmp_path / f"eval-{precision}"
+        args = ["evaluate", str(run / "best"), "--split", "train", "--signers", "02", "--output", str(out)]
+        result = runner.invoke(app, [*args, "--no-plots", "--mixed-precision", precision])
+        assert result.exit_code == 0, result.output
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["mixed_precision"] == precision and m["num_samples"] > 0
+        losses[precision] = m["mean_loss"]
+    assert losses["bf16"] == pytest.approx(logged["val_loss"], rel=2e-3)
+    assert losses["no"] == pytest.approx(logged["val_loss"], rel=5e-2)  # close, but computed in fp32

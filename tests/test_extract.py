@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import train_tiny_run
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
+from helpers import train_tiny_run
 
 mp = pytest.importorskip("mediapipe", reason="the extract extra is not installed (pip install 'accel-signs[extract]')")
 cv2 = pytest.importorskip("cv2")

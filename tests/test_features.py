@@ -158,29 +158,13 @@ def _augment(cfg: AugmentConfig, seed=0):
     return coords, present, *Augmenter(cfg, LAYOUT)(coords, present)
 
 
-OFF = dict(
-    crop_min=1.0,
-    speed_min=1.0,
-    speed_max=1.0,
-    mirror_p=0.0,
-    affine_p=0.0,
-    hand_p=0.0,
-    noise=0.0,
-    part_drop_p=0.0,
-    frame_drop_p=0.0,
-    time_mask_p=0.0,
-)
-
-
 def test_augmentation_off_is_identity():
-    coords, present, c2, p2 = _augment(AugmentConfig(**OFF))
+    coords, present, c2, p2 = _augment(AugmentConfig.off())
     assert torch.equal(c2, coords) and torch.equal(p2, present)
 
 
 def test_hand_augmentation_rotates_about_the_wrist():
-    coords, present, c2, p2 = _augment(
-        AugmentConfig(**{**OFF, "hand_p": 1.0, "hand_scale_min": 1.0, "hand_scale_max": 1.0})
-    )
+    coords, present, c2, p2 = _augment(AugmentConfig.off(hand_p=1.0, hand_scale_min=1.0, hand_scale_max=1.0))
     lo, hi = RH
     w = LAYOUT.hands[0].wrist
     seen = present[:, :, lo:hi].all(-1)
@@ -193,7 +177,7 @@ def test_hand_augmentation_rotates_about_the_wrist():
 
 def test_dropped_points_are_zero_and_the_dominant_hand_is_never_dropped_whole():
     coords, present, c2, p2 = _augment(
-        AugmentConfig(**{**OFF, "part_drop_p": 1.0, "time_mask_p": 1.0, "time_mask_max": 0.5, "noise": 0.05})
+        AugmentConfig.off(part_drop_p=1.0, time_mask_p=1.0, time_mask_max=0.5, noise=0.05)
     )
     assert (c2[~p2] == 0).all()
     assert not (p2 & ~present).any()  # augmentation never invents points

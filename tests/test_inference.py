@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, train_tiny_run
 from typer.testing import CliRunner
 
 from accel_signs.checkpoint import load_checkpoint
 from accel_signs.cli import app
 from accel_signs.data.store import open_store
+from helpers import assert_one_line_error, train_tiny_run
 
 runner = CliRunner()
 

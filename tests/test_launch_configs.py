@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.commands.config.config_args import load_config_from_file
+
+import helpers
 from helpers import accelerate_launch, assert_one_line_error, cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "accelerate_configs").glob("*.yaml"))
-FAST = ["--model-size", "t_2_1", "--batch-size", "8", "--num-epochs", "1", "--no-eval"]
+FAST = [*helpers.FAST, "--num-epochs", "1", "--no-eval"]
 
 
 def test_there_is_a_config_for_each_case():

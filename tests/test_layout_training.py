@@ -5,13 +5,13 @@ import json
 
 import numpy as np
 import pytest
-from helpers import train_tiny_run
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
 from accel_signs.data.store import open_store
 from accel_signs.data.synth import SynthSpec, write_synthetic
 from accel_signs.layout import BUILTIN
+from helpers import train_tiny_run
 
 runner = CliRunner()
 

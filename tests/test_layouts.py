@@ -5,12 +5,12 @@ import json
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
 from accel_signs.errors import ConfigError
 from accel_signs.layout import BUILTIN, builtin_layout, load_layout, parse_layout
+from helpers import assert_one_line_error
 
 runner = CliRunner()
 SIZES = {"karsl184": 184, "holistic543": 543, "pose33-hands42": 75, "pose33": 33}

@@ -84,9 +84,8 @@ def test_compiled_training_saves_plain_weights_with_the_same_outputs(tiny_store,
     import subprocess
     import sys
 
-    from helpers import cli_env
-
     from accel_signs.checkpoint import load_checkpoint
+    from helpers import cli_env
 
     # A process of its own: Accelerate keeps its state (the dynamo plugin included) per process.
     result = subprocess.run(
@@ -122,3 +121,16 @@ def test_compiled_training_saves_plain_weights_with_the_same_outputs(tiny_store,
     x, aspect = _keypoints(5), torch.tensor([1.0, 1.5, 0.5, 1.0, 2.0])
     with torch.no_grad():
         torch.testing.assert_close(torch.compile(model)(x, aspect), model(x, aspect), atol=1e-4, rtol=1e-4)
+
+
+def test_cpu_dropout_is_dropout():
+    """model.Dropout's CPU mask (torch.rand) keeps nn.Dropout's meaning: a share p zeroed, the
+    rest scaled by 1 / (1 - p), identity in eval mode."""
+    from accel_signs.model import Dropout
+
+    torch.manual_seed(0)
+    drop, x = Dropout(0.2), torch.ones(200_000)
+    y = drop(x)
+    assert set(y.unique().tolist()) == {0.0, 1.25}
+    assert (y == 0).float().mean().item() == pytest.approx(0.2, abs=0.01)
+    assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))

@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
 from accel_signs.data.store import open_store
+from helpers import assert_one_line_error
 
 runner = CliRunner()
 SIGNS, SIGNERS, SPLITS = (1, 2, 5), ("01", "02", "03"), ("train", "test")

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import accelerate_launch_script, read_metrics
 from test_cli import _train
 
 from accel_signs.data import resident as resident_module
 from accel_signs.data.pipeline import class_map, make_loader
 from accel_signs.data.resident import ResidentClips, keep_on_device, resident_bytes
 from accel_signs.data.store import open_store
+from helpers import accelerate_launch_script, read_metrics
 
 
 @pytest.mark.parametrize("chunk_bytes", [20_000, 1_000_000])  # a clip per read; many clips and gaps per read

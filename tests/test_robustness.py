@@ -14,17 +14,18 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from helpers import _free_port, assert_one_line_error, cli_env
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+import helpers
 from accel_signs.checkpoint import load_checkpoint
 from accel_signs.cli import _resume_value, app
+from helpers import assert_one_line_error, cli_env, launch_command
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--model-size", "t_2_1", "--batch-size", "16", "--no-eval", "--seed", "3"]
+FAST = [*helpers.FAST, "--no-eval", "--seed", "3"]
 
 
 def _train(tmp_path, *args, out="runs"):
@@ -109,9 +110,10 @@ def test_kill_and_resume_script(tmp_path):
     ids=["oserror", "safetensorerror"],
 )
 def test_failed_write_stops_training_and_keeps_the_previous_best(failure, tiny_store, tmp_path, monkeypatch):
-    import accel_signs.checkpoint as ckpt
+    import accel_signs.run
+    import accel_signs.state
 
-    real, calls = ckpt.save_file, []
+    real, calls = accel_signs.state.save_file, []
 
     def full_disk(*args, **kwargs):
         calls.append(args[1])
@@ -119,7 +121,8 @@ def test_failed_write_stops_training_and_keeps_the_previous_best(failure, tiny_s
             raise failure
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ckpt, "save_file", full_disk)
+    for module in (accel_signs.run, accel_signs.state):  # the best checkpoint's writer and the state's
+        monkeypatch.setattr(module, "save_file", full_disk)
     result = _train(tmp_path, "--data", str(tiny_store), "--num-epochs", "4", "--run-name", "r", "--lr", "3e-3")
     assert result.exit_code == 1
     assert_one_line_error(result.stderr, "No space left on device", "intact")
@@ -344,34 +347,8 @@ def test_pickles_are_never_executed(place, store_copy, trained, tmp_path):
 
 def test_killing_one_rank_ends_the_launch_quickly(tiny_store, tmp_path):
     out = tmp_path / "runs"
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--main_process_port",
-        str(_free_port()),
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "accel_signs",
-        "train",
-        "--data",
-        str(tiny_store),
-        "--output-dir",
-        str(out),
-        "--run-name",
-        "r",
-        "--num-epochs",
-        "500",
-        *FAST,
-    ]
+    args = ["train", "--data", str(tiny_store), "--output-dir", str(out), "--run-name", "r", "--num-epochs", "500"]
+    cmd = launch_command(["-m", "accel_signs", *args, *FAST])
     launcher = subprocess.Popen(
         cmd,
         env=cli_env(tmp_path, ACCELERATE_USE_CPU="1"),

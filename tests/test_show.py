@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
+from helpers import assert_one_line_error
 
 runner = CliRunner()
 

@@ -15,7 +15,7 @@ import math
 import torch
 
 from ..config import AugmentConfig
-from ..layout import KeypointLayout
+from ..layout import KeypointLayout, point_slice
 from .sampling import affine, mirror
 
 
@@ -83,18 +83,19 @@ class Augmenter:
     def _hand_shapes(self, coords: torch.Tensor, index: dict[str, torch.Tensor]) -> torch.Tensor:
         """Rotate and stretch each hand's points about its wrist, per clip and hand."""
         cfg, b, dev = self.cfg, coords.shape[0], coords.device
-        for i, (hand, _) in enumerate(self.hands):
-            points = index[f"hand_{i}"]
+        # One copy, then each hand's x, y written into it: the caller's tensor stays as it was.
+        out = coords.clone()
+        for i, (hand, points) in enumerate(self.hands):
+            points = point_slice(points) or index[f"hand_{i}"]
             r = torch.rand(b, 4, device=dev)
             angle = (r[:, 1] * 2 - 1) * math.radians(cfg.hand_rotate_deg)
             sx, sy = (cfg.hand_scale_min + r[:, 2:4] * (cfg.hand_scale_max - cfg.hand_scale_min)).unbind(-1)
             wrist = coords[:, :, hand.wrist, None, :2]  # (B, T, 1, 2)
-            rel = coords[:, :, points, :2] - wrist
-            xy = torch.einsum("bij,btpj->btpi", _rotation(angle, sx, sy), rel) + wrist
+            hand_xy = coords[:, :, points, :2]  # (B, T, n, 2)
+            xy = torch.einsum("bij,btpj->btpi", _rotation(angle, sx, sy), hand_xy - wrist) + wrist
             apply = (r[:, 0] < cfg.hand_p)[:, None, None, None]
-            moved = torch.cat([torch.where(apply, xy, coords[:, :, points, :2]), coords[:, :, points, 2:]], dim=-1)
-            coords = coords.index_copy(2, points, moved)  # not in place: autograd-safe, and the caller's tensor stays
-        return coords
+            out[:, :, points, :2] = torch.where(apply, xy, hand_xy)
+        return out
 
     def _drop(self, present: torch.Tensor, index: dict[str, torch.Tensor]) -> torch.Tensor:
         """Parts missing for a whole clip or some frames, and one masked span of frames."""

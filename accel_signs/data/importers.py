@@ -244,9 +244,9 @@ class GislrPlan:
     def __init__(self, root: Path, layout: str | None, signs: Sequence[int] | None, signers: Sequence[str] | None):
         try:
             import pyarrow.parquet  # noqa: F401
-        except ImportError:
+        except ImportError as e:
             raise DatasetError(
-                "--from gislr reads parquet files and needs pyarrow: pip install 'accel-signs[gislr]'"
+                f"--from gislr reads parquet files and needs pyarrow: pip install 'accel-signs[gislr]' ({e})"
             ) from None
         self.layout, self.missing = _layout(layout, "holistic543"), []
         index = root / "train.csv"

@@ -47,14 +47,15 @@ def class_map(store: ClipStore, signs: Sequence[int] | None) -> ClassMap:
     return ClassMap(tuple(store.classes[i] for i in chosen), lookup)
 
 
-def signer_indices(store: ClipStore, signers: Sequence[str] | None) -> np.ndarray:
-    """Store signer indices for signer ids (all when `signers` is None)."""
+def signer_indices(store: ClipStore, signers: Sequence[str] | None, option: str = "--signers") -> np.ndarray:
+    """Store signer indices for signer ids (all when `signers` is None); unknown ids are an error
+    naming `option`."""
     if signers is None:
         return np.arange(len(store.signers))
     unknown = [s for s in signers if s not in store.signers]
     if unknown:
         raise DatasetError(
-            f"--signers: unknown signer(s) {', '.join(unknown)} in store {store.path} "
+            f"{option}: unknown signer(s) {', '.join(unknown)} in store {store.path} "
             f"(it has {', '.join(store.signers)})"
         )
     return np.array([store.signers.index(s) for s in signers], dtype=np.int64)

@@ -1,6 +1,6 @@
 """Bring the seed project's keypoint files into a clip store, streaming in bounded memory.
 
-Sources (see DESIGN.md, Data):
+The seed project's sources (`--from seed-mmap` is the seed's memory-map format):
 
 - `npz`: `{root}/{signer}-{split}/{sign:04}.npz`, one float array (frames, 184, 4) per video.
 - `seed-mmap`: `{split}_X.mmap` (raw float32 frames of all clips back to back),

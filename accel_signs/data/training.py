@@ -1,0 +1,198 @@
+"""What a training run reads: the store, the protocol (which signs and signers train,
+validate and test), the train/val split, where the clips live, and the loaders.
+
+Everything that can reject the input runs here, before the run folder exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather
+from torch.utils.data import DataLoader
+
+from ..config import TrainConfig, default_cache_dir
+from ..errors import DatasetError
+from ..layout import KeypointLayout
+from .pipeline import ClassMap, class_map, make_loader, select_clips, signer_indices, stratified_split
+from .resident import ResidentClips, keep_on_device, resident_bytes
+from .store import ClipStore, StoreSplit, open_store
+from .synth import ensure_synthetic
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitInfo:
+    """Which clips a run trains and validates on (the run's split.json)."""
+
+    store: str
+    split: str
+    signs: list[int]
+    signers: list[str]
+    val_signers: list[str]
+    test_signers: list[str]
+    seed: int
+    val_fraction: float
+    train_ids: list[int]
+    val_ids: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def summary(self) -> dict[str, Any]:
+        """Without the clip ids: what a checkpoint records about its data."""
+        return {k: v for k, v in self.to_dict().items() if not k.endswith("_ids")}
+
+
+@dataclass
+class TrainData:
+    """The store, chosen and split, and its loaders."""
+
+    classes: ClassMap
+    train_loader: DataLoader
+    val_loader: DataLoader
+    split: SplitInfo
+    has_test: bool  # the store has a test split to evaluate the best checkpoint on
+    on_device: bool  # the clips are held in the device's memory (--data-on-device)
+    layout: KeypointLayout  # the store's keypoint layout: the model is built for it
+
+    @property
+    def loaders(self) -> tuple[DataLoader, DataLoader]:
+        return self.train_loader, self.val_loader
+
+
+def default_num_workers(device: torch.device, num_processes: int) -> int:
+    """Loader workers per process when --num-workers is not given: none on a CPU (the model step
+    dominates and workers would take its cores); on a GPU up to 4, sharing the cores this process
+    may use (its CPU affinity) among the processes of its machine (LOCAL_WORLD_SIZE, set by the
+    launcher; the global number of processes would leave none at many nodes)."""
+    if device.type == "cpu":
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    local = int(os.environ.get("LOCAL_WORLD_SIZE") or num_processes)
+    return max(0, min(4, cores // max(1, local)))
+
+
+def protocol_signers(cfg: TrainConfig, store: ClipStore) -> tuple[list[str], list[str], list[str]]:
+    """(train, val, test) signers. Val/test signers, when given, are held out of training; the
+    test defaults to the val signers (signer-independent throughout), else the training signers."""
+    val, test = list(cfg.data.val_signers or ()), list(cfg.data.test_signers or ())
+    for option, names in (("--signers", cfg.data.signers), ("--val-signers", val), ("--test-signers", test)):
+        signer_indices(store, names or None, option)  # unknown signers: one error, naming the option
+    train = [s for s in (cfg.data.signers or store.signers) if s not in val and s not in test]
+    if not train:
+        raise DatasetError(
+            f"no signer left to train on: --signers {','.join(cfg.data.signers or store.signers)} minus "
+            f"--val-signers/--test-signers {','.join(dict.fromkeys(val + test))}"
+        )
+    return train, val, test or val
+
+
+def training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
+    """Open and validate the store, choose signs and signers, split train/val, place the clips
+    and build the loaders (not yet prepared by Accelerate)."""
+    path = cfg.data.path
+    if path is None:
+        with accelerator.main_process_first():
+            path = ensure_synthetic(cfg.data.cache_dir or default_cache_dir())
+    store = open_store(path)
+    split = store.split("train")
+    classes = class_map(store, cfg.data.signs)
+    train_signers, val_signers, test_signers = protocol_signers(cfg, store)
+    if val_signers:  # signer-independent validation: whole signers held out
+        train_ids = select_clips(split, classes, signer_indices(store, train_signers))
+        val_ids = select_clips(split, classes, signer_indices(store, val_signers))
+    else:
+        ids = select_clips(split, classes, signer_indices(store, train_signers))
+        train_ids, val_ids = stratified_split(ids, split, cfg.data.val_fraction, cfg.seed)
+    split.check_finite()
+    if cfg.evaluate and "test" in store.splits:  # fail now, not after hours of training
+        test = store.split("test")
+        select_clips(test, classes, signer_indices(store, test_signers or train_signers))
+        test.check_finite()
+    if cfg.limit_batches:  # a fixed, seeded subset: whole loader passes keep Accelerate's bookkeeping intact
+        rng = np.random.default_rng(cfg.seed)
+        n = cfg.limit_batches * cfg.batch_size * accelerator.num_processes
+        train_ids = np.sort(rng.permutation(train_ids)[:n])
+        val_ids = np.sort(rng.permutation(val_ids)[: 2 * n])
+    resident = resident_clips(cfg, accelerator, split, np.concatenate([train_ids, val_ids]))
+    workers = 0 if cfg.debug else cfg.data.num_workers
+    if workers is None:
+        workers = default_num_workers(accelerator.device, accelerator.num_processes)
+    common = dict(
+        seq_len=cfg.data.seq_len, num_workers=workers, pin_memory=accelerator.device.type == "cuda", resident=resident
+    )
+    aug = cfg.data.augment
+    return TrainData(
+        classes=classes,
+        on_device=resident is not None,
+        train_loader=make_loader(
+            split,
+            train_ids,
+            classes,
+            batch_size=cfg.batch_size,
+            train=True,
+            crop_min=aug.crop_min,
+            speed=(aug.speed_min, aug.speed_max),
+            **common,
+        ),
+        val_loader=make_loader(split, val_ids, classes, batch_size=2 * cfg.batch_size, train=False, **common),
+        has_test="test" in store.splits,
+        layout=store.layout,
+        split=SplitInfo(
+            store=str(Path(path).resolve()),
+            split=split.name,
+            signs=[c.sign for c in classes.classes],
+            signers=list(train_signers),
+            val_signers=list(val_signers),
+            test_signers=list(test_signers),
+            seed=cfg.seed,
+            val_fraction=cfg.data.val_fraction,
+            train_ids=train_ids.tolist(),
+            val_ids=val_ids.tolist(),
+        ),
+    )
+
+
+def resident_clips(
+    cfg: TrainConfig, accelerator: Accelerator, split: StoreSplit, ids: np.ndarray
+) -> ResidentClips | None:
+    """Clips `ids` held on the device when --data-on-device says so and they fit; None to stream them."""
+    on_device, why = keep_on_device(
+        cfg.data.data_on_device, resident_bytes(split, ids), accelerator.device, accelerator.num_processes
+    )
+    # One path for all ranks (free memory may differ between GPUs); every rank then raises or not.
+    if accelerator.num_processes > 1 and not bool(
+        gather(torch.tensor([int(on_device)], device=accelerator.device)).all()
+    ):
+        on_device, why = False, why if not on_device else f"{why}, but not on every process"
+    if cfg.data.data_on_device == "yes" and not on_device:
+        raise DatasetError(
+            f"{why}; use --data-on-device no (stream from the memory-mapped store) or fewer signs/signers"
+        )
+    if not on_device:
+        logger.info("%s: clips streamed from the memory-mapped store", why)
+        return None
+    start = time.perf_counter()
+    resident = ResidentClips.load(split, ids, accelerator.device)
+    logger.info(
+        "%s: clips held on %s, loaded in %.1fs%s",
+        why,
+        accelerator.device,
+        time.perf_counter() - start,
+        "; --num-workers is unused (batches are made on the device)" if cfg.data.num_workers else "",
+    )
+    return resident

@@ -1,0 +1,283 @@
+"""The run folder's lifecycle: create or resume a run, save its best checkpoint and its state,
+log its epochs. The CLI and the Python API (`train(cfg, resume=...)`) both go through here,
+so a resumed run follows one policy whichever way it was started.
+
+A run folder::
+
+    config.json          the resolved TrainConfig and what it resolved to at run time (`runtime`)
+    split.json           the store, split, signs, signers and the train/val clip ids
+    metrics.jsonl        one JSON line per epoch
+    best/                the best model so far: model.safetensors + config.json
+    state/               the resumable training state (state.py)
+
+Only the main process writes files, except the state, where every process writes its own RNG
+state; every write that can fail reports to all processes alike (collective.py). Folders are
+written under a temporary name and renamed into place (files.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import save_file
+
+from .checkpoint import CHECKPOINT_FORMAT, CONFIG_FILE, MODEL_FILE
+from .collective import on_main
+from .config import TrainConfig, config_fields, config_options, get_path, load_config_file, set_path
+from .data.training import SplitInfo
+from .errors import CheckpointError, ConfigError
+from .files import append_line, fresh_dir, fsync_file, recover_dir, replace_dir, write_json, write_text
+from .state import load_state, plain_weights, save_state
+
+# Settings a resumed run takes from its first launch when they were left to "auto": they decide
+# how it trains (which generator draws the sampling points; the numeric precision), and "auto"
+# might pick otherwise on the new launch (other free memory; another accelerate config).
+_PINNED = {("data", "data_on_device"): "data_on_device", ("mixed_precision",): "mixed_precision"}
+
+
+@dataclass
+class Runtime:
+    """What a run's config resolved to on its launch (config.json's `runtime`)."""
+
+    num_processes: int
+    device: str
+    mixed_precision: str  # "no", "bf16" or "fp16": what auto became
+    lr: float  # the peak lr after scaling for the number of processes
+    num_workers: int
+    data_on_device: bool
+    global_batch_size: int
+    run_name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def of(
+        cls, accelerator: Accelerator, lr: float, num_workers: int, data_on_device: bool, batch_size: int
+    ) -> Runtime:
+        n = accelerator.num_processes
+        return cls(
+            n, accelerator.device.type, accelerator.mixed_precision, lr, num_workers, data_on_device, batch_size * n
+        )
+
+
+def resume_config(run_dir: Path, changes: Mapping[str, Any] | TrainConfig | None = None) -> TrainConfig:
+    """The config to continue `run_dir` with: its own, with `changes` applied where a resume
+    may change things (more epochs, other workers, trackers...).
+
+    `changes` maps dotted field paths ("num_epochs", "data.num_workers") to values, or is a
+    whole TrainConfig that must equal the run's apart from those fields. Anything else that
+    differs is refused with one line naming the option. Settings the run left to "auto"
+    (precision, data path) keep what they resolved to; an explicit other value is refused.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise CheckpointError(f"nothing to resume in {run_dir}: no config.json (is it a run folder?)")
+    if not (recover_dir(run_dir / "state") / "trainer.json").exists():
+        raise CheckpointError(
+            f"nothing to resume in {run_dir}: it has no complete state/ (the run stopped before its first epoch ended)"
+        )
+    raw = load_config_file(run_dir / "config.json")
+    runtime = raw.get("runtime") or {}
+    raw["run_name"], raw["output_dir"] = run_dir.name, str(run_dir.parent)
+    resolved = {path: runtime.get(key) for path, key in _PINNED.items()}
+    for path, value in resolved.items():
+        if get_path(TrainConfig.from_dict(raw), path) == "auto" and value is not None:
+            set_path(raw, path, ("yes" if value else "no") if isinstance(value, bool) else value)
+    saved = TrainConfig.from_dict(raw)
+    resumable = {o.path for o in config_options(TrainConfig) if o.resumable}
+    if changes is None:
+        return saved
+    if isinstance(changes, TrainConfig):
+        given = {path: get_path(changes, path) for path, _ in config_fields(TrainConfig)}
+        given = {p: v for p, v in given.items() if p not in (("run_name",), ("output_dir",))}
+    else:
+        given = {tuple(k.split(".")): v for k, v in changes.items() if k not in ("run_name", "output_dir")}
+    for path, value in given.items():
+        if path in _PINNED and value == "auto":
+            continue  # "auto" keeps what the run resolved to
+        if path in resumable:
+            set_path(raw, path, value)
+    cfg = TrainConfig.from_dict(raw)
+    flags = {o.path: o.flag.split("/")[0] for o in config_options(TrainConfig)}
+    for path, value in given.items():
+        if path in resumable or (path in _PINNED and value == "auto"):
+            continue
+        old = get_path(saved, path)
+        new = get_path(TrainConfig.from_dict(_with(raw, path, value)), path)
+        if old != new:
+            name = flags.get(path, ".".join(path))
+            allowed = ", ".join(sorted(flags[p] for p in resumable))
+            why = " (the run resolved auto to it)" if path in _PINNED else ""
+            raise ConfigError(
+                f"--resume continues {run_dir} with its own config: {name} was {old!r} there{why}, not {new!r} "
+                f"(only {allowed} may change)"
+            )
+    return cfg
+
+
+def _with(raw: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    out = json.loads(json.dumps(raw, default=str))
+    set_path(out, path, list(value) if isinstance(value, tuple) else value)
+    return out
+
+
+def latest_run(output_dir: Path) -> Path:
+    """The run folder in `output_dir` whose state was saved last."""
+    runs = [*output_dir.glob("*/state/trainer.json"), *output_dir.glob("*/state.old/trainer.json")]
+    if not runs:
+        raise CheckpointError(f"--resume: nothing to resume in {output_dir} (no run folder with a saved state)")
+    return max(runs, key=lambda p: p.stat().st_mtime).parent.parent
+
+
+class Run:
+    """An open run folder. Every method is called on every process (they line up with the
+    collectives inside); only the main process writes, and failures reach all processes."""
+
+    def __init__(self, accelerator: Accelerator, path: Path):
+        self.accelerator, self.path = accelerator, path
+
+    @property
+    def best_dir(self) -> Path:
+        return self.path / "best"
+
+    @classmethod
+    def create(cls, accelerator: Accelerator, cfg: TrainConfig, runtime: Runtime, split: SplitInfo) -> Run:
+        """A new run folder with config.json (the config, plus `runtime`) and split.json. The main
+        process picks the name and creates the folder; every process gets the same path."""
+
+        def make() -> str:
+            name = cfg.run_name
+            if name is None:
+                base = f"{datetime.now():%Y%m%d-%H%M%S}-signs{len(split.signs)}-{cfg.model.size}"
+                name, suffix = base, 2
+                while (cfg.output_dir / name).exists():
+                    name, suffix = f"{base}-{suffix}", suffix + 1
+            path = cfg.output_dir / name
+            cfg.output_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir()  # fails if it exists, even if it appeared after the name was chosen
+            except FileExistsError:
+                raise ConfigError(
+                    f"run folder {path} already exists; choose another --run-name or --output-dir"
+                ) from None
+            try:
+                write_json(path / "config.json", {**cfg.to_dict(), "runtime": {**runtime.to_dict(), "run_name": name}})
+                write_json(path / "split.json", split.to_dict())
+            except OSError:
+                shutil.rmtree(path, ignore_errors=True)  # ours: created just above
+                raise
+            return name
+
+        name = on_main(accelerator, make, f"cannot create run folder in {cfg.output_dir}", ConfigError)
+        return cls(accelerator, cfg.output_dir / name)
+
+    @classmethod
+    def resume(cls, accelerator: Accelerator, path: Path, cfg: TrainConfig, runtime: Runtime, split: SplitInfo) -> Run:
+        """An existing run folder to continue: it must hold a complete state and have been trained
+        on exactly this data; its config.json becomes the resumed config (e.g. more epochs)."""
+
+        def recover() -> None:  # a crash between the two renames of a swap left only <name>.old
+            recover_dir(path / "state")
+            recover_dir(path / "best")
+
+        on_main(accelerator, recover, f"cannot recover the saved folders of {path}", CheckpointError)
+        if not (path / "state" / "trainer.json").exists():
+            raise CheckpointError(
+                f"nothing to resume in {path}: it has no complete state/ "
+                "(the run stopped before its first epoch ended, or this is not a run folder)"
+            )
+        try:
+            saved = json.loads((path / "split.json").read_text("utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path / 'split.json'}: unreadable ({e})") from None
+        if saved.get("train_ids") != split.train_ids or saved.get("val_ids") != split.val_ids:
+            raise CheckpointError(
+                f"the data differs from what {path} was trained on (other clips in train/val): "
+                f"resume with the run's store {saved.get('store')}"
+            )
+        run = cls(accelerator, path)
+        # The resumed config (e.g. more epochs) becomes the run's, so a second resume keeps it.
+        run.write_json("config.json", {**cfg.to_dict(), "runtime": {**runtime.to_dict(), "run_name": path.name}})
+        return run
+
+    def write_json(self, name: str, data: Any) -> None:
+        on_main(
+            self.accelerator,
+            lambda: write_json(self.path / name, data),
+            f"cannot write {self.path / name}",
+            CheckpointError,
+        )
+
+    def load_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+        """Restore the saved state; drop metrics.jsonl lines of epochs after it. Returns the progress."""
+        progress = load_state(self.accelerator, self.path / "state", model, optimizer, scheduler)
+        self._truncate_metrics(int(progress["epoch"]))
+        return progress
+
+    def _truncate_metrics(self, last_epoch: int) -> None:
+        """Lines of later epochs (written before a crash), or one torn by a crash mid-write, go."""
+        path = self.path / "metrics.jsonl"
+
+        def truncate() -> None:
+            if not path.exists():
+                return
+            lines = [line for line in path.read_text("utf-8", errors="replace").splitlines() if line.strip()]
+            keep = [line for line in lines if (_epoch_of(line) or last_epoch + 1) <= last_epoch]
+            if len(keep) != len(lines):
+                write_text(path, "".join(line + "\n" for line in keep))
+
+        on_main(self.accelerator, truncate, f"cannot rewrite {path}", CheckpointError)
+
+    def log_epoch(self, metrics: dict[str, Any]) -> None:
+        """Append one line to metrics.jsonl."""
+        path = self.path / "metrics.jsonl"
+        on_main(
+            self.accelerator, lambda: append_line(path, json.dumps(metrics)), f"cannot write {path}", CheckpointError
+        )
+
+    def save_best(self, model: torch.nn.Module, meta: dict[str, Any]) -> None:
+        """model.safetensors + config.json into best/, atomically (the previous best stays
+        intact if anything fails, and every process learns of the failure)."""
+        tmp = self.path / "best.tmp"
+
+        def write() -> None:
+            try:
+                fresh_dir(tmp)
+                save_file(
+                    plain_weights(self.accelerator, model),
+                    tmp / MODEL_FILE,
+                    metadata={"format": CHECKPOINT_FORMAT, "config": json.dumps(meta, ensure_ascii=False)},
+                )
+                fsync_file(tmp / MODEL_FILE)
+                write_json(tmp / CONFIG_FILE, meta)
+                replace_dir(tmp, self.best_dir)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+
+        try:
+            on_main(self.accelerator, write, f"cannot write the best checkpoint to {self.best_dir}", CheckpointError)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}; the previous best checkpoint is intact") from None
+
+    def save_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, progress: dict[str, Any]
+    ) -> None:
+        save_state(self.accelerator, self.path / "state", model, optimizer, scheduler, progress)
+
+
+def _epoch_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return None
