@@ -55,7 +55,6 @@ class Runtime:
     num_workers: int
     data_on_device: bool
     global_batch_size: int
-    run_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,6 +130,11 @@ def _with(raw: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, A
     return out
 
 
+def _config_record(cfg: TrainConfig, runtime: Runtime, run_name: str) -> dict[str, Any]:
+    """A run's config.json: the config, and what it resolved to on this launch."""
+    return {**cfg.to_dict(), "runtime": {**runtime.to_dict(), "run_name": run_name}}
+
+
 def latest_run(output_dir: Path) -> Path:
     """The run folder in `output_dir` whose state was saved last."""
     runs = [*output_dir.glob("*/state/trainer.json"), *output_dir.glob("*/state.old/trainer.json")]
@@ -171,7 +175,7 @@ class Run:
                     f"run folder {path} already exists; choose another --run-name or --output-dir"
                 ) from None
             try:
-                write_json(path / "config.json", {**cfg.to_dict(), "runtime": {**runtime.to_dict(), "run_name": name}})
+                write_json(path / "config.json", _config_record(cfg, runtime, name))
                 write_json(path / "split.json", split.to_dict())
             except OSError:
                 shutil.rmtree(path, ignore_errors=True)  # ours: created just above
@@ -207,7 +211,7 @@ class Run:
             )
         run = cls(accelerator, path)
         # The resumed config (e.g. more epochs) becomes the run's, so a second resume keeps it.
-        run.write_json("config.json", {**cfg.to_dict(), "runtime": {**runtime.to_dict(), "run_name": path.name}})
+        run.write_json("config.json", _config_record(cfg, runtime, path.name))
         return run
 
     def write_json(self, name: str, data: Any) -> None:

@@ -84,7 +84,7 @@ def keep_on_device(mode: str, need: int, device: torch.device, processes: int) -
         where = f"the host has {free / 2**30:.2f} GiB available per process"
     if mode == "auto":
         if device.type != "cuda":
-            return False, "--data-on-device auto: on a CPU the clips are read from the memory-mapped store"
+            return False, "--data-on-device auto: on a CPU (the page-cached store is as fast)"
         return need <= _GPU_SHARE * free, f"--data-on-device auto: the clips take {need / 2**30:.2f} GiB and {where}"
     if need > free:
         return False, f"--data-on-device yes: the clips take {need / 2**30:.2f} GiB but {where}"
