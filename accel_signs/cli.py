@@ -140,8 +140,27 @@ def _evaluate(ctx: typer.Context, values: dict[str, Any]) -> None:
         typer.echo(str(result.output))
 
 
+def _serve(ctx: typer.Context, values: dict[str, Any]) -> None:
+    try:
+        from .config import config_options, set_path
+        from .serve.config import SERVE_HINT, ServeConfig
+
+        raw: dict[str, Any] = {}
+        for o in config_options(ServeConfig):
+            set_path(raw, o.path, values[o.name])
+        cfg = ServeConfig(**raw)
+        try:
+            from .serve.app import serve
+        except ImportError as e:
+            raise ConfigError(f"{SERVE_HINT} ({e})") from None
+        serve(cfg)
+    except AccelSignsError as e:
+        raise _fail(e) from None
+
+
 def _register() -> None:
     from .config import EvalConfig, TrainConfig, config_options
+    from .serve.config import ServeConfig
 
     kw = inspect.Parameter.KEYWORD_ONLY
     _command(
@@ -184,6 +203,17 @@ def _register() -> None:
         config_options(EvalConfig),
         [],
         _evaluate,
+    )
+    _command(
+        "serve",
+        """Live recognition in the browser: serve a page and a WebSocket endpoint for a checkpoint.
+
+    Open the printed address, allow the camera (or upload a video), and sign: the page draws the
+    detected skeleton, shows the top-5 with every gloss the checkpoint has, and collects the
+    accepted signs into a sentence. Needs the `serve` extra (FastAPI, uvicorn, MediaPipe).""",
+        config_options(ServeConfig),
+        [],
+        _serve,
     )
 
 
@@ -478,13 +508,17 @@ def synth(
     layout: Annotated[
         str, typer.Option(help="Built-in keypoint layout to write: karsl184, holistic543, pose33-hands42 or pose33.")
     ] = "karsl184",
+    first_sign: Annotated[
+        int, typer.Option(help="KArSL sign number of the first class, whose glosses name it (160: eat, drink, ...).")
+    ] = 1,
 ) -> None:
     """Write a KArSL-shaped, learnable synthetic data set (train and test splits) as a clip store."""
     try:
         from .data.synth import SynthSpec, write_synthetic
 
         path = write_synthetic(
-            out_dir, SynthSpec(classes=classes, signers=signers, reps=reps, seed=seed, layout=layout)
+            out_dir,
+            SynthSpec(classes=classes, signers=signers, reps=reps, seed=seed, layout=layout, first_sign=first_sign),
         )
     except AccelSignsError as e:
         raise _fail(e) from None

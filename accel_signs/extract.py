@@ -152,47 +152,101 @@ def _points(landmarks, count: int, visibility: bool) -> np.ndarray:
     return out
 
 
+POSE_MODELS = {0: "pose_landmark_lite.tflite", 1: "pose_landmark_full.tflite", 2: "pose_landmark_heavy.tflite"}
+
+
+@dataclass
+class TrackedFrame:
+    """One frame's keypoints in a layout, and what MediaPipe found in it."""
+
+    keypoints: np.ndarray  # (points, 4) float32; undetected points are 0
+    person: bool  # a pose was detected
+    hands: bool  # at least one hand was detected
+
+
+class Tracker:
+    """MediaPipe Holistic in video mode over one stream of frames (a video, or one live
+    connection): tracking carries over from frame to frame, so every stream needs its own."""
+
+    def __init__(self, layout: KeypointLayout, model_complexity: int = 1):
+        mp = _checked_mediapipe(layout, model_complexity)
+        self.layout = layout
+        self._holistic = mp.solutions.holistic.Holistic(
+            static_image_mode=False,
+            model_complexity=model_complexity,
+            refine_face_landmarks=True,
+            min_detection_confidence=0.5,
+            min_tracking_confidence=0.5,
+        )
+
+    def __call__(self, image: np.ndarray) -> TrackedFrame:
+        """image: (H, W, 3) uint8 RGB, the next frame of the stream."""
+        image.flags.writeable = False
+        r = self._holistic.process(image)
+        sources = {
+            "pose": _points(r.pose_landmarks, 33, visibility=True),
+            "face": _points(r.face_landmarks, 478, visibility=False),
+            "left_hand": _points(r.left_hand_landmarks, 21, visibility=False),
+            "right_hand": _points(r.right_hand_landmarks, 21, visibility=False),
+        }
+        frame = self.layout.assemble({k: v[None] for k, v in sources.items()})[0]  # (1, P, 4) -> (P, 4)
+        hands = r.left_hand_landmarks is not None or r.right_hand_landmarks is not None
+        return TrackedFrame(frame, r.pose_landmarks is not None, hands)
+
+    def close(self) -> None:
+        if self._holistic is not None:
+            self._holistic.close()
+            self._holistic = None
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _checked_mediapipe(layout: KeypointLayout, model_complexity: int):
+    """MediaPipe, once the layout and the pose model are known to work. Its wheels ship only the
+    complexity-1 pose model and download the others on first use; nothing may download at run
+    time here, so a missing model is an error."""
+    if any(s is None for s in layout.sources):
+        raise ConfigError(
+            f"layout {layout.name} does not name each point's MediaPipe source; extract needs one "
+            "that does (karsl184, holistic543, pose33-hands42, pose33)"
+        )
+    mp = _mediapipe()
+    if model_complexity not in POSE_MODELS:
+        raise ConfigError(f"--model-complexity must be 0, 1 or 2, got {model_complexity}")
+    model = Path(mp.__file__).parent / "modules" / "pose_landmark" / POSE_MODELS[model_complexity]
+    if not model.exists():
+        raise ConfigError(
+            f"--model-complexity {model_complexity} needs MediaPipe's {model.name}, which its wheel does not "
+            "ship (MediaPipe would download it); use --model-complexity 1, or put the file at " + str(model)
+        )
+    return mp
+
+
 class Extractor:
     """MediaPipe Holistic, set up once, for clips in one layout."""
 
     def __init__(self, layout: KeypointLayout, model_complexity: int = 1):
-        if any(s is None for s in layout.sources):
-            raise ConfigError(
-                f"layout {layout.name} does not name each point's MediaPipe source; extract needs one "
-                "that does (karsl184, holistic543, pose33-hands42, pose33)"
-            )
+        _checked_mediapipe(layout, model_complexity)  # fail now, not on the first clip
         self.layout, self.model_complexity = layout, model_complexity
-        self.mp = _mediapipe()
 
     def __call__(self, path: Path) -> ExtractResult:
         frames, width, height, fps = _frames(path)
-        sources: dict[str, list[np.ndarray]] = {"pose": [], "face": [], "left_hand": [], "right_hand": []}
-        # A new Holistic per clip: its tracking state must not carry over from the previous video.
-        with self.mp.solutions.holistic.Holistic(
-            static_image_mode=False,
-            model_complexity=self.model_complexity,
-            refine_face_landmarks=True,
-            min_detection_confidence=0.5,
-            min_tracking_confidence=0.5,
-        ) as holistic:
-            for image in frames:
-                image.flags.writeable = False
-                r = holistic.process(image)
-                sources["pose"].append(_points(r.pose_landmarks, 33, visibility=True))
-                sources["face"].append(_points(r.face_landmarks, 478, visibility=False))
-                sources["left_hand"].append(_points(r.left_hand_landmarks, 21, visibility=False))
-                sources["right_hand"].append(_points(r.right_hand_landmarks, 21, visibility=False))
-        if not sources["pose"]:
+        # A new tracker per clip: its tracking state must not carry over from the previous video.
+        with Tracker(self.layout, self.model_complexity) as track:
+            tracked = [track(image) for image in frames]
+        if not tracked:
             raise DatasetError(f"{path}: holds no frames")
-        arrays = {k: np.stack(v) for k, v in sources.items()}  # (T, n, 4) each
-        hands = (arrays["left_hand"] != 0).any(axis=(1, 2)) | (arrays["right_hand"] != 0).any(axis=(1, 2))
         return ExtractResult(
-            self.layout.assemble(arrays),
+            np.stack([t.keypoints for t in tracked]),  # (T, P, 4)
             width,
             height,
             fps,
-            int((arrays["pose"] != 0).any(axis=(1, 2)).sum()),
-            int(hands.sum()),
+            sum(t.person for t in tracked),
+            sum(t.hands for t in tracked),
         )
 
 

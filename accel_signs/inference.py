@@ -118,29 +118,34 @@ def predict(
     results = []
     for name, clip, size in read_inputs(Path(clip_path), ckpt.layout):
         size = frame_size or size  # --frame-size wins over what a video or an extracted clip says
-        aspect = torch.tensor([size[0] / size[1] if size else 1.0])
-        with torch.no_grad():
-            probs = ckpt.model(model_input(clip, ckpt.meta["model"]["seq_len"]), aspect).softmax(-1)[0]  # (classes,)
-        p, idx = probs.topk(min(top_k, len(probs)))
         results.append(
-            {
-                "clip": name,
-                "frames": len(clip),
-                "frame_size": list(size) if size else None,
-                "top": [
-                    {
-                        "rank": r + 1,
-                        "class_id": int(i),
-                        "sign": ckpt.classes[i]["sign"],
-                        "en": ckpt.classes[i]["en"],
-                        "ar": ckpt.classes[i]["ar"],
-                        "probability": round(float(q), 6),
-                    }
-                    for r, (q, i) in enumerate(zip(p, idx))
-                ],
-            }
+            {"clip": name, "frames": len(clip), "frame_size": list(size) if size else None}
+            | {"top": classify(ckpt, clip, size, top_k)}
         )
     return results
+
+
+def classify(
+    ckpt: Checkpoint, clip: np.ndarray, size: tuple[float, float] | None, top_k: int = 5
+) -> list[dict[str, Any]]:
+    """Top-k of one clip (frames, points, 4) from a video of `size` (width, height; None:
+    square), best first, with every gloss the checkpoint has. `predict` and the live server
+    both classify through here, so they give the same answer for the same keypoints."""
+    aspect = torch.tensor([size[0] / size[1] if size else 1.0])
+    with torch.no_grad():
+        probs = ckpt.model(model_input(clip, ckpt.meta["model"]["seq_len"]), aspect).softmax(-1)[0]  # (classes,)
+    p, idx = probs.topk(min(top_k, len(probs)))
+    return [
+        {
+            "rank": r + 1,
+            "class_id": int(i),
+            "sign": ckpt.classes[i]["sign"],
+            "en": ckpt.classes[i]["en"],
+            "ar": ckpt.classes[i]["ar"],
+            "probability": round(float(q), 6),
+        }
+        for r, (q, i) in enumerate(zip(p, idx))
+    ]
 
 
 def format_predictions(results: list[dict[str, Any]]) -> str:

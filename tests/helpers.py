@@ -54,9 +54,9 @@ def launch_command(target: list[str], processes: int = 2, config_file: Path | No
     `config_file`, that config decides instead. TARGET: `-m accel_signs ...` or a script."""
     launch = [sys.executable, "-m", "accelerate.commands.launch"]
     if config_file is not None:
-        return [*launch, "--config_file", str(config_file), "--main_process_port", str(_free_port()), *target]
+        return [*launch, "--config_file", str(config_file), "--main_process_port", str(free_port()), *target]
     if processes > 1:
-        launch += ["--multi_gpu", "--num_processes", str(processes), "--main_process_port", str(_free_port())]
+        launch += ["--multi_gpu", "--num_processes", str(processes), "--main_process_port", str(free_port())]
     else:
         launch += ["--num_processes", "1"]
     return [*launch, "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *target]
@@ -95,7 +95,7 @@ def accelerate_launch_script(
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
@@ -143,3 +143,37 @@ def assert_one_line_error(stderr: str, *needles: str) -> None:
     assert len(set(lines)) == 1, f"expected one distinct error line, got:\n{stderr}"
     for needle in needles:
         assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+
+
+def letterboxed_frames(video: Path, size: tuple[int, int] = (640, 480)):
+    """The video's frames (BGR uint8) scaled to fit `size` and centred on a dark background: a
+    webcam-sized picture of any video."""
+    import cv2
+    import numpy as np
+
+    capture = cv2.VideoCapture(str(video))
+    width, height = size
+    frames = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            return frames
+        h, w = image.shape[:2]
+        scale = min(width / w, height / h)
+        small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        canvas = np.full((height, width, 3), 32, np.uint8)
+        y, x = (height - small.shape[0]) // 2, (width - small.shape[1]) // 2
+        canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
+        frames.append(canvas)
+
+
+def write_y4m(video: Path, out: Path, size: tuple[int, int] = (640, 480)) -> Path:
+    """The video letterboxed into `size` as raw YUV 4:2:0 frames: what Chromium's fake camera plays."""
+    import cv2
+
+    width, height = size
+    with open(out, "wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in letterboxed_frames(video, size):
+            f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())  # (H*3/2, W) planes
+    return out

@@ -47,12 +47,19 @@ class SynthSpec:
     seed: int = 0
     layout: str = DEFAULT
     """A built-in keypoint layout: the clips are MediaPipe Holistic-shaped and are written in it."""
+    first_sign: int = 1
+    """The KArSL sign number of the first class: its glosses name the classes (e.g. 160: eat, drink, sleep...)."""
 
     def __post_init__(self) -> None:
         if self.layout not in BUILTIN:
             raise ConfigError(f"--layout must be a built-in layout ({', '.join(BUILTIN)}), got {self.layout!r}")
         if not 1 <= self.classes <= 502:
             raise ConfigError(f"--classes must be between 1 and 502 (the KArSL signs), got {self.classes}")
+        if not 1 <= self.first_sign <= 503 - self.classes:
+            raise ConfigError(
+                f"--first-sign must be between 1 and {503 - self.classes} for {self.classes} classes "
+                f"(KArSL has 502 signs), got {self.first_sign}"
+            )
         if not 1 <= self.signers <= 99:
             raise ConfigError(f"--signers must be between 1 and 99, got {self.signers}")
         if self.reps < 1:
@@ -64,6 +71,7 @@ class SynthSpec:
 
     def cache_name(self) -> str:
         suffix = "" if self.layout == DEFAULT else f"-{self.layout}"
+        suffix += "" if self.first_sign == 1 else f"-from{self.first_sign}"
         return f"synthetic-v3-c{self.classes}-s{self.signers}-r{self.reps}-seed{self.seed}{suffix}"
 
 
@@ -279,10 +287,13 @@ def write_synthetic(path: str | os.PathLike[str], spec: SynthSpec = EMBEDDED) ->
     """Write a synthetic store (train and test splits) to `path`, which must not exist."""
     gen = _Generator(spec)
     en, ar = karsl_glosses()
-    classes = [ClassInfo(c + 1, en[c], ar[c]) for c in range(spec.classes)]
+    first = spec.first_sign - 1
+    classes = [ClassInfo(first + c + 1, en[first + c], ar[first + c]) for c in range(spec.classes)]
     signers = [f"{s + 1:02d}" for s in range(spec.signers)]
     source = {"synthetic": {"classes": spec.classes, "signers": spec.signers, "reps": spec.reps, "seed": spec.seed}}
     source["synthetic"]["layout"] = spec.layout
+    if spec.first_sign != 1:
+        source["synthetic"]["first_sign"] = spec.first_sign
     with StoreWriter(path, classes, signers, "float32", source=source, layout=gen.layout) as writer:
         # Sign-major, then signer, like the seed's memory maps.
         for split, reps, tag in (("train", spec.reps, 3), ("test", spec.test_reps, 4)):

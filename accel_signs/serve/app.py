@@ -1,0 +1,379 @@
+"""The live server's routes: the page, its static files, `/api/model`, and the `/ws` WebSocket.
+
+Messages are small JSON objects with a `type`. The browser sends JPEG frames as binary
+messages (their order is their `seq`, from 0) and a few JSON controls (`reset`, `clip_start`,
+`clip_end`). The server answers each frame it processed with `frame` (the keypoints to draw,
+idle or signing, timings), and sends `prediction` (top-5 of the sliding window), `accepted` (a
+sign, once), `clip_result` (an uploaded video classified whole) and `error` (code, message).
+
+Backpressure: a connection keeps only the newest frame waiting; when MediaPipe is slower than
+the camera, older waiting frames are dropped (counted in `dropped`), so latency stays one
+frame's work, never a growing queue. Each frame acknowledges every seq up to its own, which is
+how the page keeps at most a few frames in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from ..checkpoint import Checkpoint
+from .config import ServeConfig
+from .pipeline import FrameError, LiveSession, Timings, Window
+
+logger = logging.getLogger(__name__)
+CLOSE_BUSY, CLOSE_POLICY = 1013, 1008  # RFC 6455: try again later; policy violation
+MAX_QUEUED = 256  # frames of an upload waiting at once: the page keeps a few in flight
+
+
+def static_dir() -> Path:
+    return Path(str(resources.files("accel_signs.serve") / "static"))
+
+
+def model_info(ckpt: Checkpoint, cfg: ServeConfig) -> dict[str, Any]:
+    """What the page needs to know once: classes' languages, the layout's bones and parts."""
+    layout = ckpt.layout
+    part_of = {i: part for part, points in layout.parts.items() for i in points}
+    languages = [lang for lang in ("en", "ar") if any(c.get(lang) for c in ckpt.classes)]
+    metrics = ckpt.meta.get("metrics", {})
+    return {
+        "type": "hello",
+        "checkpoint": str(ckpt.path),
+        "classes": len(ckpt.classes),
+        "languages": languages,
+        "layout": {
+            "name": layout.name,
+            "points": layout.num_points,
+            "bones": [list(b) for b in layout.bones],
+            "part_of_point": [part_of.get(i, "other") for i in range(layout.num_points)],
+        },
+        "val_acc": metrics.get("val_acc"),
+        "live": asdict(cfg.live),
+        "limits": {
+            "max_frame_bytes": cfg.max_frame_bytes,
+            "max_frame_pixels": cfg.max_frame_pixels,
+            "max_clip_seconds": cfg.max_clip_seconds,
+        },
+    }
+
+
+class ClientGone(ConnectionError):
+    """The client left while the server was answering it."""
+
+
+@dataclass
+class Frame:
+    seq: int
+    data: bytes
+    arrived: float  # time.monotonic() when its last byte arrived
+
+
+@dataclass
+class Control:
+    kind: str
+    fps: float = 30.0
+
+
+class Connection:
+    """One browser: a receiver (never blocks on work), a worker (MediaPipe, one frame at a
+    time) and at most one classification in flight."""
+
+    def __init__(self, ws, ckpt: Checkpoint, cfg: ServeConfig, pool: concurrent.futures.Executor):
+        self.ws, self.ckpt, self.cfg, self.pool = ws, ckpt, cfg, pool
+        self.queue: deque[Frame | Control] = deque()
+        self.wake = asyncio.Event()
+        self.send_lock = asyncio.Lock()
+        self.next_seq = self.dropped = self.processed = 0
+        self.arrivals: dict[int, float] = {}  # seq -> arrival, for frames still in the buffer
+        self.receiving_clip = False  # between clip_start and clip_end as received: keep every frame
+        self.clip_fps, self.clip_frames = 30.0, 0  # the upload being processed
+        self.inference: asyncio.Task | None = None
+        self.session: LiveSession | None = None
+        self.rate = deque(maxlen=30)  # the last processed frames' times: frames/s actually processed
+        self.busy: set[asyncio.Future] = set()  # work on the pool's threads for this connection
+
+    async def offload(self, fn, *args):
+        """fn(*args) on a worker thread. Shielded: a thread cannot be cancelled, so when the
+        client leaves, the connection waits for it (run's finally) before closing the tracker."""
+        future = asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        self.busy.add(future)
+        future.add_done_callback(self.busy.discard)
+        return await asyncio.shield(future)
+
+    async def run(self) -> None:
+        self.session = await self.offload(lambda: LiveSession(self.ckpt, self.cfg.live, self.cfg.model_complexity))
+        try:
+            await self.send(model_info(self.ckpt, self.cfg))
+            tasks = {asyncio.create_task(self.receive()), asyncio.create_task(self.work())}
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for task in done:
+                if task.exception() is not None and not isinstance(task.exception(), ConnectionError):
+                    logger.error("connection failed: %r", task.exception())
+        finally:
+            await asyncio.gather(*self.busy, *filter(None, [self.inference]), return_exceptions=True)
+            # The tracker closes on a worker thread, after the last frame's work there is done.
+            await asyncio.get_running_loop().run_in_executor(self.pool, self.session.close)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self.send_lock:
+            try:
+                await self.ws.send_text(json.dumps(message, ensure_ascii=False))
+            except Exception as e:  # noqa: BLE001 - Starlette and the websockets library each raise their own
+                raise ClientGone(str(e)) from None
+
+    async def error(self, code: str, message: str, **extra: Any) -> None:
+        await self.send({"type": "error", "code": code, "message": message, **extra})
+
+    async def receive(self) -> None:
+        """Read messages until the client goes; frames are queued, never processed here."""
+        while True:
+            msg = await self.ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+            if msg.get("bytes") is not None:
+                frame = Frame(self.next_seq, msg["bytes"], time.monotonic())
+                self.next_seq += 1
+                if not await self.enqueue(frame):
+                    return
+            else:
+                await self.control(msg.get("text") or "")
+            self.wake.set()
+
+    async def enqueue(self, frame: Frame) -> bool:
+        if not self.receiving_clip:  # live: only the newest frame waits
+            stale = [f for f in self.queue if isinstance(f, Frame)]
+            self.dropped += len(stale)
+            self.queue = deque(q for q in self.queue if not isinstance(q, Frame))
+        elif len(self.queue) >= MAX_QUEUED:
+            await self.error("too_many_frames", f"more than {MAX_QUEUED} frames of an upload are waiting")
+            await self.ws.close(code=CLOSE_POLICY, reason="too many frames waiting")
+            return False
+        self.queue.append(frame)
+        return True
+
+    async def control(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+            kind = message["type"]
+            if kind not in ("reset", "clip_start", "clip_end"):
+                raise ValueError(kind)
+            fps = float(message.get("fps", 30.0))
+            if not 1 <= fps <= 240:
+                raise ValueError(fps)
+        except (ValueError, KeyError, TypeError):
+            await self.error(
+                "expected_frame",
+                'expected a binary JPEG frame or a JSON control ({"type": "reset" | "clip_start" | '
+                f'"clip_end"}}), got text: {text[:60]!r}',
+            )
+            return
+        self.receiving_clip = kind == "clip_start"
+        self.queue.append(Control(kind, fps))
+
+    async def work(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.queue:
+                item = self.queue.popleft()
+                if isinstance(item, Control):
+                    await self.apply(item)
+                else:
+                    await self.process(item)
+
+    async def apply(self, control: Control) -> None:
+        if self.inference is not None:
+            await asyncio.gather(self.inference, return_exceptions=True)
+        if control.kind == "clip_end" and self.session.whole_clip:
+            await self.finish_clip()
+        whole = control.kind == "clip_start"
+        await self.offload(self.session.restart, whole)
+        self.arrivals.clear()
+        self.clip_fps, self.clip_frames = control.fps, 0
+
+    async def process(self, frame: Frame) -> None:
+        s = self.session
+        if s.whole_clip:
+            t = self.clip_frames / self.clip_fps
+            if t > self.cfg.max_clip_seconds:
+                await self.error(
+                    "clip_too_long", f"uploads are classified up to {self.cfg.max_clip_seconds:g} s", seq=frame.seq
+                )
+                return
+            self.clip_frames += 1
+        else:
+            t = frame.arrived
+        try:
+            drawn, timings = await self.offload(
+                s.process, frame.data, frame.seq, t, self.cfg.max_frame_bytes, self.cfg.max_frame_pixels
+            )
+        except FrameError as e:
+            await self.error(e.code, str(e), seq=frame.seq)
+            return
+        now = time.monotonic()
+        self.processed += 1
+        self.rate.append(now)
+        self.arrivals[frame.seq] = frame.arrived
+        stopped = drawn.pop("stopped")
+        fps = (len(self.rate) - 1) / (self.rate[-1] - self.rate[0]) if len(self.rate) > 1 else 0.0
+        await self.send(
+            {"type": "frame", **drawn, "dropped": self.dropped, "fps": round(fps, 1)}
+            | {"latency_ms": round((now - frame.arrived) * 1000, 1), "timing_ms": _ms(timings)}
+        )
+        if stopped:
+            await self.accepted(s.stop(), frame.seq)
+        self.classify_if_due()
+
+    def classify_if_due(self) -> None:
+        """Start a classification of the window unless one runs: after each frame, and as soon
+        as one ends if frames came meanwhile (so a frame never waits for the next one)."""
+        if self.inference is None and self.session.due():
+            self.inference = asyncio.create_task(self.classify(self.session.window()))
+
+    async def classify(self, window: Window) -> None:
+        try:
+            top, timings = await self.offload(self.session.classify, window)
+            arrived = self.arrivals.get(window.last_seq, time.monotonic())
+            self._forget(window.first_seq)
+            await self.send(self.prediction("prediction", window, top, timings, arrived))
+            await self.accepted(self.session.accept(top), window.last_seq)
+        except ClientGone:  # the connection is closing; run() cleans up
+            return
+        finally:
+            self.inference = None
+        self.classify_if_due()
+
+    async def finish_clip(self) -> None:
+        if not self.session.buffer:
+            await self.error("empty_clip", "the upload ended before any frame was processed")
+            return
+        window = self.session.window()
+        top, timings = await self.offload(self.session.classify, window)
+        await self.send(self.prediction("clip_result", window, top, timings, self.arrivals.get(window.last_seq)))
+
+    def prediction(self, kind, window, top, timings: Timings, arrived: float | None) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "type": kind,
+            "seq": window.last_seq,
+            "first_seq": window.first_seq,
+            "frames": len(window.clip),
+            "top": top,
+            "unknown": top[0]["probability"] < self.cfg.live.threshold,
+            "latency_ms": round((now - arrived) * 1000, 1) if arrived is not None else None,
+            "timing_ms": _ms(timings),
+        }
+
+    async def accepted(self, sign: dict[str, Any] | None, seq: int) -> None:
+        if sign is not None:
+            await self.send({"type": "accepted", "seq": seq, **sign})
+
+    def _forget(self, first_seq: int) -> None:
+        for seq in [s for s in self.arrivals if s < first_seq]:
+            del self.arrivals[seq]
+
+
+def _ms(t: Timings) -> dict[str, float]:
+    return {k: round(v * 1000, 2) for k, v in asdict(t).items() if v}
+
+
+def create_app(ckpt: Checkpoint, cfg: ServeConfig):
+    """The FastAPI application for one checkpoint."""
+    # Each connection uses about two threads: MediaPipe, and the model beside it.
+    pool = concurrent.futures.ThreadPoolExecutor(2 * cfg.max_clients + 2, thread_name_prefix="live")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="accel_signs live", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    clients: set[Connection] = set()
+    static = static_dir()
+
+    @app.get("/")
+    async def index() -> FileResponse:
+        return FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/model")
+    async def model() -> JSONResponse:
+        return JSONResponse(model_info(ckpt, cfg))
+
+    @app.websocket("/ws")
+    async def live(ws: WebSocket) -> None:
+        await ws.accept()
+        if len(clients) >= cfg.max_clients:
+            await ws.send_text(
+                json.dumps(
+                    {
+                        "type": "error",
+                        "code": "busy",
+                        "message": f"the server is serving its limit of {cfg.max_clients} client(s) "
+                        "(--max-clients); try again when one leaves",
+                    }
+                )
+            )
+            await ws.close(code=CLOSE_BUSY, reason="server busy")
+            return
+        conn = Connection(ws, ckpt, cfg, pool)
+        clients.add(conn)
+        logger.info("client connected (%d of %d)", len(clients), cfg.max_clients)
+        try:
+            await conn.run()
+        finally:
+            clients.discard(conn)
+            logger.info("client left after %d frames (%d dropped)", conn.processed, conn.dropped)
+
+    app.mount("/static", StaticFiles(directory=static), name="static")
+    return app
+
+
+def make_server(ckpt: Checkpoint, cfg: ServeConfig):
+    """A uvicorn server for the app; a frame up to twice the byte limit gets an error message,
+    a larger message is refused by the WebSocket layer itself (close code 1009)."""
+    import uvicorn
+
+    app = create_app(ckpt, cfg)
+    config = uvicorn.Config(
+        app, host=cfg.host, port=cfg.port, ws_max_size=2 * cfg.max_frame_bytes, log_level="warning", lifespan="on"
+    )
+    return uvicorn.Server(config)
+
+
+def serve(cfg: ServeConfig) -> None:
+    """Load the checkpoint and serve until interrupted."""
+    import torch
+
+    from ..checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(cfg.checkpoint)
+    # MediaPipe runs its own threads beside the model: one torch thread per classification
+    # measured faster end to end on 2 cores (README, "Live recognition").
+    torch.set_num_threads(1)
+    LiveSession(ckpt, cfg.live, cfg.model_complexity).close()  # fail now if MediaPipe cannot run
+    server = make_server(ckpt, cfg)
+    logger.info(
+        "serving %s (%d classes, layout %s) on http://%s:%d/  (Ctrl-C stops)",
+        ckpt.path,
+        len(ckpt.classes),
+        ckpt.layout.name,
+        cfg.host,
+        cfg.port,
+    )
+    server.run()

@@ -1,0 +1,104 @@
+"""The live server's settings: each option's default and help are defined here, once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import option
+from ..errors import ConfigError
+
+SERVE_HINT = "live recognition needs the serve extra: pip install 'accel-signs[serve]' (FastAPI, uvicorn, MediaPipe)"
+
+
+@dataclass(kw_only=True)
+class LiveConfig:
+    """How a stream of frames becomes predictions and accepted signs (per connection).
+
+    The defaults come from tests/data/signer_video.mp4 (a real signer; README, "Live
+    recognition"): while signing, the hands moved 0.84-9.5 shoulder widths per second between
+    frames (median 2.4), so 0.5 is under the slowest signing frame; MediaPipe lost the hands for
+    up to 5 frames (0.17 s) in mid-sign, so a signer is idle only after 0.6 s without motion."""
+
+    window: float = option(3.0, "Seconds of frames the model classifies: the sliding window's length.", flag="--window")
+    stride: int = option(
+        1,
+        "Classify the window every N-th processed frame while the signer signs (when the last classification is done).",
+        flag="--stride",
+    )
+    min_frames: int = option(4, "Frames in the window before the first prediction of a sign.", flag="--min-frames")
+    threshold: float = option(
+        0.5, "Probability under which a prediction is shown as unknown and never accepted.", flag="--threshold"
+    )
+    motion: float = option(
+        0.5,
+        "Hand speed, in shoulder widths per second, under which a frame counts as still; no hand also counts as still.",
+        flag="--motion",
+    )
+    idle_seconds: float = option(
+        0.6,
+        "Still seconds after which the signer is idle: the window is cleared and no prediction is made.",
+        flag="--idle-seconds",
+    )
+    preroll: float = option(
+        0.3, "Seconds of frames before the first moving frame that a new window keeps.", flag="--preroll"
+    )
+
+    def __post_init__(self) -> None:
+        positive = {"--window": self.window, "--stride": self.stride, "--min-frames": self.min_frames}
+        for flag, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{flag} must be > 0, got {value}")
+        for flag, value in {
+            "--motion": self.motion,
+            "--idle-seconds": self.idle_seconds,
+            "--preroll": self.preroll,
+        }.items():
+            if not value >= 0:
+                raise ConfigError(f"{flag} must be >= 0, got {value}")
+        if not 0 <= self.threshold <= 1:
+            raise ConfigError(f"--threshold must be in [0, 1], got {self.threshold}")
+
+
+@dataclass(kw_only=True)
+class ServeConfig:
+    """The server: where it listens, how many clients, and the limits on what a client sends."""
+
+    checkpoint: str = option(
+        help="Checkpoint folder (model.safetensors + config.json), e.g. runs/<run>/best.",
+        flag="checkpoint",
+        argument=True,
+    )
+    host: str = option("127.0.0.1", "Address to listen on (0.0.0.0: every interface).", flag="--host")
+    port: int = option(8000, "Port to listen on (0: any free port).", flag="--port")
+    max_clients: int = option(
+        2,
+        "Connections served at once (each runs MediaPipe: about one CPU core); more are refused.",
+        flag="--max-clients",
+    )
+    max_frame_bytes: int = option(2_000_000, "Largest frame accepted, in bytes.", flag="--max-frame-bytes")
+    max_frame_pixels: int = option(
+        1920 * 1080,
+        "Largest frame accepted, in pixels (width x height, read before decoding).",
+        flag="--max-frame-pixels",
+    )
+    max_clip_seconds: float = option(
+        60.0, "Longest uploaded video classified whole (upload mode), in seconds.", flag="--max-clip-seconds"
+    )
+    model_complexity: int = option(
+        1, "MediaPipe Holistic's pose model; 1 is the one its wheel ships and extract uses.", flag="--model-complexity"
+    )
+    live: LiveConfig = option(factory=LiveConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.live, dict):
+            self.live = LiveConfig(**self.live)
+        if not 0 <= self.port < 65536:
+            raise ConfigError(f"--port must be in 0..65535, got {self.port}")
+        for flag, value in {
+            "--max-clients": self.max_clients,
+            "--max-frame-bytes": self.max_frame_bytes,
+            "--max-frame-pixels": self.max_frame_pixels,
+            "--max-clip-seconds": self.max_clip_seconds,
+        }.items():
+            if not value > 0:
+                raise ConfigError(f"{flag} must be > 0, got {value}")
