@@ -407,7 +407,10 @@ def extract(
         typer.Option(help="Also write a clip store from the extracted clips (needs sign and signer for each)."),
     ] = None,
     model_complexity: Annotated[
-        int, typer.Option(help="MediaPipe Holistic's pose model: 0 (fast), 1 (the KArSL pipeline's), 2 (accurate).")
+        int,
+        typer.Option(
+            help="MediaPipe Holistic's pose model: 1 (the KArSL pipeline's, in MediaPipe's wheel); 0 (fast) and 2 (accurate) need model files the wheel does not ship."
+        ),
     ] = 1,
 ) -> None:
     """Extract MediaPipe Holistic keypoints from videos: one clip per video, resumable (clips

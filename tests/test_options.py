@@ -9,11 +9,12 @@ import typer.main
 
 from accel_signs.cli import app
 from accel_signs.config import EvalConfig, TrainConfig, config_fields, config_options
+from accel_signs.serve.config import ServeConfig
 
-COMMAND_ONLY = {"train": {"config", "resume"}, "evaluate": set()}
+COMMAND_ONLY = {"train": {"config", "resume"}, "evaluate": set(), "serve": set()}
 
 
-@pytest.mark.parametrize("cls", [TrainConfig, EvalConfig])
+@pytest.mark.parametrize("cls", [TrainConfig, EvalConfig, ServeConfig])
 def test_every_field_is_documented_once(cls):
     for path, f in config_fields(cls):
         assert f.metadata.get("help"), f"{'.'.join(path)} has no help text (config.option(..., help))"
@@ -21,7 +22,7 @@ def test_every_field_is_documented_once(cls):
     assert len(flags) == len(set(flags))
 
 
-@pytest.mark.parametrize("command,cls", [("train", TrainConfig), ("evaluate", EvalConfig)])
+@pytest.mark.parametrize("command,cls", [("train", TrainConfig), ("evaluate", EvalConfig), ("serve", ServeConfig)])
 def test_command_options_are_the_config_fields(command, cls):
     click_command = typer.main.get_command(app).commands[command]
     params = {p.name: p for p in click_command.params}
@@ -78,7 +79,7 @@ def test_resumable_fields_are_marked_in_the_config():
     assert all(isinstance(f, dataclasses.Field) for _, f in config_fields(TrainConfig))
 
 
-@pytest.mark.parametrize("cls", [TrainConfig, EvalConfig])
+@pytest.mark.parametrize("cls", [TrainConfig, EvalConfig, ServeConfig])
 def test_readme_lists_every_option(cls):
     """Adding an option touches its config field and its line in the README's options table."""
     from pathlib import Path
