@@ -51,7 +51,7 @@ def model_info(ckpt: Checkpoint, cfg: ServeConfig) -> dict[str, Any]:
     metrics = ckpt.meta.get("metrics", {})
     return {
         "type": "hello",
-        "checkpoint": str(ckpt.path),
+        "checkpoint": ckpt.path.name,  # not the server's paths
         "classes": len(ckpt.classes),
         "languages": languages,
         "layout": {
@@ -230,6 +230,8 @@ class Connection:
         self.processed += 1
         self.rate.append(now)
         self.arrivals[frame.seq] = frame.arrived
+        if s.buffer:  # idle frames leave the buffer without being classified
+            self._forget(s.buffer[0][0])
         stopped = drawn.pop("stopped")
         fps = (len(self.rate) - 1) / (self.rate[-1] - self.rate[0]) if len(self.rate) > 1 else 0.0
         await self.send(
