@@ -414,6 +414,16 @@ class TrainConfig:
         flag="--compile-mode",
         resumable=True,
     )
+    init_from: str | None = option(
+        None,
+        "Fine-tune: start from a trained checkpoint (a folder or hf://USER/NAME[@REVISION]); every tensor whose name and shape match is taken over, the classifier head and what does not match are new.",
+        flag="--init-from",
+    )
+    freeze_epochs: int = option(
+        0,
+        "With --init-from: train only the new parts (head, unmatched tensors) for the first N epochs.",
+        flag="--freeze-epochs",
+    )
     limit_batches: int | None = option(
         None, "Use only N batches per process of train and val data per epoch (a smoke test).", flag="--limit-batches"
     )
@@ -440,6 +450,12 @@ class TrainConfig:
             raise ConfigError(f"--num-epochs must be >= 1, got {self.num_epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.freeze_epochs < 0:
+            raise ConfigError(f"--freeze-epochs must be >= 0, got {self.freeze_epochs}")
+        if self.freeze_epochs and self.init_from is None:
+            raise ConfigError("--freeze-epochs freezes the tensors taken over from --init-from: give --init-from")
+        if self.init_from is not None:
+            self.init_from = str(self.init_from)
         if self.limit_batches is not None and self.limit_batches < 1:
             raise ConfigError(f"--limit-batches must be >= 1, got {self.limit_batches}")
         if self.compile_mode not in COMPILE_MODES:
