@@ -106,6 +106,19 @@ def weights_id(path: Path) -> str:
     return digest.hexdigest()
 
 
+def init_source(record: dict[str, Any]) -> str:
+    """One line for where a fine-tuned run started (`runtime.init_from`, transfer.py)."""
+    where = (
+        f"hf://{record['repo_id']}@{record.get('commit') or record.get('revision')}"
+        if record.get("repo_id")
+        else record.get("path", "?")
+    )
+    return (
+        f"{where} (checkpoint {record.get('checkpoint_id', '?')}; {record.get('transferred', '?')} tensors taken "
+        f"over, {len(record.get('new') or [])} new)"
+    )
+
+
 def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check a checkpoint's config.json (a folder, or `hf://user/name[@revision]`)."""
     path = checkpoint_folder(path).path

@@ -699,10 +699,11 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 @dataclass(kw_only=True)
 class EvalConfig:
-    checkpoint: Path = option(
-        help="Checkpoint folder (model.safetensors + config.json), e.g. runs/<run>/best.",
+    checkpoint: Path | str = option(
+        help="Checkpoint folder (model.safetensors + config.json), e.g. runs/<run>/best, or a Hub model hf://USER/NAME[@REVISION].",
         flag="checkpoint",
         argument=True,
+        cli_type=str,
     )
     data: Path | None = option(None, "Clip store (default: the one the checkpoint was trained on).", flag="--data")
     split: str = option("test", "Split of the store to evaluate.", flag="--split")
@@ -732,7 +733,8 @@ class EvalConfig:
     )
 
     def __post_init__(self) -> None:
-        self.checkpoint = Path(self.checkpoint)
+        if not str(self.checkpoint).startswith("hf:/"):  # a Hub id stays text (a Path would fold its //)
+            self.checkpoint = Path(self.checkpoint)
         self.data = Path(self.data) if self.data is not None else None
         self.output = Path(self.output) if self.output is not None else None
         if isinstance(self.signers, str):
@@ -749,6 +751,10 @@ class EvalConfig:
     def output_dir(self) -> Path:
         if self.output is not None:
             return self.output
+        if not isinstance(self.checkpoint, Path):  # a Hub model: beside the caller, not in the cache
+            return Path(
+                f"eval-{self.split}-{str(self.checkpoint).split('/', 2)[-1].replace('/', '--').replace('@', '-')}"
+            )
         run = self.checkpoint.parent
         return (
             run / f"eval-{self.split}" if (run / "metrics.jsonl").exists() else self.checkpoint / f"eval-{self.split}"

@@ -140,3 +140,55 @@ def _refuse_pickles(where: str, names: list[str]) -> None:
             f"{where} holds pickle files ({', '.join(pickles)}): accel_signs loads only safetensors and JSON "
             "and refuses repos with pickles (unpickling can run code)"
         )
+
+
+@dataclass(frozen=True)
+class PushFile:
+    path_in_repo: str
+    size: int
+    source: Path | bytes  # a file, or the card's text generated for this repo
+
+
+def push_files(checkpoint: Path, repo_id: str) -> list[PushFile]:
+    """Exactly what `push` uploads: the weights, config.json, the model card (written for
+    `repo_id`), the test evaluation's metrics.json and the plots; nothing else."""
+    from .card import CARD_FILE, CURVES, EVAL_DIR, EVAL_PLOTS, model_card
+    from .checkpoint import CONFIG_FILE, MODEL_FILE, read_checkpoint_meta
+
+    parse_hub_spec(f"{HUB_PREFIX}{repo_id}")  # a valid USER/NAME
+    if is_hub_spec(checkpoint):
+        raise ConfigError(f"push takes a local checkpoint folder, not {checkpoint}")
+    checkpoint = Path(checkpoint)
+    read_checkpoint_meta(checkpoint)  # a valid checkpoint, or a CheckpointError
+    if not (checkpoint / MODEL_FILE).is_file():
+        raise CheckpointError(f"{checkpoint / MODEL_FILE}: missing")
+    card = model_card(checkpoint, repo_id).encode("utf-8")
+    names = [MODEL_FILE, CONFIG_FILE, f"{EVAL_DIR}/metrics.json", CURVES, *(f"{EVAL_DIR}/{p}" for p in EVAL_PLOTS)]
+    files = [PushFile(n, (checkpoint / n).stat().st_size, checkpoint / n) for n in names if (checkpoint / n).is_file()]
+    return sorted([*files, PushFile(CARD_FILE, len(card), card)], key=lambda f: f.path_in_repo)
+
+
+def push_checkpoint(
+    checkpoint: Path, repo_id: str, private: bool = False, revision: str | None = None, dry_run: bool = False
+) -> list[PushFile]:
+    """Upload a checkpoint folder to the Hub model repo `repo_id` (created if needed; `revision`:
+    a branch, created from the default one if needed) in one commit. The token comes from where
+    huggingface_hub looks (HF_TOKEN, `hf auth login`). `dry_run`: only list the files."""
+    files = push_files(checkpoint, repo_id)
+    if dry_run:
+        return files
+    hub = _hub()
+    api = hub.HfApi()
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        api.create_commit(
+            repo_id,
+            operations=[hub.CommitOperationAdd(f.path_in_repo, f.source) for f in files],
+            commit_message=f"accel_signs: upload {Path(checkpoint).name}",
+            revision=revision,
+        )
+    except Exception as e:  # noqa: BLE001 - network, auth and HTTP errors: each client has its own types
+        raise CheckpointError(f"push to {HUB_PREFIX}{repo_id} failed: {e}") from None
+    return files

@@ -260,7 +260,7 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
             loop.data.classes.classes,
             epoch,
             metrics,
-            loop.data.split.summary(),
+            loop.data.record(),
             loop.runtime.to_dict(),
             loop.data.layout,
         )
@@ -280,6 +280,7 @@ def finish(cfg: TrainConfig, accelerator: Accelerator, run: Run, data: TrainData
     """Evaluate the best checkpoint on the test split (when asked and the store has one), draw the
     training curves, and close the trackers and the process group. A failure reaches every
     process alike (no one waits in a barrier for a process that gave up) and is raised there."""
+    from .card import write_card
     from .plots import plot_training_curves
 
     try:
@@ -304,6 +305,12 @@ def finish(cfg: TrainConfig, accelerator: Accelerator, run: Run, data: TrainData
                 f"cannot draw the training curves of {run.path}",
                 TrainingError,
             )
+        on_main(
+            accelerator,
+            lambda: write_card(run.best_dir),
+            f"cannot write the model card of {run.best_dir}",
+            TrainingError,
+        )
     except AccelSignsError as e:
         raise TrainingError(
             f"the final evaluation failed; the best checkpoint is saved (retry with `accel-signs "
