@@ -146,10 +146,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: Path | None) -> P
         _enable_debug_checks(accelerator)
     data = training_data(cfg, accelerator)
     model = STTransformer.from_config(cfg.model, data.classes.num_classes, data.layout, cfg.data.seq_len)
-    init = None
-    if cfg.init_from is not None:
-        # A resumed run's weights come from its state: only the record of the transfer is needed.
-        init = saved_init(resume) if resume is not None else init_from_checkpoint(model, cfg.init_from)
+    init = _init_from(cfg, model, resume)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # gloo (CPU) has no SyncBatchNorm
     freeze = Freeze.of(model, init) if init is not None and cfg.freeze_epochs else None
@@ -199,6 +196,14 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: Path | None) -> P
     )
     finish(cfg, accelerator, run, data)
     return run.best_dir
+
+
+def _init_from(cfg: TrainConfig, model: torch.nn.Module, resume: Path | None) -> dict[str, Any] | None:
+    """--init-from: take over the source's matching tensors; a resumed run's weights come from its
+    state, so only the record of the transfer is read back."""
+    if cfg.init_from is None:
+        return None
+    return saved_init(resume) if resume is not None else init_from_checkpoint(model, cfg.init_from)
 
 
 @dataclass

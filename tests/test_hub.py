@@ -218,3 +218,29 @@ def test_load_by_repo_id_offline_from_the_cache(run, tiny_store, tmp_path):
         [sys.executable, "-m", "accel_signs", "info", "hf://someone/tiny@v2"], env=env, capture_output=True, text=True
     )
     assert info.returncode == 0 and f"snapshots/{COMMIT_B}" in info.stdout, info.stderr
+    card = (cache / "models--someone--tiny" / "snapshots" / COMMIT_A / "README.md").read_text()
+    ev = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accel_signs",
+            "-q",
+            "evaluate",
+            f"hf://someone/tiny@{COMMIT_A}",
+            "--data",
+            str(tiny_store),
+        ]
+        + ["--no-plots"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ev.returncode == 0, ev.stderr
+    out = json.loads((tmp_path / f"eval-test-someone--tiny-{COMMIT_A}" / "metrics.json").read_text())
+    assert out == json.loads((run / "eval-test" / "metrics.json").read_text()) | {
+        "checkpoint": out["checkpoint"],
+        "mixed_precision": "no",
+    }
+    assert (cache / "models--someone--tiny" / "snapshots" / COMMIT_A / "README.md").read_text() == card  # untouched
