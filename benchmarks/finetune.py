@@ -57,8 +57,18 @@ def few_shot_store(store_path: Path, fold: str, seed: int, k: int, work: Path) -
     return out
 
 
-def run_finetune(store: Path, args: argparse.Namespace, runs_dir: Path, run_one: Callable, write: Callable) -> list:
-    """Pretrain per fold and seed, then fine-tune and train from scratch for every k."""
+def finished(run: Path, epochs: int) -> bool:
+    """A run of an earlier start that went through all its epochs (--runs-dir): not run again."""
+    lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
+    return len(lines) == epochs and (run / "best" / "config.json").exists()
+
+
+def run_finetune(
+    store: Path, args: argparse.Namespace, runs_dir: Path, run_one: Callable, read_run: Callable, write: Callable
+) -> list:
+    """Pretrain per fold and seed, then fine-tune and train from scratch for every k (real_data.py's
+    run_one trains one, read_run reads a finished one back)."""
+
     folds, seeds, ks = (
         args.folds.split(","),
         [int(s) for s in args.seeds.split(",")],
@@ -71,11 +81,15 @@ def run_finetune(store: Path, args: argparse.Namespace, runs_dir: Path, run_one:
         write(results)
         print(
             f"  {r['config']:<9} k={r.get('k', '-')} fold {r['fold']} seed {r['seed']}: final {r['final_val_acc']:.3f}"
-            f"  best {r['best_val_acc']:.3f}  ({r['train_clips']} train clips, {r['seconds']:.0f}s)",
+            f"  best {r['best_val_acc']:.3f}  ({r['train_clips']} train clips, {r['seconds'] or 0:.0f}s)",
             flush=True,
         )
 
     pre = [(f, s) for f in folds for s in seeds]
+    for f, s in list(pre):
+        if finished(runs_dir / f"pretrain-f{f}-s{s}", args.pretrain_epochs):
+            done(_with_counts(read_run(runs_dir / f"pretrain-f{f}-s{s}", "pretrain", f, s, None), runs_dir))
+            pre.remove((f, s))
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         futures = {
             pool.submit(
@@ -90,6 +104,10 @@ def run_finetune(store: Path, args: argparse.Namespace, runs_dir: Path, run_one:
         futures = {}
         for k, f, s, method in jobs:
             sub = few_shot_store(store, f, s, k, args.work)
+            if finished(runs_dir / f"{method}-k{k}-f{f}-s{s}", args.epochs):
+                r = read_run(runs_dir / f"{method}-k{k}-f{f}-s{s}", method, f, s, None)
+                done(_with_counts({**r, "k": k}, runs_dir))
+                continue
             extra: tuple[str, ...] = ()
             if method == "finetune":
                 extra = ("--init-from", str(runs_dir / f"pretrain-f{f}-s{s}" / "best"))

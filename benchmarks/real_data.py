@@ -167,8 +167,13 @@ def run_one(
     os.unlink(f.name)
     if proc.returncode != 0:
         raise RuntimeError(f"{run_name} failed:\n{proc.stderr[-3000:]}")
-    metrics = [json.loads(line) for line in (out / run_name / "metrics.jsonl").read_text().splitlines()]
-    best = json.loads((out / run_name / "best" / "config.json").read_text())
+    return read_run(out / run_name, name, fold, seed, round(time.perf_counter() - start, 1))
+
+
+def read_run(run: Path, name: str, fold: str, seed: int, seconds: float | None) -> dict:
+    """A finished run's accuracies, from its files."""
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    best = json.loads((run / "best" / "config.json").read_text())
     acc = [m["val_acc"] for m in metrics]
     return {
         "config": name,
@@ -180,7 +185,7 @@ def run_one(
         "checkpoint_epoch": best["epoch"],
         "val_acc_curve": acc,
         "val_loss_curve": [m["val_loss"] for m in metrics],
-        "seconds": round(time.perf_counter() - start, 1),
+        "seconds": seconds,
     }
 
 
@@ -267,6 +272,12 @@ def main() -> None:
     p.add_argument("--k", default="1,2,5", help="finetune: clips per letter and training signer")
     p.add_argument("--pretrain-epochs", type=int, default=40, help="finetune: epochs of the pretraining on 1-25")
     p.add_argument("--freeze-epochs", type=int, default=0, help="finetune: --freeze-epochs of the fine-tuning")
+    p.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=None,
+        help="finetune: runs folder of an earlier start; its finished runs are kept",
+    )
     args = p.parse_args()
     if args.mode == "finetune":
         main_finetune(p, args)
@@ -386,7 +397,8 @@ def main_finetune(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         tmp.write_text(json.dumps(record, indent=1))
         os.replace(tmp, path)
 
-    results = finetune.run_finetune(store, args, args.work / f"runs-finetune-{stamp}", run_one, write)
+    runs_dir = args.runs_dir or args.work / f"runs-finetune-{stamp}"
+    results = finetune.run_finetune(store, args, runs_dir, run_one, read_run, write)
     table = finetune.summarise_finetune(results, folds, ks)
     print(table)
     print(finetune.detail(results))
