@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,9 +59,13 @@ def few_shot_store(store_path: Path, fold: str, seed: int, k: int, work: Path) -
 
 
 def finished(run: Path, epochs: int) -> bool:
-    """A run of an earlier start that went through all its epochs (--runs-dir): not run again."""
+    """A run of an earlier start that went through all its epochs (--runs-dir): not run again.
+    One that stopped halfway is removed, to be run again from the start."""
     lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
-    return len(lines) == epochs and (run / "best" / "config.json").exists()
+    if len(lines) == epochs and (run / "best" / "config.json").exists():
+        return True
+    shutil.rmtree(run, ignore_errors=True)
+    return False
 
 
 def run_finetune(
