@@ -9,6 +9,7 @@ needs nothing but safetensors and JSON; nothing here unpickles.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from .data.store import ClassInfo
 from .errors import CheckpointError, ConfigError
 from .features import KeypointFeatures
 from .files import readable_dir
+from .hub import CheckpointSource, resolve_checkpoint
 from .layout import KeypointLayout, layout_from_record
 from .model import STTransformer
 
@@ -77,6 +79,7 @@ class Checkpoint:
     model: STTransformer
     meta: dict[str, Any]
     path: Path
+    source: CheckpointSource | None = None  # where it came from: the folder, or a Hub repo and commit
 
     @property
     def classes(self) -> list[dict[str, Any]]:
@@ -87,9 +90,38 @@ class Checkpoint:
         return checkpoint_layout(self.meta)
 
 
+def checkpoint_folder(spec: str | os.PathLike[str]) -> CheckpointSource:
+    """Where a checkpoint given as a folder or as `hf://user/name[@revision]` is on this machine:
+    the one place every command and the Python API resolve a checkpoint."""
+    source = resolve_checkpoint(spec)
+    return dataclasses.replace(source, path=readable_dir(source.path))
+
+
+def weights_id(path: Path) -> str:
+    """A checkpoint's id: the sha256 of its model.safetensors."""
+    digest = hashlib.sha256()
+    with open(path / MODEL_FILE, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def init_source(record: dict[str, Any]) -> str:
+    """One line for where a fine-tuned run started (`runtime.init_from`, transfer.py)."""
+    where = (
+        f"hf://{record['repo_id']}@{record.get('commit') or record.get('revision')}"
+        if record.get("repo_id")
+        else record.get("path", "?")
+    )
+    return (
+        f"{where} (checkpoint {record.get('checkpoint_id', '?')}; {record.get('transferred', '?')} tensors taken "
+        f"over, {len(record.get('new') or [])} new)"
+    )
+
+
 def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a checkpoint's config.json."""
-    path = readable_dir(Path(path))
+    """Read and check a checkpoint's config.json (a folder, or `hf://user/name[@revision]`)."""
+    path = checkpoint_folder(path).path
     cfg_path = path / CONFIG_FILE
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a folder")
@@ -142,8 +174,10 @@ def checkpoint_input(meta: dict[str, Any]) -> InputConfig:
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    """Rebuild the model from a checkpoint folder (safetensors + JSON only; no pickles)."""
-    path = readable_dir(Path(path))
+    """Rebuild the model from a checkpoint folder or a Hub repo (`hf://user/name[@revision]`):
+    safetensors + JSON only, no pickles."""
+    source = checkpoint_folder(path)
+    path = source.path
     meta = read_checkpoint_meta(path)
     m = meta["model"]
     try:
@@ -186,7 +220,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             f"{weights_path} does not match {CONFIG_FILE} ({len(problems)} problems, first: {problems[0]})"
         )
     model.load_state_dict(state)
-    return Checkpoint(model.eval(), meta, path)
+    return Checkpoint(model.eval(), meta, path, source)
 
 
 def split_ids(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:

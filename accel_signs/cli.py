@@ -23,6 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 logger = logging.getLogger("accel_signs")
+CHECKPOINT_HELP = "Checkpoint folder, e.g. runs/<run>/best, or a Hub model hf://USER/NAME[@REVISION]."
 
 
 @app.callback()
@@ -317,7 +318,11 @@ def prepare(
 
 
 @app.command()
-def info(path: Annotated[Path, typer.Argument(help="A clip store or a checkpoint folder.")]) -> None:
+def info(
+    path: Annotated[
+        str, typer.Argument(help="A clip store, a checkpoint folder or a Hub model hf://USER/NAME[@REVISION].")
+    ],
+) -> None:
     """Summarise a clip store (splits, clips, classes, signers, lengths, detection rates) or a checkpoint."""
     try:
         from .info import describe
@@ -329,7 +334,7 @@ def info(path: Annotated[Path, typer.Argument(help="A clip store or a checkpoint
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder, e.g. runs/<run>/best.")],
+    checkpoint: Annotated[str, typer.Argument(help=CHECKPOINT_HELP)],
     clip: Annotated[
         Path,
         typer.Argument(
@@ -358,7 +363,7 @@ def predict(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder, e.g. runs/<run>/best.")],
+    checkpoint: Annotated[str, typer.Argument(help=CHECKPOINT_HELP)],
     onnx: Annotated[Path, typer.Option(help="Where to write the ONNX model.")],
 ) -> None:
     """Export a checkpoint to ONNX (input keypoints (batch, 50, 736), output logits), verified with ONNX Runtime."""
@@ -371,6 +376,32 @@ def export(
     for name, diff in report["max_abs_logit_diff"].items():
         typer.echo(f"ONNX Runtime vs PyTorch, {name}: max abs logit difference {diff:.2e}", err=True)
     typer.echo(report["onnx"])
+
+
+@app.command()
+def push(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder, e.g. runs/<run>/best.")],
+    repo_id: Annotated[str, typer.Argument(help="Hub model repo, USER/NAME (created if it does not exist).")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repo as private.")] = False,
+    revision: Annotated[
+        str | None, typer.Option(help="Branch to push to (created if needed; default: the main branch).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be uploaded; upload nothing.")] = False,
+) -> None:
+    """Publish a checkpoint on the Hugging Face Hub: weights, config.json, model card, test metrics
+    and plots (nothing else). The token comes from HF_TOKEN or `hf auth login`. Needs the hub extra."""
+    try:
+        from .hub import push_checkpoint
+
+        files = push_checkpoint(checkpoint, repo_id, private=private, revision=revision, dry_run=dry_run)
+    except AccelSignsError as e:
+        raise _fail(e) from None
+    for f in files:
+        typer.echo(f"{f.size:>12,d}  {f.path_in_repo}")
+    where = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
+    typer.echo(
+        f"dry run: {len(files)} files would go to {where}" if dry_run else f"pushed {len(files)} files to {where}"
+    )
 
 
 @app.command()
@@ -456,7 +487,10 @@ def show(
         str | None, typer.Option(help="Layout of an .npy/.npz clip (default: the checkpoint's, else karsl184).")
     ] = None,
     checkpoint: Annotated[
-        Path | None, typer.Option(help="A checkpoint: its top-3 for the clip goes in the title.")
+        str | None,
+        typer.Option(
+            help="A checkpoint (folder or hf://USER/NAME[@REVISION]): its top-3 for the clip goes in the title."
+        ),
     ] = None,
     frame_size: Annotated[
         str | None, typer.Option(help="WIDTHxHEIGHT of the clip's video (default: recorded, else square).")

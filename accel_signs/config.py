@@ -414,6 +414,16 @@ class TrainConfig:
         flag="--compile-mode",
         resumable=True,
     )
+    init_from: str | None = option(
+        None,
+        "Fine-tune: start from a trained checkpoint (a folder or hf://USER/NAME[@REVISION]); every tensor whose name and shape match is taken over, the classifier head and what does not match are new.",
+        flag="--init-from",
+    )
+    freeze_epochs: int = option(
+        0,
+        "With --init-from: train only the new parts (head, unmatched tensors) for the first N epochs.",
+        flag="--freeze-epochs",
+    )
     limit_batches: int | None = option(
         None, "Use only N batches per process of train and val data per epoch (a smoke test).", flag="--limit-batches"
     )
@@ -440,6 +450,12 @@ class TrainConfig:
             raise ConfigError(f"--num-epochs must be >= 1, got {self.num_epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.freeze_epochs < 0:
+            raise ConfigError(f"--freeze-epochs must be >= 0, got {self.freeze_epochs}")
+        if self.freeze_epochs and self.init_from is None:
+            raise ConfigError("--freeze-epochs freezes the tensors taken over from --init-from: give --init-from")
+        if self.init_from is not None:
+            self.init_from = str(self.init_from)
         if self.limit_batches is not None and self.limit_batches < 1:
             raise ConfigError(f"--limit-batches must be >= 1, got {self.limit_batches}")
         if self.compile_mode not in COMPILE_MODES:
@@ -683,10 +699,11 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 @dataclass(kw_only=True)
 class EvalConfig:
-    checkpoint: Path = option(
-        help="Checkpoint folder (model.safetensors + config.json), e.g. runs/<run>/best.",
+    checkpoint: Path | str = option(
+        help="Checkpoint folder (model.safetensors + config.json), e.g. runs/<run>/best, or a Hub model hf://USER/NAME[@REVISION].",
         flag="checkpoint",
         argument=True,
+        cli_type=str,
     )
     data: Path | None = option(None, "Clip store (default: the one the checkpoint was trained on).", flag="--data")
     split: str = option("test", "Split of the store to evaluate.", flag="--split")
@@ -716,7 +733,8 @@ class EvalConfig:
     )
 
     def __post_init__(self) -> None:
-        self.checkpoint = Path(self.checkpoint)
+        if not str(self.checkpoint).startswith("hf:/"):  # a Hub id stays text (a Path would fold its //)
+            self.checkpoint = Path(self.checkpoint)
         self.data = Path(self.data) if self.data is not None else None
         self.output = Path(self.output) if self.output is not None else None
         if isinstance(self.signers, str):
@@ -733,6 +751,10 @@ class EvalConfig:
     def output_dir(self) -> Path:
         if self.output is not None:
             return self.output
+        if not isinstance(self.checkpoint, Path):  # a Hub model: beside the caller, not in the cache
+            return Path(
+                f"eval-{self.split}-{str(self.checkpoint).split('/', 2)[-1].replace('/', '--').replace('@', '-')}"
+            )
         run = self.checkpoint.parent
         return (
             run / f"eval-{self.split}" if (run / "metrics.jsonl").exists() else self.checkpoint / f"eval-{self.split}"

@@ -164,7 +164,24 @@ def _evaluate(cfg: EvalConfig, accelerator: Accelerator) -> EvalResult:
         f"cannot write the evaluation results to {output}",
         DatasetError,
     )
+    if cfg.split == "test" and (ckpt.source is None or ckpt.source.repo_id is None):
+        on_main(
+            accelerator,
+            lambda: _update_card(ckpt.path, output),
+            f"cannot write the model card of {ckpt.path}",
+            CheckpointError,
+        )
     return EvalResult(report, class_rows, summary, output)
+
+
+def _update_card(checkpoint: Path, output: Path) -> None:
+    """The checkpoint's model card takes the new test metrics (a read-only folder keeps its card)."""
+    from .card import write_card
+
+    try:
+        write_card(checkpoint, output)
+    except PermissionError as e:
+        logger.warning("model card of %s not updated: %s", checkpoint, e)
 
 
 def _summary(

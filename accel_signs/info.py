@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import read_checkpoint_meta
+from .checkpoint import checkpoint_folder, init_source, read_checkpoint_meta
 from .data.pipeline import format_ranges
 from .data.store import ClipStore, StoreSplit, open_store
 from .layout import KeypointLayout
@@ -17,7 +17,9 @@ _SAMPLE_FRAMES = 100_000
 
 
 def describe(path: Path) -> str:
-    """A store (has meta.json) or a checkpoint (has config.json + model.safetensors)."""
+    """A store (has meta.json) or a checkpoint (has config.json + model.safetensors; or hf://USER/NAME)."""
+    if str(path).startswith("hf:/"):
+        return describe_checkpoint(path)
     path = Path(path)
     if (path / "model.safetensors").exists() or ((path / "config.json").exists() and not (path / "meta.json").exists()):
         return describe_checkpoint(path)
@@ -102,13 +104,14 @@ def _describe_input(cfg: dict | None) -> str:
     return "normalized: " + ", ".join(on) + (f" (off: {', '.join(off)})" if off else "")
 
 
-def describe_checkpoint(path: Path) -> str:
+def describe_checkpoint(spec: Path | str) -> str:
+    path = checkpoint_folder(spec).path
     meta = read_checkpoint_meta(path)
     model, data, metrics = meta["model"], meta.get("data", {}), meta.get("metrics", {})
     signs = [c["sign"] for c in meta["classes"]]
     size = (Path(path) / "model.safetensors").stat().st_size if (Path(path) / "model.safetensors").exists() else 0
     lines = [
-        f"checkpoint {path}",
+        f"checkpoint {spec}" + (f" ({path})" if str(spec) != str(path) else ""),
         f"  model: {model['class']} {model['size']}, {model['num_classes']} classes (signs {format_ranges(signs)}), "
         f"seq_len {model['seq_len']}, dropout {model['dropout']}, {size / 2**20:.1f} MiB",
         f"  input: {_describe_input(model.get('input'))}",
@@ -122,7 +125,9 @@ def describe_checkpoint(path: Path) -> str:
     ]
     runtime = meta.get("runtime") or {}
     if runtime:
-        lines.append("  trained with: " + ", ".join(f"{k} {v}" for k, v in runtime.items()))
+        lines.append("  trained with: " + ", ".join(f"{k} {v}" for k, v in runtime.items() if k != "init_from"))
+    if runtime.get("init_from"):
+        lines.append(f"  fine-tuned from: {init_source(runtime['init_from'])}")
     cfg = meta.get("train_config", {})
     if cfg:
         optim = cfg["optim"]

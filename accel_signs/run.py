@@ -55,6 +55,7 @@ class Runtime:
     num_workers: int
     data_on_device: bool
     global_batch_size: int
+    init_from: dict[str, Any] | None = None  # --init-from: the source and what was taken over (transfer.py)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,6 +134,15 @@ def _with(raw: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, A
 def _config_record(cfg: TrainConfig, runtime: Runtime, run_name: str) -> dict[str, Any]:
     """A run's config.json: the config, and what it resolved to on this launch."""
     return {**cfg.to_dict(), "runtime": {**runtime.to_dict(), "run_name": run_name}}
+
+
+def saved_init(run_dir: Path) -> dict[str, Any] | None:
+    """What a run being resumed took over with --init-from (its config.json's runtime record)."""
+    try:
+        raw = json.loads((Path(run_dir) / "config.json").read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{Path(run_dir) / 'config.json'}: unreadable ({e})") from None
+    return (raw.get("runtime") or {}).get("init_from")
 
 
 def latest_run(output_dir: Path) -> Path:

@@ -36,7 +36,8 @@ from .evaluate import evaluate_checkpoint, format_summary
 from .model import STTransformer
 from .optim import Schedule, make_optimizer
 from .progress import progress_bar
-from .run import Run, Runtime, resume_config
+from .run import Run, Runtime, resume_config, saved_init
+from .transfer import Freeze, init_from_checkpoint
 
 logger = get_logger(__name__)
 
@@ -145,8 +146,10 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: Path | None) -> P
         _enable_debug_checks(accelerator)
     data = training_data(cfg, accelerator)
     model = STTransformer.from_config(cfg.model, data.classes.num_classes, data.layout, cfg.data.seq_len)
+    init = _init_from(cfg, model, resume)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # gloo (CPU) has no SyncBatchNorm
+    freeze = Freeze.of(model, init) if init is not None and cfg.freeze_epochs else None
     lr = cfg.optim.scaled_lr(accelerator.num_processes)
     optimizer = make_optimizer(cfg.optim, model, lr, fused=accelerator.device.type == "cuda")
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, *data.loaders)
@@ -154,6 +157,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: Path | None) -> P
     # Augmentation draws differ per process; model init above was the same everywhere.
     set_seed(cfg.seed, device_specific=True)
     runtime = Runtime.of(accelerator, lr, data.train_loader.num_workers, data.on_device, cfg.batch_size)
+    runtime.init_from = init
     state = TrainState()
     if resume is None:
         run = Run.create(accelerator, cfg, runtime, data.split)
@@ -174,6 +178,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: Path | None) -> P
         state,
         data,
         runtime,
+        freeze,
     )
     size = sum(p.numel() for p in model.parameters()) / 1e6
     logger.info(
@@ -193,6 +198,14 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: Path | None) -> P
     return run.best_dir
 
 
+def _init_from(cfg: TrainConfig, model: torch.nn.Module, resume: Path | None) -> dict[str, Any] | None:
+    """--init-from: take over the source's matching tensors; a resumed run's weights come from its
+    state, so only the record of the transfer is read back."""
+    if cfg.init_from is None:
+        return None
+    return saved_init(resume) if resume is not None else init_from_checkpoint(model, cfg.init_from)
+
+
 @dataclass
 class Loop:
     """What every epoch works on."""
@@ -207,6 +220,7 @@ class Loop:
     state: TrainState
     data: TrainData
     runtime: Runtime
+    freeze: Freeze | None = None  # --freeze-epochs: the taken-over tensors, held for the first epochs
 
 
 def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]:
@@ -214,7 +228,10 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
     cfg, accelerator, state, run = loop.cfg, loop.accelerator, loop.state, loop.run
     (optimizer, schedule), (train_loader, val_loader) = loop.optim, loop.loaders
     start, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
-    train_loss, seen = train_one_epoch(accelerator, loop.model, loop.optim, train_loader, loop.augment, cfg, epoch)
+    freeze = loop.freeze if epoch <= cfg.freeze_epochs else None
+    train_loss, seen = train_one_epoch(
+        accelerator, loop.model, loop.optim, train_loader, loop.augment, cfg, epoch, freeze
+    )
     val_start = time.perf_counter()
     val_loss, val_acc = validate(accelerator, loop.model, val_loader)
     if compiling:
@@ -248,7 +265,7 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
             loop.data.classes.classes,
             epoch,
             metrics,
-            loop.data.split.summary(),
+            loop.data.record(),
             loop.runtime.to_dict(),
             loop.data.layout,
         )
@@ -268,6 +285,7 @@ def finish(cfg: TrainConfig, accelerator: Accelerator, run: Run, data: TrainData
     """Evaluate the best checkpoint on the test split (when asked and the store has one), draw the
     training curves, and close the trackers and the process group. A failure reaches every
     process alike (no one waits in a barrier for a process that gave up) and is raised there."""
+    from .card import write_card
     from .plots import plot_training_curves
 
     try:
@@ -292,6 +310,12 @@ def finish(cfg: TrainConfig, accelerator: Accelerator, run: Run, data: TrainData
                 f"cannot draw the training curves of {run.path}",
                 TrainingError,
             )
+        on_main(
+            accelerator,
+            lambda: write_card(run.best_dir),
+            f"cannot write the model card of {run.best_dir}",
+            TrainingError,
+        )
     except AccelSignsError as e:
         raise TrainingError(
             f"the final evaluation failed; the best checkpoint is saved (retry with `accel-signs "
@@ -362,12 +386,15 @@ def train_one_epoch(
     augment: Augmenter,
     cfg: TrainConfig,
     epoch: int,
+    freeze: Freeze | None = None,
 ) -> tuple[float, int]:
     """One pass over the training data; returns (mean loss over every clip, clips seen), counted
     exactly: the samples Accelerate repeats to even out the shards are left out, so 1 and N
     processes report the same numbers."""
     optimizer, schedule = optim
     model.train()
+    if freeze is not None:
+        freeze.hold()
     loader.set_epoch(epoch)
     totals = torch.zeros(2, device=accelerator.device)  # loss sum, sample count; summed without a sync per step
     last = torch.zeros(0, device=accelerator.device)  # the last batch's per-sample losses, padding dropped
@@ -381,6 +408,8 @@ def train_one_epoch(
                 )
                 loss = losses.mean()
                 accelerator.backward(loss)
+                if freeze is not None:
+                    freeze.drop_grads()
                 grad_norm = None
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm:
                     grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)

@@ -15,6 +15,7 @@ a 1-nearest-neighbour on hand shapes, which needs no training, is the floor to b
     python benchmarks/real_data.py --source /path/to/Nepali-Sign-Language.git           # the full NSL table
     python benchmarks/real_data.py --source ... --quick                                  # 1 seed, 30 epochs, old + new
     python benchmarks/real_data.py --data libras --source /path/to/Prova_IA.git --only old,new,no_motion
+    python benchmarks/real_data.py --mode finetune --source /path/to/Nepali-Sign-Language.git   # fine-tuning vs scratch (finetune.py)
 
 --source takes the bare git directory that `fetch` returns, or an extracted copy. Prints mean
 and per-fold accuracy and writes every run's numbers to bench/results/real_data-<data>-<time>.json.
@@ -36,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import finetune  # noqa: E402
 import libras  # noqa: E402
 import nsl  # noqa: E402
 from accel_signs.config import SEED_RECIPE  # noqa: E402
@@ -119,8 +121,18 @@ def prepare_store(data: str, source: Path, work: Path) -> Path:
     return store
 
 
-def run_one(store: Path, name: str, overrides: dict, fold: str, seed: int, args: argparse.Namespace, out: Path) -> dict:
-    """One training run through the CLI; returns its accuracies."""
+def run_one(
+    store: Path,
+    name: str,
+    overrides: dict,
+    fold: str,
+    seed: int,
+    args: argparse.Namespace,
+    out: Path,
+    extra: tuple[str, ...] = (),
+    epochs: int | None = None,
+) -> dict:
+    """One training run through the CLI (`extra`: more options); returns its accuracies."""
     run_name = f"{name}-f{fold}-s{seed}".replace(" ", "_")
     cmd = [
         sys.executable,
@@ -133,7 +145,7 @@ def run_one(store: Path, name: str, overrides: dict, fold: str, seed: int, args:
         "--val-signers",
         fold,
         "--num-epochs",
-        str(args.epochs),
+        str(epochs or args.epochs),
         "--batch-size",
         str(args.batch_size),
         "--seed",
@@ -143,6 +155,7 @@ def run_one(store: Path, name: str, overrides: dict, fold: str, seed: int, args:
         str(out),
         "--run-name",
         run_name,
+        *extra,
     ]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(overrides, f)
@@ -154,8 +167,13 @@ def run_one(store: Path, name: str, overrides: dict, fold: str, seed: int, args:
     os.unlink(f.name)
     if proc.returncode != 0:
         raise RuntimeError(f"{run_name} failed:\n{proc.stderr[-3000:]}")
-    metrics = [json.loads(line) for line in (out / run_name / "metrics.jsonl").read_text().splitlines()]
-    best = json.loads((out / run_name / "best" / "config.json").read_text())
+    return read_run(out / run_name, name, fold, seed, round(time.perf_counter() - start, 1))
+
+
+def read_run(run: Path, name: str, fold: str, seed: int, seconds: float | None) -> dict:
+    """A finished run's accuracies, from its files."""
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    best = json.loads((run / "best" / "config.json").read_text())
     acc = [m["val_acc"] for m in metrics]
     return {
         "config": name,
@@ -167,7 +185,7 @@ def run_one(store: Path, name: str, overrides: dict, fold: str, seed: int, args:
         "checkpoint_epoch": best["epoch"],
         "val_acc_curve": acc,
         "val_loss_curve": [m["val_loss"] for m in metrics],
-        "seconds": round(time.perf_counter() - start, 1),
+        "seconds": seconds,
     }
 
 
@@ -245,7 +263,25 @@ def main() -> None:
         "--quick", action="store_true", help="1 seed, 30 epochs, old and new defaults only (with --only: those)"
     )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    p.add_argument(
+        "--mode",
+        choices=("table", "finetune"),
+        default="table",
+        help="table: the configurations above; finetune: pretrain on letters 1-25, then k clips of 26-49 (NSL only)",
+    )
+    p.add_argument("--k", default="1,2,5", help="finetune: clips per letter and training signer")
+    p.add_argument("--pretrain-epochs", type=int, default=40, help="finetune: epochs of the pretraining on 1-25")
+    p.add_argument("--freeze-epochs", type=int, default=0, help="finetune: --freeze-epochs of the fine-tuning")
+    p.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=None,
+        help="finetune: runs folder of an earlier start; its finished runs are kept",
+    )
     args = p.parse_args()
+    if args.mode == "finetune":
+        main_finetune(p, args)
+        return
     spec = DATASETS[args.data]
     args.epochs = args.epochs or spec["epochs"]
     args.folds = args.folds or ",".join(spec["folds"])
@@ -321,6 +357,52 @@ def main() -> None:
     table = summarise(results, names, folds, knn)
     print(table)
     write(table)
+    print(f"wrote {path}")
+
+
+def main_finetune(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--mode finetune (finetune.py): NSL letters 1-25 pretrained, 26-49 with k clips per letter and signer."""
+    if args.data != "nsl":
+        p.error("--mode finetune runs on NSL (--data nsl)")
+    spec = DATASETS["nsl"]
+    args.epochs = args.epochs or 40
+    args.folds = args.folds or ",".join(spec["folds"])
+    args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    args.work.mkdir(parents=True, exist_ok=True)
+    store = prepare_store("nsl", args.source, args.work)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"real_data-nsl-finetune-{stamp}.json"
+    folds, ks = args.folds.split(","), [int(k) for k in args.k.split(",")]
+
+    def write(results: list[dict], table: str | None = None) -> None:
+        tmp = path.with_suffix(".tmp")
+        record = {
+            "data": spec["title"],
+            "protocol": (
+                f"pretrain on letters {finetune.PRETRAIN_SIGNS} with every signer but the held-out one; fine-tune on "
+                "letters 26-49 with k clips per letter and training signer; validate on the held-out signer's clips "
+                f"of 26-49; folds {'/'.join(folds)}"
+            ),
+            "pretrain_epochs": args.pretrain_epochs,
+            "epochs": args.epochs,
+            "freeze_epochs": args.freeze_epochs,
+            "batch_size": args.batch_size,
+            "seeds": args.seeds,
+            "k": ks,
+            "runs": results,
+            "complete": table is not None,
+            "table": table,
+        }
+        tmp.write_text(json.dumps(record, indent=1))
+        os.replace(tmp, path)
+
+    runs_dir = args.runs_dir or args.work / f"runs-finetune-{stamp}"
+    results = finetune.run_finetune(store, args, runs_dir, run_one, read_run, write)
+    table = finetune.summarise_finetune(results, folds, ks)
+    print(table)
+    print(finetune.detail(results))
+    write(results, table)
     print(f"wrote {path}")
 
 

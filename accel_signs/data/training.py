@@ -65,6 +65,11 @@ class TrainData:
     has_test: bool  # the store has a test split to evaluate the best checkpoint on
     on_device: bool  # the clips are held in the device's memory (--data-on-device)
     layout: KeypointLayout  # the store's keypoint layout: the model is built for it
+    profile: dict[str, Any] = dataclasses.field(default_factory=dict)  # data_profile of the training clips
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint records about its data (its config.json's `data`)."""
+        return {**self.split.summary(), "profile": self.profile}
 
     @property
     def loaders(self) -> tuple[DataLoader, DataLoader]:
@@ -84,6 +89,32 @@ def default_num_workers(device: torch.device, num_processes: int) -> int:
         cores = os.cpu_count() or 1
     local = int(os.environ.get("LOCAL_WORLD_SIZE") or num_processes)
     return max(0, min(4, cores // max(1, local)))
+
+
+def data_profile(split: StoreSplit, ids: np.ndarray, layout: KeypointLayout, max_clips: int = 200) -> dict[str, Any]:
+    """What a user of the model must know about its training clips: the share of frames in which
+    each part was detected (on up to `max_clips` clips, seeded), and the videos' frame sizes."""
+    pick = np.sort(np.random.default_rng(0).permutation(ids)[:max_clips])
+    seen = {part: 0 for part in layout.parts}
+    frames = 0
+    for i in pick:
+        clip = split.clip(int(i))
+        frames += len(clip)
+        for part, points in layout.parts.items():
+            seen[part] += int((clip[:, list(points)] != 0).any(axis=(1, 2)).sum())
+    sizes: dict[str, int] = {}
+    if split.frame_sizes is not None:
+        for w, h in split.frame_sizes[ids]:
+            key = f"{int(w)}x{int(h)}" if w > 0 and h > 0 else "unknown"
+            sizes[key] = sizes.get(key, 0) + 1
+    else:
+        sizes["unknown"] = len(ids)
+    return {
+        "train_clips": len(ids),
+        "detection": {part: round(n / max(1, frames), 4) for part, n in seen.items()},
+        "detection_clips": len(pick),
+        "frame_sizes": dict(sorted(sizes.items(), key=lambda kv: -kv[1])),
+    }
 
 
 def protocol_signers(cfg: TrainConfig, store: ClipStore) -> tuple[list[str], list[str], list[str]]:
@@ -152,6 +183,7 @@ def training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
         val_loader=make_loader(split, val_ids, classes, batch_size=2 * cfg.batch_size, train=False, **common),
         has_test="test" in store.splits,
         layout=store.layout,
+        profile=data_profile(split, train_ids, store.layout),
         split=SplitInfo(
             store=str(Path(path).resolve()),
             split=split.name,
