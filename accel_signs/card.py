@@ -174,10 +174,7 @@ def _usage(meta: dict[str, Any], spec: str) -> list[str]:
         f"accel-signs evaluate {spec} --data STORE       # a clip store with these signs",
         f"accel-signs export {spec} --onnx model.onnx",
         f"accel-signs train --data MY_STORE --init-from {spec} --model-size {meta['model']['size']}  # fine-tune on your signs",
-    ]
-    if _has_serve():
-        lines.append(f"accel-signs serve {spec}")
-    lines += [
+        f"accel-signs serve {spec}                        # live, in the browser (the serve extra)",
         "```",
         "",
         "```python",
@@ -187,12 +184,6 @@ def _usage(meta: dict[str, Any], spec: str) -> list[str]:
         "",
     ]
     return lines
-
-
-def _has_serve() -> bool:
-    from .cli import app
-
-    return any(c.name == "serve" for c in app.registered_commands)
 
 
 def _training(meta: dict[str, Any], checkpoint: Path) -> list[str]:
