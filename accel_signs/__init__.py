@@ -9,25 +9,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from accel_signs.core import __version__
 
 # Imported on first use, so `import accel_signs` (and `accel-signs --help`) stays fast.
 _LAZY = {
-    "train": ("accel_signs.trainer", "train"),
+    "train": ("accel_signs.training.loop", "train"),
     "TrainConfig": ("accel_signs.config", "TrainConfig"),
     "DataConfig": ("accel_signs.config", "DataConfig"),
     "ModelConfig": ("accel_signs.config", "ModelConfig"),
     "OptimConfig": ("accel_signs.config", "OptimConfig"),
     "AugmentConfig": ("accel_signs.config", "AugmentConfig"),
-    "load_checkpoint": ("accel_signs.checkpoint", "load_checkpoint"),
+    "load_checkpoint": ("accel_signs.model.checkpoint", "load_checkpoint"),
     "open_store": ("accel_signs.data.store", "open_store"),
 }
 
 if TYPE_CHECKING:
-    from .checkpoint import load_checkpoint
-    from .config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
-    from .data.store import open_store
-    from .trainer import train
+    from accel_signs.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig
+    from accel_signs.data.store import open_store
+    from accel_signs.model.checkpoint import load_checkpoint
+    from accel_signs.training.loop import train
 
 __all__ = ["__version__", *_LAZY]
 

@@ -1,6 +1,6 @@
 """`python -m accel_signs` and `accelerate launch -m accel_signs`."""
 
-from .cli import main
+from accel_signs.cli import main
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import AccelSignsError, ConfigError
+from accel_signs.core.errors import AccelSignsError, ConfigError
 
 app = typer.Typer(
     name="accel-signs",
@@ -78,7 +78,7 @@ def _command(name: str, doc: str, options: list, extra: list[inspect.Parameter],
 
 def _train_config(ctx: typer.Context, values: dict[str, Any]):
     """The config a `train` command line asks for: defaults < --config file < options given."""
-    from .config import DEBUG_DEFAULTS, TrainConfig, config_options, load_config_file, set_path
+    from accel_signs.config import DEBUG_DEFAULTS, TrainConfig, config_options, load_config_file, set_path
 
     file = values["config"]
     raw: dict[str, Any] = load_config_file(file) if file else {}
@@ -95,7 +95,7 @@ def _train_config(ctx: typer.Context, values: dict[str, Any]):
 
 def _resume_changes(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any]:
     """Options given with --resume, by field path: the library decides which may change."""
-    from .config import TrainConfig, config_options
+    from accel_signs.config import TrainConfig, config_options
 
     return {
         o.dotted: values[o.name] for o in config_options(TrainConfig) if _given(ctx, o.name) and o.name != "output_dir"
@@ -104,8 +104,8 @@ def _resume_changes(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any
 
 def _train(ctx: typer.Context, values: dict[str, Any]) -> None:
     try:
-        from .run import latest_run, resume_config
-        from .trainer import train as run_training
+        from accel_signs.training.loop import train as run_training
+        from accel_signs.training.run import latest_run, resume_config
 
         if values["resume"] is not None:
             if values["config"] is not None:
@@ -127,8 +127,8 @@ def _train(ctx: typer.Context, values: dict[str, Any]) -> None:
 
 def _evaluate(ctx: typer.Context, values: dict[str, Any]) -> None:
     try:
-        from .config import EvalConfig, config_options
-        from .evaluate import evaluate_checkpoint, format_summary
+        from accel_signs.config import EvalConfig, config_options
+        from accel_signs.training.evaluate import evaluate_checkpoint, format_summary
 
         cfg = EvalConfig(**{o.name: values[o.name] for o in config_options(EvalConfig)})
         result = evaluate_checkpoint(cfg)
@@ -143,15 +143,15 @@ def _evaluate(ctx: typer.Context, values: dict[str, Any]) -> None:
 
 def _serve(ctx: typer.Context, values: dict[str, Any]) -> None:
     try:
-        from .config import config_options, set_path
-        from .serve.config import SERVE_HINT, ServeConfig
+        from accel_signs.config import config_options, set_path
+        from accel_signs.serve.config import SERVE_HINT, ServeConfig
 
         raw: dict[str, Any] = {}
         for o in config_options(ServeConfig):
             set_path(raw, o.path, values[o.name])
         cfg = ServeConfig(**raw)
         try:
-            from .serve.app import serve
+            from accel_signs.serve.app import serve
         except ImportError as e:
             raise ConfigError(f"{SERVE_HINT} ({e})") from None
         serve(cfg)
@@ -160,8 +160,8 @@ def _serve(ctx: typer.Context, values: dict[str, Any]) -> None:
 
 
 def _register() -> None:
-    from .config import EvalConfig, TrainConfig, config_options
-    from .serve.config import ServeConfig
+    from accel_signs.config import EvalConfig, TrainConfig, config_options
+    from accel_signs.serve.config import ServeConfig
 
     kw = inspect.Parameter.KEYWORD_ONLY
     _command(
@@ -224,7 +224,7 @@ _register()
 @app.command()
 def plot(run_dir: Annotated[Path, typer.Argument(help="A run folder, or an eval-<split> folder.")]) -> None:
     """Redraw a run's figures from its files: training curves and every evaluation's plots."""
-    from .plots import plot_eval_dir, plot_run
+    from accel_signs.core.plots import plot_eval_dir, plot_run
 
     if not run_dir.is_dir():
         raise _fail(AccelSignsError(f"{run_dir} is not a folder"))
@@ -295,8 +295,8 @@ def prepare(
     """Convert keypoints into a clip store, streaming in bounded memory: the seed project's
     formats, a manifest of .npy/.npz clips in any layout, or the Kaggle GISLR parquet files."""
     try:
-        from .config import parse_signers, parse_signs
-        from .data.prepare import prepare as run_prepare
+        from accel_signs.config import parse_signers, parse_signs
+        from accel_signs.data.prepare import prepare as run_prepare
 
         report = run_prepare(
             src,
@@ -325,7 +325,7 @@ def info(
 ) -> None:
     """Summarise a clip store (splits, clips, classes, signers, lengths, detection rates) or a checkpoint."""
     try:
-        from .info import describe
+        from accel_signs.tools.info import describe
 
         typer.echo(describe(path))
     except AccelSignsError as e:
@@ -352,8 +352,8 @@ def predict(
 ) -> None:
     """Classify keypoint clips with a trained checkpoint: the top-k glosses (English and Arabic) with probabilities."""
     try:
-        from .inference import format_predictions, parse_frame_size
-        from .inference import predict as run_predict
+        from accel_signs.tools.inference import format_predictions, parse_frame_size
+        from accel_signs.tools.inference import predict as run_predict
 
         results = run_predict(checkpoint, clip, top_k, parse_frame_size(frame_size))
     except AccelSignsError as e:
@@ -368,7 +368,7 @@ def export(
 ) -> None:
     """Export a checkpoint to ONNX (input keypoints (batch, 50, 736), output logits), verified with ONNX Runtime."""
     try:
-        from .inference import export_onnx
+        from accel_signs.tools.inference import export_onnx
 
         report = export_onnx(checkpoint, onnx)
     except AccelSignsError as e:
@@ -391,7 +391,7 @@ def push(
     """Publish a checkpoint on the Hugging Face Hub: weights, config.json, model card, test metrics
     and plots (nothing else). The token comes from HF_TOKEN or `hf auth login`. Needs the hub extra."""
     try:
-        from .hub import push_checkpoint
+        from accel_signs.model.hub import push_checkpoint
 
         files = push_checkpoint(checkpoint, repo_id, private=private, revision=revision, dry_run=dry_run)
     except AccelSignsError as e:
@@ -447,7 +447,7 @@ def extract(
     """Extract MediaPipe Holistic keypoints from videos: one clip per video, resumable (clips
     already written are skipped), parallel over videos. Needs the `extract` extra."""
     try:
-        from .extract import extract as run_extract
+        from accel_signs.tools.extract import extract as run_extract
 
         report, written = run_extract(
             list(videos),
@@ -464,7 +464,7 @@ def extract(
         for error in report.failed:
             typer.echo(f"error: {error}", err=True)
         if store is not None and not report.failed:
-            from .data.prepare import prepare as run_prepare
+            from accel_signs.data.prepare import prepare as run_prepare
 
             run_prepare(written, store, "clips", layout=layout)
             typer.echo(str(store))
@@ -500,14 +500,14 @@ def show(
     """Draw a clip as an animated skeleton (bones, hands enlarged, undetected points hidden): to
     check that keypoints are right before training on them."""
     try:
-        from .inference import parse_frame_size, read_inputs
-        from .inference import predict as run_predict
-        from .layout import keypoint_layout, load_layout
-        from .show import render, store_clip
+        from accel_signs.data.layout import keypoint_layout, load_layout
+        from accel_signs.tools.inference import parse_frame_size, read_inputs
+        from accel_signs.tools.inference import predict as run_predict
+        from accel_signs.tools.show import render, store_clip
 
         ckpt_layout = None
         if checkpoint is not None:
-            from .checkpoint import load_checkpoint
+            from accel_signs.model.checkpoint import load_checkpoint
 
             ckpt_layout = load_checkpoint(checkpoint).layout
         if (clip / "meta.json").exists():
@@ -551,7 +551,7 @@ def synth(
 ) -> None:
     """Write a KArSL-shaped, learnable synthetic data set (train and test splits) as a clip store."""
     try:
-        from .data.synth import SynthSpec, write_synthetic
+        from accel_signs.data.synth import SynthSpec, write_synthetic
 
         path = write_synthetic(
             out_dir,

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from accel_signs.data.layout import keypoint_layout
 from accel_signs.data.store import ClassInfo, StoreWriter
-from accel_signs.layout import keypoint_layout
 
 COMMIT = "8f18fdd"
 METADATA = "training_dataset/master_metadata.csv"

@@ -205,7 +205,7 @@ def jpeg_effect(checkpoint: str, frames: list[np.ndarray]) -> dict:
     page's quality, both through the live pipeline with the window covering the clip."""
     import cv2
 
-    from accel_signs.checkpoint import load_checkpoint
+    from accel_signs.model.checkpoint import load_checkpoint
     from accel_signs.serve.config import LiveConfig
     from accel_signs.serve.pipeline import LiveSession
 

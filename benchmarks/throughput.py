@@ -68,18 +68,18 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
     resident batch, and evaluation."""
     from accel_signs.config import TrainConfig
     from accel_signs.data.augment import Augmenter
+    from accel_signs.data.layout import keypoint_layout
     from accel_signs.data.pipeline import class_map, make_loader
     from accel_signs.data.resident import ResidentClips, keep_on_device, resident_bytes
     from accel_signs.data.store import open_store
-    from accel_signs.layout import keypoint_layout
-    from accel_signs.model import STTransformer
-    from accel_signs.trainer import train_one_epoch, validate
+    from accel_signs.model.transformer import STTransformer
+    from accel_signs.training.loop import train_one_epoch, validate
 
     store = open_store(store_path)
     split, cmap = store.split("train"), class_map(store, None)
     cfg = TrainConfig(batch_size=batch, num_epochs=1)
     layout, device = keypoint_layout(), accelerator.device
-    from accel_signs.optim import Schedule, make_optimizer
+    from accel_signs.training.optim import Schedule, make_optimizer
 
     model = STTransformer(cmap.num_classes, size, layout=layout, input=cfg.model.input, drop_path=cfg.model.drop_path)
     optimizer = make_optimizer(cfg.optim, model, 1e-3, fused=device.type == "cuda")

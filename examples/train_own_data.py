@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from accel_signs import DataConfig, ModelConfig, TrainConfig, load_checkpoint, open_store, train
+from accel_signs.data.layout import karsl_glosses
 from accel_signs.data.store import ClassInfo, StoreWriter
 from accel_signs.data.synth import SynthSpec, write_synthetic
-from accel_signs.layout import karsl_glosses
 
 
 def demo_clips(folder: Path) -> None:

@@ -110,9 +110,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
 def recompute_val(run_dir: Path) -> tuple[float, float]:
     """Val loss and accuracy of run_dir's best checkpoint, recomputed in this one process
     with plain torch (no Accelerate) on the run's recorded val split."""
-    from accel_signs.checkpoint import load_checkpoint, split_ids
     from accel_signs.data.pipeline import class_map, make_loader
     from accel_signs.data.store import open_store
+    from accel_signs.model.checkpoint import load_checkpoint, split_ids
 
     ckpt = load_checkpoint(run_dir / "best")
     info = json.loads((run_dir / "split.json").read_text())

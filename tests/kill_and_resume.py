@@ -31,8 +31,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from accel_signs.checkpoint import load_checkpoint
 from accel_signs.data.synth import SynthSpec, write_synthetic
+from accel_signs.model.checkpoint import load_checkpoint
 
 KEYS = ("epoch", "train_loss", "val_loss", "val_acc", "lr")
 MIN_DELAY_S, MAX_DELAY_S = 1.0, 5.0  # between a (re)start and its kill; startup included

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 from accel_signs.config import DataConfig, TrainConfig
+from accel_signs.data.layout import keypoint_layout
 from accel_signs.data.training import training_data
-from accel_signs.layout import keypoint_layout
-from accel_signs.model import STTransformer
-from accel_signs.trainer import make_accelerator, validate
+from accel_signs.model.transformer import STTransformer
+from accel_signs.training.loop import make_accelerator, validate
 
 
 def main() -> None:

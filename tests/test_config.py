@@ -12,7 +12,7 @@ from accel_signs.config import (
     parse_signers,
     parse_signs,
 )
-from accel_signs.errors import ConfigError
+from accel_signs.core.errors import ConfigError
 
 
 def test_parse_signs_ranges_and_lists():

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
+from accel_signs.core.plots import plot_confusion, plot_per_class_f1, plot_top_confusions
 from accel_signs.data.synth import SynthSpec, write_synthetic
-from accel_signs.plots import plot_confusion, plot_per_class_f1, plot_top_confusions
 from helpers import accelerate_launch, assert_one_line_error, train_tiny_run
 
 runner = CliRunner()

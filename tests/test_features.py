@@ -9,9 +9,9 @@ import torch
 
 from accel_signs.config import AugmentConfig, InputConfig
 from accel_signs.data.augment import Augmenter
+from accel_signs.data.layout import keypoint_layout
 from accel_signs.data.synth import SynthSpec, _Generator
-from accel_signs.features import KeypointFeatures, masked_median
-from accel_signs.layout import keypoint_layout
+from accel_signs.model.features import KeypointFeatures, masked_median
 
 LAYOUT = keypoint_layout()
 # karsl184's parts are contiguous: (first, last + 1)

@@ -16,12 +16,12 @@ from huggingface_hub import ModelCard, metadata_load
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from accel_signs.card import model_card
 from accel_signs.cli import app
+from accel_signs.core.errors import ConfigError
 from accel_signs.data.store import open_store
-from accel_signs.errors import ConfigError
-from accel_signs.hub import parse_hub_spec, resolve_checkpoint
-from accel_signs.inference import predict
+from accel_signs.model.card import model_card
+from accel_signs.model.hub import parse_hub_spec, resolve_checkpoint
+from accel_signs.tools.inference import predict
 from helpers import assert_one_line_error, cli_env, train_tiny_run
 
 runner = CliRunner()
@@ -151,8 +151,8 @@ def _fill_cache(cache: Path, repo_id: str, commit: str, files: dict[str, bytes],
 
 PROBE = """
 import json, sys
-from accel_signs.errors import AccelSignsError
-from accel_signs.inference import predict
+from accel_signs.core.errors import AccelSignsError
+from accel_signs.tools.inference import predict
 out = {}
 for spec in sys.argv[2:]:
     try:

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
+from accel_signs.data.layout import builtin_layout
 from accel_signs.data.store import open_store
-from accel_signs.layout import builtin_layout
 from helpers import assert_one_line_error
 
 runner = CliRunner()

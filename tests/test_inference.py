@@ -9,9 +9,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from accel_signs.checkpoint import load_checkpoint
 from accel_signs.cli import app
 from accel_signs.data.store import open_store
+from accel_signs.model.checkpoint import load_checkpoint
 from helpers import assert_one_line_error, train_tiny_run
 
 runner = CliRunner()
@@ -120,7 +120,7 @@ def test_onnx_export_matches_pytorch(run, tiny_store, tmp_path):
     inputs = session.get_inputs()
     assert [i.name for i in inputs] == ["keypoints", "aspect"] and inputs[0].shape[1:] == [50, 736]
     test = open_store(tiny_store).split("test")
-    from accel_signs.inference import model_input
+    from accel_signs.tools.inference import model_input
 
     real = torch.cat([model_input(test.clip(i), 50) for i in range(len(test))])  # (N, 50, 736)
     aspect = torch.from_numpy(test.aspects)

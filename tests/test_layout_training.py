@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
+from accel_signs.data.layout import BUILTIN
 from accel_signs.data.store import open_store
 from accel_signs.data.synth import SynthSpec, write_synthetic
-from accel_signs.layout import BUILTIN
 from helpers import train_tiny_run
 
 runner = CliRunner()

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
-from accel_signs.errors import ConfigError
-from accel_signs.layout import BUILTIN, builtin_layout, load_layout, parse_layout
+from accel_signs.core.errors import ConfigError
+from accel_signs.data.layout import BUILTIN, builtin_layout, load_layout, parse_layout
 from helpers import assert_one_line_error
 
 runner = CliRunner()

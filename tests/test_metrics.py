@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from accel_signs.metrics import classification_report
+from accel_signs.core.metrics import classification_report
 
 # 7 classes. Classes 0-2 occur; 2 is never predicted; 3 is absent from the data but predicted
 # once; 4-6 are neither in the data nor predicted.

@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from accel_signs.config import InputConfig
-from accel_signs.layout import keypoint_layout
-from accel_signs.model import SpatialAttention, STTransformer, TemporalAttention
+from accel_signs.data.layout import keypoint_layout
+from accel_signs.model.transformer import SpatialAttention, STTransformer, TemporalAttention
 
 RAW = InputConfig(kind="raw", handedness=False)
 
@@ -36,7 +36,7 @@ def test_training_step_backpropagates_everywhere(inp):
 
 
 def test_drop_path_skips_branches_for_some_samples_in_training_only():
-    from accel_signs.model import Block
+    from accel_signs.model.transformer import Block
 
     torch.manual_seed(0)
     block = Block(32, 4, dropout=0.0, drop_path=0.5)
@@ -84,7 +84,7 @@ def test_compiled_training_saves_plain_weights_with_the_same_outputs(tiny_store,
     import subprocess
     import sys
 
-    from accel_signs.checkpoint import load_checkpoint
+    from accel_signs.model.checkpoint import load_checkpoint
     from helpers import cli_env
 
     # A process of its own: Accelerate keeps its state (the dynamo plugin included) per process.
@@ -126,7 +126,7 @@ def test_compiled_training_saves_plain_weights_with_the_same_outputs(tiny_store,
 def test_cpu_dropout_is_dropout():
     """model.Dropout's CPU mask (torch.rand) keeps nn.Dropout's meaning: a share p zeroed, the
     rest scaled by 1 / (1 - p), identity in eval mode."""
-    from accel_signs.model import Dropout
+    from accel_signs.model.transformer import Dropout
 
     torch.manual_seed(0)
     drop, x = Dropout(0.2), torch.ones(200_000)

@@ -50,7 +50,7 @@ def test_defaults_come_from_the_config_only():
         seen["cfg"], seen["resume"] = cfg, resume
         return "runs/x/best"
 
-    import accel_signs.trainer as trainer
+    import accel_signs.training.loop as trainer
 
     original = trainer.train
     trainer.train = fake_train

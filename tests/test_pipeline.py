@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from accel_signs.core.errors import DatasetError
 from accel_signs.data.pipeline import class_map, make_loader, select_clips, signer_indices, stratified_split
 from accel_signs.data.store import open_store
-from accel_signs.errors import DatasetError
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
+from accel_signs.core.errors import ConfigError
 from accel_signs.data.training import default_num_workers
-from accel_signs.errors import ConfigError
-from accel_signs.run import resume_config
+from accel_signs.training.run import resume_config
 from helpers import FAST, assert_one_line_error, cli_env, read_metrics
 
 runner = CliRunner()

@@ -19,8 +19,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import helpers
-from accel_signs.checkpoint import load_checkpoint
 from accel_signs.cli import _resume_value, app
+from accel_signs.model.checkpoint import load_checkpoint
 from helpers import assert_one_line_error, cli_env, launch_command
 
 runner = CliRunner()
@@ -110,10 +110,10 @@ def test_kill_and_resume_script(tmp_path):
     ids=["oserror", "safetensorerror"],
 )
 def test_failed_write_stops_training_and_keeps_the_previous_best(failure, tiny_store, tmp_path, monkeypatch):
-    import accel_signs.run
-    import accel_signs.state
+    import accel_signs.training.run
+    import accel_signs.training.state
 
-    real, calls = accel_signs.state.save_file, []
+    real, calls = accel_signs.training.state.save_file, []
 
     def full_disk(*args, **kwargs):
         calls.append(args[1])
@@ -121,7 +121,10 @@ def test_failed_write_stops_training_and_keeps_the_previous_best(failure, tiny_s
             raise failure
         return real(*args, **kwargs)
 
-    for module in (accel_signs.run, accel_signs.state):  # the best checkpoint's writer and the state's
+    for module in (
+        accel_signs.training.run,
+        accel_signs.training.state,
+    ):  # the best checkpoint's writer and the state's
         monkeypatch.setattr(module, "save_file", full_disk)
     result = _train(tmp_path, "--data", str(tiny_store), "--num-epochs", "4", "--run-name", "r", "--lr", "3e-3")
     assert result.exit_code == 1

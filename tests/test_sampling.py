@@ -6,8 +6,8 @@ import torch
 
 from accel_signs.config import AugmentConfig
 from accel_signs.data.augment import Augmenter
+from accel_signs.data.layout import keypoint_layout
 from accel_signs.data.sampling import affine, gather_frames, mirror, tsn_positions
-from accel_signs.layout import keypoint_layout
 
 LAYOUT = keypoint_layout()
 MIRROR = torch.tensor(LAYOUT.mirror)

@@ -38,14 +38,14 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def video_frames() -> tuple[list[np.ndarray], float]:
-    from accel_signs.extract import _frames
+    from accel_signs.tools.extract import _frames
 
     frames, _, _, fps = _frames(VIDEO)
     return list(frames), fps
 
 
 def _live(checkpoint: Path, frames: list[np.ndarray], fps: float, cfg, whole_clip: bool):
-    from accel_signs.checkpoint import load_checkpoint
+    from accel_signs.model.checkpoint import load_checkpoint
     from accel_signs.serve.pipeline import LiveSession
 
     session = LiveSession(load_checkpoint(checkpoint), cfg, whole_clip=whole_clip)
@@ -59,8 +59,8 @@ def _live(checkpoint: Path, frames: list[np.ndarray], fps: float, cfg, whole_cli
 
 def test_live_pipeline_gives_predicts_answer(checkpoint, video_frames):
     """The same decoded frames, no JPEG in between, a window covering the clip: predict's top-5."""
-    from accel_signs.inference import predict
     from accel_signs.serve.config import LiveConfig
+    from accel_signs.tools.inference import predict
 
     expected = predict(checkpoint, VIDEO, top_k=5)[0]["top"]
     frames, fps = video_frames
@@ -139,7 +139,7 @@ def _huge_header(data: bytes, width: int, height: int) -> bytes:
 
 @contextlib.contextmanager
 def running_server(checkpoint: Path, **options):
-    from accel_signs.checkpoint import load_checkpoint
+    from accel_signs.model.checkpoint import load_checkpoint
     from accel_signs.serve.app import make_server
     from accel_signs.serve.config import ServeConfig
 

@@ -4,9 +4,9 @@ import shutil
 import numpy as np
 import pytest
 
+from accel_signs.core.errors import DatasetError
+from accel_signs.data.layout import keypoint_layout
 from accel_signs.data.store import ClassInfo, StoreWriter, open_store
-from accel_signs.errors import DatasetError
-from accel_signs.layout import keypoint_layout
 
 
 def _clips(n=5, seed=0):

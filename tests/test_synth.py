@@ -2,9 +2,9 @@ import json
 
 import numpy as np
 
+from accel_signs.data.layout import karsl_glosses, keypoint_layout
 from accel_signs.data.store import open_store
 from accel_signs.data.synth import SynthSpec, write_synthetic
-from accel_signs.layout import karsl_glosses, keypoint_layout
 
 
 def test_deterministic_for_a_seed(tmp_path):

@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 
 from accel_signs.cli import app
 from accel_signs.config import InputConfig, ModelConfig
+from accel_signs.core.errors import CheckpointError
+from accel_signs.data.layout import builtin_layout
 from accel_signs.data.synth import SynthSpec, write_synthetic
-from accel_signs.errors import CheckpointError
-from accel_signs.layout import builtin_layout
-from accel_signs.model import STTransformer
-from accel_signs.transfer import init_from_checkpoint
+from accel_signs.model.transfer import init_from_checkpoint
+from accel_signs.model.transformer import STTransformer
 from helpers import FAST, assert_one_line_error, read_metrics, train_tiny_run
 
 runner = CliRunner()

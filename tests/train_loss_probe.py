@@ -12,8 +12,8 @@ from torch import nn
 from accel_signs.config import AugmentConfig, DataConfig, OptimConfig, TrainConfig
 from accel_signs.data.augment import Augmenter
 from accel_signs.data.training import training_data
-from accel_signs.optim import Schedule
-from accel_signs.trainer import make_accelerator, train_one_epoch
+from accel_signs.training.loop import make_accelerator, train_one_epoch
+from accel_signs.training.optim import Schedule
 
 
 class PerSample(nn.Module):

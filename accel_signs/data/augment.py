@@ -14,9 +14,9 @@ import math
 
 import torch
 
-from ..config import AugmentConfig
-from ..layout import KeypointLayout, point_slice
-from .sampling import affine, mirror
+from accel_signs.config import AugmentConfig
+from accel_signs.data.layout import KeypointLayout, point_slice
+from accel_signs.data.sampling import affine, mirror
 
 
 def _rotation(angle: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:

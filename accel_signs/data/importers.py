@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from ..config import normalize_signer
-from ..errors import ConfigError, DatasetError
-from ..layout import NUM_CHANNELS, KeypointLayout, builtin_layout, load_layout
-from .store import ClassInfo
+from accel_signs.config import normalize_signer
+from accel_signs.core.errors import ConfigError, DatasetError
+from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, builtin_layout, load_layout
+from accel_signs.data.store import ClassInfo
 
 COORDS = ("normalized", "pixels")
 # The GISLR parquet's landmark types, in the order of its 543 points.

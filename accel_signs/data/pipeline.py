@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import DatasetError
-from .resident import ResidentClips
-from .sampling import gather_frames, tsn_positions
-from .store import ClassInfo, ClipStore, StoreSplit
+from accel_signs.core.errors import DatasetError
+from accel_signs.data.resident import ResidentClips
+from accel_signs.data.sampling import gather_frames, tsn_positions
+from accel_signs.data.store import ClassInfo, ClipStore, StoreSplit
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DatasetError
-from ..layout import NUM_CHANNELS, KeypointLayout, builtin_layout, karsl_glosses
-from ..progress import progress_bar
-from .pipeline import format_ranges
-from .store import ClassInfo, StoreWriter
+from accel_signs.core.errors import DatasetError
+from accel_signs.core.progress import progress_bar
+from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, builtin_layout, karsl_glosses
+from accel_signs.data.pipeline import format_ranges
+from accel_signs.data.store import ClassInfo, StoreWriter
 
 logger = logging.getLogger(__name__)
 # The seed project's formats hold the 184-point KArSL layout.
@@ -106,7 +106,7 @@ def prepare(
     `layout` (a built-in name or a layout file) is the clips' keypoint layout for `clips`
     (default karsl184) and `gislr` (default holistic543); the seed formats are karsl184.
     `splits` defaults to train and test for the seed formats, to all found for the others."""
-    from .importers import ClipsPlan, GislrPlan
+    from accel_signs.data.importers import ClipsPlan, GislrPlan
 
     src, out = Path(src), Path(out)
     if source not in SOURCES:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..layout import NUM_CHANNELS
-from .store import StoreSplit
+from accel_signs.data.layout import NUM_CHANNELS
+from accel_signs.data.store import StoreSplit
 
 # `auto` puts the clips on a GPU when they take at most this share of its free memory: the
 # rest is for the model, activations of large batches and the allocator's slack.

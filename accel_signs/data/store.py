@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DatasetError
-from ..layout import NUM_CHANNELS, KeypointLayout, keypoint_layout, layout_from_record
+from accel_signs.core.errors import ConfigError, DatasetError
+from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, keypoint_layout, layout_from_record
 
 STORE_FORMAT = "accel_signs.clipstore"
 STORE_VERSION = 1

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..layout import BUILTIN, DEFAULT, NUM_CHANNELS, builtin_layout, karsl_glosses
-from .store import ClassInfo, StoreWriter
+from accel_signs.core.errors import ConfigError
+from accel_signs.data.layout import BUILTIN, DEFAULT, NUM_CHANNELS, builtin_layout, karsl_glosses
+from accel_signs.data.store import ClassInfo, StoreWriter
 
 logger = logging.getLogger(__name__)
 

@@ -20,13 +20,13 @@ from accelerate import Accelerator
 from accelerate.utils import gather
 from torch.utils.data import DataLoader
 
-from ..config import TrainConfig, default_cache_dir
-from ..errors import DatasetError
-from ..layout import KeypointLayout
-from .pipeline import ClassMap, class_map, make_loader, select_clips, signer_indices, stratified_split
-from .resident import ResidentClips, keep_on_device, resident_bytes
-from .store import ClipStore, StoreSplit, open_store
-from .synth import ensure_synthetic
+from accel_signs.config import TrainConfig, default_cache_dir
+from accel_signs.core.errors import DatasetError
+from accel_signs.data.layout import KeypointLayout
+from accel_signs.data.pipeline import ClassMap, class_map, make_loader, select_clips, signer_indices, stratified_split
+from accel_signs.data.resident import ResidentClips, keep_on_device, resident_bytes
+from accel_signs.data.store import ClipStore, StoreSplit, open_store
+from accel_signs.data.synth import ensure_synthetic
 
 logger = logging.getLogger(__name__)
 

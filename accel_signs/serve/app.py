@@ -30,9 +30,9 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from ..checkpoint import Checkpoint
-from .config import ServeConfig
-from .pipeline import FrameError, LiveSession, Timings, Window
+from accel_signs.model.checkpoint import Checkpoint
+from accel_signs.serve.config import ServeConfig
+from accel_signs.serve.pipeline import FrameError, LiveSession, Timings, Window
 
 logger = logging.getLogger(__name__)
 CLOSE_BUSY, CLOSE_POLICY = 1013, 1008  # RFC 6455: try again later; policy violation
@@ -362,7 +362,7 @@ def serve(cfg: ServeConfig) -> None:
     """Load the checkpoint and serve until interrupted."""
     import torch
 
-    from ..checkpoint import load_checkpoint
+    from accel_signs.model.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(cfg.checkpoint)
     # MediaPipe runs its own threads beside the model: one torch thread per classification

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import option
-from ..errors import ConfigError
+from accel_signs.config import option
+from accel_signs.core.errors import ConfigError
 
 SERVE_HINT = "live recognition needs the serve extra: pip install 'accel-signs[serve]' (FastAPI, uvicorn, MediaPipe)"
 

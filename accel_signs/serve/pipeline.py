@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import Checkpoint
-from ..errors import AccelSignsError
-from ..inference import classify
-from ..layout import KeypointLayout
-from .config import LiveConfig
+from accel_signs.core.errors import AccelSignsError
+from accel_signs.data.layout import KeypointLayout
+from accel_signs.model.checkpoint import Checkpoint
+from accel_signs.serve.config import LiveConfig
+from accel_signs.tools.inference import classify
 
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 # Start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry the size.
@@ -168,7 +168,7 @@ class LiveSession:
     )  # the buffer: tracked into on one thread, read on another
 
     def __post_init__(self) -> None:
-        from ..extract import Tracker
+        from accel_signs.tools.extract import Tracker
 
         self.tracker = self.tracker or Tracker(self.ckpt.layout, self.model_complexity)
         self.hands = hand_points(self.ckpt.layout)
@@ -181,7 +181,7 @@ class LiveSession:
 
     def restart(self, whole_clip: bool) -> None:
         """A new stream (another upload, or back to the camera): tracking and buffer start over."""
-        from ..extract import Tracker
+        from accel_signs.tools.extract import Tracker
 
         self.tracker.close()
         self.tracker = Tracker(self.ckpt.layout, self.model_complexity)

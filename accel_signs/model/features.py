@@ -24,8 +24,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .config import InputConfig
-from .layout import HandRole, KeypointLayout, point_slice
+from accel_signs.config import InputConfig
+from accel_signs.data.layout import HandRole, KeypointLayout, point_slice
 
 # When the shoulders look implausibly close for the hands' size (a close-up where the pose
 # model mistakes other points for shoulders), the body scale is at least this many palm

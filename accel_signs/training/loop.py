@@ -26,18 +26,18 @@ from accelerate.utils import (
 )
 from torch.utils.data import DataLoader
 
-from .checkpoint import checkpoint_meta
-from .collective import on_main
-from .config import EvalConfig, TrainConfig
-from .data.augment import Augmenter
-from .data.training import TrainData, training_data
-from .errors import AccelSignsError, ConfigError, LaunchError, TrainingError
-from .evaluate import evaluate_checkpoint, format_summary
-from .model import STTransformer
-from .optim import Schedule, make_optimizer
-from .progress import progress_bar
-from .run import Run, Runtime, resume_config, saved_init
-from .transfer import Freeze, init_from_checkpoint
+from accel_signs.config import EvalConfig, TrainConfig
+from accel_signs.core.collective import on_main
+from accel_signs.core.errors import AccelSignsError, ConfigError, LaunchError, TrainingError
+from accel_signs.core.progress import progress_bar
+from accel_signs.data.augment import Augmenter
+from accel_signs.data.training import TrainData, training_data
+from accel_signs.model.checkpoint import checkpoint_meta
+from accel_signs.model.transfer import Freeze, init_from_checkpoint
+from accel_signs.model.transformer import STTransformer
+from accel_signs.training.evaluate import evaluate_checkpoint, format_summary
+from accel_signs.training.optim import Schedule, make_optimizer
+from accel_signs.training.run import Run, Runtime, resume_config, saved_init
 
 logger = get_logger(__name__)
 
@@ -285,8 +285,8 @@ def finish(cfg: TrainConfig, accelerator: Accelerator, run: Run, data: TrainData
     """Evaluate the best checkpoint on the test split (when asked and the store has one), draw the
     training curves, and close the trackers and the process group. A failure reaches every
     process alike (no one waits in a barrier for a process that gave up) and is raised there."""
-    from .card import write_card
-    from .plots import plot_training_curves
+    from accel_signs.core.plots import plot_training_curves
+    from accel_signs.model.card import write_card
 
     try:
         if cfg.evaluate and data.has_test:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
-from .layout import KeypointLayout
+from accel_signs.core.errors import ConfigError
+from accel_signs.data.layout import KeypointLayout
 
 logger = logging.getLogger(__name__)
 FORMATS = (".gif", ".mp4")
@@ -142,8 +142,8 @@ def _save_mp4(fig, draw, frames: int, path: Path, fps: float) -> None:
 
 def store_clip(store_path: Path, clip_id: int, split: str) -> tuple[np.ndarray, KeypointLayout, tuple | None, str]:
     """A clip of a store by its id in a split: frames, layout, frame size, a title."""
-    from .data.store import open_store
-    from .errors import DatasetError
+    from accel_signs.core.errors import DatasetError
+    from accel_signs.data.store import open_store
 
     store = open_store(store_path)
     s = store.split(split)

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from .checkpoint import CONFIG_FILE, init_source
-from .files import write_text
+from accel_signs.core.files import write_text
+from accel_signs.model.checkpoint import CONFIG_FILE, init_source
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def _training(meta: dict[str, Any], checkpoint: Path) -> list[str]:
 
 
 def _ranges(signs: list[int]) -> str:
-    from .data.pipeline import format_ranges
+    from accel_signs.data.pipeline import format_ranges
 
     return format_ranges(signs) if signs else "?"
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from accel_signs.core.errors import ConfigError
 
 HEAD_SIZES = {"t": 16, "s": 32, "m": 64, "l": 128}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from accel_signs.core.errors import ConfigError
 
 LAYOUT_FORMAT = "accel_signs.layout"
 LAYOUT_VERSION = 1
@@ -246,7 +246,7 @@ def builtin_layout(name: str) -> KeypointLayout:
         raise ConfigError(
             f"unknown layout {name!r}: the built-in layouts are {', '.join(BUILTIN)} (or give a layout file)"
         )
-    text = resources.files(__package__).joinpath(f"assets/layouts/{name}.json").read_text("utf-8")
+    text = resources.files("accel_signs").joinpath(f"assets/layouts/{name}.json").read_text("utf-8")
     return parse_layout(json.loads(text), name)
 
 
@@ -298,7 +298,7 @@ def layout_from_record(record: Any, where: str) -> KeypointLayout:
 @functools.cache
 def karsl_glosses() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """English and Arabic glosses of the 502 KArSL signs; index = sign number - 1."""
-    raw = json.loads(resources.files(__package__).joinpath("assets/karsl502_labels.json").read_text("utf-8"))
+    raw = json.loads(resources.files("accel_signs").joinpath("assets/karsl502_labels.json").read_text("utf-8"))
     return tuple(raw["en"]), tuple(raw["ar"])
 
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DatasetError
-from .layout import NUM_CHANNELS, KeypointLayout, load_layout
-from .progress import progress_bar
+from accel_signs.core.errors import ConfigError, DatasetError
+from accel_signs.core.progress import progress_bar
+from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, load_layout
 
 logger = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")

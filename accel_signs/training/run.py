@@ -30,13 +30,13 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import save_file
 
-from .checkpoint import CHECKPOINT_FORMAT, CONFIG_FILE, MODEL_FILE
-from .collective import on_main
-from .config import TrainConfig, config_fields, config_options, get_path, load_config_file, set_path
-from .data.training import SplitInfo
-from .errors import CheckpointError, ConfigError
-from .files import append_line, fresh_dir, fsync_file, recover_dir, replace_dir, write_json, write_text
-from .state import load_state, plain_weights, save_state
+from accel_signs.config import TrainConfig, config_fields, config_options, get_path, load_config_file, set_path
+from accel_signs.core.collective import on_main
+from accel_signs.core.errors import CheckpointError, ConfigError
+from accel_signs.core.files import append_line, fresh_dir, fsync_file, recover_dir, replace_dir, write_json, write_text
+from accel_signs.data.training import SplitInfo
+from accel_signs.model.checkpoint import CHECKPOINT_FORMAT, CONFIG_FILE, MODEL_FILE
+from accel_signs.training.state import load_state, plain_weights, save_state
 
 # Settings a resumed run takes from its first launch when they were left to "auto": they decide
 # how it trains (which generator draws the sampling points; the numeric precision), and "auto"

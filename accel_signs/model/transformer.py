@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import InputConfig, ModelConfig, ModelSize
-from .features import Augment, KeypointFeatures
-from .layout import KeypointLayout
+from accel_signs.config import InputConfig, ModelConfig, ModelSize
+from accel_signs.data.layout import KeypointLayout
+from accel_signs.model.features import Augment, KeypointFeatures
 
 
 class _PartFrameAttention(nn.Module):

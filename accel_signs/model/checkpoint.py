@@ -20,15 +20,15 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from . import __version__
-from .config import InputConfig, TrainConfig
-from .data.store import ClassInfo
-from .errors import CheckpointError, ConfigError
-from .features import KeypointFeatures
-from .files import readable_dir
-from .hub import CheckpointSource, resolve_checkpoint
-from .layout import KeypointLayout, layout_from_record
-from .model import STTransformer
+from accel_signs.config import InputConfig, TrainConfig
+from accel_signs.core import __version__
+from accel_signs.core.errors import CheckpointError, ConfigError
+from accel_signs.core.files import readable_dir
+from accel_signs.data.layout import KeypointLayout, layout_from_record
+from accel_signs.data.store import ClassInfo
+from accel_signs.model.features import KeypointFeatures
+from accel_signs.model.hub import CheckpointSource, resolve_checkpoint
+from accel_signs.model.transformer import STTransformer
 
 CHECKPOINT_FORMAT = "accel_signs.checkpoint"
 CHECKPOINT_VERSION = 1

@@ -17,8 +17,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .checkpoint import MODEL_FILE, checkpoint_folder, read_checkpoint_meta, weights_id
-from .errors import CheckpointError
+from accel_signs.core.errors import CheckpointError
+from accel_signs.model.checkpoint import MODEL_FILE, checkpoint_folder, read_checkpoint_meta, weights_id
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, ConfigError
+from accel_signs.core.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -152,8 +152,8 @@ class PushFile:
 def push_files(checkpoint: Path, repo_id: str) -> list[PushFile]:
     """Exactly what `push` uploads: the weights, config.json, the model card (written for
     `repo_id`), the test evaluation's metrics.json and the plots; nothing else."""
-    from .card import CARD_FILE, CURVES, EVAL_DIR, EVAL_PLOTS, model_card
-    from .checkpoint import CONFIG_FILE, MODEL_FILE, read_checkpoint_meta
+    from accel_signs.model.card import CARD_FILE, CURVES, EVAL_DIR, EVAL_PLOTS, model_card
+    from accel_signs.model.checkpoint import CONFIG_FILE, MODEL_FILE, read_checkpoint_meta
 
     parse_hub_spec(f"{HUB_PREFIX}{repo_id}")  # a valid USER/NAME
     if is_hub_spec(checkpoint):

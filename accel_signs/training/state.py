@@ -20,9 +20,9 @@ from accelerate import Accelerator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .collective import on_every, on_main
-from .errors import CheckpointError
-from .files import fresh_dir, fsync_file, replace_dir, write_json
+from accel_signs.core.collective import on_every, on_main
+from accel_signs.core.errors import CheckpointError
+from accel_signs.core.files import fresh_dir, fsync_file, replace_dir, write_json
 
 STATE_FORMAT, STATE_VERSION = "accel_signs.state", 1
 

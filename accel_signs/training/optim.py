@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .config import OptimConfig
+from accel_signs.config import OptimConfig
 
 
 def make_optimizer(cfg: OptimConfig, model: torch.nn.Module, lr: float, fused: bool) -> torch.optim.Optimizer:

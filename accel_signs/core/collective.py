@@ -15,7 +15,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 from safetensors import SafetensorError
 
-from .errors import AccelSignsError
+from accel_signs.core.errors import AccelSignsError
 
 T = TypeVar("T")
 # What writing files can raise: the OS's errors, safetensors' (it reports I/O errors as its

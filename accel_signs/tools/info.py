@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import checkpoint_folder, init_source, read_checkpoint_meta
-from .data.pipeline import format_ranges
-from .data.store import ClipStore, StoreSplit, open_store
-from .layout import KeypointLayout
+from accel_signs.data.layout import KeypointLayout
+from accel_signs.data.pipeline import format_ranges
+from accel_signs.data.store import ClipStore, StoreSplit, open_store
+from accel_signs.model.checkpoint import checkpoint_folder, init_source, read_checkpoint_meta
 
 # Detection rates are estimated from at most this many frames per split (evenly spaced), so
 # `info` on a 20 GB store takes seconds, not minutes.

@@ -15,15 +15,15 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from .checkpoint import Checkpoint, load_checkpoint
-from .collective import on_main
-from .config import EvalConfig
-from .data.pipeline import ClassMap, class_map, format_ranges, make_loader, select_clips, signer_indices
-from .data.store import ClipStore, open_store
-from .data.training import default_num_workers
-from .errors import CheckpointError, DatasetError
-from .files import fresh_dir, replace_dir
-from .metrics import ClassificationReport, classification_report
+from accel_signs.config import EvalConfig
+from accel_signs.core.collective import on_main
+from accel_signs.core.errors import CheckpointError, DatasetError
+from accel_signs.core.files import fresh_dir, replace_dir
+from accel_signs.core.metrics import ClassificationReport, classification_report
+from accel_signs.data.pipeline import ClassMap, class_map, format_ranges, make_loader, select_clips, signer_indices
+from accel_signs.data.store import ClipStore, open_store
+from accel_signs.data.training import default_num_workers
+from accel_signs.model.checkpoint import Checkpoint, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def _evaluate(cfg: EvalConfig, accelerator: Accelerator) -> EvalResult:
 
 def _update_card(checkpoint: Path, output: Path) -> None:
     """The checkpoint's model card takes the new test metrics (a read-only folder keeps its card)."""
-    from .card import write_card
+    from accel_signs.model.card import write_card
 
     try:
         write_card(checkpoint, output)
@@ -273,7 +273,7 @@ def _write_outputs(
                 ]
             )
     if plots:
-        from .plots import plot_eval_dir
+        from accel_signs.core.plots import plot_eval_dir
 
         plot_eval_dir(tmp)
     try:

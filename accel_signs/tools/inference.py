@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint, load_checkpoint
-from .data.prepare import check_clip
-from .data.sampling import gather_frames, tsn_positions
-from .errors import ConfigError, DatasetError
+from accel_signs.core.errors import ConfigError, DatasetError
+from accel_signs.data.prepare import check_clip
+from accel_signs.data.sampling import gather_frames, tsn_positions
+from accel_signs.model.checkpoint import Checkpoint, load_checkpoint
 
 logger = logging.getLogger(__name__)
 ONNX_HINT = "ONNX export needs the onnx extra: pip install 'accel-signs[onnx]' (onnx, onnxruntime, onnxscript)"
@@ -58,7 +58,7 @@ def load_clips(
 
 def is_video(path: Path) -> bool:
     """A video file or a folder of frame images (what `extract` reads)."""
-    from .extract import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    from accel_signs.tools.extract import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
     return (path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES) or (
         path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
@@ -69,7 +69,7 @@ def read_inputs(path: Path, layout) -> list[tuple[str, np.ndarray, tuple[float, 
     """Clips to classify or draw: keypoint files as load_clips reads them, or a video / frame
     folder, extracted with MediaPipe into `layout` first."""
     if is_video(path):
-        from .extract import Extractor
+        from accel_signs.tools.extract import Extractor
 
         result = Extractor(layout)(path)
         if result.pose_frames == 0:
@@ -162,8 +162,8 @@ def _real_shaped_inputs(seq_len: int, layout) -> tuple[torch.Tensor, torch.Tenso
     """A few clips shaped like real ones (with undetected parts, left-handed signing and a short
     one) sampled as predict does, and video aspect ratios for them; random points with gaps
     for a layout the synthetic generator cannot draw."""
-    from .data.synth import SynthSpec, _Generator
-    from .layout import BUILTIN, builtin_layout
+    from accel_signs.data.layout import BUILTIN, builtin_layout
+    from accel_signs.data.synth import SynthSpec, _Generator
 
     rng = np.random.default_rng(11)
     if layout.name in BUILTIN and layout.same_as(builtin_layout(layout.name)):
