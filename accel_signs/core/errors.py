@@ -23,3 +23,7 @@ class LaunchError(AccelSignsError):
 
 class TrainingError(AccelSignsError):
     """Training cannot go on (e.g. the loss became NaN)."""
+
+
+class ExportError(AccelSignsError):
+    """An exported model that does not reproduce the checkpoint's outputs."""

@@ -116,8 +116,34 @@ def _fail(where: str, problem: str) -> ConfigError:
     return ConfigError(f"layout {where}: {problem}")
 
 
-def parse_layout(raw: Any, where: str) -> KeypointLayout:
-    """Validate a layout definition (the JSON object); errors name `where` and the problem."""
+class _Points:
+    """Point references (a name or an index) resolved against a layout's points; errors name `where`."""
+
+    def __init__(self, points: list[Any], where: str) -> None:
+        self.where = where
+        self.names: list[str] = []
+        for i, p in enumerate(points):
+            if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not isinstance(p.get("part"), str):
+                raise _fail(where, f'point {i} must be an object with a "name" and a "part", got {p!r}')
+            self.names.append(p["name"])
+        self.index = {n: i for i, n in enumerate(self.names)}
+        if len(self.index) != len(self.names):
+            dup = next(n for n in self.names if self.names.count(n) > 1)
+            raise _fail(where, f"point name {dup!r} is used twice")
+
+    def __call__(self, ref: Any, what: str) -> int:
+        if isinstance(ref, bool) or not isinstance(ref, (int, str)):
+            raise _fail(self.where, f"{what} must be a point name or index, got {ref!r}")
+        if isinstance(ref, int):
+            if not 0 <= ref < len(self.names):
+                raise _fail(self.where, f"{what} {ref} is not a point index (0..{len(self.names) - 1})")
+            return ref
+        if ref not in self.index:
+            raise _fail(self.where, f"{what} names an unknown point {ref!r}")
+        return self.index[ref]
+
+
+def _check_header(raw: Any, where: str) -> None:
     if not isinstance(raw, dict) or raw.get("format") != LAYOUT_FORMAT:
         raise _fail(where, f'not a layout file (expected "format": "{LAYOUT_FORMAT}")')
     if raw.get("version") != LAYOUT_VERSION:
@@ -127,92 +153,99 @@ def parse_layout(raw: Any, where: str) -> KeypointLayout:
             raise _fail(where, f"{key!r} is missing or not a non-empty {kind.__name__}")
     if tuple(raw.get("channels", CHANNELS)) != CHANNELS:
         raise _fail(where, f"channels must be {list(CHANNELS)}, got {raw.get('channels')!r}")
-    points = raw["points"]
-    names = []
-    for i, p in enumerate(points):
-        if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not isinstance(p.get("part"), str):
-            raise _fail(where, f'point {i} must be an object with a "name" and a "part", got {p!r}')
-        names.append(p["name"])
-    index = {n: i for i, n in enumerate(names)}
-    if len(index) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise _fail(where, f"point name {dup!r} is used twice")
 
-    def point(ref: Any, what: str) -> int:
-        if isinstance(ref, bool) or not isinstance(ref, (int, str)):
-            raise _fail(where, f"{what} must be a point name or index, got {ref!r}")
-        if isinstance(ref, int):
-            if not 0 <= ref < len(names):
-                raise _fail(where, f"{what} {ref} is not a point index (0..{len(names) - 1})")
-            return ref
-        if ref not in index:
-            raise _fail(where, f"{what} names an unknown point {ref!r}")
-        return index[ref]
 
+def _parse_parts(raw: dict[str, Any], where: str) -> dict[str, list[int]]:
     part_names = raw["parts"]
     if len(set(part_names)) != len(part_names) or not all(isinstance(n, str) for n in part_names):
         raise _fail(where, f"parts must be distinct names, got {part_names!r}")
     members: dict[str, list[int]] = {name: [] for name in part_names}
-    for i, p in enumerate(points):
+    for i, p in enumerate(raw["points"]):
         if p["part"] not in members:
             raise _fail(where, f"point {p['name']!r} is in part {p['part']!r}, which is not one of {part_names}")
         members[p["part"]].append(i)
     empty = [n for n, m in members.items() if not m]
     if empty:
         raise _fail(where, f"part(s) {', '.join(empty)} have no points")
+    return members
+
+
+def _parse_mirror(points: list[dict[str, Any]], point: _Points) -> tuple[int, ...]:
+    names, index = point.names, point.index
     mirror = tuple(point(p.get("mirror", p["name"]), f"the mirror of {p['name']!r}") for p in points)
     broken = [names[i] for i, j in enumerate(mirror) if mirror[j] != i]
     if broken:
         raise _fail(
-            where,
+            point.where,
             f"mirror partners must pair up (an involution), but {broken[0]!r} -> "
             f"{names[mirror[index[broken[0]]]]!r} -> {names[mirror[mirror[index[broken[0]]]]]!r}",
         )
-    sources = []
+    return mirror
+
+
+def _parse_sources(points: list[dict[str, Any]], where: str) -> tuple[tuple[str, int] | None, ...]:
+    sources: list[tuple[str, int] | None] = []
     for p in points:
-        if "source" in p or "index" in p:
-            if (
-                p.get("source") not in SOURCES
-                or isinstance(p.get("index"), bool)
-                or not isinstance(p.get("index"), int)
-            ):
-                raise _fail(
-                    where,
-                    f"point {p['name']!r}: source must be one of {', '.join(SOURCES)} with an integer "
-                    f"index, got {p.get('source')!r}, {p.get('index')!r}",
-                )
-            sources.append((p["source"], p["index"]))
-        else:
+        if "source" not in p and "index" not in p:
             sources.append(None)
+            continue
+        if p.get("source") not in SOURCES or isinstance(p.get("index"), bool) or not isinstance(p.get("index"), int):
+            raise _fail(
+                where,
+                f"point {p['name']!r}: source must be one of {', '.join(SOURCES)} with an integer "
+                f"index, got {p.get('source')!r}, {p.get('index')!r}",
+            )
+        sources.append((p["source"], p["index"]))
+    return tuple(sources)
+
+
+def _parse_shoulders(roles: dict[str, Any], point: _Points) -> tuple[int, int] | None:
+    if roles.get("shoulders") is None:
+        return None
+    pair = roles["shoulders"]
+    if not isinstance(pair, list) or len(pair) != 2:
+        raise _fail(point.where, f"roles.shoulders must be [left, right], got {pair!r}")
+    return point(pair[0], "roles.shoulders[0]"), point(pair[1], "roles.shoulders[1]")
+
+
+def _parse_hands(
+    roles: dict[str, Any], point: _Points, members: dict[str, list[int]]
+) -> tuple[HandRole, HandRole] | None:
+    if roles.get("hands") is None:
+        return None
+    spec, where = roles["hands"], point.where
+    if not isinstance(spec, dict) or set(spec) != {"right", "left"}:
+        raise _fail(where, f'roles.hands must have "right" and "left", got {spec!r}')
+    found = []
+    for side in ("right", "left"):
+        h = spec[side]
+        if not isinstance(h, dict) or "wrist" not in h:
+            raise _fail(where, f'roles.hands.{side} must name a "wrist" (and a "part", a "palm"), got {h!r}')
+        part = h.get("part")
+        if part is not None and part not in members:
+            raise _fail(where, f"roles.hands.{side}.part {part!r} is not one of the parts")
+        wrist = point(h["wrist"], f"roles.hands.{side}.wrist")
+        palm = point(h["palm"], f"roles.hands.{side}.palm") if h.get("palm") is not None else None
+        for what, i in (("wrist", wrist), ("palm", palm)):
+            if part is not None and i is not None and i not in members[part]:
+                raise _fail(where, f"roles.hands.{side}.{what} {point.names[i]!r} is not in part {part!r}")
+        found.append(HandRole(part, wrist, palm))
+    return found[0], found[1]
+
+
+def parse_layout(raw: Any, where: str) -> KeypointLayout:
+    """Validate a layout definition (the JSON object); errors name `where` and the problem."""
+    _check_header(raw, where)
+    points = raw["points"]
+    point = _Points(points, where)
+    members = _parse_parts(raw, where)
+    mirror = _parse_mirror(points, point)
+    sources = _parse_sources(points, where)
     roles = raw.get("roles") or {}
     if not isinstance(roles, dict):
         raise _fail(where, "roles must be an object")
-    shoulders = None
-    if roles.get("shoulders") is not None:
-        pair = roles["shoulders"]
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise _fail(where, f"roles.shoulders must be [left, right], got {pair!r}")
-        shoulders = (point(pair[0], "roles.shoulders[0]"), point(pair[1], "roles.shoulders[1]"))
-    hands = None
-    if roles.get("hands") is not None:
-        spec = roles["hands"]
-        if not isinstance(spec, dict) or set(spec) != {"right", "left"}:
-            raise _fail(where, f'roles.hands must have "right" and "left", got {spec!r}')
-        found = []
-        for side in ("right", "left"):
-            h = spec[side]
-            if not isinstance(h, dict) or "wrist" not in h:
-                raise _fail(where, f'roles.hands.{side} must name a "wrist" (and a "part", a "palm"), got {h!r}')
-            part = h.get("part")
-            if part is not None and part not in members:
-                raise _fail(where, f"roles.hands.{side}.part {part!r} is not one of the parts")
-            wrist = point(h["wrist"], f"roles.hands.{side}.wrist")
-            palm = point(h["palm"], f"roles.hands.{side}.palm") if h.get("palm") is not None else None
-            for what, i in (("wrist", wrist), ("palm", palm)):
-                if part is not None and i is not None and i not in members[part]:
-                    raise _fail(where, f"roles.hands.{side}.{what} {names[i]!r} is not in part {part!r}")
-            found.append(HandRole(part, wrist, palm))
-        hands = (found[0], found[1])
+    shoulders = _parse_shoulders(roles, point)
+    hands = _parse_hands(roles, point, members)
     bones = tuple(
         (point(a, "a bone's end"), point(b, "a bone's end"))
         for a, b in (
@@ -224,10 +257,10 @@ def parse_layout(raw: Any, where: str) -> KeypointLayout:
         name=raw["name"],
         id=raw["id"],
         description=str(raw.get("description", "")),
-        names=tuple(names),
+        names=tuple(point.names),
         parts={n: tuple(m) for n, m in members.items()},
         mirror=mirror,
-        sources=tuple(sources),
+        sources=sources,
         shoulders=shoulders,
         hands=hands,
         bones=bones,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from accel_signs.core.errors import ConfigError, DatasetError
+from accel_signs.core.errors import ConfigError, DatasetError, ExportError
 from accel_signs.data.prepare import check_clip
 from accel_signs.data.sampling import gather_frames, tsn_positions
 from accel_signs.model.checkpoint import Checkpoint, load_checkpoint
@@ -180,15 +180,76 @@ def _real_shaped_inputs(seq_len: int, layout) -> tuple[torch.Tensor, torch.Tenso
     return torch.cat([model_input(c, seq_len) for c in clips]), aspect  # (6, T, P*C), (6,)
 
 
+def _torch_export(ckpt: Checkpoint, names: list[str], seq_len: int, features: int) -> Any:
+    """torch.onnx.export with a dynamic batch axis, its chatter kept for --verbose."""
+    with_aspect = len(names) == 2
+    # It warns about torchvision ops it cannot register when torchvision is absent: irrelevant here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    chatter = io.StringIO()  # the exporter prints its progress to stdout; keep it for --verbose
+    with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # deprecations inside torch.export, not ours to fix
+        batch = torch.export.Dim("batch", min=1, max=1 << 16)
+        example = (
+            (torch.rand(2, seq_len, features), torch.ones(2)) if with_aspect else (torch.zeros(2, seq_len, features),)
+        )
+        program = torch.onnx.export(
+            ckpt.model,
+            example,
+            input_names=names,
+            output_names=["logits"],
+            dynamic_shapes=({0: batch}, {0: batch}) if with_aspect else ({0: batch},),
+            dynamo=True,
+            verbose=False,
+        )
+    logger.debug("torch.onnx.export: %s", chatter.getvalue())
+    return program
+
+
+def _onnx_metadata(ckpt: Checkpoint, seq_len: int, features: int, with_aspect: bool) -> dict[str, str]:
+    """What the .onnx file records about its model: layout, classes, input, metrics."""
+    aspect = "; aspect (batch,): width / height of each clip's video (1 if square or unknown)" if with_aspect else ""
+    return {
+        "accel_signs.layout": ckpt.layout.id,
+        "accel_signs.layout_definition": json.dumps(ckpt.layout.definition),
+        "accel_signs.classes": json.dumps(ckpt.classes, ensure_ascii=False),
+        "accel_signs.model": json.dumps(ckpt.meta["model"]),
+        "accel_signs.input": f"keypoints (batch, {seq_len}, {features}): {seq_len} frames sampled at bin centres, "
+        f"each {ckpt.layout.num_points} points of layout {ckpt.layout.name} x (x, y, z, "
+        "visibility) flattened; undetected points are 0" + aspect,
+        "accel_signs.metrics": json.dumps(ckpt.meta.get("metrics", {})),
+    }
+
+
+def _onnx_diffs(ckpt: Checkpoint, path: Path, names: list[str], seq_len: int, features: int) -> dict[str, float]:
+    """Largest |logit| difference between ONNX Runtime and PyTorch, per batch of test inputs."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(0)  # not the caller's global RNG
+    checks = {
+        "random batch 1": (torch.randn(1, seq_len, features, generator=g), torch.ones(1)),
+        "random batch 7": (torch.randn(7, seq_len, features, generator=g), 0.5 + torch.rand(7, generator=g)),
+        "real-shaped batch 6": _real_shaped_inputs(seq_len, ckpt.layout),
+    }
+    diffs = {}
+    for name, (x, aspect) in checks.items():
+        inputs = (x, aspect) if len(names) == 2 else (x,)
+        with torch.no_grad():
+            expected = ckpt.model(*inputs).numpy()
+        got = session.run(["logits"], {n: v.numpy() for n, v in zip(names, inputs)})[0]
+        diffs[name] = float(np.abs(got - expected).max())
+    return diffs
+
+
 def export_onnx(
     checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], tolerance: float = 1e-4
 ) -> dict[str, Any]:
-    """Export to ONNX: input `keypoints` (batch, seq_len, 736) with a dynamic batch axis, output
+    """Export to ONNX: input `keypoints` (batch, seq_len, points x 4) with a dynamic batch axis, output
     `logits` (batch, classes); classes, glosses and layout in the metadata. Verified with ONNX
-    Runtime against PyTorch before it is moved into place."""
+    Runtime against PyTorch before it is moved into place (ExportError if they differ)."""
     try:
         import onnx
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401 - the check needs it
         import onnxscript  # noqa: F401 - torch's exporter needs it
     except ImportError:
         raise ConfigError(ONNX_HINT) from None
@@ -196,68 +257,20 @@ def export_onnx(
     out = Path(out)
     seq_len, features = ckpt.meta["model"]["seq_len"], ckpt.model.points * ckpt.model.channels
     # Models with the normalized input take each clip's video aspect ratio as a second input.
-    with_aspect = ckpt.model.uses_aspect
-    names = ["keypoints", "aspect"] if with_aspect else ["keypoints"]
+    names = ["keypoints", "aspect"] if ckpt.model.uses_aspect else ["keypoints"]
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        # It warns about torchvision ops it cannot register when torchvision is absent: irrelevant here.
-        logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-        chatter = io.StringIO()  # the exporter prints its progress to stdout; keep it for --verbose
-        with contextlib.redirect_stdout(chatter), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # deprecations inside torch.export, not ours to fix
-            batch = torch.export.Dim("batch", min=1, max=1 << 16)
-            example = (
-                (torch.rand(2, seq_len, features), torch.ones(2))
-                if with_aspect
-                else (torch.zeros(2, seq_len, features),)
-            )
-            program = torch.onnx.export(
-                ckpt.model,
-                example,
-                input_names=names,
-                output_names=["logits"],
-                dynamic_shapes=({0: batch}, {0: batch}) if with_aspect else ({0: batch},),
-                dynamo=True,
-                verbose=False,
-            )
-        logger.debug("torch.onnx.export: %s", chatter.getvalue())
-        program.save(str(tmp))
+        _torch_export(ckpt, names, seq_len, features).save(str(tmp))
         proto = onnx.load(str(tmp))
-        meta = {
-            "accel_signs.layout": ckpt.layout.id,
-            "accel_signs.layout_definition": json.dumps(ckpt.layout.definition),
-            "accel_signs.classes": json.dumps(ckpt.classes, ensure_ascii=False),
-            "accel_signs.model": json.dumps(ckpt.meta["model"]),
-            "accel_signs.input": f"keypoints (batch, {seq_len}, {features}): {seq_len} frames sampled at bin centres, "
-            f"each {ckpt.layout.num_points} points of layout {ckpt.layout.name} x (x, y, z, "
-            "visibility) flattened; undetected points are 0"
-            + (
-                "; aspect (batch,): width / height of each clip's video (1 if square or unknown)" if with_aspect else ""
-            ),
-            "accel_signs.metrics": json.dumps(ckpt.meta.get("metrics", {})),
-        }
-        for key, value in meta.items():
+        for key, value in _onnx_metadata(ckpt, seq_len, features, len(names) == 2).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(proto, str(tmp))
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        g = torch.Generator().manual_seed(0)  # not the caller's global RNG
-        checks = {
-            "random batch 1": (torch.randn(1, seq_len, features, generator=g), torch.ones(1)),
-            "random batch 7": (torch.randn(7, seq_len, features, generator=g), 0.5 + torch.rand(7, generator=g)),
-            "real-shaped batch 6": _real_shaped_inputs(seq_len, ckpt.layout),
-        }
-        diffs = {}
-        for name, (x, aspect) in checks.items():
-            inputs = (x, aspect) if with_aspect else (x,)
-            with torch.no_grad():
-                expected = ckpt.model(*inputs).numpy()
-            got = session.run(["logits"], {n: v.numpy() for n, v in zip(names, inputs)})[0]
-            diffs[name] = float(np.abs(got - expected).max())
+        diffs = _onnx_diffs(ckpt, tmp, names, seq_len, features)
         worst = max(diffs.values())
         if not worst <= tolerance:
-            raise ConfigError(
+            raise ExportError(
                 f"the ONNX export of {ckpt.path} differs from PyTorch by {worst:.2e} (> {tolerance:g}); not written"
             )
         os.replace(tmp, out)
