@@ -243,13 +243,16 @@ def test_bad_input_and_one_client_too_many_leave_the_others_served(checkpoint, v
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
         _disconnect_mid_frame(url)
         before = dict(good.counts)
-        deadline = time.monotonic() + 60
-        while good.counts["frame"] < before["frame"] + 20 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and (
+            good.counts["frame"] < before["frame"] + 20 or good.counts["prediction"] <= before["prediction"]
+        ):
             time.sleep(0.1)
         good.stop.set()
         good.join(60)
-    assert good.counts["frame"] >= before["frame"] + 20, good.counts  # kept being served all along
-    assert good.counts["prediction"] > 0 and good.counts["error"] == 0, good.counts
+    # The good client was served all along: frames and predictions kept coming after all the bad input.
+    assert good.counts["frame"] >= before["frame"] + 20, (before, good.counts)
+    assert good.counts["prediction"] > before["prediction"] > 0 and good.counts["error"] == 0, (before, good.counts)
     assert list(tmp_path.iterdir()) == []
 
 
