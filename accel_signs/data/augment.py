@@ -16,7 +16,7 @@ import torch
 
 from accel_signs.config import AugmentConfig
 from accel_signs.data.layout import KeypointLayout, point_slice
-from accel_signs.data.sampling import affine, mirror
+from accel_signs.data.sampling import affine, mirror, mirror_centred
 
 
 def _rotation(angle: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
@@ -61,9 +61,9 @@ class Augmenter:
         index = self._index(dev)
         if cfg.mirror_p > 0:
             flip = torch.rand(b, device=dev) < cfg.mirror_p
-            sign = torch.tensor([-1.0, 1.0, 1.0], device=dev, dtype=coords.dtype)
-            coords = torch.where(flip[:, None, None, None], coords[:, :, index["mirror"]] * sign, coords)
-            present = torch.where(flip[:, None, None], present[:, :, index["mirror"]], present)
+            mirrored, mirrored_present = mirror_centred(coords, present, index["mirror"])
+            coords = torch.where(flip[:, None, None, None], mirrored, coords)
+            present = torch.where(flip[:, None, None], mirrored_present, present)
         if cfg.hand_p > 0:
             coords = self._hand_shapes(coords, index)
         if cfg.affine_p > 0:

@@ -80,6 +80,16 @@ def mirror(x: torch.Tensor, mirror_index: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.where(present, 1.0 - out[..., 0], 0.0)[..., None], out[..., 1:]], dim=-1)
 
 
+def mirror_centred(
+    coords: torch.Tensor, present: torch.Tensor, mirror_index: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror (B, T, P, 3) coordinates in a centred frame and their (B, T, P) presence left-right:
+    every point takes its partner's place and x -> -x. The model's handedness canonicalisation
+    and the mirror augmentation both use it, so the two cannot disagree."""
+    flip = torch.tensor([-1.0, 1.0, 1.0], device=coords.device, dtype=coords.dtype)
+    return coords[:, :, mirror_index] * flip, present[:, :, mirror_index]
+
+
 def affine(x: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Rotate by `angle` (B,) radians and scale by `scale` (B,) about each clip's centre (the
     mean of its detected points), then shift by `shift` (B, 2): x/y of detected points only."""

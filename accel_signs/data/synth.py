@@ -193,6 +193,7 @@ class _Generator:
     def clip(self, label: int, signer: int, rng: np.random.Generator, left_handed: bool | None = None) -> np.ndarray:
         """One clip (T, points, 4) float32 in the spec's layout; `left_handed` forces the signing
         hand (None: the signer's habit)."""
+        # The helpers draw from `rng` in a fixed order: the same seed gives the same clip.
         cp, sp = self.class_params[label], self.signer_params[signer]
         length = int(round(sp["frames"] * rng.uniform(0.75, 1.3)))
         if rng.random() < 0.04:  # real recordings include very short clips
@@ -200,73 +201,15 @@ class _Generator:
         u = np.linspace(0, 1, length)
         t = np.clip(u + rng.uniform(-0.12, 0.12) * np.sin(np.pi * u), 0, 1)  # timing jitter
         scale, centre = sp["scale"], sp["centre"] + rng.normal(0, 0.01, 2)
-        dom = centre + scale * (cp["start"] + _eval_curve(cp["path"] + sp["style"], t))
-        curls = np.outer(1 - t, cp["curls"][0]) + np.outer(t, cp["curls"][1])
-        angle = cp["angle"][0] * (1 - t) + cp["angle"][1] * t
-        dom_hand = dom[:, None] + _hand(curls, angle, 0.085 * scale)
-        if cp["two_handed"]:
-            if cp["symmetric"]:
-                other = np.stack([2 * centre[0] - dom[:, 0], dom[:, 1]], axis=-1)
-                other_hand = other[:, None] + _hand(curls, angle, 0.085 * scale) * [-1, 1]
-            else:
-                other = centre + scale * (cp["other_start"] + _eval_curve(cp["other_path"], t))
-                oc = np.outer(1 - t, cp["other_curls"][0]) + np.outer(t, cp["other_curls"][1])
-                other_hand = other[:, None] + _hand(oc, -angle, 0.085 * scale) * [-1, 1]
-        else:  # the other hand rests low, mostly out of view
-            other = centre + scale * np.array([0.15, 0.42]) + rng.normal(0, 0.01, (length, 2))
-            other_hand = other[:, None] + _hand(np.full((length, 5), 0.3), np.zeros(length), 0.085 * scale) * [-1, 1]
-
-        pose = np.zeros((length, 33, 2))
-        sh, shoulders_y = 0.12 * scale, centre[1] + 0.05 * scale
-        head = centre + [0, -0.2 * scale] + rng.normal(0, 0.004, (length, 2)).cumsum(0) * 0.3
-        # Pose: the signer's right side is on the image's left (x smaller).
-        face_marks = {
-            0: (0, 0.0),
-            1: (0.015, -0.02),
-            2: (0.025, -0.02),
-            3: (0.035, -0.02),
-            4: (-0.015, -0.02),
-            5: (-0.025, -0.02),
-            6: (-0.035, -0.02),
-            7: (0.06, -0.01),
-            8: (-0.06, -0.01),
-            9: (0.02, 0.04),
-            10: (-0.02, 0.04),
-        }
-        for i, off in face_marks.items():
-            pose[:, i] = head + np.array(off) * scale
-        pose[:, 11], pose[:, 12] = (centre[0] + sh, shoulders_y), (centre[0] - sh, shoulders_y)
-        pose[:, 15], pose[:, 16] = other, dom
-        pose[:, 13] = (pose[:, 11] + other) / 2 + [0.05 * scale, 0.08 * scale]
-        pose[:, 14] = (pose[:, 12] + dom) / 2 + [-0.05 * scale, 0.08 * scale]
-        for (left, right), finger in (((17, 18), 17), ((19, 20), 5), ((21, 22), 4)):  # pinky, index, thumb
-            pose[:, left], pose[:, right] = other_hand[:, finger], dom_hand[:, finger]
-        pose[:, 23], pose[:, 24] = (
-            (centre[0] + 0.08 * scale, centre[1] + 0.45 * scale),
-            (centre[0] - 0.08 * scale, centre[1] + 0.45 * scale),
-        )
-        for k, i in enumerate(range(25, 33)):  # knees, ankles, heels, feet: below the picture
-            pose[:, i] = pose[:, 23 + i % 2] + [0, 0.3 * scale * (1 + k // 2)]
+        hands = _hands(cp, sp, t, centre, rng)
+        pose, head = _pose(centre, scale, hands, rng)
         sources = {
             "pose": pose,
             "face": head[:, None] + self.face * scale,
-            "right_hand": dom_hand,
-            "left_hand": other_hand,
+            "right_hand": hands[1],
+            "left_hand": hands[3],
         }
-        # Drawn in units of the frame's height; MediaPipe gives x (and z) as a fraction of the width.
-        width, height = sp["frame_size"]
-        out = {}
-        for name, xy in sources.items():
-            n = xy.shape[1]
-            xy = xy + rng.normal(0, sp["noise"], xy.shape)
-            xy[..., 0] = 0.5 + (xy[..., 0] - 0.5) * height / width
-            points = np.zeros((length, n, NUM_CHANNELS), dtype=np.float32)
-            points[..., :2] = xy
-            points[..., 2] = rng.normal(0, 0.03, (length, n)) * height / width
-            points[..., 3] = 1.0
-            out[name] = points
-        out["pose"][..., 3] = rng.uniform(0.85, 1.0, (length, 33))
-        out["pose"][:, 25:, 3] = rng.uniform(0.0, 0.1, (length, 8))  # legs out of the picture: low visibility
+        out = _as_mediapipe(sources, sp["frame_size"], sp["noise"], rng)
         # Undetected parts are all zeros: hands entering/leaving view, dropouts, an unseen resting hand.
         present_dom = rng.random(length) > 0.03
         present_dom[: rng.integers(0, 4)] = False
@@ -281,6 +224,92 @@ class _Generator:
             clip = clip[:, list(self.layout.mirror)]
             clip[..., 0] = np.where((clip != 0).any(-1), 1.0 - clip[..., 0], 0.0)
         return clip
+
+
+_Hands = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # dominant wrist, its hand, other wrist, its hand
+
+
+def _hands(cp: dict, sp: dict, t: np.ndarray, centre: np.ndarray, rng: np.random.Generator) -> _Hands:
+    """Both hands' paths and shapes over the clip's timeline `t`."""
+    scale, length = sp["scale"], len(t)
+    dom = centre + scale * (cp["start"] + _eval_curve(cp["path"] + sp["style"], t))
+    curls = np.outer(1 - t, cp["curls"][0]) + np.outer(t, cp["curls"][1])
+    angle = cp["angle"][0] * (1 - t) + cp["angle"][1] * t
+    dom_hand = dom[:, None] + _hand(curls, angle, 0.085 * scale)
+    if cp["two_handed"]:
+        if cp["symmetric"]:
+            other = np.stack([2 * centre[0] - dom[:, 0], dom[:, 1]], axis=-1)
+            other_hand = other[:, None] + _hand(curls, angle, 0.085 * scale) * [-1, 1]
+        else:
+            other = centre + scale * (cp["other_start"] + _eval_curve(cp["other_path"], t))
+            oc = np.outer(1 - t, cp["other_curls"][0]) + np.outer(t, cp["other_curls"][1])
+            other_hand = other[:, None] + _hand(oc, -angle, 0.085 * scale) * [-1, 1]
+    else:  # the other hand rests low, mostly out of view
+        other = centre + scale * np.array([0.15, 0.42]) + rng.normal(0, 0.01, (length, 2))
+        other_hand = other[:, None] + _hand(np.full((length, 5), 0.3), np.zeros(length), 0.085 * scale) * [-1, 1]
+    return dom, dom_hand, other, other_hand
+
+
+# Pose landmarks 0-10 (nose, eyes, ears, mouth) around the head's centre, in units of the signer's scale.
+_FACE_MARKS = {
+    0: (0, 0.0),
+    1: (0.015, -0.02),
+    2: (0.025, -0.02),
+    3: (0.035, -0.02),
+    4: (-0.015, -0.02),
+    5: (-0.025, -0.02),
+    6: (-0.035, -0.02),
+    7: (0.06, -0.01),
+    8: (-0.06, -0.01),
+    9: (0.02, 0.04),
+    10: (-0.02, 0.04),
+}
+
+
+def _pose(centre: np.ndarray, scale: float, hands: _Hands, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """MediaPipe's 33 pose landmarks (T, 33, 2) around the hands, and the head's path (T, 2)."""
+    dom, dom_hand, other, other_hand = hands
+    pose = np.zeros((len(dom), 33, 2))
+    sh, shoulders_y = 0.12 * scale, centre[1] + 0.05 * scale
+    head = centre + [0, -0.2 * scale] + rng.normal(0, 0.004, (len(dom), 2)).cumsum(0) * 0.3
+    # Pose: the signer's right side is on the image's left (x smaller).
+    for i, off in _FACE_MARKS.items():
+        pose[:, i] = head + np.array(off) * scale
+    pose[:, 11], pose[:, 12] = (centre[0] + sh, shoulders_y), (centre[0] - sh, shoulders_y)
+    pose[:, 15], pose[:, 16] = other, dom
+    pose[:, 13] = (pose[:, 11] + other) / 2 + [0.05 * scale, 0.08 * scale]
+    pose[:, 14] = (pose[:, 12] + dom) / 2 + [-0.05 * scale, 0.08 * scale]
+    for (left, right), finger in (((17, 18), 17), ((19, 20), 5), ((21, 22), 4)):  # pinky, index, thumb
+        pose[:, left], pose[:, right] = other_hand[:, finger], dom_hand[:, finger]
+    pose[:, 23], pose[:, 24] = (
+        (centre[0] + 0.08 * scale, centre[1] + 0.45 * scale),
+        (centre[0] - 0.08 * scale, centre[1] + 0.45 * scale),
+    )
+    for k, i in enumerate(range(25, 33)):  # knees, ankles, heels, feet: below the picture
+        pose[:, i] = pose[:, 23 + i % 2] + [0, 0.3 * scale * (1 + k // 2)]
+    return pose, head
+
+
+def _as_mediapipe(
+    sources: dict[str, np.ndarray], frame_size: tuple[int, int], noise: float, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """(T, n, 2) drawings -> (T, n, 4) landmarks as MediaPipe gives them, with detector noise."""
+    # Drawn in units of the frame's height; MediaPipe gives x (and z) as a fraction of the width.
+    width, height = frame_size
+    out = {}
+    for name, xy in sources.items():
+        length, n = xy.shape[:2]
+        xy = xy + rng.normal(0, noise, xy.shape)
+        xy[..., 0] = 0.5 + (xy[..., 0] - 0.5) * height / width
+        points = np.zeros((length, n, NUM_CHANNELS), dtype=np.float32)
+        points[..., :2] = xy
+        points[..., 2] = rng.normal(0, 0.03, (length, n)) * height / width
+        points[..., 3] = 1.0
+        out[name] = points
+    length = len(out["pose"])
+    out["pose"][..., 3] = rng.uniform(0.85, 1.0, (length, 33))
+    out["pose"][:, 25:, 3] = rng.uniform(0.0, 0.1, (length, 8))  # legs out of the picture: low visibility
+    return out
 
 
 def write_synthetic(path: str | os.PathLike[str], spec: SynthSpec = EMBEDDED) -> Path:

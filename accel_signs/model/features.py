@@ -26,6 +26,7 @@ from torch import nn
 
 from accel_signs.config import InputConfig
 from accel_signs.data.layout import HandRole, KeypointLayout, point_slice
+from accel_signs.data.sampling import mirror_centred
 
 # When the shoulders look implausibly close for the hands' size (a close-up where the pose
 # model mistakes other points for shoulders), the body scale is at least this many palm
@@ -171,8 +172,7 @@ class KeypointFeatures(nn.Module):
 
     def mirror(self, coords: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-right mirror in a centred frame: every point takes its partner's place and x -> -x."""
-        flip = torch.tensor([-1.0, 1.0, 1.0], device=coords.device, dtype=coords.dtype)
-        return coords[:, :, self.mirror_index] * flip, present[:, :, self.mirror_index]
+        return mirror_centred(coords, present, self.mirror_index)
 
     def _dominant_hand_right(self, coords: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.hands:  # a layout without hands has no handedness to canonicalise
