@@ -161,6 +161,21 @@ def test_slugs_are_githubs():
     assert slug("## `accel-signs train`".lstrip("# ")) == "accel-signs-train"
 
 
+@pytest.mark.parametrize("page", PAGES, ids=IDS)
+def test_python_examples_import_what_exists(page):
+    """`from accel_signs... import name` in the docs' Python blocks names a module and a name that exist."""
+    bad = []
+    for block in code_blocks(page.read_text(encoding="utf-8")):
+        for module, names in re.findall(r"^from (accel_signs[\w.]*) import ([\w, ]+)$", block, re.M):
+            try:
+                imported = importlib.import_module(module)
+            except ImportError as e:
+                bad.append(f"{module}: {e}")
+                continue
+            bad += [f"{module}.{n}" for n in (n.strip() for n in names.split(",")) if not hasattr(imported, n)]
+    assert not bad, f"{page.relative_to(ROOT)}: no " + ", ".join(bad)
+
+
 def test_generated_options_are_up_to_date():
     spec = importlib.util.spec_from_file_location("docs_options", ROOT / "docs" / "options.py")
     options = importlib.util.module_from_spec(spec)
