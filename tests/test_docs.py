@@ -161,6 +161,20 @@ def test_slugs_are_githubs():
     assert slug("## `accel-signs train`".lstrip("# ")) == "accel-signs-train"
 
 
+REPO_PATH = re.compile(r"(?<![\w/.])(?:accel_signs|benchmarks|examples|tests|docs|accelerate_configs|\.ci)/[\w./*-]*")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=IDS)
+def test_repository_paths_named_in_the_docs_exist(page):
+    """A file named in code (`accel_signs/model/features.py`, `examples/quickstart.sh`) is there:
+    module paths in the docs follow the package when it moves."""
+    text = page.read_text(encoding="utf-8")
+    named = {m.rstrip(".") for span in re.findall(r"`([^`\n]+)`", FENCE.sub("", text)) for m in REPO_PATH.findall(span)}
+    named |= {m.rstrip(".") for block in code_blocks(text) for m in REPO_PATH.findall(block)}
+    missing = sorted(n for n in named if not any(ROOT.glob(n.rstrip("/"))))
+    assert not missing, f"{page.relative_to(ROOT)} names missing files: {missing}"
+
+
 @pytest.mark.parametrize("page", PAGES, ids=IDS)
 def test_python_examples_import_what_exists(page):
     """`from accel_signs... import name` in the docs' Python blocks names a module and a name that exist."""
