@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from accel_signs.core.errors import ConfigError
-from accel_signs.data.layout import KeypointLayout
+from accel_signs.data.layout import HandRole, KeypointLayout
 
 logger = logging.getLogger(__name__)
 FORMATS = (".gif", ".mp4")
@@ -23,6 +24,65 @@ _PART_COLOURS = {"pose": "#555555", "face": "#4c72b0", "right_hand": "#c44e52", 
 
 def _colour(part: str) -> str:
     return _PART_COLOURS.get(part, "#8172b2")
+
+
+class _Drawing:
+    """One frame at a time of a clip on a Figure: the whole body left, each hand enlarged right."""
+
+    def __init__(self, fig: Any, clip: np.ndarray, layout: KeypointLayout, aspect: float) -> None:
+        self.clip, self.layout, self.aspect = clip, layout, aspect
+        self.present = (clip != 0).any(-1)  # (T, P)
+        self.part_of = np.empty(layout.num_points, dtype=object)
+        for name, points in layout.parts.items():
+            self.part_of[list(points)] = name
+        self.hands = [h for h in (layout.hands or ()) if h.part is not None]
+        self.body_ax = fig.add_axes([0.02, 0.04, 0.5, 0.86])
+        self.hand_axes = [fig.add_axes([0.56, 0.5 - 0.46 * i, 0.42, 0.42]) for i in range(len(self.hands[:2]))]
+
+    def __call__(self, t: int) -> list:
+        self._body(t)
+        for ax, hand in zip(self.hand_axes, self.hands):
+            self._hand(ax, hand, t)
+        return []
+
+    def _body(self, t: int) -> None:
+        ax, present, layout = self.body_ax, self.present, self.layout
+        ax.clear()
+        ax.set_xlim(0, self.aspect)
+        ax.set_ylim(1, 0)  # image y points down
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"frame {t + 1}/{len(self.clip)}", fontsize=9)
+        xy = self.clip[t, :, :2] * [self.aspect, 1]
+        for a, b in layout.bones:
+            if present[t, a] and present[t, b]:
+                ax.plot(xy[[a, b], 0], xy[[a, b], 1], color=_colour(self.part_of[a]), lw=1)
+        for name in layout.parts:
+            mine = [i for i in layout.parts[name] if present[t, i]]
+            if mine:
+                ax.scatter(xy[mine, 0], xy[mine, 1], s=4 if name == "face" else 8, color=_colour(name))
+
+    def _hand(self, ax: Any, hand: HandRole, t: int) -> None:
+        present, clip = self.present, self.clip
+        ax.clear()
+        ax.set_xticks([])
+        ax.set_yticks([])
+        points = list(self.layout.parts[hand.part])
+        seen = present[t, hand.wrist]
+        ax.set_title(f"{hand.part.replace('_', ' ')}" + ("" if seen else " (not detected)"), fontsize=9)
+        ax.set_aspect("equal")
+        if not seen:
+            return
+        local = (clip[t, :, :2] - clip[t, hand.wrist, :2]) * [self.aspect, 1]
+        span = max(np.abs(local[points][present[t, points]]).max(), 1e-3) * 1.15
+        ax.set_xlim(-span, span)
+        ax.set_ylim(span, -span)
+        for a, b in self.layout.bones:
+            if a in points and b in points and present[t, a] and present[t, b]:
+                ax.plot(local[[a, b], 0], local[[a, b], 1], color=_colour(hand.part), lw=2)
+        mine = [i for i in points if present[t, i]]
+        ax.scatter(local[mine, 0], local[mine, 1], s=18, color=_colour(hand.part))
 
 
 def render(
@@ -34,80 +94,27 @@ def render(
     fps: float = 15.0,
 ) -> Path:
     """Write `clip` (frames, points, 4) as an animated GIF or MP4 (by `out`'s suffix)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure on its own Agg canvas, no pyplot: no global backend state (as core/plots.py).
+    from matplotlib.animation import FuncAnimation, PillowWriter
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     if out.suffix.lower() not in FORMATS:
         raise ConfigError(f"--out must end in {' or '.join(FORMATS)}, got {out.name}")
     width, height = frame_size or (1.0, 1.0)
-    aspect = width / height
-    present = (clip != 0).any(-1)  # (T, P)
-    part_of = np.empty(layout.num_points, dtype=object)
-    for name, points in layout.parts.items():
-        part_of[list(points)] = name
-    hands = [h for h in (layout.hands or ()) if h.part is not None]
-
-    fig = plt.figure(figsize=(9, 5), dpi=80)
-    body_ax = fig.add_axes([0.02, 0.04, 0.5, 0.86])
-    hand_axes = [fig.add_axes([0.56, 0.5 - 0.46 * i, 0.42, 0.42]) for i in range(len(hands[:2]))]
+    fig = Figure(figsize=(9, 5), dpi=80)
+    FigureCanvasAgg(fig)
+    draw = _Drawing(fig, clip, layout, width / height)
     fig.suptitle(title, fontsize=10)
-
-    def draw(t: int):
-        body_ax.clear()
-        body_ax.set_xlim(0, aspect)
-        body_ax.set_ylim(1, 0)  # image y points down
-        body_ax.set_aspect("equal")
-        body_ax.set_xticks([])
-        body_ax.set_yticks([])
-        body_ax.set_title(f"frame {t + 1}/{len(clip)}", fontsize=9)
-        xy = clip[t, :, :2] * [aspect, 1]
-        for a, b in layout.bones:
-            if present[t, a] and present[t, b]:
-                body_ax.plot(xy[[a, b], 0], xy[[a, b], 1], color=_colour(part_of[a]), lw=1)
-        seen = present[t]
-        for name in layout.parts:
-            mine = [i for i in layout.parts[name] if seen[i]]
-            if mine:
-                body_ax.scatter(xy[mine, 0], xy[mine, 1], s=4 if name == "face" else 8, color=_colour(name))
-        for ax, hand in zip(hand_axes, hands):
-            ax.clear()
-            ax.set_xticks([])
-            ax.set_yticks([])
-            points = list(layout.parts[hand.part])
-            ax.set_title(
-                f"{hand.part.replace('_', ' ')}" + ("" if present[t, hand.wrist] else " (not detected)"), fontsize=9
-            )
-            ax.set_aspect("equal")
-            if not present[t, hand.wrist]:
-                continue
-            local = (clip[t, :, :2] - clip[t, hand.wrist, :2]) * [aspect, 1]
-            span = max(np.abs(local[points][present[t, points]]).max(), 1e-3) * 1.15
-            ax.set_xlim(-span, span)
-            ax.set_ylim(span, -span)
-            for a, b in layout.bones:
-                if a in points and b in points and present[t, a] and present[t, b]:
-                    ax.plot(local[[a, b], 0], local[[a, b], 1], color=_colour(hand.part), lw=2)
-            mine = [i for i in points if present[t, i]]
-            ax.scatter(local[mine, 0], local[mine, 1], s=18, color=_colour(hand.part))
-        return []
-
-    from matplotlib.animation import FuncAnimation
-
-    anim = FuncAnimation(fig, draw, frames=len(clip), blit=False)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
     try:
         if out.suffix.lower() == ".gif":
-            from matplotlib.animation import PillowWriter
-
-            anim.save(tmp, writer=PillowWriter(fps=fps))
+            FuncAnimation(fig, draw, frames=len(clip), blit=False).save(tmp, writer=PillowWriter(fps=fps))
         else:
             _save_mp4(fig, draw, len(clip), tmp, fps)
         tmp.replace(out)
     finally:
-        plt.close(fig)
         tmp.unlink(missing_ok=True)
     return out
 
