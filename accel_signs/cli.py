@@ -3,14 +3,16 @@ and turn the library's errors into one-line messages and exit codes."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from accel_signs.core.errors import AccelSignsError, ConfigError
 
@@ -44,14 +46,59 @@ def _fail(error: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def _reported(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The library's errors become one line on stderr and exit code 1: the one place they do."""
+
+    @functools.wraps(fn)  # Typer reads the signature and type hints through __wrapped__
+    def reporting(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AccelSignsError as e:
+            raise _fail(e) from None
+
+    return reporting
+
+
+def command(name: str | None = None, cls: type[TyperCommand] | None = None) -> Callable[[Callable], Callable]:
+    """`app.command` for every command: the library's errors are reported by _reported."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        app.command(name=name, cls=cls)(_reported(fn))
+        return fn
+
+    return register
+
+
+def _resume_value(args: list[str]) -> list[str]:
+    """`--resume` alone, or followed by another option, means "the latest run"."""
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--resume" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append("latest")
+    return out
+
+
+class _TrainCommand(TyperCommand):
+    """`train`, whose --resume takes an optional value. The click that Typer bundles has no
+    options with optional values (click's `flag_value` is gone from it, and typer.Option's is
+    deprecated and ignored), so the command supplies the value before parsing its arguments."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _resume_value(args))
+
+
 def _given(ctx: typer.Context, name: str) -> bool:
     source = ctx.get_parameter_source(name)  # typer bundles its own click: compare by name
     return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
-def _command(name: str, doc: str, options: list, extra: list[inspect.Parameter], body):
+def _command(
+    name: str, doc: str, options: list, body: Callable, extra: dict[str, Any] | None = None, cls: Any = None
+) -> None:
     """A Typer command whose options are generated from config fields (config.option): each
-    option's flag, default and help text are those of its field, defined once in config.py."""
+    option's flag, default and help text are those of its field, defined once in config/schema.py.
+    `extra`: the command's own options, {name: Annotated[type, typer.Option(...)]}, default None."""
     params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
     for o in options:
         default = "" if o.default == () else o.default  # a tuple option is typed as text: "" is empty
@@ -60,20 +107,30 @@ def _command(name: str, doc: str, options: list, extra: list[inspect.Parameter],
             default = inspect.Parameter.empty
         else:
             info = typer.Option(*o.flag.split(" "), help=o.help)
-        params.append(
-            inspect.Parameter(
-                o.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[o.type, info]
-            )
-        )
-    params += extra
+        params.append(_keyword(o.name, Annotated[o.type, info], default))
+    params += [_keyword(key, annotation, None) for key, annotation in (extra or {}).items()]
 
-    def command(ctx: typer.Context, **values: Any) -> None:
+    def run(ctx: typer.Context, **values: Any) -> None:
         body(ctx, values)
 
-    command.__signature__ = inspect.Signature(params)
-    command.__annotations__ = {p.name: p.annotation for p in params}
-    command.__doc__ = doc
-    app.command(name=name)(command)
+    run.__signature__ = inspect.Signature(params)
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    run.__doc__ = doc
+    command(name, cls)(run)
+
+
+def _keyword(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _from_values(cls: type, values: dict[str, Any]) -> Any:
+    """The config `cls` from a command's generated options (every one, given or default)."""
+    from accel_signs.config import config_options, from_dict, set_path
+
+    raw: dict[str, Any] = {}
+    for o in config_options(cls):
+        set_path(raw, o.path, values[o.name])
+    return from_dict(cls, raw)
 
 
 def _train_config(ctx: typer.Context, values: dict[str, Any]):
@@ -126,14 +183,10 @@ def _train(ctx: typer.Context, values: dict[str, Any]) -> None:
 
 
 def _evaluate(ctx: typer.Context, values: dict[str, Any]) -> None:
-    try:
-        from accel_signs.config import EvalConfig, config_options
-        from accel_signs.training.evaluate import evaluate_checkpoint, format_summary
+    from accel_signs.config import EvalConfig
+    from accel_signs.training.evaluate import evaluate_checkpoint, format_summary
 
-        cfg = EvalConfig(**{o.name: values[o.name] for o in config_options(EvalConfig)})
-        result = evaluate_checkpoint(cfg)
-    except AccelSignsError as e:
-        raise _fail(e) from None
+    result = evaluate_checkpoint(_from_values(EvalConfig, values))
     from accelerate import PartialState
 
     if PartialState().is_main_process:
@@ -142,28 +195,37 @@ def _evaluate(ctx: typer.Context, values: dict[str, Any]) -> None:
 
 
 def _serve(ctx: typer.Context, values: dict[str, Any]) -> None:
-    try:
-        from accel_signs.config import config_options, set_path
-        from accel_signs.serve.config import SERVE_HINT, ServeConfig
+    from accel_signs.serve.config import SERVE_HINT, ServeConfig
 
-        raw: dict[str, Any] = {}
-        for o in config_options(ServeConfig):
-            set_path(raw, o.path, values[o.name])
-        cfg = ServeConfig(**raw)
-        try:
-            from accel_signs.serve.app import serve
-        except ImportError as e:
-            raise ConfigError(f"{SERVE_HINT} ({e})") from None
-        serve(cfg)
-    except AccelSignsError as e:
-        raise _fail(e) from None
+    cfg = _from_values(ServeConfig, values)
+    try:
+        from accel_signs.serve.app import serve
+    except ImportError as e:
+        raise ConfigError(f"{SERVE_HINT} ({e})") from None
+    serve(cfg)
+
+
+# train's own options, beside its config fields.
+TRAIN_ONLY = {
+    "config": Annotated[
+        Path | None,
+        typer.Option(help="JSON/YAML config (e.g. a run's config.json); options given here override it."),
+    ],
+    "resume": Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="[RUN_DIR]",
+            help="Continue a run from its last completed epoch (no value: the latest run in --output-dir).",
+        ),
+    ],
+}
 
 
 def _register() -> None:
     from accel_signs.config import EvalConfig, TrainConfig, config_options
     from accel_signs.serve.config import ServeConfig
 
-    kw = inspect.Parameter.KEYWORD_ONLY
     _command(
         "train",
         """Train a model; the last line printed is the best checkpoint's folder.
@@ -171,38 +233,15 @@ def _register() -> None:
     Run it with `accelerate launch -m accel_signs train ...` for any number of processes (the
     same command works as `accel-signs train` for one).""",
         config_options(TrainConfig),
-        [
-            inspect.Parameter(
-                "config",
-                kw,
-                default=None,
-                annotation=Annotated[
-                    Path | None,
-                    typer.Option(help="JSON/YAML config (e.g. a run's config.json); options given here override it."),
-                ],
-            ),
-            inspect.Parameter(
-                "resume",
-                kw,
-                default=None,
-                annotation=Annotated[
-                    str | None,
-                    typer.Option(
-                        "--resume",
-                        metavar="[RUN_DIR]",
-                        help="Continue a run from its last completed epoch (no value: the latest run in --output-dir).",
-                    ),
-                ],
-            ),
-        ],
         _train,
+        TRAIN_ONLY,
+        cls=_TrainCommand,
     )
     _command(
         "evaluate",
         """Evaluate a checkpoint: top-1/top-5 accuracy, macro F1, per-class and per-signer results,
     confusion matrix and plots. Works under `accelerate launch` with any number of processes.""",
         config_options(EvalConfig),
-        [],
         _evaluate,
     )
     _command(
@@ -213,7 +252,6 @@ def _register() -> None:
     detected skeleton, shows the top-5 with every gloss the checkpoint has, and collects the
     accepted signs into a sentence. Needs the `serve` extra (FastAPI, uvicorn, MediaPipe).""",
         config_options(ServeConfig),
-        [],
         _serve,
     )
 
@@ -221,24 +259,24 @@ def _register() -> None:
 _register()
 
 
-@app.command()
+@command()
 def plot(run_dir: Annotated[Path, typer.Argument(help="A run folder, or an eval-<split> folder.")]) -> None:
     """Redraw a run's figures from its files: training curves and every evaluation's plots."""
     from accel_signs.core.plots import plot_eval_dir, plot_run
 
     if not run_dir.is_dir():
-        raise _fail(AccelSignsError(f"{run_dir} is not a folder"))
+        raise AccelSignsError(f"{run_dir} is not a folder")
     if (run_dir / "metrics.json").exists():
         drawn = plot_eval_dir(run_dir)
     else:
         drawn = plot_run(run_dir)
     if not drawn:
-        raise _fail(AccelSignsError(f"{run_dir} holds neither metrics.jsonl (a run) nor metrics.json (an evaluation)"))
+        raise AccelSignsError(f"{run_dir} holds neither metrics.jsonl (a run) nor metrics.json (an evaluation)")
     for path in drawn:
         typer.echo(str(path))
 
 
-@app.command()
+@command()
 def prepare(
     src: Annotated[
         Path,
@@ -294,45 +332,39 @@ def prepare(
 ) -> None:
     """Convert keypoints into a clip store, streaming in bounded memory: the seed project's
     formats, a manifest of .npy/.npz clips in any layout, or the Kaggle GISLR parquet files."""
-    try:
-        from accel_signs.config import parse_signers, parse_signs
-        from accel_signs.data.prepare import prepare as run_prepare
+    from accel_signs.config import parse_signers, parse_signs
+    from accel_signs.data.prepare import prepare as run_prepare
 
-        report = run_prepare(
-            src,
-            out_dir,
-            source,
-            signs=parse_signs(signs) if signs else None,
-            signers=parse_signers(signers) if signers else None,
-            splits=tuple(s.strip() for s in splits.split(",") if s.strip()) if splits else None,
-            dtype=dtype,
-            allow_pickle=allow_pickle,
-            allow_missing=allow_missing,
-            layout=layout,
-            coords=coords,
-        )
-    except AccelSignsError as e:
-        raise _fail(e) from None
+    report = run_prepare(
+        src,
+        out_dir,
+        source,
+        signs=parse_signs(signs) if signs else None,
+        signers=parse_signers(signers) if signers else None,
+        splits=tuple(s.strip() for s in splits.split(",") if s.strip()) if splits else None,
+        dtype=dtype,
+        allow_pickle=allow_pickle,
+        allow_missing=allow_missing,
+        layout=layout,
+        coords=coords,
+    )
     typer.echo(report.summary(), err=True)
     typer.echo(str(out_dir))
 
 
-@app.command()
+@command()
 def info(
     path: Annotated[
         str, typer.Argument(help="A clip store, a checkpoint folder or a Hub model hf://USER/NAME[@REVISION].")
     ],
 ) -> None:
     """Summarise a clip store (splits, clips, classes, signers, lengths, detection rates) or a checkpoint."""
-    try:
-        from accel_signs.tools.info import describe
+    from accel_signs.tools.info import describe
 
-        typer.echo(describe(path))
-    except AccelSignsError as e:
-        raise _fail(e) from None
+    typer.echo(describe(path))
 
 
-@app.command()
+@command()
 def predict(
     checkpoint: Annotated[str, typer.Argument(help=CHECKPOINT_HELP)],
     clip: Annotated[
@@ -351,34 +383,32 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Classify keypoint clips with a trained checkpoint: the top-k glosses (English and Arabic) with probabilities."""
-    try:
-        from accel_signs.tools.inference import format_predictions, parse_frame_size
-        from accel_signs.tools.inference import predict as run_predict
+    from accel_signs.tools.inference import format_predictions, parse_frame_size
+    from accel_signs.tools.inference import predict as run_predict
 
-        results = run_predict(checkpoint, clip, top_k, parse_frame_size(frame_size))
-    except AccelSignsError as e:
-        raise _fail(e) from None
+    results = run_predict(checkpoint, clip, top_k, parse_frame_size(frame_size))
     typer.echo(json.dumps(results, ensure_ascii=False, indent=2) if as_json else format_predictions(results))
 
 
-@app.command()
+@command()
 def export(
     checkpoint: Annotated[str, typer.Argument(help=CHECKPOINT_HELP)],
     onnx: Annotated[Path, typer.Option(help="Where to write the ONNX model.")],
 ) -> None:
-    """Export a checkpoint to ONNX (input keypoints (batch, 50, 736), output logits), verified with ONNX Runtime."""
-    try:
-        from accel_signs.tools.inference import export_onnx
+    """Export a checkpoint to ONNX, verified against PyTorch with ONNX Runtime.
 
-        report = export_onnx(checkpoint, onnx)
-    except AccelSignsError as e:
-        raise _fail(e) from None
+    Inputs: keypoints (batch, seq_len, points x 4), with the checkpoint's seq_len and layout,
+    and for models with the normalized input the video's aspect ratio (batch,). Output: logits
+    (batch, classes)."""
+    from accel_signs.tools.inference import export_onnx
+
+    report = export_onnx(checkpoint, onnx)
     for name, diff in report["max_abs_logit_diff"].items():
         typer.echo(f"ONNX Runtime vs PyTorch, {name}: max abs logit difference {diff:.2e}", err=True)
     typer.echo(report["onnx"])
 
 
-@app.command()
+@command()
 def push(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint folder, e.g. runs/<run>/best.")],
     repo_id: Annotated[str, typer.Argument(help="Hub model repo, USER/NAME (created if it does not exist).")],
@@ -390,12 +420,9 @@ def push(
 ) -> None:
     """Publish a checkpoint on the Hugging Face Hub: weights, config.json, model card, test metrics
     and plots (nothing else). The token comes from HF_TOKEN or `hf auth login`. Needs the hub extra."""
-    try:
-        from accel_signs.model.hub import push_checkpoint
+    from accel_signs.model.hub import push_checkpoint
 
-        files = push_checkpoint(checkpoint, repo_id, private=private, revision=revision, dry_run=dry_run)
-    except AccelSignsError as e:
-        raise _fail(e) from None
+    files = push_checkpoint(checkpoint, repo_id, private=private, revision=revision, dry_run=dry_run)
     for f in files:
         typer.echo(f"{f.size:>12,d}  {f.path_in_repo}")
     where = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
@@ -404,7 +431,7 @@ def push(
     )
 
 
-@app.command()
+@command()
 def extract(
     videos: Annotated[
         list[Path],
@@ -446,36 +473,33 @@ def extract(
 ) -> None:
     """Extract MediaPipe Holistic keypoints from videos: one clip per video, resumable (clips
     already written are skipped), parallel over videos. Needs the `extract` extra."""
-    try:
-        from accel_signs.tools.extract import extract as run_extract
+    from accel_signs.tools.extract import extract as run_extract
 
-        report, written = run_extract(
-            list(videos),
-            out,
-            layout=layout,
-            workers=workers,
-            manifest=manifest,
-            pattern=pattern,
-            model_complexity=model_complexity,
-        )
-        typer.echo(report.summary(), err=True)
-        for name in report.no_person:
-            typer.echo(f"warning: no person detected in {name} (its keypoints are all zeros)", err=True)
-        for error in report.failed:
-            typer.echo(f"error: {error}", err=True)
-        if store is not None and not report.failed:
-            from accel_signs.data.prepare import prepare as run_prepare
+    report, written = run_extract(
+        list(videos),
+        out,
+        layout=layout,
+        workers=workers,
+        manifest=manifest,
+        pattern=pattern,
+        model_complexity=model_complexity,
+    )
+    typer.echo(report.summary(), err=True)
+    for name in report.no_person:
+        typer.echo(f"warning: no person detected in {name} (its keypoints are all zeros)", err=True)
+    for error in report.failed:
+        typer.echo(f"error: {error}", err=True)
+    if store is not None and not report.failed:
+        from accel_signs.data.prepare import prepare as run_prepare
 
-            run_prepare(written, store, "clips", layout=layout)
-            typer.echo(str(store))
-    except AccelSignsError as e:
-        raise _fail(e) from None
+        run_prepare(written, store, "clips", layout=layout)
+        typer.echo(str(store))
     typer.echo(str(written))
     if report.failed:
         raise typer.Exit(code=1)
 
 
-@app.command()
+@command()
 def show(
     clip: Annotated[
         Path, typer.Argument(help="A clip store (with --clip), an .npy/.npz clip, or a video (extracted first).")
@@ -499,41 +523,38 @@ def show(
 ) -> None:
     """Draw a clip as an animated skeleton (bones, hands enlarged, undetected points hidden): to
     check that keypoints are right before training on them."""
-    try:
-        from accel_signs.data.layout import keypoint_layout, load_layout
-        from accel_signs.tools.inference import parse_frame_size, read_inputs
-        from accel_signs.tools.inference import predict as run_predict
-        from accel_signs.tools.show import render, store_clip
+    from accel_signs.data.layout import keypoint_layout, load_layout
+    from accel_signs.tools.inference import parse_frame_size, read_inputs
+    from accel_signs.tools.inference import predict as run_predict
+    from accel_signs.tools.show import render, store_clip
 
-        ckpt_layout = None
-        if checkpoint is not None:
-            from accel_signs.model.checkpoint import load_checkpoint
+    ckpt_layout = None
+    if checkpoint is not None:
+        from accel_signs.model.checkpoint import load_checkpoint
 
-            ckpt_layout = load_checkpoint(checkpoint).layout
-        if (clip / "meta.json").exists():
-            frames, lay, size, title = store_clip(clip, clip_id, split)
-        else:
-            lay = load_layout(layout) if layout else ckpt_layout or keypoint_layout()
-            name, frames, size = read_inputs(clip, lay)[0]
-            title = f"{name} ({len(frames)} frames, layout {lay.name})"
-        size = parse_frame_size(frame_size) or size
-        if checkpoint is not None:
-            import tempfile
+        ckpt_layout = load_checkpoint(checkpoint).layout
+    if (clip / "meta.json").exists():
+        frames, lay, size, title = store_clip(clip, clip_id, split)
+    else:
+        lay = load_layout(layout) if layout else ckpt_layout or keypoint_layout()
+        name, frames, size = read_inputs(clip, lay)[0]
+        title = f"{name} ({len(frames)} frames, layout {lay.name})"
+    size = parse_frame_size(frame_size) or size
+    if checkpoint is not None:
+        import tempfile
 
-            with tempfile.TemporaryDirectory() as tmp:
-                np_path = Path(tmp) / "clip.npy"
-                import numpy as np
+        with tempfile.TemporaryDirectory() as tmp:
+            np_path = Path(tmp) / "clip.npy"
+            import numpy as np
 
-                np.save(np_path, frames)
-                top = run_predict(checkpoint, np_path, top_k=3, frame_size=size)[0]["top"]
-            title += "\n" + ", ".join(f"{t['en']} {t['probability']:.2f}" for t in top)
-        written = render(frames, lay, out, size, title, fps)
-    except AccelSignsError as e:
-        raise _fail(e) from None
+            np.save(np_path, frames)
+            top = run_predict(checkpoint, np_path, top_k=3, frame_size=size)[0]["top"]
+        title += "\n" + ", ".join(f"{t['en']} {t['probability']:.2f}" for t in top)
+    written = render(frames, lay, out, size, title, fps)
     typer.echo(str(written))
 
 
-@app.command()
+@command()
 def synth(
     out_dir: Annotated[Path, typer.Argument(help="Folder to create; must not exist.")],
     classes: Annotated[int, typer.Option(help="Number of signs (classes), at most 502; glosses are KArSL's.")] = 20,
@@ -550,29 +571,15 @@ def synth(
     ] = 1,
 ) -> None:
     """Write a KArSL-shaped, learnable synthetic data set (train and test splits) as a clip store."""
-    try:
-        from accel_signs.data.synth import SynthSpec, write_synthetic
+    from accel_signs.data.synth import SynthSpec, write_synthetic
 
-        path = write_synthetic(
-            out_dir,
-            SynthSpec(classes=classes, signers=signers, reps=reps, seed=seed, layout=layout, first_sign=first_sign),
-        )
-    except AccelSignsError as e:
-        raise _fail(e) from None
+    path = write_synthetic(
+        out_dir,
+        SynthSpec(classes=classes, signers=signers, reps=reps, seed=seed, layout=layout, first_sign=first_sign),
+    )
     typer.echo(str(path))
 
 
 def main() -> None:
     """Console-script entry point."""
-    app(args=_resume_value(sys.argv[1:]))
-
-
-def _resume_value(args: list[str]) -> list[str]:
-    """`--resume` followed by another option means "the latest run"; the bundled click would
-    take that option as its value."""
-    out = []
-    for i, arg in enumerate(args):
-        out.append(arg)
-        if arg == "--resume" and (i + 1 == len(args) or args[i + 1].startswith("-")):
-            out.append("latest")
-    return out
+    app()

@@ -1,10 +1,26 @@
-"""Typed, validated configuration (schema.py), built once by the CLI or the caller and saved
-with every run as config.json."""
+"""Typed, validated configuration, built once by the CLI or the caller and saved with every run
+as config.json: the dataclasses (schema.py), reading files and dicts (io.py), and the command
+line's view of the fields (options.py)."""
 
+from accel_signs.config.io import (  # noqa: F401
+    CONFIG_VERSION,
+    SEED_RECIPE,
+    current_version,
+    default_cache_dir,
+    from_dict,
+    load_config_file,
+    upgrade_v1,
+)
+from accel_signs.config.options import (  # noqa: F401
+    ConfigOption,
+    config_fields,
+    config_options,
+    get_path,
+    set_path,
+)
 from accel_signs.config.schema import (  # noqa: F401
     BEST_METRICS,
     COMPILE_MODES,
-    CONFIG_VERSION,
     DEBUG_DEFAULTS,
     EVAL_PRECISION,
     HEAD_SIZES,
@@ -14,23 +30,17 @@ from accel_signs.config.schema import (  # noqa: F401
     OPTIMIZERS,
     SCHEDULES,
     AugmentConfig,
-    ConfigOption,
     DataConfig,
     EvalConfig,
     InputConfig,
     ModelConfig,
     ModelSize,
     OptimConfig,
+    Section,
     TrainConfig,
-    config_fields,
-    config_options,
-    default_cache_dir,
-    get_path,
-    load_config_file,
+    check_choices,
     normalize_signer,
     option,
     parse_signers,
     parse_signs,
-    set_path,
-    upgrade_v1,
 )

@@ -1,30 +1,41 @@
-"""Typed, validated configuration. Built once (by the CLI or the caller), passed explicitly,
-and saved with every run as `config.json`."""
+"""The configuration's schema: typed dataclasses, each field defined once with option() (its
+default, help text and command-line flag). Built once (by the CLI or the caller), passed
+explicitly, and saved with every run as `config.json`. Reading files and dicts: io.py; the
+command line's view of the fields: options.py."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
+from accel_signs.config.io import CONFIG_VERSION, current_version, from_dict
 from accel_signs.core.errors import ConfigError
 
 HEAD_SIZES = {"t": 16, "s": 32, "m": 64, "l": 128}
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+# The choice fields: each is a Literal, checked by check_choices; the tuples are for callers.
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 # evaluate: fp32, or the autocast dtype a mixed-precision run validated in.
-EVAL_PRECISION = ("no", "bf16", "fp16")
-LR_SCALING = ("sqrt", "linear", "none")
-INPUT_KINDS = ("normalized", "raw")
-OPTIMIZERS = ("adamw", "adam")
-SCHEDULES = ("cosine", "plateau", "constant")
-BEST_METRICS = ("val_acc", "val_loss")
-CONFIG_VERSION = 2
+EvalPrecision = Literal["no", "bf16", "fp16"]
+LrScaling = Literal["sqrt", "linear", "none"]
+InputKind = Literal["normalized", "raw"]
+Optimizer = Literal["adamw", "adam"]
+Schedule = Literal["cosine", "plateau", "constant"]
+BestMetric = Literal["val_acc", "val_loss"]
+DataOnDevice = Literal["auto", "yes", "no"]
+COMPILE_MODES = typing.get_args(CompileMode)
+MIXED_PRECISION = typing.get_args(MixedPrecision)
+EVAL_PRECISION = typing.get_args(EvalPrecision)
+LR_SCALING = typing.get_args(LrScaling)
+INPUT_KINDS = typing.get_args(InputKind)
+OPTIMIZERS = typing.get_args(Optimizer)
+SCHEDULES = typing.get_args(Schedule)
+BEST_METRICS = typing.get_args(BestMetric)
 # What --debug changes unless the option (or the config file) says otherwise.
 DEBUG_DEFAULTS = {"num_epochs": 2, "limit_batches": 5}
 
@@ -60,35 +71,6 @@ class ModelSize:
         return f"{self.head}_{self.heads}_{self.layers}"
 
 
-def parse_signs(text: str) -> tuple[int, ...]:
-    """`1-10,15` -> (1, ..., 10, 15): 1-based sign numbers, sorted and unique."""
-    signs: set[int] = set()
-    for token in text.split(","):
-        token = token.strip()
-        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", token)
-        if not m:
-            raise ConfigError(f"--signs: cannot read {token!r} in {text!r}: use numbers and ranges like 1-10,15")
-        lo, hi = int(m[1]), int(m[2] or m[1])
-        if lo < 1 or hi < lo:
-            raise ConfigError(f"--signs: {token!r} is not a range of 1-based sign numbers (lo <= hi, lo >= 1)")
-        signs.update(range(lo, hi + 1))
-    return tuple(sorted(signs))
-
-
-def normalize_signer(token: str) -> str:
-    """Signer ids are strings like `01`; a bare number is zero-padded to two digits."""
-    token = token.strip()
-    return f"{int(token):02d}" if token.isdigit() else token
-
-
-def parse_signers(text: str) -> tuple[str, ...]:
-    """`01,02` (or `1,2`) -> ("01", "02")."""
-    signers = tuple(dict.fromkeys(normalize_signer(t) for t in text.split(",") if t.strip()))
-    if not signers:
-        raise ConfigError(f"--signers: no signer in {text!r}: use ids like 01,02")
-    return signers
-
-
 def option(
     default: Any = dataclasses.MISSING,
     help: str = "",
@@ -110,12 +92,58 @@ def option(
     return field(default=default, metadata=meta)
 
 
+class Section:
+    """Base of the config dataclasses: choice fields are checked generically, and every error
+    names its option as the user gives it, by `label`."""
+
+    KEY: ClassVar[str] = ""  # where the section sits in a config file, e.g. "model.input"
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        self._validate()
+
+    def _validate(self) -> None:
+        """Normalise values and check what the types cannot say (ranges, combinations)."""
+
+    @classmethod
+    def label(cls, name: str) -> str:
+        """A field as the user names it: its flag (`--drop-path`), else its key in a config
+        file (`optim.plateau_factor`)."""
+        meta = cls.__dataclass_fields__[name].metadata  # type: ignore[attr-defined]
+        if meta.get("flag") and not meta.get("argument"):
+            return meta["flag"].split("/")[0]
+        return f"{cls.KEY}.{name}" if cls.KEY else name
+
+    def require(self, name: str, ok: bool, rule: str) -> None:
+        """Raise `<option> must be <rule>, got <value>` unless `ok`."""
+        if not ok:
+            raise ConfigError(f"{self.label(name)} must be {rule}, got {getattr(self, name)!r}")
+
+
+def check_choices(cfg: Any) -> None:
+    """Every Literal-typed field of the dataclass `cfg` holds one of its choices (None too
+    where the type allows it)."""
+    for name, hint in typing.get_type_hints(type(cfg)).items():
+        args = typing.get_args(hint)
+        choices = [a for a in args if typing.get_origin(a) is Literal]
+        if typing.get_origin(hint) is Literal:
+            choices = [hint]
+        if not choices:
+            continue
+        allowed = typing.get_args(choices[0])
+        value = getattr(cfg, name)
+        if value not in allowed and not (value is None and type(None) in args):
+            raise ConfigError(f"{cfg.label(name)} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
 @dataclass(kw_only=True)
-class AugmentConfig:
+class AugmentConfig(Section):
     """Train-time augmentation, applied to whole batches on their device. With the normalized
     input (the default) the spatial ones act on the body frame (units: shoulder widths) after
     handedness is canonicalised; with the raw input, mirror and affine act on image
     coordinates as in the seed project and the others are not used."""
+
+    KEY: ClassVar[str] = "data.augment"
 
     crop_min: float = option(
         0.8, "Temporal crop: each training clip is sampled from a random window of at least this share of it."
@@ -147,6 +175,18 @@ class AugmentConfig:
     time_mask_p: float = option(0.5, "Probability of masking one span of frames (every part undetected).")
     time_mask_max: float = option(0.2, "Longest masked span, as a share of the sampled frames.")
 
+    def _validate(self) -> None:
+        for name in ("mirror_p", "affine_p", "hand_p", "part_drop_p", "frame_drop_p", "time_mask_p", "time_mask_max"):
+            self.require(name, 0.0 <= getattr(self, name) <= 1.0, "in [0, 1]")
+        self.require("crop_min", 0 < self.crop_min <= 1, "in (0, 1]")
+        for lo, hi in (("scale_min", "scale_max"), ("hand_scale_min", "hand_scale_max"), ("speed_min", "speed_max")):
+            if not 0 < getattr(self, lo) <= getattr(self, hi):
+                raise ConfigError(
+                    f"{self.label(lo)}/{hi} must satisfy 0 < min <= max, got {getattr(self, lo)}..{getattr(self, hi)}"
+                )
+        for name in ("rotate_deg", "shift", "hand_rotate_deg", "noise"):
+            self.require(name, getattr(self, name) >= 0, ">= 0")
+
     @classmethod
     def off(cls, **changes: Any) -> AugmentConfig:
         """No augmentation at all: training sees its clips as validation does (with `changes` on top)."""
@@ -154,23 +194,11 @@ class AugmentConfig:
         none |= {name: 0.0 for name in ("mirror_p", "affine_p", "hand_p", "part_drop_p", "frame_drop_p", "time_mask_p")}
         return cls(**(none | changes))
 
-    def __post_init__(self) -> None:
-        for name in ("mirror_p", "affine_p", "hand_p", "part_drop_p", "frame_drop_p", "time_mask_p", "time_mask_max"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"augment.{name} must be in [0, 1], got {getattr(self, name)}")
-        if not 0 < self.crop_min <= 1:
-            raise ConfigError(f"augment.crop_min must be in (0, 1], got {self.crop_min}")
-        for lo, hi in (("scale_min", "scale_max"), ("hand_scale_min", "hand_scale_max"), ("speed_min", "speed_max")):
-            if not 0 < getattr(self, lo) <= getattr(self, hi):
-                raise ConfigError(
-                    f"augment.{lo}/{hi} must satisfy 0 < min <= max, got {getattr(self, lo)}..{getattr(self, hi)}"
-                )
-        if self.rotate_deg < 0 or self.shift < 0 or self.hand_rotate_deg < 0 or self.noise < 0:
-            raise ConfigError("augment.rotate_deg, shift, hand_rotate_deg and noise must be >= 0")
-
 
 @dataclass(kw_only=True)
-class DataConfig:
+class DataConfig(Section):
+    KEY: ClassVar[str] = "data"
+
     path: Path | None = option(
         None,
         "Clip store to train on (default: the embedded synthetic set, generated once into the cache).",
@@ -206,7 +234,7 @@ class DataConfig:
         flag="--num-workers",
         resumable=True,
     )
-    data_on_device: str = option(
+    data_on_device: DataOnDevice = option(
         "auto",
         "auto|yes|no: hold the clips in the device's memory and sample/augment batches there (auto: on a GPU when they take at most half its free memory; never on a CPU).",
         flag="--data-on-device",
@@ -221,38 +249,33 @@ class DataConfig:
     seq_len: int = option(50, "Frames per sample after TSN sampling.")
     augment: AugmentConfig = option(help="Train-time augmentation.", factory=AugmentConfig)
 
-    def __post_init__(self) -> None:
-        if isinstance(self.augment, dict):
-            self.augment = _from_dict(AugmentConfig, self.augment, "data.augment")
+    def _validate(self) -> None:
         self.path = Path(self.path) if self.path is not None else None
         self.cache_dir = Path(self.cache_dir) if self.cache_dir is not None else None
         if isinstance(self.signs, str):
             self.signs = parse_signs(self.signs)
         elif self.signs is not None:
             self.signs = tuple(int(s) for s in self.signs)
-            if not self.signs or min(self.signs) < 1 or len(set(self.signs)) != len(self.signs):
-                raise ConfigError(f"data.signs must be unique 1-based sign numbers, got {self.signs}")
+            unique = bool(self.signs) and min(self.signs) >= 1 and len(set(self.signs)) == len(self.signs)
+            self.require("signs", unique, "unique 1-based sign numbers")
         for name in ("signers", "val_signers", "test_signers"):
             value = getattr(self, name)
             if isinstance(value, str):
                 setattr(self, name, parse_signers(value))
             elif value is not None:
                 setattr(self, name, tuple(normalize_signer(str(s)) for s in value))
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"--val-fraction must be between 0 and 1 (exclusive), got {self.val_fraction}")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
-        if self.data_on_device not in ("auto", "yes", "no"):
-            raise ConfigError(f"--data-on-device must be auto, yes or no, got {self.data_on_device!r}")
-        if self.seq_len < 1:
-            raise ConfigError(f"data.seq_len must be >= 1, got {self.seq_len}")
+        self.require("val_fraction", 0.0 < self.val_fraction < 1.0, "between 0 and 1 (exclusive)")
+        self.require("num_workers", self.num_workers is None or self.num_workers >= 0, ">= 0")
+        self.require("seq_len", self.seq_len >= 1, ">= 1")
 
 
 @dataclass(kw_only=True)
-class InputConfig:
+class InputConfig(Section):
     """What the model sees of the keypoints (computed inside the model; see features.py)."""
 
-    kind: str = option(
+    KEY: ClassVar[str] = "model.input"
+
+    kind: InputKind = option(
         "normalized",
         "normalized (body frame, hand shapes, motion, presence) or raw (the seed's image coordinates; needs --no-handedness).",
         flag="--input",
@@ -272,15 +295,15 @@ class InputConfig:
         flag="--handedness/--no-handedness",
     )
 
-    def __post_init__(self) -> None:
-        if self.kind not in INPUT_KINDS:
-            raise ConfigError(f"--input must be one of {', '.join(INPUT_KINDS)}, got {self.kind!r}")
+    def _validate(self) -> None:
         if self.kind == "raw" and self.handedness:
             raise ConfigError("--input raw feeds the image coordinates as recorded: add --no-handedness")
 
 
 @dataclass(kw_only=True)
-class ModelConfig:
+class ModelConfig(Section):
+    KEY: ClassVar[str] = "model"
+
     size: str = option(
         "s_4_2",
         "STTransformer size {t,s,m,l}_{heads}_{layers} (head width 16/32/64/128), e.g. s_4_2, m_12_10.",
@@ -294,19 +317,17 @@ class ModelConfig:
     )
     input: InputConfig = option(help="What the model sees of the keypoints.", factory=InputConfig)
 
-    def __post_init__(self) -> None:
-        if isinstance(self.input, dict):
-            self.input = _from_dict(InputConfig, self.input, "model.input")
+    def _validate(self) -> None:
         self.size = str(ModelSize.parse(self.size))
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.drop_path < 1.0:
-            raise ConfigError(f"--drop-path must be in [0, 1), got {self.drop_path}")
+        self.require("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)")
+        self.require("drop_path", 0.0 <= self.drop_path < 1.0, "in [0, 1)")
 
 
 @dataclass(kw_only=True)
-class OptimConfig:
-    optimizer: str = option(
+class OptimConfig(Section):
+    KEY: ClassVar[str] = "optim"
+
+    optimizer: Optimizer = option(
         "adamw",
         "adamw (decoupled weight decay, none on biases and norms) or adam (the seed's: L2 penalty on everything).",
         flag="--optimizer",
@@ -317,11 +338,13 @@ class OptimConfig:
     weight_decay: float = option(
         0.05, "Weight decay (the seed's Adam used 1e-4 as an L2 penalty).", flag="--weight-decay"
     )
-    lr_scaling: str = option("sqrt", "sqrt|linear|none: lr growth with the number of processes.", flag="--lr-scaling")
+    lr_scaling: LrScaling = option(
+        "sqrt", "sqrt|linear|none: lr growth with the number of processes.", flag="--lr-scaling"
+    )
     max_grad_norm: float | None = option(1.0, "Gradient clipping norm (0 disables).", flag="--max-grad-norm")
     # plateau: with unseen signers in validation the val loss rises early and the lr collapses
     # before the model has learnt (docs/real_data.md).
-    schedule: str = option(
+    schedule: Schedule = option(
         "cosine",
         "cosine (warmup, then cosine decay per step), plateau (the seed's ReduceLROnPlateau on the val loss) or constant (warmup, then flat).",
         flag="--schedule",
@@ -336,31 +359,17 @@ class OptimConfig:
         1e-4, "ReduceLROnPlateau: relative improvement of the val loss that resets the patience."
     )
 
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"--lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
-        if self.warmup_epochs < 0:
-            raise ConfigError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.lr_scaling not in LR_SCALING:
-            raise ConfigError(f"--lr-scaling must be one of {', '.join(LR_SCALING)}, got {self.lr_scaling!r}")
-        if self.max_grad_norm is not None and self.max_grad_norm < 0:
-            raise ConfigError(f"--max-grad-norm must be >= 0, got {self.max_grad_norm}")
+    def _validate(self) -> None:
+        self.require("lr", self.lr > 0, "> 0")
+        self.require("weight_decay", self.weight_decay >= 0, ">= 0")
+        self.require("warmup_epochs", self.warmup_epochs >= 0, ">= 0")
+        self.require("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)")
+        self.require("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm >= 0, ">= 0")
         if self.max_grad_norm == 0:
             self.max_grad_norm = None
-        if not 0 < self.plateau_factor < 1:
-            raise ConfigError(f"optim.plateau_factor must be in (0, 1), got {self.plateau_factor}")
-        if not 0 <= self.plateau_threshold < 1:
-            raise ConfigError(f"optim.plateau_threshold must be in [0, 1), got {self.plateau_threshold}")
-        if self.plateau_patience < 0:
-            raise ConfigError(f"optim.plateau_patience must be >= 0, got {self.plateau_patience}")
+        self.require("plateau_factor", 0 < self.plateau_factor < 1, "in (0, 1)")
+        self.require("plateau_threshold", 0 <= self.plateau_threshold < 1, "in [0, 1)")
+        self.require("plateau_patience", self.plateau_patience >= 0, ">= 0")
 
     def scaled_lr(self, num_processes: int) -> float:
         factor = {"sqrt": num_processes**0.5, "linear": float(num_processes), "none": 1.0}[self.lr_scaling]
@@ -368,7 +377,7 @@ class OptimConfig:
 
 
 @dataclass(kw_only=True)
-class TrainConfig:
+class TrainConfig(Section):
     data: DataConfig = option(help="What to train on.", factory=DataConfig)
     model: ModelConfig = option(help="The model.", factory=ModelConfig)
     optim: OptimConfig = option(help="Optimizer and schedule.", factory=OptimConfig)
@@ -384,7 +393,7 @@ class TrainConfig:
         flag="--run-name",
         resumable=True,
     )
-    mixed_precision: str = option(
+    mixed_precision: MixedPrecision = option(
         "auto",
         "auto|no|bf16|fp16; auto takes the accelerate config's, else bf16 on a GPU that has it, fp32 on a CPU.",
         flag="--mixed-precision",
@@ -408,7 +417,7 @@ class TrainConfig:
         flag="--compile",
         resumable=True,
     )
-    compile_mode: str = option(
+    compile_mode: CompileMode = option(
         "default",
         "torch.compile mode with --compile: default, reduce-overhead (CUDA graphs, pays at small batch on a GPU), max-autotune, max-autotune-no-cudagraphs.",
         flag="--compile-mode",
@@ -429,7 +438,7 @@ class TrainConfig:
     )
     # Accuracy by default: on signers the model has not seen, the val loss and accuracy
     # disagree about the best epoch (docs/real_data.md); accuracy is what a user wants kept.
-    best_metric: str = option(
+    best_metric: BestMetric = option(
         "val_acc", "What picks the best checkpoint: val_acc (ties: lower val loss) or val_loss.", flag="--best-metric"
     )
     debug: bool = option(
@@ -438,42 +447,26 @@ class TrainConfig:
         flag="--debug",
     )
 
-    def __post_init__(self) -> None:
-        for name, cls in (("data", DataConfig), ("model", ModelConfig), ("optim", OptimConfig)):
-            if isinstance(getattr(self, name), dict):
-                setattr(self, name, _from_dict(cls, getattr(self, name), name))
+    def _validate(self) -> None:
         self.output_dir = Path(self.output_dir)
         if isinstance(self.log_with, str):
             self.log_with = tuple(t.strip() for t in self.log_with.split(",") if t.strip())
         self.log_with = tuple(self.log_with or ())
-        if self.num_epochs < 1:
-            raise ConfigError(f"--num-epochs must be >= 1, got {self.num_epochs}")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.freeze_epochs < 0:
-            raise ConfigError(f"--freeze-epochs must be >= 0, got {self.freeze_epochs}")
+        self.require("num_epochs", self.num_epochs >= 1, ">= 1")
+        self.require("batch_size", self.batch_size >= 1, ">= 1")
+        self.require("freeze_epochs", self.freeze_epochs >= 0, ">= 0")
         if self.freeze_epochs and self.init_from is None:
             raise ConfigError("--freeze-epochs freezes the tensors taken over from --init-from: give --init-from")
         if self.init_from is not None:
             self.init_from = str(self.init_from)
-        if self.limit_batches is not None and self.limit_batches < 1:
-            raise ConfigError(f"--limit-batches must be >= 1, got {self.limit_batches}")
-        if self.compile_mode not in COMPILE_MODES:
-            raise ConfigError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
+        self.require("limit_batches", self.limit_batches is None or self.limit_batches >= 1, ">= 1")
         if self.compile_mode != "default" and not self.compile:
             raise ConfigError(f"--compile-mode {self.compile_mode} needs --compile")
         if self.debug and self.mixed_precision not in ("auto", "no"):
             raise ConfigError(f"--debug runs in full precision; drop --mixed-precision {self.mixed_precision}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ConfigError(
-                f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}"
-            )
-        if self.best_metric not in BEST_METRICS:
-            raise ConfigError(f"--best-metric must be one of {', '.join(BEST_METRICS)}, got {self.best_metric!r}")
-        if self.run_name is not None and (
-            not self.run_name.strip() or "/" in self.run_name or self.run_name in (".", "..")
-        ):
-            raise ConfigError(f"--run-name must be a plain folder name, got {self.run_name!r}")
+        name = self.run_name
+        plain = name is None or (bool(name.strip()) and "/" not in name and name not in (".", ".."))
+        self.require("run_name", plain, "a plain folder name")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: paths as strings, tuples as lists. Leaves out data.cache_dir, a path
@@ -484,221 +477,13 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
-        """Inverse of to_dict; unknown keys are errors, not silently ignored."""
-        raw = dict(raw)
-        raw.pop("runtime", None)  # what a saved run resolved to: a record, not a setting
-        version = raw.pop("version", CONFIG_VERSION)
-        if version == 1:
-            raw = upgrade_v1(raw)
-        elif version != CONFIG_VERSION:
-            raise ConfigError(
-                f"config version {version} is not supported (this accel_signs reads 1 and {CONFIG_VERSION})"
-            )
-        return _from_dict(cls, raw, "config")
-
-
-# What the settings added in config version 2 were before they existed: a version 1 config
-# (a run or checkpoint from before) means exactly the run it described.
-SEED_RECIPE: dict[str, Any] = {
-    "model": {"drop_path": 0.0, "input": {"kind": "raw", "handedness": False}},
-    "optim": {"optimizer": "adam", "weight_decay": 1e-4, "schedule": "plateau", "label_smoothing": 0.0},
-    "data": {
-        "augment": {
-            "mirror_p": 0.5,
-            "crop_min": 1.0,
-            "speed_min": 1.0,
-            "speed_max": 1.0,
-            "hand_p": 0.0,
-            "noise": 0.0,
-            "part_drop_p": 0.0,
-            "frame_drop_p": 0.0,
-            "time_mask_p": 0.0,
-        }
-    },
-    "best_metric": "val_loss",
-}
-
-
-def upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
-    """A version 1 config, with the settings version 2 added filled in as version 1 behaved;
-    values the config itself gives win."""
-    return _merge(SEED_RECIPE, raw)
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def _from_dict(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    hints = typing.get_type_hints(cls)
-    return cls(
-        **{
-            key: _coerce(value, hints[key], f"{where}.{key}" if where != "config" else key)
-            for key, value in raw.items()
-        }
-    )
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check a config file's value against its field's type (JSON and YAML types are loose:
-    YAML reads `1e-3` as a string, JSON has no tuples)."""
-    args = typing.get_args(hint)
-    if value is None:
-        if type(None) in args:
-            return None
-        raise ConfigError(f"{where} may not be null")
-    if type(None) in args:  # X | None
-        hint = next(a for a in args if a is not type(None))
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return value  # nested config: checked by its own constructor
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    elif hint is Path:
-        if isinstance(value, (str, Path)):
-            return Path(value)
-    elif origin is tuple:
-        if isinstance(value, str):
-            return value  # "1-10,15" / "01,02": parsed by the field's own validation
-        if isinstance(value, (list, tuple)):
-            return tuple(value)
-    else:
-        return value
-    name = getattr(hint, "__name__", str(hint))
-    raise ConfigError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
-
-
-@dataclass(frozen=True)
-class ConfigOption:
-    """A config field that the command line sets."""
-
-    path: tuple[str, ...]  # e.g. ("optim", "lr")
-    flag: str  # "--lr", "--eval/--no-eval", or the argument's name
-    help: str
-    default: Any
-    type: Any  # what the command line reads
-    resumable: bool
-    argument: bool
-
-    @property
-    def name(self) -> str:
-        """The command's parameter name: the flag's first word, as an identifier."""
-        return self.flag.split("/")[0].lstrip("-").replace("-", "_")
-
-    @property
-    def dotted(self) -> str:
-        return ".".join(self.path)
-
-
-def config_options(cls: type, prefix: tuple[str, ...] = ()) -> list[ConfigOption]:
-    """The fields of `cls` (nested configs included) that have a command-line flag."""
-    out = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            out += config_options(hint, (*prefix, f.name))
-        elif f.metadata.get("flag"):
-            default = f.default if f.default is not dataclasses.MISSING else ...
-            cli = f.metadata.get("cli_type")
-            if cli is not None:
-                cli = cli | None if default is None else cli
-            out.append(
-                ConfigOption(
-                    (*prefix, f.name),
-                    f.metadata["flag"],
-                    f.metadata["help"],
-                    default,
-                    cli or hint,
-                    f.metadata.get("resumable", False),
-                    f.metadata.get("argument", False),
-                )
-            )
-    return out
-
-
-def config_fields(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dataclasses.Field]]:
-    """Every leaf field of `cls` with its path, nested configs included."""
-    out = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            out += config_fields(hints[f.name], (*prefix, f.name))
-        else:
-            out.append(((*prefix, f.name), f))
-    return out
-
-
-def get_path(cfg: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        cfg = getattr(cfg, key)
-    return cfg
-
-
-def set_path(raw: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    """Set a value in a nested config dict (what to_dict gives and from_dict reads)."""
-    for key in path[:-1]:
-        raw = raw.setdefault(key, {})
-    raw[path[-1]] = str(value) if isinstance(value, Path) else value
-
-
-def default_cache_dir() -> Path:
-    """Where the embedded synthetic data set is generated: $ACCEL_SIGNS_CACHE, else
-    $XDG_CACHE_HOME/accel_signs, else ~/.cache/accel_signs."""
-    if os.environ.get("ACCEL_SIGNS_CACHE"):
-        return Path(os.environ["ACCEL_SIGNS_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "accel_signs"
-
-
-def load_config_file(path: Path) -> dict[str, Any]:
-    """Read a JSON or YAML config file (e.g. a run's saved config.json) as a nested dict."""
-    try:
-        text = path.read_text("utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml  # accelerate depends on PyYAML
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as e:  # noqa: BLE001 - both parsers raise their own error types
-        raise ConfigError(
-            f"config file {path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {e}"
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    return data
+        """Inverse of to_dict (a version 1 config upgraded); unknown keys are errors, not
+        silently ignored."""
+        return from_dict(cls, current_version(raw))
 
 
 @dataclass(kw_only=True)
-class EvalConfig:
+class EvalConfig(Section):
     checkpoint: Path | str = option(
         help="Checkpoint folder (model.safetensors + config.json), e.g. runs/<run>/best, or a Hub model hf://USER/NAME[@REVISION].",
         flag="checkpoint",
@@ -725,28 +510,22 @@ class EvalConfig:
     plots: bool = option(
         True, "Draw the confusion matrix, per-class F1 and top-confusion plots.", flag="--plots/--no-plots"
     )
-    mixed_precision: str = option(
+    mixed_precision: EvalPrecision = option(
         "no",
         "no|bf16|fp16: the forward pass's precision. no (fp32) gives the same numbers on any device; bf16 or fp16 "
         "repeats how a mixed-precision run validated, to reproduce its logged val loss.",
         flag="--mixed-precision",
     )
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         if not str(self.checkpoint).startswith("hf:/"):  # a Hub id stays text (a Path would fold its //)
             self.checkpoint = Path(self.checkpoint)
         self.data = Path(self.data) if self.data is not None else None
         self.output = Path(self.output) if self.output is not None else None
         if isinstance(self.signers, str):
             self.signers = parse_signers(self.signers)
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
-        if self.mixed_precision not in EVAL_PRECISION:
-            raise ConfigError(
-                f"--mixed-precision must be one of {', '.join(EVAL_PRECISION)}, got {self.mixed_precision!r}"
-            )
+        self.require("batch_size", self.batch_size >= 1, ">= 1")
+        self.require("num_workers", self.num_workers is None or self.num_workers >= 0, ">= 0")
 
     def output_dir(self) -> Path:
         if self.output is not None:
@@ -759,3 +538,35 @@ class EvalConfig:
         return (
             run / f"eval-{self.split}" if (run / "metrics.jsonl").exists() else self.checkpoint / f"eval-{self.split}"
         )
+
+
+# Values of fields as the command line and config files write them.
+
+
+def parse_signs(text: str) -> tuple[int, ...]:
+    """`1-10,15` -> (1, ..., 10, 15): 1-based sign numbers, sorted and unique."""
+    signs: set[int] = set()
+    for token in text.split(","):
+        token = token.strip()
+        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", token)
+        if not m:
+            raise ConfigError(f"--signs: cannot read {token!r} in {text!r}: use numbers and ranges like 1-10,15")
+        lo, hi = int(m[1]), int(m[2] or m[1])
+        if lo < 1 or hi < lo:
+            raise ConfigError(f"--signs: {token!r} is not a range of 1-based sign numbers (lo <= hi, lo >= 1)")
+        signs.update(range(lo, hi + 1))
+    return tuple(sorted(signs))
+
+
+def normalize_signer(token: str) -> str:
+    """Signer ids are strings like `01`; a bare number is zero-padded to two digits."""
+    token = token.strip()
+    return f"{int(token):02d}" if token.isdigit() else token
+
+
+def parse_signers(text: str) -> tuple[str, ...]:
+    """`01,02` (or `1,2`) -> ("01", "02")."""
+    signers = tuple(dict.fromkeys(normalize_signer(t) for t in text.split(",") if t.strip()))
+    if not signers:
+        raise ConfigError(f"--signers: no signer in {text!r}: use ids like 01,02")
+    return signers

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
-from accel_signs.config import option
-from accel_signs.core.errors import ConfigError
+from accel_signs.config import Section, option
 
 SERVE_HINT = "live recognition needs the serve extra: pip install 'accel-signs[serve]' (FastAPI, uvicorn, MediaPipe)"
 
 
 @dataclass(kw_only=True)
-class LiveConfig:
+class LiveConfig(Section):
     """How a stream of frames becomes predictions and accepted signs (per connection).
 
     The defaults come from tests/data/signer_video.mp4 (a real signer; README, "Live
     recognition"): while signing, the hands moved 0.84-9.5 shoulder widths per second between
     frames (median 2.4), so 0.5 is under the slowest signing frame; MediaPipe lost the hands for
     up to 5 frames (0.17 s) in mid-sign, so a signer is idle only after 0.6 s without motion."""
+
+    KEY: ClassVar[str] = "live"
 
     window: float = option(3.0, "Seconds of frames the model classifies: the sliding window's length.", flag="--window")
     stride: int = option(
@@ -43,24 +45,16 @@ class LiveConfig:
         0.3, "Seconds of frames before the first moving frame that a new window keeps.", flag="--preroll"
     )
 
-    def __post_init__(self) -> None:
-        positive = {"--window": self.window, "--stride": self.stride, "--min-frames": self.min_frames}
-        for flag, value in positive.items():
-            if not value > 0:
-                raise ConfigError(f"{flag} must be > 0, got {value}")
-        for flag, value in {
-            "--motion": self.motion,
-            "--idle-seconds": self.idle_seconds,
-            "--preroll": self.preroll,
-        }.items():
-            if not value >= 0:
-                raise ConfigError(f"{flag} must be >= 0, got {value}")
-        if not 0 <= self.threshold <= 1:
-            raise ConfigError(f"--threshold must be in [0, 1], got {self.threshold}")
+    def _validate(self) -> None:
+        for name in ("window", "stride", "min_frames"):
+            self.require(name, getattr(self, name) > 0, "> 0")
+        for name in ("motion", "idle_seconds", "preroll"):
+            self.require(name, getattr(self, name) >= 0, ">= 0")
+        self.require("threshold", 0 <= self.threshold <= 1, "in [0, 1]")
 
 
 @dataclass(kw_only=True)
-class ServeConfig:
+class ServeConfig(Section):
     """The server: where it listens, how many clients, and the limits on what a client sends."""
 
     checkpoint: str = option(
@@ -84,21 +78,12 @@ class ServeConfig:
     max_clip_seconds: float = option(
         60.0, "Longest uploaded video classified whole (upload mode), in seconds.", flag="--max-clip-seconds"
     )
-    model_complexity: int = option(
+    model_complexity: Literal[0, 1, 2] = option(
         1, "MediaPipe Holistic's pose model; 1 is the one its wheel ships and extract uses.", flag="--model-complexity"
     )
     live: LiveConfig = option(factory=LiveConfig)
 
-    def __post_init__(self) -> None:
-        if isinstance(self.live, dict):
-            self.live = LiveConfig(**self.live)
-        if not 0 <= self.port < 65536:
-            raise ConfigError(f"--port must be in 0..65535, got {self.port}")
-        for flag, value in {
-            "--max-clients": self.max_clients,
-            "--max-frame-bytes": self.max_frame_bytes,
-            "--max-frame-pixels": self.max_frame_pixels,
-            "--max-clip-seconds": self.max_clip_seconds,
-        }.items():
-            if not value > 0:
-                raise ConfigError(f"{flag} must be > 0, got {value}")
+    def _validate(self) -> None:
+        self.require("port", 0 <= self.port < 65536, "in 0..65535")
+        for name in ("max_clients", "max_frame_bytes", "max_frame_pixels", "max_clip_seconds"):
+            self.require(name, getattr(self, name) > 0, "> 0")
