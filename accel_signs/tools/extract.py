@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
-import logging
 import multiprocessing
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,6 @@ from accel_signs.core.errors import ConfigError, DatasetError
 from accel_signs.core.progress import progress_bar
 from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, load_layout
 
-logger = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 MEDIAPIPE_HINT = "extracting keypoints needs MediaPipe: pip install 'accel-signs[extract]' (mediapipe 0.10.14-0.10.21)"
@@ -377,7 +376,8 @@ def extract(
 ) -> tuple[ExtractReport, Path]:
     """Extract every input into out/<name>.npz (keypoints, frame_size, fps, detection counts)
     and write out/manifest.csv, which `prepare --from clips` reads. Inputs whose npz exists are
-    skipped (resumable); a failing input is reported and the others go on."""
+    skipped (resumable); a failing input is recorded in the report (not logged: the caller
+    says it) and the others go on."""
     lay = load_layout(layout)
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
@@ -394,65 +394,58 @@ def extract(
             rows[name] = (path, _stats(target))
         else:
             todo.append((path, name, target))
-    with progress_bar("extract: videos", len(todo)) as advance:
-        if workers == 1:
-            _init_worker(lay, model_complexity)
-            results = ((p, n, _run_one(p, t)) for p, n, t in todo)
-            for path, name, (stats, error) in results:
-                _collect(report, rows, path, name, stats, error)
-                advance(1)
+    for path, name, (stats, error) in _run_all(todo, lay, model_complexity, workers):
+        if error is not None:
+            report.failed.append(error)
         else:
-            # Spawned, not forked: MediaPipe's graph threads in this process do not survive a fork.
-            context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=context, initializer=_init_worker, initargs=(lay, model_complexity)
-            ) as pool:
-                futures = {pool.submit(_run_one, p, t): (p, n) for p, n, t in todo}
-                for fut in concurrent.futures.as_completed(futures):
-                    path, name = futures[fut]
-                    stats, error = fut.result()
-                    _collect(report, rows, path, name, stats, error)
-                    advance(1)
+            report.done.append(name)
+            rows[name] = (path, stats)
     for name, (_, stats) in rows.items():
         report.frames += stats["frames"]
         report.hand_frames += stats["hand_frames"]
         if stats["pose_frames"] == 0 and name not in report.no_person:
             report.no_person.append(name)
-    tmp = out / f".{MANIFEST}.tmp"
+    _write_manifest(out / MANIFEST, found, rows, labels)
+    return report, out / MANIFEST
+
+
+def _run_all(
+    todo: list[tuple[Path, str, Path]], layout: KeypointLayout, model_complexity: int, workers: int
+) -> Iterator[tuple[Path, str, tuple[dict[str, Any] | None, str | None]]]:
+    """(path, name, (stats, error)) of each input as it is done, in `workers` processes."""
+    with progress_bar("extract: videos", len(todo)) as advance:
+        if workers == 1:
+            _init_worker(layout, model_complexity)
+            for path, name, target in todo:
+                yield path, name, _run_one(path, target)
+                advance(1)
+            return
+        # Spawned, not forked: MediaPipe's graph threads in this process do not survive a fork.
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_init_worker, initargs=(layout, model_complexity)
+        ) as pool:
+            futures = {pool.submit(_run_one, p, t): (p, n) for p, n, t in todo}
+            for fut in concurrent.futures.as_completed(futures):
+                yield *futures[fut], fut.result()
+                advance(1)
+
+
+def _write_manifest(
+    path: Path, found: list[tuple[Path, str]], rows: dict[str, tuple[Path, dict[str, Any]]], labels: dict
+) -> None:
+    """manifest.csv (atomically): one row per extracted input, in the inputs' order."""
+    tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(MANIFEST_COLUMNS)
         for _, name in found:
-            if name in rows:
-                path, stats = rows[name]
-                lab = labels[name]
-                writer.writerow(
-                    [
-                        f"{name}.npz",
-                        lab["sign"],
-                        lab["signer"],
-                        lab["split"],
-                        stats["width"],
-                        stats["height"],
-                        f"{stats['fps']:g}",
-                        stats["frames"],
-                        stats["pose_frames"],
-                        stats["hand_frames"],
-                        str(path),
-                    ]
-                )
-    os.replace(tmp, out / MANIFEST)
-    return report, out / MANIFEST
-
-
-def _collect(report: ExtractReport, rows: dict, path: Path, name: str, stats: dict | None, error: str | None) -> None:
-    if error is not None:
-        report.failed.append(error)
-        logger.error("%s", error)
-        return
-    report.done.append(name)
-    rows[name] = (path, stats)
-    if stats["pose_frames"] == 0:
-        logger.warning(
-            "%s: no person detected in any of its %d frames (its keypoints are all zeros)", path, stats["frames"]
-        )
+            if name not in rows:
+                continue
+            source, stats = rows[name]
+            lab = labels[name]
+            writer.writerow(
+                [f"{name}.npz", lab["sign"], lab["signer"], lab["split"], stats["width"], stats["height"]]
+                + [f"{stats['fps']:g}", stats["frames"], stats["pose_frames"], stats["hand_frames"], str(source)]
+            )
+    os.replace(tmp, path)
