@@ -63,7 +63,7 @@ def signer_indices(store: ClipStore, signers: Sequence[str] | None, option: str 
 
 def select_clips(split: StoreSplit, cmap: ClassMap, signers: np.ndarray) -> np.ndarray:
     """Ids of the split's clips whose class and signer are selected."""
-    keep = (cmap.store_to_model[split.labels] >= 0) & np.isin(split.signers, signers)
+    keep = (cmap.store_to_model[split.labels] >= 0) & np.isin(split.signer_index, signers)
     ids = np.flatnonzero(keep)
     if len(ids) == 0:
         raise DatasetError(
@@ -78,7 +78,7 @@ def stratified_split(
     """Seeded split of clip ids into (train, val), stratified by (class, signer): each group
     gives round(val_fraction x size) clips to val, and at least one to train."""
     rng = np.random.default_rng([seed, 0x5EED])
-    groups = split.labels[ids] * (int(split.signers.max()) + 1) + split.signers[ids]
+    groups = split.labels[ids] * (int(split.signer_index.max()) + 1) + split.signer_index[ids]
     train, val = [], []
     for g in np.unique(groups):
         members = rng.permutation(ids[groups == g])

@@ -108,8 +108,14 @@ class StoreSplit:
         return self.clips[:, 2]
 
     @property
-    def signers(self) -> np.ndarray:
+    def signer_index(self) -> np.ndarray:
+        """(n,) int64: each clip's signer as an index into ClipStore.signers (which holds the names)."""
         return self.clips[:, 3]
+
+    @property
+    def signers(self) -> np.ndarray:
+        """The old name of `signer_index` (ints, not names), kept for existing callers."""
+        return self.signer_index
 
     @property
     def aspects(self) -> np.ndarray:

@@ -158,5 +158,5 @@ def store_clip(store_path: Path, clip_id: int, split: str) -> tuple[np.ndarray, 
         raise DatasetError(f"store {store_path} split {split!r} has clips 0..{len(s) - 1}, not {clip_id}")
     size = tuple(float(v) for v in s.frame_sizes[clip_id]) if s.frame_sizes is not None else None
     cls = store.classes[int(s.labels[clip_id])]
-    title = f"{store_path.name} {split} clip {clip_id}: sign {cls.sign} {cls.en!r}, signer {store.signers[int(s.signers[clip_id])]}"
+    title = f"{store_path.name} {split} clip {clip_id}: sign {cls.sign} {cls.en!r}, signer {store.signers[int(s.signer_index[clip_id])]}"
     return s.clip(clip_id).astype(np.float32), store.layout, size if size and size[0] > 0 else None, title

@@ -83,6 +83,21 @@ def evaluate_checkpoint(cfg: EvalConfig, accelerator: Accelerator | None = None)
         accelerator.end_training()
 
 
+@dataclass
+class _Predictions:
+    """What an evaluation writes: per clip (in clip order) its id, signer, label, top-k and confidence."""
+
+    summary: dict[str, Any]
+    report: ClassificationReport
+    classes: list[dict[str, Any]]
+    clip_ids: np.ndarray
+    signer_index: np.ndarray  # per clip, an index into signer_names
+    signer_names: tuple[str, ...]
+    labels: np.ndarray
+    topk: np.ndarray  # (clips, k) class ids, best first
+    confidence: np.ndarray  # the top-1 probability
+
+
 def _evaluate(cfg: EvalConfig, accelerator: Accelerator) -> EvalResult:
     ckpt = load_checkpoint(cfg.checkpoint)
     data_path = cfg.data or ckpt.meta.get("data", {}).get("store")
@@ -91,18 +106,18 @@ def _evaluate(cfg: EvalConfig, accelerator: Accelerator) -> EvalResult:
     store = open_store(data_path)
     check_layout(store, ckpt)
     classes = checkpoint_classes(store, ckpt)
-    split = store.split(cfg.split)
+    store_split = store.split(cfg.split)
     recorded = ckpt.meta.get("data", {})
     signers = cfg.signers or tuple(recorded.get("test_signers") or recorded.get("signers") or store.signers)
-    ids = select_clips(split, classes, signer_indices(store, signers))
-    split.check_finite()
+    ids = select_clips(store_split, classes, signer_indices(store, signers))
+    store_split.check_finite()
     workers = (
         cfg.num_workers
         if cfg.num_workers is not None
         else default_num_workers(accelerator.device, accelerator.num_processes)
     )
     loader = make_loader(
-        split,
+        store_split,
         ids,
         classes,
         seq_len=ckpt.meta["model"]["seq_len"],
@@ -111,56 +126,19 @@ def _evaluate(cfg: EvalConfig, accelerator: Accelerator) -> EvalResult:
         num_workers=workers,
         pin_memory=accelerator.device.type == "cuda",
     )
-    loader = accelerator.prepare(loader)
-    model = ckpt.model.to(accelerator.device).eval()
-    k = min(5, classes.num_classes)
-    rows = []
-    # Not accelerator.autocast(): after training, the accelerator is the run's, and the final
-    # evaluation stays in cfg's precision (fp32 by default) whatever the run trained in.
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
-    autocast = torch.autocast(accelerator.device.type, dtype=dtype, enabled=dtype is not None)
-    with torch.no_grad(), autocast:
-        for x, aspect, y, clip in loader:
-            logits = model(x.flatten(2), aspect).float()  # (B, T, P, C) -> (B, T, P*C)
-            loss = F.cross_entropy(logits, y, reduction="none")
-            probs, top = logits.softmax(-1).topk(k, dim=-1)
-            row = torch.cat(
-                [
-                    clip[:, None].double(),
-                    y[:, None].double(),
-                    loss[:, None].double(),
-                    probs[:, :1].double(),
-                    top.double(),
-                ],
-                dim=1,
-            )  # (B, 4 + k)
-            rows.append(accelerator.gather_for_metrics(row))  # drops the padding repeats
-    table = torch.cat(rows).cpu().numpy()
-    table = table[np.argsort(table[:, 0], kind="stable")]  # clip order: the same sums on any number of processes
+    table = _predict(cfg, ckpt, accelerator.prepare(loader), accelerator, min(5, classes.num_classes))
     clip_ids, labels = table[:, 0].astype(np.int64), table[:, 1].astype(np.int64)
     topk = table[:, 4:].astype(np.int64)
-    report = classification_report(
-        labels, topk, classes.num_classes, split.signers[clip_ids], store.signers, losses=table[:, 2]
-    )
+    clip_signers = store_split.signer_index[clip_ids]
+    report = classification_report(labels, topk, classes.num_classes, clip_signers, store.signers, losses=table[:, 2])
     class_rows = [{"id": i, "sign": c.sign, "en": c.en, "ar": c.ar} for i, c in enumerate(classes.classes)]
     summary = _summary(cfg, ckpt, store, signers, report, class_rows)
+    found = _Predictions(summary, report, class_rows, clip_ids, clip_signers, store.signers, labels, topk, table[:, 3])
     output = cfg.output_dir()
     # Written by the main process; a failure (disk full, quota) reaches every process alike.
     on_main(
         accelerator,
-        lambda: _write_outputs(
-            output,
-            summary,
-            report,
-            class_rows,
-            clip_ids,
-            split.signers[clip_ids],
-            store.signers,
-            labels,
-            topk,
-            table[:, 3],
-            cfg.plots,
-        ),
+        lambda: _write_outputs(output, found, cfg.plots),
         f"cannot write the evaluation results to {output}",
         DatasetError,
     )
@@ -172,6 +150,27 @@ def _evaluate(cfg: EvalConfig, accelerator: Accelerator) -> EvalResult:
             CheckpointError,
         )
     return EvalResult(report, class_rows, summary, output)
+
+
+def _predict(cfg: EvalConfig, ckpt: Checkpoint, loader: Any, accelerator: Accelerator, k: int) -> np.ndarray:
+    """(clips, 4 + k) rows of clip id, label, loss, top-1 probability and top-k classes,
+    gathered from every process and sorted by clip id."""
+    model = ckpt.model.to(accelerator.device).eval()
+    rows = []
+    # Not accelerator.autocast(): after training, the accelerator is the run's, and the final
+    # evaluation stays in cfg's precision (fp32 by default) whatever the run trained in.
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
+    autocast = torch.autocast(accelerator.device.type, dtype=dtype, enabled=dtype is not None)
+    with torch.no_grad(), autocast:
+        for x, aspect, y, clip in loader:
+            logits = model(x.flatten(2), aspect).float()  # (B, T, P, C) -> (B, T, P*C)
+            loss = F.cross_entropy(logits, y, reduction="none")
+            probs, top = logits.softmax(-1).topk(k, dim=-1)
+            columns = [clip[:, None], y[:, None], loss[:, None], probs[:, :1], top]
+            row = torch.cat([c.double() for c in columns], dim=1)  # (B, 4 + k)
+            rows.append(accelerator.gather_for_metrics(row))  # drops the padding repeats
+    table = torch.cat(rows).cpu().numpy()
+    return table[np.argsort(table[:, 0], kind="stable")]  # clip order: the same sums on any number of processes
 
 
 def _update_card(checkpoint: Path, output: Path) -> None:
@@ -219,59 +218,17 @@ def _summary(
     }
 
 
-def _write_outputs(
-    output: Path,
-    summary: dict[str, Any],
-    report: ClassificationReport,
-    classes: list[dict[str, Any]],
-    clip_ids: np.ndarray,
-    signer_idx: np.ndarray,
-    signer_names: tuple[str, ...],
-    labels: np.ndarray,
-    topk: np.ndarray,
-    confidence: np.ndarray,
-    plots: bool,
-) -> None:
+def _write_outputs(output: Path, found: _Predictions, plots: bool) -> None:
     """Everything into a temporary folder first; it replaces `output` only when complete."""
     tmp = fresh_dir(output.with_name(output.name + ".tmp"))
-    (tmp / "metrics.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", "utf-8")
-    with open(tmp / "per_class.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["class_id", "sign", "en", "ar", "support", "predicted", "precision", "recall", "f1"])
-        for c in classes:
-            i = c["id"]
-            w.writerow(
-                [
-                    i,
-                    c["sign"],
-                    c["en"],
-                    c["ar"],
-                    int(report.support[i]),
-                    int(report.predicted[i]),
-                    _num(report.precision[i]),
-                    _num(report.recall[i]),
-                    _num(report.f1[i]),
-                ]
-            )
+    (tmp / "metrics.json").write_text(json.dumps(found.summary, ensure_ascii=False, indent=2) + "\n", "utf-8")
+    _write_per_class(tmp / "per_class.csv", found)
     with open(tmp / "confusion.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["true_sign \\ predicted_sign", *[c["sign"] for c in classes]])
-        for c, row in zip(classes, report.confusion):
+        w.writerow(["true_sign \\ predicted_sign", *[c["sign"] for c in found.classes]])
+        for c, row in zip(found.classes, found.report.confusion):
             w.writerow([c["sign"], *row.tolist()])
-    with open(tmp / "predictions.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["clip", "signer", "true_sign", "pred_sign", "confidence", "top_signs"])
-        for clip, s, y, top, p in zip(clip_ids, signer_idx, labels, topk, confidence):
-            w.writerow(
-                [
-                    int(clip),
-                    signer_names[s],
-                    classes[y]["sign"],
-                    classes[top[0]]["sign"],
-                    f"{p:.6f}",
-                    " ".join(str(classes[t]["sign"]) for t in top),
-                ]
-            )
+    _write_predictions(tmp / "predictions.csv", found)
     if plots:
         from accel_signs.core.plots import plot_eval_dir
 
@@ -280,6 +237,38 @@ def _write_outputs(
         replace_dir(tmp, output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_per_class(path: Path, found: _Predictions) -> None:
+    report = found.report
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["class_id", "sign", "en", "ar", "support", "predicted", "precision", "recall", "f1"])
+        for c in found.classes:
+            i = c["id"]
+            w.writerow(
+                [i, c["sign"], c["en"], c["ar"], int(report.support[i])]
+                + [int(report.predicted[i]), _num(report.precision[i]), _num(report.recall[i]), _num(report.f1[i])]
+            )
+
+
+def _write_predictions(path: Path, found: _Predictions) -> None:
+    classes = found.classes
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["clip", "signer", "true_sign", "pred_sign", "confidence", "top_signs"])
+        rows = zip(found.clip_ids, found.signer_index, found.labels, found.topk, found.confidence)
+        for clip, s, y, top, p in rows:
+            w.writerow(
+                [
+                    int(clip),
+                    found.signer_names[s],
+                    classes[y]["sign"],
+                    classes[top[0]]["sign"],
+                    f"{p:.6f}",
+                    " ".join(str(classes[t]["sign"]) for t in top),
+                ]
+            )
 
 
 def _num(x: float) -> str:
