@@ -1,4 +1,4 @@
-"""Keypoints in other shapes than the seed project's -> a clip store (`prepare --from clips|gislr`).
+"""Keypoints in other shapes than the original project's -> a clip store (`prepare --from clips|gislr`).
 
 - `clips`: a manifest CSV with a row per clip: `path` (an .npy array, or an .npz holding one
   array or a `keypoints` array), `sign`, `signer`, `split`, optionally `gloss`, `width`,
@@ -11,8 +11,7 @@
   pyarrow (the `gislr` extra).
 
 Both read one clip at a time (bounded memory), validate everything before and while writing,
-and never load pickles. Plans follow prepare.py's interface: classes, signers, splits,
-total(split), clips(split, report, advance).
+and never load pickles. Each plan is a prepare.SourcePlan.
 """
 
 from __future__ import annotations
@@ -21,9 +20,9 @@ import csv
 import json
 import math
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -31,6 +30,9 @@ from accel_signs.config import normalize_signer
 from accel_signs.core.errors import ConfigError, DatasetError
 from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, builtin_layout, load_layout
 from accel_signs.data.store import ClassInfo
+
+if TYPE_CHECKING:
+    from accel_signs.data.prepare import SourceClip
 
 COORDS = ("normalized", "pixels")
 # The GISLR parquet's landmark types, in the order of its 543 points.
@@ -108,6 +110,63 @@ def _read_array(path: Path, where: str) -> np.ndarray:
         raise DatasetError(f"{where}: {path} is not a readable numeric .npy/.npz file ({e})") from None
 
 
+class _ManifestRow(NamedTuple):
+    where: str  # "manifest M, line N", for errors
+    path: Path
+    sign: str  # the label as written (a sign number or a gloss)
+    signer: str
+    split_name: str
+    size: tuple[float, float] | None
+    gloss: str
+
+
+def _read_manifest(manifest: Path, coords: str) -> list[dict[str, str]]:
+    """The manifest's rows, with the columns `coords` needs."""
+    if not manifest.is_file():
+        raise DatasetError(
+            f"manifest {manifest} does not exist"
+            if not manifest.exists()
+            else f"--from clips reads a manifest CSV file; {manifest} is a folder"
+        )
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = set(reader.fieldnames or [])
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"manifest {manifest}: cannot be read as CSV ({e})") from None
+    need = {"path", "sign", "signer"} | ({"width", "height"} if coords == "pixels" else set())
+    if not need <= columns:
+        raise DatasetError(
+            f"manifest {manifest}: missing column(s) {', '.join(sorted(need - columns))} (it has "
+            f"{', '.join(sorted(columns)) or 'none'}; needs path, sign, signer, and optionally split, "
+            "gloss, width, height)"
+        )
+    if not rows:
+        raise DatasetError(f"manifest {manifest}: no rows")
+    return rows
+
+
+def _manifest_rows(manifest: Path, rows: list[dict[str, str]], coords: str) -> list[_ManifestRow]:
+    """Each row checked: its clip file exists, sign and signer are given, its frame size is valid."""
+    entries = []
+    for line, row in enumerate(rows, start=2):
+        where = f"manifest {manifest}, line {line}"
+        path = (manifest.parent / row["path"].strip()) if row["path"].strip() else None
+        if path is None or not path.is_file():
+            raise DatasetError(
+                f"{where}: clip file {row['path']!r} does not exist" + (f" (looked for {path})" if path else "")
+            )
+        sign, signer = row["sign"].strip(), row["signer"].strip()
+        signer = normalize_signer(signer) if signer else signer  # "1" -> "01", as --signers reads it
+        if not sign or not signer:
+            raise DatasetError(f"{where}: empty sign or signer")
+        size = _frame_size(row, where, required=coords == "pixels")
+        split_name, gloss = (row.get("split") or "train").strip(), (row.get("gloss") or "").strip()
+        entries.append(_ManifestRow(where, path, sign, signer, split_name, size, gloss))
+    return entries
+
+
 class ClipsPlan:
     """A manifest CSV of .npy/.npz clips."""
 
@@ -124,58 +183,14 @@ class ClipsPlan:
     ):
         if coords not in COORDS:
             raise DatasetError(f"--coords must be one of {', '.join(COORDS)}, got {coords!r}")
-        if not manifest.is_file():
-            raise DatasetError(
-                f"manifest {manifest} does not exist"
-                if not manifest.exists()
-                else f"--from clips reads a manifest CSV file; {manifest} is a folder"
-            )
+        rows = _read_manifest(manifest, coords)
         self.layout, self.coords, self.missing = _layout(layout, "karsl184"), coords, []
-        try:
-            with open(manifest, newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f)
-                columns = set(reader.fieldnames or [])
-                rows = list(reader)
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise DatasetError(f"manifest {manifest}: cannot be read as CSV ({e})") from None
-        need = {"path", "sign", "signer"} | ({"width", "height"} if coords == "pixels" else set())
-        if not need <= columns:
-            raise DatasetError(
-                f"manifest {manifest}: missing column(s) {', '.join(sorted(need - columns))} (it has "
-                f"{', '.join(sorted(columns)) or 'none'}; needs path, sign, signer, and optionally split, "
-                "gloss, width, height)"
-            )
-        if not rows:
-            raise DatasetError(f"manifest {manifest}: no rows")
-        entries = []
-        for line, row in enumerate(rows, start=2):
-            where = f"manifest {manifest}, line {line}"
-            path = (manifest.parent / row["path"].strip()) if row["path"].strip() else None
-            if path is None or not path.is_file():
-                raise DatasetError(
-                    f"{where}: clip file {row['path']!r} does not exist" + (f" (looked for {path})" if path else "")
-                )
-            sign, signer = row["sign"].strip(), row["signer"].strip()
-            signer = normalize_signer(signer) if signer else signer  # "1" -> "01", as --signers reads it
-            if not sign or not signer:
-                raise DatasetError(f"{where}: empty sign or signer")
-            size = _frame_size(row, where, required=coords == "pixels")
-            entries.append(
-                (
-                    where,
-                    path,
-                    sign,
-                    signer,
-                    (row.get("split") or "train").strip(),
-                    size,
-                    (row.get("gloss") or "").strip(),
-                )
-            )
-        glosses = {}
-        for _, _, sign, _, _, _, gloss in entries:
-            if gloss:
-                glosses.setdefault(sign, gloss)
-        numbers, classes = _sign_numbers([e[2] for e in entries], glosses, f"manifest {manifest}")
+        entries = _manifest_rows(manifest, rows, coords)
+        glosses: dict[str, str] = {}
+        for e in entries:
+            if e.gloss:
+                glosses.setdefault(e.sign, e.gloss)
+        numbers, classes = _sign_numbers([e.sign for e in entries], glosses, f"manifest {manifest}")
         if signs is not None:
             unknown = sorted(set(signs) - {c.sign for c in classes})
             if unknown:
@@ -183,13 +198,13 @@ class ClipsPlan:
             classes = [c for c in classes if c.sign in set(signs)]
         self.classes = classes
         keep = {c.sign for c in classes}
-        all_signers = sorted({e[3] for e in entries})
+        all_signers = sorted({e.signer for e in entries})
         if signers is not None:
             unknown = sorted(set(signers) - set(all_signers))
             if unknown:
                 raise DatasetError(f"manifest {manifest}: --signers {', '.join(unknown)} are not in it")
         self.signers = sorted(signers) if signers else all_signers
-        all_splits = list(dict.fromkeys(e[4] for e in entries))
+        all_splits = list(dict.fromkeys(e.split_name for e in entries))
         self.splits = [s for s in (splits or all_splits) if s in all_splits]
         if not self.splits:
             raise DatasetError(
@@ -197,18 +212,17 @@ class ClipsPlan:
             )
         # Sign-major, then signer, then manifest order, as the other sources write.
         self.entries = sorted(
-            (e for e in entries if numbers[e[2]] in keep and e[3] in self.signers), key=lambda e: (numbers[e[2]], e[3])
+            (e for e in entries if numbers[e.sign] in keep and e.signer in self.signers),
+            key=lambda e: (numbers[e.sign], e.signer),
         )
         self.numbers = numbers
 
-    def total(self, split: str) -> int:
-        return sum(e[4] == split for e in self.entries)
+    def total(self, split_name: str) -> int:
+        return sum(e.split_name == split_name for e in self.entries)
 
-    def clips(
-        self, split: str, report: Any, advance
-    ) -> Iterator[tuple[np.ndarray, int, str, tuple[float, float] | None]]:
+    def clips(self, split_name: str, report: Any, advance: Callable[[int], None]) -> Iterator[SourceClip]:
         for where, path, sign, signer, s, size, _ in self.entries:
-            if s != split:
+            if s != split_name:
                 continue
             report.files += 1
             advance(1)
@@ -299,10 +313,10 @@ class GislrPlan:
         self.entries.sort(key=lambda e: (e[1], e[2]))
         self.splits = ["train"]
 
-    def total(self, split: str) -> int:
+    def total(self, split_name: str) -> int:
         return len(self.entries)
 
-    def clips(self, split: str, report: Any, advance) -> Iterator[tuple[np.ndarray, int, str, None]]:
+    def clips(self, split_name: str, report: Any, advance: Callable[[int], None]) -> Iterator[SourceClip]:
         for path, sign, signer in self.entries:
             report.files += 1
             advance(1)

@@ -1,6 +1,7 @@
-"""Bring the seed project's keypoint files into a clip store, streaming in bounded memory.
+"""Bring keypoint files into a clip store, streaming in bounded memory.
 
-The seed project's sources (`--from seed-mmap` is the seed's memory-map format):
+The original project's sources (this package grew out of it; `--from seed-mmap` is its
+memory-map format, the name kept from then):
 
 - `npz`: `{root}/{signer}-{split}/{sign:04}.npz`, one float array (frames, 184, 4) per video.
 - `seed-mmap`: `{split}_X.mmap` (raw float32 frames of all clips back to back),
@@ -21,9 +22,10 @@ import logging
 import os
 import re
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -34,10 +36,34 @@ from accel_signs.data.pipeline import format_ranges
 from accel_signs.data.store import ClassInfo, StoreWriter
 
 logger = logging.getLogger(__name__)
-# The seed project's formats hold the 184-point KArSL layout.
+# The original project's formats hold the 184-point KArSL layout.
 NUM_POINTS = 184
 SOURCES = ("npz", "seed-mmap", "clips", "gislr")
 _FRAME_BYTES = NUM_POINTS * NUM_CHANNELS * 4  # float32
+
+# One clip from a source: frames (T, points, 4), sign number, signer name, video (width, height) or None.
+SourceClip = tuple[np.ndarray, int, str, tuple[float, float] | None]
+
+
+class SourcePlan(Protocol):
+    """What `prepare` reads a source through (one class per `--from`): the store's classes,
+    signers, layout and splits, the source files found missing, and the clips of each split,
+    sign-major, then signer, then recording order."""
+
+    unit: str  # what the progress bar counts: "files", "clips", "sequences"
+    layout: KeypointLayout
+    classes: list[ClassInfo]
+    signers: list[str]
+    splits: list[str]
+    missing: list[str]
+
+    def total(self, split_name: str) -> int:
+        """How many units `clips(split_name, ...)` advances the progress bar by."""
+        ...
+
+    def clips(self, split_name: str, report: PrepareReport, advance: Callable[[int], None]) -> Iterator[SourceClip]:
+        """Each clip of the split in store order; counts the files it reads in `report`."""
+        ...
 
 
 @dataclass
@@ -104,16 +130,14 @@ def prepare(
     """Convert `src` into a new clip store at `out` (atomically: a failure leaves nothing).
 
     `layout` (a built-in name or a layout file) is the clips' keypoint layout for `clips`
-    (default karsl184) and `gislr` (default holistic543); the seed formats are karsl184.
-    `splits` defaults to train and test for the seed formats, to all found for the others."""
-    from accel_signs.data.importers import ClipsPlan, GislrPlan
-
+    (default karsl184) and `gislr` (default holistic543); the original project's formats are
+    karsl184. `splits` defaults to train and test for those, to all found for the others."""
     src, out = Path(src), Path(out)
     if source not in SOURCES:
         raise DatasetError(f"--from must be one of {', '.join(SOURCES)}, got {source!r}")
     if layout is not None and source in ("npz", "seed-mmap"):
         raise DatasetError(
-            f"--layout: the seed project's {source} files hold the karsl184 layout; --layout is for "
+            f"--layout: the original project's {source} files hold the karsl184 layout; --layout is for "
             "--from clips and --from gislr"
         )
     if source != "clips" and not src.is_dir():
@@ -122,54 +146,67 @@ def prepare(
         )
     if out.exists():
         raise DatasetError(f"{out} already exists; choose a new folder for the store")
-    if source == "clips":
-        plan = ClipsPlan(src, layout, coords, signs, signers, splits)
-    elif source == "gislr":
-        plan = GislrPlan(src, layout, signs, signers)
-    elif source == "npz":
-        plan = _NpzPlan(src, signs, signers, splits or ("train", "test"))
-    else:
-        splits = splits or ("train", "test")
-        if not allow_pickle:
-            raise DatasetError(
-                f"{src}: the seed memory map's clip-length index ({splits[0]}_X_map_samples_lens.npy) is a pickle, and "
-                "loading a pickle can run arbitrary code. If you trust these files, pass --allow-pickle; otherwise "
-                "prepare from the npz tree (--from npz)"
-            )
-        plan = _SeedMmapPlan(src, signs, signers, splits)
+    plan = _open_source(src, source, signs, signers, splits, allow_pickle, layout, coords)
     report = PrepareReport(missing=plan.missing)
     if plan.missing and not allow_missing:
         raise DatasetError(
             f"{src}: {len(plan.missing)} expected source file(s) are missing: "
             f"{_missing_summary(plan.missing)}; pass --allow-missing to prepare what is there"
         )
-    classes = list(plan.classes)
-    label = {c.sign: i for i, c in enumerate(classes)}
-    with StoreWriter(
-        out,
-        classes,
-        plan.signers,
-        dtype,
-        layout=plan.layout,
-        source={"from": source, "path": str(src.resolve()), "missing": plan.missing},
-    ) as writer:
-        for split in plan.splits:
-            writer.begin_split(split)
-            clips = frames = 0
-            with progress_bar(f"{split}: {plan.unit}", plan.total(split)) as advance:
-                for clip, sign, signer, size in plan.clips(split, report, advance):
-                    writer.add_clip(clip, label[sign], plan.signers.index(signer), size)
-                    clips, frames = clips + 1, frames + len(clip)
-            if clips == 0:
-                raise DatasetError(f"{src}: no clips for split {split!r} with the chosen signs and signers")
-            report.clips[split], report.frames[split] = clips, frames
-            logger.info("%s: %d clips, %d frames", split, clips, frames)
+    _write_store(plan, src, out, dtype, {"from": source, "path": str(src.resolve()), "missing": plan.missing}, report)
     logger.info("prepared %s: %s", out, report.summary())
     return report
 
 
-class _SeedPlan:
-    """The seed project's formats: karsl184 keypoints, KArSL sign numbers and glosses."""
+def _open_source(
+    src: Path,
+    source: str,
+    signs: Sequence[int] | None,
+    signers: Sequence[str] | None,
+    splits: Sequence[str] | None,
+    allow_pickle: bool,
+    layout: str | None,
+    coords: str,
+) -> SourcePlan:
+    """The plan that reads `source` (a `--from` value)."""
+    from accel_signs.data.importers import ClipsPlan, GislrPlan
+
+    if source == "clips":
+        return ClipsPlan(src, layout, coords, signs, signers, splits)
+    if source == "gislr":
+        return GislrPlan(src, layout, signs, signers)
+    if source == "npz":
+        return _NpzPlan(src, signs, signers, splits or ("train", "test"))
+    splits = splits or ("train", "test")
+    if not allow_pickle:
+        raise DatasetError(
+            f"{src}: the seed-mmap memory map's clip-length index ({splits[0]}_X_map_samples_lens.npy) is a pickle, and "
+            "loading a pickle can run arbitrary code. If you trust these files, pass --allow-pickle; otherwise "
+            "prepare from the npz tree (--from npz)"
+        )
+    return _OriginalMmapPlan(src, signs, signers, splits)
+
+
+def _write_store(plan: SourcePlan, src: Path, out: Path, dtype: str, source: dict, report: PrepareReport) -> None:
+    """Every split of the plan into a new store at `out`, counted in `report`."""
+    classes = list(plan.classes)
+    label = {c.sign: i for i, c in enumerate(classes)}
+    with StoreWriter(out, classes, plan.signers, dtype, layout=plan.layout, source=source) as writer:
+        for split_name in plan.splits:
+            writer.begin_split(split_name)
+            clips = frames = 0
+            with progress_bar(f"{split_name}: {plan.unit}", plan.total(split_name)) as advance:
+                for clip, sign, signer, size in plan.clips(split_name, report, advance):
+                    writer.add_clip(clip, label[sign], plan.signers.index(signer), size)
+                    clips, frames = clips + 1, frames + len(clip)
+            if clips == 0:
+                raise DatasetError(f"{src}: no clips for split {split_name!r} with the chosen signs and signers")
+            report.clips[split_name], report.frames[split_name] = clips, frames
+            logger.info("%s: %d clips, %d frames", split_name, clips, frames)
+
+
+class _OriginalPlan:
+    """The original project's formats: karsl184 keypoints, KArSL sign numbers and glosses."""
 
     @property
     def layout(self) -> KeypointLayout:
@@ -180,7 +217,7 @@ class _SeedPlan:
         return _classes(self.signs)
 
 
-class _NpzPlan(_SeedPlan):
+class _NpzPlan(_OriginalPlan):
     def __init__(self, root: Path, signs: Sequence[int] | None, signers: Sequence[str] | None, splits: Sequence[str]):
         self.root, self.splits = root, list(splits)
         folders = {
@@ -216,29 +253,32 @@ class _NpzPlan(_SeedPlan):
 
     unit = "files"
 
-    def total(self, split: str) -> int:
-        return sum((self.root / f"{g}-{split}" / f"{s:04d}.npz").exists() for s in self.signs for g in self.signers)
+    def total(self, split_name: str) -> int:
+        return sum(
+            (self.root / f"{g}-{split_name}" / f"{s:04d}.npz").exists() for s in self.signs for g in self.signers
+        )
 
-    def clips(self, split: str, report: PrepareReport, advance) -> Iterator[tuple[np.ndarray, int, str]]:
+    def clips(self, split_name: str, report: PrepareReport, advance: Callable[[int], None]) -> Iterator[SourceClip]:
         for sign in self.signs:
             for signer in self.signers:
-                path = self.root / f"{signer}-{split}" / f"{sign:04d}.npz"
+                path = self.root / f"{signer}-{split_name}" / f"{sign:04d}.npz"
                 if not path.exists():
                     continue  # listed in report.missing
                 report.files += 1
                 advance(1)
                 try:
                     with np.load(path, allow_pickle=False) as npz:
-                        for key in npz.files:  # file order = recording order, as the seed concatenated them
+                        for key in npz.files:  # file order = recording order, as the original project concatenated them
                             yield check_clip(npz[key], f"{path} [{key}]"), sign, signer, None
                 except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
                     raise DatasetError(f"{path}: not a readable numeric .npz file ({e})") from None
 
 
-class _SeedMmapPlan(_SeedPlan):
+class _OriginalMmapPlan(_OriginalPlan):
     def __init__(self, root: Path, signs: Sequence[int] | None, signers: Sequence[str] | None, splits: Sequence[str]):
         self.root, self.splits, self.missing = root, list(splits), []
-        self.index: dict[str, list[tuple[int, str, int]]] = {}  # split -> [(sign, signer, length)] in file order
+        # split -> [(sign, signer, length, offset)], sign-major, then signer, then file order
+        self.index: dict[str, list[tuple[int, str, int, int]]] = {}
         for split in self.splits:
             self.index[split] = self._read_index(split)
         all_signs = sorted({s for idx in self.index.values() for s, _, _, _ in idx})
@@ -258,21 +298,21 @@ class _SeedMmapPlan(_SeedPlan):
         path = self.root / name
         if not path.exists():
             raise DatasetError(
-                f"{path}: missing (a seed memory map needs {{split}}_X.mmap, _X_shape.npy, _y.npz and _X_map_samples_lens.npy)"
+                f"{path}: missing (a seed-mmap memory map needs {{split}}_X.mmap, _X_shape.npy, _y.npz and _X_map_samples_lens.npy)"
             )
         return path
 
     unit = "clips"
 
-    def total(self, split: str) -> int:
-        return sum(1 for sign, signer, _, _ in self.index[split] if sign in self.signs and signer in self.signers)
+    def total(self, split_name: str) -> int:
+        return sum(1 for sign, signer, _, _ in self.index[split_name] if sign in self.signs and signer in self.signers)
 
     def _read_index(self, split: str) -> list[tuple[int, str, int, int]]:
         shape_path, lens_path = self._file(f"{split}_X_shape.npy"), self._file(f"{split}_X_map_samples_lens.npy")
         frames_path, y_path = self._file(f"{split}_X.mmap"), self._file(f"{split}_y.npz")
         try:
             shape = tuple(int(v) for v in np.load(shape_path, allow_pickle=False))
-            lens = np.load(lens_path, allow_pickle=True).item()  # the opt-in pickle: the seed's format
+            lens = np.load(lens_path, allow_pickle=True).item()  # the opt-in pickle: the original project's format
             with np.load(y_path, allow_pickle=False) as y_file:
                 labels = y_file["arr_0"]
         except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError) as e:
@@ -318,12 +358,12 @@ class _SeedMmapPlan(_SeedPlan):
         index = [(sign, signer, n, int(off)) for (sign, signer, n), off in zip(in_file_order, offsets)]
         return sorted(index, key=lambda c: (c[0], c[1]))
 
-    def clips(self, split: str, report: PrepareReport, advance) -> Iterator[tuple[np.ndarray, int, str]]:
-        path = self.root / f"{split}_X.mmap"
+    def clips(self, split_name: str, report: PrepareReport, advance: Callable[[int], None]) -> Iterator[SourceClip]:
+        path = self.root / f"{split_name}_X.mmap"
         report.files += 1
         keep_signs, keep_signers = set(self.signs), set(self.signers)
         with open(path, "rb") as f:
-            for sign, signer, n, offset in self.index[split]:
+            for sign, signer, n, offset in self.index[split_name]:
                 if sign in keep_signs and signer in keep_signers:
                     f.seek(offset * _FRAME_BYTES)
                     clip = np.fromfile(f, dtype=np.float32, count=n * NUM_POINTS * NUM_CHANNELS)
