@@ -3,7 +3,7 @@
 With the normalized input it acts on the model's canonical coordinates (body frame,
 dominant hand in the right-hand slot; see features.py), between canonicalisation and the
 features, so a rotation of a hand's shape is a rotation about its wrist in undistorted
-units. With the raw input it is the seed project's mirror and affine on image coordinates.
+units. With the raw input it is the original project's mirror and affine on image coordinates.
 Random draws come from the global torch RNG of the batch's device (seeded by set_seed and
 saved with the training state).
 """
@@ -118,7 +118,7 @@ class Augmenter:
         return present & keep[:, :, index["part"]]
 
     def _raw(self, x: torch.Tensor) -> torch.Tensor:
-        """The seed's augmentation on raw image coordinates (B, T, P, C): mirror, then affine."""
+        """The original project's augmentation on raw image coordinates (B, T, P, C): mirror, then affine."""
         cfg, b, dev = self.cfg, x.shape[0], x.device
         if cfg.mirror_p > 0:
             flip = (torch.rand(b, device=dev) < cfg.mirror_p)[:, None, None, None]

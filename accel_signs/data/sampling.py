@@ -1,4 +1,4 @@
-"""TSN sampling and the seed's image-coordinate augmentations (mirror, affine), for whole
+"""TSN sampling and the original project's image-coordinate augmentations (mirror, affine), for whole
 batches, as tensor operations that run on whatever device the batch is on."""
 
 from __future__ import annotations

@@ -314,7 +314,22 @@ def _open_split(
     clips = np.load(clips_path, allow_pickle=False)
     if len(clips) == 0:
         raise _fail(clips_path, f"split {name!r} is empty (no clips)")
-    offsets, lengths, labels, signers = clips.T
+    _check_clips_back_to_back(clips, clips_path, frames_path, shape[0])
+    if cshape[0] != info["clips"] or shape[0] != info["frames"]:
+        raise _fail(
+            root / "meta.json",
+            f"split {name!r} records {info['clips']} clips / {info['frames']} frames, "
+            f"but its files hold {cshape[0]} clips / {shape[0]} frames",
+        )
+    _check_clip_values(clips, clips_path, num_classes, num_signers)
+    return StoreSplit(
+        name, directory, clips, shape[0], dtype, offset, _open_frame_sizes(directory, len(clips)), num_points
+    )
+
+
+def _check_clips_back_to_back(clips: np.ndarray, clips_path: Path, frames_path: Path, num_frames: int) -> None:
+    """Every clip at least 1 frame long, each starting where the previous ends, together covering the frames."""
+    offsets, lengths = clips[:, 0], clips[:, 1]
     if (lengths < 1).any():
         i = int(np.argmax(lengths < 1))
         raise _fail(clips_path, f"clip {i} has length {lengths[i]} (every clip needs at least 1 frame)")
@@ -325,22 +340,21 @@ def _open_split(
             clips_path,
             f"clip {i} starts at frame {offsets[i]}, expected {0 if i == 0 else ends[i - 1]} (clips must be back to back)",
         )
-    if ends[-1] != shape[0]:
+    if ends[-1] != num_frames:
         raise _fail(
             frames_path,
-            f"holds {shape[0]} frames, but the clip index ({clips_path.name}) covers {ends[-1]}: "
+            f"holds {num_frames} frames, but the clip index ({clips_path.name}) covers {ends[-1]}: "
             + (
                 "the frames file is shorter than its index says"
-                if ends[-1] > shape[0]
+                if ends[-1] > num_frames
                 else "frames beyond the last clip"
             ),
         )
-    if cshape[0] != info["clips"] or shape[0] != info["frames"]:
-        raise _fail(
-            root / "meta.json",
-            f"split {name!r} records {info['clips']} clips / {info['frames']} frames, "
-            f"but its files hold {cshape[0]} clips / {shape[0]} frames",
-        )
+
+
+def _check_clip_values(clips: np.ndarray, clips_path: Path, num_classes: int, num_signers: int) -> None:
+    """Labels and signer indices within the store's classes and signers."""
+    labels, signers = clips[:, 2], clips[:, 3]
     bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
         i = int(np.argmax(bad))
@@ -352,9 +366,6 @@ def _open_split(
     if bad.any():
         i = int(np.argmax(bad))
         raise _fail(clips_path, f"clip {i} has signer index {signers[i]}, outside the store's {num_signers} signers")
-    return StoreSplit(
-        name, directory, clips, shape[0], dtype, offset, _open_frame_sizes(directory, len(clips)), num_points
-    )
 
 
 def _open_frame_sizes(directory: Path, num_clips: int) -> np.ndarray | None:

@@ -324,7 +324,7 @@ def write_synthetic(path: str | os.PathLike[str], spec: SynthSpec = EMBEDDED) ->
     if spec.first_sign != 1:
         source["synthetic"]["first_sign"] = spec.first_sign
     with StoreWriter(path, classes, signers, "float32", source=source, layout=gen.layout) as writer:
-        # Sign-major, then signer, like the seed's memory maps.
+        # Sign-major, then signer, like the original project's memory maps (--from seed-mmap).
         for split, reps, tag in (("train", spec.reps, 3), ("test", spec.test_reps, 4)):
             writer.begin_split(split)
             for label in range(spec.classes):

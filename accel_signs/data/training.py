@@ -32,11 +32,12 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class SplitInfo:
-    """Which clips a run trains and validates on (the run's split.json)."""
+class RunPartition:
+    """Which clips of a store split a run trains and validates on: the run's train/val
+    partition, saved as its split.json (the field names are that file's keys)."""
 
     store: str
-    split: str
+    split: str  # the store split the clips come from (StoreSplit.name)
     signs: list[int]
     signers: list[str]
     val_signers: list[str]
@@ -54,6 +55,9 @@ class SplitInfo:
         return {k: v for k, v in self.to_dict().items() if not k.endswith("_ids")}
 
 
+SplitInfo = RunPartition  # the old name, still imported by training/run.py
+
+
 @dataclass
 class TrainData:
     """The store, chosen and split, and its loaders."""
@@ -61,7 +65,7 @@ class TrainData:
     classes: ClassMap
     train_loader: DataLoader
     val_loader: DataLoader
-    split: SplitInfo
+    partition: RunPartition
     has_test: bool  # the store has a test split to evaluate the best checkpoint on
     on_device: bool  # the clips are held in the device's memory (--data-on-device)
     layout: KeypointLayout  # the store's keypoint layout: the model is built for it
@@ -69,7 +73,12 @@ class TrainData:
 
     def record(self) -> dict[str, Any]:
         """What a checkpoint records about its data (its config.json's `data`)."""
-        return {**self.split.summary(), "profile": self.profile}
+        return {**self.partition.summary(), "profile": self.profile}
+
+    @property
+    def split(self) -> RunPartition:
+        """The old name of `partition`, still read by training/loop.py."""
+        return self.partition
 
     @property
     def loaders(self) -> tuple[DataLoader, DataLoader]:
@@ -140,26 +149,17 @@ def training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
         with accelerator.main_process_first():
             path = ensure_synthetic(cfg.data.cache_dir or default_cache_dir())
     store = open_store(path)
-    split = store.split("train")
     classes = class_map(store, cfg.data.signs)
-    train_signers, val_signers, test_signers = protocol_signers(cfg, store)
-    if val_signers:  # signer-independent validation: whole signers held out
-        train_ids = select_clips(split, classes, signer_indices(store, train_signers))
-        val_ids = select_clips(split, classes, signer_indices(store, val_signers))
-    else:
-        ids = select_clips(split, classes, signer_indices(store, train_signers))
-        train_ids, val_ids = stratified_split(ids, split, cfg.data.val_fraction, cfg.seed)
-    split.check_finite()
-    if cfg.evaluate and "test" in store.splits:  # fail now, not after hours of training
-        test = store.split("test")
-        select_clips(test, classes, signer_indices(store, test_signers or train_signers))
-        test.check_finite()
+    partition = _partition(cfg, store, classes, str(Path(path).resolve()))
+    store_split = store.split(partition.split)
+    train_ids, val_ids = np.asarray(partition.train_ids, dtype=np.int64), np.asarray(partition.val_ids, dtype=np.int64)
     if cfg.limit_batches:  # a fixed, seeded subset: whole loader passes keep Accelerate's bookkeeping intact
         rng = np.random.default_rng(cfg.seed)
         n = cfg.limit_batches * cfg.batch_size * accelerator.num_processes
         train_ids = np.sort(rng.permutation(train_ids)[:n])
         val_ids = np.sort(rng.permutation(val_ids)[: 2 * n])
-    resident = resident_clips(cfg, accelerator, split, np.concatenate([train_ids, val_ids]))
+        partition.train_ids, partition.val_ids = train_ids.tolist(), val_ids.tolist()
+    resident = resident_clips(cfg, accelerator, store_split, np.concatenate([train_ids, val_ids]))
     workers = 0 if cfg.debug else cfg.data.num_workers
     if workers is None:
         workers = default_num_workers(accelerator.device, accelerator.num_processes)
@@ -171,7 +171,7 @@ def training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
         classes=classes,
         on_device=resident is not None,
         train_loader=make_loader(
-            split,
+            store_split,
             train_ids,
             classes,
             batch_size=cfg.batch_size,
@@ -180,22 +180,41 @@ def training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
             speed=(aug.speed_min, aug.speed_max),
             **common,
         ),
-        val_loader=make_loader(split, val_ids, classes, batch_size=2 * cfg.batch_size, train=False, **common),
+        val_loader=make_loader(store_split, val_ids, classes, batch_size=2 * cfg.batch_size, train=False, **common),
         has_test="test" in store.splits,
         layout=store.layout,
-        profile=data_profile(split, train_ids, store.layout),
-        split=SplitInfo(
-            store=str(Path(path).resolve()),
-            split=split.name,
-            signs=[c.sign for c in classes.classes],
-            signers=list(train_signers),
-            val_signers=list(val_signers),
-            test_signers=list(test_signers),
-            seed=cfg.seed,
-            val_fraction=cfg.data.val_fraction,
-            train_ids=train_ids.tolist(),
-            val_ids=val_ids.tolist(),
-        ),
+        profile=data_profile(store_split, train_ids, store.layout),
+        partition=partition,
+    )
+
+
+def _partition(cfg: TrainConfig, store: ClipStore, classes: ClassMap, store_path: str) -> RunPartition:
+    """The train/val partition of the store's train split (whole signers held out, or a
+    stratified share of each group); the clips it and the test split use are checked finite."""
+    store_split = store.split("train")
+    train_signers, val_signers, test_signers = protocol_signers(cfg, store)
+    if val_signers:  # signer-independent validation: whole signers held out
+        train_ids = select_clips(store_split, classes, signer_indices(store, train_signers))
+        val_ids = select_clips(store_split, classes, signer_indices(store, val_signers))
+    else:
+        ids = select_clips(store_split, classes, signer_indices(store, train_signers))
+        train_ids, val_ids = stratified_split(ids, store_split, cfg.data.val_fraction, cfg.seed)
+    store_split.check_finite()
+    if cfg.evaluate and "test" in store.splits:  # fail now, not after hours of training
+        test = store.split("test")
+        select_clips(test, classes, signer_indices(store, test_signers or train_signers))
+        test.check_finite()
+    return RunPartition(
+        store=store_path,
+        split=store_split.name,
+        signs=[c.sign for c in classes.classes],
+        signers=list(train_signers),
+        val_signers=list(val_signers),
+        test_signers=list(test_signers),
+        seed=cfg.seed,
+        val_fraction=cfg.data.val_fraction,
+        train_ids=train_ids.tolist(),
+        val_ids=val_ids.tolist(),
     )
 
 

@@ -58,7 +58,7 @@ class KeypointFeatures(nn.Module):
     model projects each slice to one token. The reference points (shoulders, each hand's wrist
     and palm) are the layout's roles; a layout without shoulders is centred on its points'
     mean, one without hands has no handedness and no hand shapes. With `cfg.kind == "raw"` the features are the raw
-    keypoints themselves (the seed project's input; checkpoints from before the features
+    keypoints themselves (the original project's input; checkpoints from before the features
     existed load this way).
     """
 
