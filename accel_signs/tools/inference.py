@@ -81,7 +81,7 @@ def read_inputs(path: Path, layout) -> list[tuple[str, np.ndarray, tuple[float, 
 
 
 def model_input(clip: np.ndarray, seq_len: int) -> torch.Tensor:
-    """One clip (frames, 184, 4) -> the model's input (1, seq_len, 736), sampled at the bin
+    """One clip (frames, points, 4) -> the model's input (1, seq_len, points x 4), sampled at the bin
     centres exactly as evaluation samples (any length, shorter than seq_len included)."""
     frames = torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))
     lengths, offsets = torch.tensor([len(clip)]), torch.tensor([0])
