@@ -276,34 +276,41 @@ def plot(run_dir: Annotated[Path, typer.Argument(help="A run folder, or an eval-
         typer.echo(str(path))
 
 
+# prepare's longer parameters (type, flag and help), named here to keep its signature short.
+PREPARE_SRC = Annotated[
+    Path,
+    typer.Argument(
+        help="The keypoints: an npz tree, a seed memory-map folder, a manifest CSV (--from clips) or a GISLR folder (--from gislr)."
+    ),
+]
+PREPARE_FROM = Annotated[
+    str,
+    typer.Option(
+        "--from",
+        help="npz ({signer}-{split}/{sign:04}.npz), seed-mmap ({split}_X.mmap + index files), clips (a manifest CSV of .npy/.npz arrays) or gislr (Kaggle's train.csv + parquet files).",
+    ),
+]
+PREPARE_LAYOUT = Annotated[
+    str | None,
+    typer.Option(
+        help="Keypoint layout of the clips: karsl184, holistic543, pose33-hands42, pose33 or a layout .json file (--from clips: default karsl184; gislr: holistic543)."
+    ),
+]
+PREPARE_COORDS = Annotated[
+    str,
+    typer.Option(
+        help="--from clips: normalized (x, y in 0..1 of the frame) or pixels (the manifest gives each clip's width and height)."
+    ),
+]
+
+
 @command()
 def prepare(
-    src: Annotated[
-        Path,
-        typer.Argument(
-            help="The keypoints: an npz tree, a seed memory-map folder, a manifest CSV (--from clips) or a GISLR folder (--from gislr)."
-        ),
-    ],
+    src: PREPARE_SRC,
     out_dir: Annotated[Path, typer.Argument(help="Folder for the new clip store; must not exist.")],
-    source: Annotated[
-        str,
-        typer.Option(
-            "--from",
-            help="npz ({signer}-{split}/{sign:04}.npz), seed-mmap ({split}_X.mmap + index files), clips (a manifest CSV of .npy/.npz arrays) or gislr (Kaggle's train.csv + parquet files).",
-        ),
-    ] = "npz",
-    layout: Annotated[
-        str | None,
-        typer.Option(
-            help="Keypoint layout of the clips: karsl184, holistic543, pose33-hands42, pose33 or a layout .json file (--from clips: default karsl184; gislr: holistic543)."
-        ),
-    ] = None,
-    coords: Annotated[
-        str,
-        typer.Option(
-            help="--from clips: normalized (x, y in 0..1 of the frame) or pixels (the manifest gives each clip's width and height)."
-        ),
-    ] = "normalized",
+    source: PREPARE_FROM = "npz",
+    layout: PREPARE_LAYOUT = None,
+    coords: PREPARE_COORDS = "normalized",
     signs: Annotated[
         str | None, typer.Option(help="1-based sign numbers to keep, e.g. 1-100 (default: all found).")
     ] = None,
@@ -431,15 +438,31 @@ def push(
     )
 
 
+# extract's longer parameters, named here to keep its signature short.
+EXTRACT_VIDEOS = Annotated[
+    list[Path],
+    typer.Argument(
+        help="Video files (mp4, mov, avi, mkv, webm), folders of frame images, or folders searched for both.",
+        show_default=False,
+    ),
+]
+EXTRACT_PATTERN = Annotated[
+    str | None,
+    typer.Option(
+        help="Regex with named groups sign and signer (and split), searched in each video's path, e.g. '(?P<signer>\\d+)/(?P<sign>\\d+)_'."
+    ),
+]
+EXTRACT_COMPLEXITY = Annotated[
+    int,
+    typer.Option(
+        help="MediaPipe Holistic's pose model: 1 (the KArSL pipeline's, in MediaPipe's wheel); 0 (fast) and 2 (accurate) need model files the wheel does not ship."
+    ),
+]
+
+
 @command()
 def extract(
-    videos: Annotated[
-        list[Path],
-        typer.Argument(
-            help="Video files (mp4, mov, avi, mkv, webm), folders of frame images, or folders searched for both.",
-            show_default=False,
-        ),
-    ],
+    videos: EXTRACT_VIDEOS,
     out: Annotated[
         Path,
         typer.Argument(help="Output folder: one <name>.npz per clip and manifest.csv (for `prepare --from clips`)."),
@@ -454,22 +477,12 @@ def extract(
     manifest: Annotated[
         Path | None, typer.Option(help="CSV with columns video, sign, signer (and split) naming each video's labels.")
     ] = None,
-    pattern: Annotated[
-        str | None,
-        typer.Option(
-            help="Regex with named groups sign and signer (and split), searched in each video's path, e.g. '(?P<signer>\\d+)/(?P<sign>\\d+)_'."
-        ),
-    ] = None,
+    pattern: EXTRACT_PATTERN = None,
     store: Annotated[
         Path | None,
         typer.Option(help="Also write a clip store from the extracted clips (needs sign and signer for each)."),
     ] = None,
-    model_complexity: Annotated[
-        int,
-        typer.Option(
-            help="MediaPipe Holistic's pose model: 1 (the KArSL pipeline's, in MediaPipe's wheel); 0 (fast) and 2 (accurate) need model files the wheel does not ship."
-        ),
-    ] = 1,
+    model_complexity: EXTRACT_COMPLEXITY = 1,
 ) -> None:
     """Extract MediaPipe Holistic keypoints from videos: one clip per video, resumable (clips
     already written are skipped), parallel over videos. Needs the `extract` extra."""
