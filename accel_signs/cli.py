@@ -162,18 +162,18 @@ def _resume_changes(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any
 def _train(ctx: typer.Context, values: dict[str, Any]) -> None:
     try:
         from accel_signs.training.loop import train as run_training
-        from accel_signs.training.run import latest_run, resume_config
+        from accel_signs.training.run import latest_run, plan_resume
 
-        if values["resume"] is not None:
+        if values["resume"] is None:
+            best = run_training(_train_config(ctx, values))
+        else:
             if values["config"] is not None:
                 raise ConfigError(
                     "--resume continues a run with its own config.json; --config cannot be combined with it"
                 )
             run_dir = latest_run(values["output_dir"]) if values["resume"] == "latest" else Path(values["resume"])
-            cfg = resume_config(run_dir, _resume_changes(ctx, values))
-        else:
-            run_dir, cfg = None, _train_config(ctx, values)
-        best = run_training(cfg, resume=run_dir)
+            # Planned once here; train() takes the plan as it is.
+            best = run_training(resume=plan_resume(run_dir, _resume_changes(ctx, values)))
     except AccelSignsError as e:
         raise _fail(e) from None
     from accelerate import PartialState

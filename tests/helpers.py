@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -107,12 +108,18 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def split_ids(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) clip ids a run used, from its split.json."""
+    raw = json.loads((run_dir / "split.json").read_text("utf-8"))
+    return np.asarray(raw["train_ids"], dtype=np.int64), np.asarray(raw["val_ids"], dtype=np.int64)
+
+
 def recompute_val(run_dir: Path) -> tuple[float, float]:
     """Val loss and accuracy of run_dir's best checkpoint, recomputed in this one process
     with plain torch (no Accelerate) on the run's recorded val split."""
     from accel_signs.data.pipeline import class_map, make_loader
     from accel_signs.data.store import open_store
-    from accel_signs.model.checkpoint import load_checkpoint, split_ids
+    from accel_signs.model.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(run_dir / "best")
     info = json.loads((run_dir / "split.json").read_text())

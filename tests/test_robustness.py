@@ -110,7 +110,7 @@ def test_kill_and_resume_script(tmp_path):
     ids=["oserror", "safetensorerror"],
 )
 def test_failed_write_stops_training_and_keeps_the_previous_best(failure, tiny_store, tmp_path, monkeypatch):
-    import accel_signs.training.run
+    import accel_signs.model.checkpoint
     import accel_signs.training.state
 
     real, calls = accel_signs.training.state.save_file, []
@@ -122,7 +122,7 @@ def test_failed_write_stops_training_and_keeps_the_previous_best(failure, tiny_s
         return real(*args, **kwargs)
 
     for module in (
-        accel_signs.training.run,
+        accel_signs.model.checkpoint,
         accel_signs.training.state,
     ):  # the best checkpoint's writer and the state's
         monkeypatch.setattr(module, "save_file", full_disk)

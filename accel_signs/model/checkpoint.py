@@ -1,4 +1,5 @@
-"""Checkpoints: what a best checkpoint describes about itself, and loading one for inference.
+"""Checkpoints: what a best checkpoint describes about itself, and its format, written and read
+here as a pair (save_checkpoint, load_checkpoint).
 
 A checkpoint is a folder with model.safetensors (the weights; the description is also in its
 metadata) and config.json: the model's class, size and input, the keypoint layout, the classes
@@ -12,22 +13,23 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from accel_signs.config import InputConfig, TrainConfig
 from accel_signs.core import __version__
 from accel_signs.core.errors import CheckpointError, ConfigError
-from accel_signs.core.files import readable_dir
+from accel_signs.core.files import fresh_dir, fsync_file, readable_dir, replace_dir, write_json
 from accel_signs.data.layout import KeypointLayout, layout_from_record
 from accel_signs.data.store import ClassInfo
 from accel_signs.model.features import KeypointFeatures
-from accel_signs.model.hub import CheckpointSource, resolve_checkpoint
+from accel_signs.model.hub import PICKLE_SUFFIXES, CheckpointSource, resolve_checkpoint
 from accel_signs.model.transformer import STTransformer
 
 CHECKPOINT_FORMAT = "accel_signs.checkpoint"
@@ -70,6 +72,26 @@ def checkpoint_meta(
         "train_config": cfg.to_dict(),
         "runtime": runtime,
     }
+
+
+def save_checkpoint(folder: Path, weights: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write a checkpoint folder: `weights` (plain CPU tensors) as model.safetensors, with `meta`
+    (checkpoint_meta) in its metadata and as config.json. Written as <folder>.tmp and swapped
+    into place, so a failure leaves the previous checkpoint intact."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    try:
+        fresh_dir(tmp)
+        save_file(
+            weights,
+            tmp / MODEL_FILE,
+            metadata={"format": CHECKPOINT_FORMAT, "config": json.dumps(meta, ensure_ascii=False)},
+        )
+        fsync_file(tmp / MODEL_FILE)
+        write_json(tmp / CONFIG_FILE, meta)
+        replace_dir(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @dataclass
@@ -128,12 +150,9 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         meta = json.loads(cfg_path.read_text("utf-8"))
     except FileNotFoundError:
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".pth", ".pt", ".bin", ".pkl", ".ckpt"))
-        hint = (
-            f" ({', '.join(pickles)} are pickles, which accel_signs never loads: they can run code)" if pickles else ""
-        )
         raise CheckpointError(
-            f"{cfg_path}: missing; an accel_signs checkpoint folder holds {MODEL_FILE} and {CONFIG_FILE}{hint}"
+            f"{cfg_path}: missing; an accel_signs checkpoint folder holds {MODEL_FILE} and {CONFIG_FILE}"
+            + _pickle_hint(path)
         ) from None
     except OSError as e:
         raise CheckpointError(f"{cfg_path}: cannot be read ({e.strerror or e})") from None
@@ -198,13 +217,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     try:
         state = load_file(weights_path)
     except FileNotFoundError:
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".pth", ".pt", ".bin", ".pkl", ".ckpt"))
-        if pickles:
-            raise CheckpointError(
-                f"{path} holds {', '.join(pickles)} but no {MODEL_FILE}: accel_signs reads weights "
-                "only from safetensors and never unpickles checkpoint files (they can run code)"
-            ) from None
-        raise CheckpointError(f"{weights_path}: missing") from None
+        raise CheckpointError(f"{weights_path}: missing{_pickle_hint(path)}") from None
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({e})") from None
     expected = model.state_dict()
@@ -223,7 +236,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     return Checkpoint(model.eval(), meta, path, source)
 
 
-def split_ids(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) clip ids a run used, from its split.json."""
-    raw = json.loads((run_dir / "split.json").read_text("utf-8"))
-    return np.asarray(raw["train_ids"], dtype=np.int64), np.asarray(raw["val_ids"], dtype=np.int64)
+def _pickle_hint(folder: Path) -> str:
+    """Why the pickles a folder holds instead of a checkpoint's files are not read, or ""."""
+    pickles = sorted(p.name for p in folder.iterdir() if p.name.lower().endswith(PICKLE_SUFFIXES))
+    if not pickles:
+        return ""
+    return (
+        f" (it holds {', '.join(pickles)}: accel_signs reads weights only from safetensors and never "
+        "unpickles checkpoint files, they can run code)"
+    )

@@ -7,6 +7,7 @@ import math
 import os
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from accel_signs.model.transfer import Freeze, init_from_checkpoint
 from accel_signs.model.transformer import STTransformer
 from accel_signs.training.evaluate import evaluate_checkpoint, format_summary
 from accel_signs.training.optim import Schedule, make_optimizer
-from accel_signs.training.run import Run, Runtime, resume_config, saved_init
+from accel_signs.training.run import ResumePlan, Run, Runtime, plan_resume
 
 logger = get_logger(__name__)
 
@@ -122,17 +123,24 @@ def _trackers(names: tuple[str, ...]) -> list[str]:
     return list(names)
 
 
-def train(cfg: TrainConfig | None = None, resume: Path | None = None) -> Path:
-    """Train a model as `cfg` says, or continue the run folder `resume` from its last completed
-    epoch (with `cfg` None, the run's own config; else `cfg` may differ from it only where a
-    resume allows: run.resume_config). Returns the best checkpoint's folder."""
-    if resume is not None:
-        cfg = resume_config(resume, cfg)
+def train(cfg: TrainConfig | None = None, resume: str | os.PathLike[str] | ResumePlan | None = None) -> Path:
+    """Train a model as `cfg` says, or continue a run from its last completed epoch. Returns the
+    best checkpoint's folder.
+
+    `resume` is a run folder (with `cfg` None the run continues with its own config, else `cfg`
+    may differ from it only where a resume allows: run.plan_resume), or the ResumePlan that
+    plan_resume already made of one (what the CLI passes, with `cfg` None)."""
+    if isinstance(resume, ResumePlan):
+        if cfg is not None:
+            raise ConfigError("train(): a ResumePlan carries its own config; pass cfg=None with it")
+    elif resume is not None:
+        resume = plan_resume(resume, cfg)
     elif cfg is None:
         raise ConfigError("train() needs a TrainConfig, or resume=<run folder>")
+    cfg = resume.config if resume is not None else cfg
     accelerator = make_accelerator(cfg)
     try:
-        return _train(cfg, accelerator, Path(resume) if resume is not None else None)
+        return _train(cfg, accelerator, resume)
     except AccelSignsError:
         # Raised on every process together (collective.py): leave the process group cleanly, so
         # no process is torn down by a peer that exits while it still holds the group.
@@ -140,31 +148,28 @@ def train(cfg: TrainConfig | None = None, resume: Path | None = None) -> Path:
         raise
 
 
-def _train(cfg: TrainConfig, accelerator: Accelerator, resume: Path | None) -> Path:
+def _train(cfg: TrainConfig, accelerator: Accelerator, resume: ResumePlan | None) -> Path:
     set_seed(cfg.seed)
     if cfg.debug:
         _enable_debug_checks(accelerator)
     data = training_data(cfg, accelerator)
     model = STTransformer.from_config(cfg.model, data.classes.num_classes, data.layout, cfg.data.seq_len)
-    init = _init_from(cfg, model, resume)
+    init = None  # --init-from: what was taken over; a resumed run's weights come from its state
+    if cfg.init_from is not None:
+        init = resume.init_from if resume is not None else init_from_checkpoint(model, cfg.init_from)
     if accelerator.num_processes > 1 and accelerator.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # gloo (CPU) has no SyncBatchNorm
     freeze = Freeze.of(model, init) if init is not None and cfg.freeze_epochs else None
     lr = cfg.optim.scaled_lr(accelerator.num_processes)
     optimizer = make_optimizer(cfg.optim, model, lr, fused=accelerator.device.type == "cuda")
-    model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, *data.loaders)
-    schedule = Schedule(cfg.optim, optimizer, len(train_loader), cfg.num_epochs)
+    # Prepared: sharded per process and moved to the device (data's own loaders stay as built).
+    model, optimizer, prepared_train, prepared_val = accelerator.prepare(model, optimizer, *data.loaders)
+    schedule = Schedule(cfg.optim, optimizer, len(prepared_train), cfg.num_epochs)
     # Augmentation draws differ per process; model init above was the same everywhere.
     set_seed(cfg.seed, device_specific=True)
     runtime = Runtime.of(accelerator, lr, data.train_loader.num_workers, data.on_device, cfg.batch_size)
     runtime.init_from = init
-    state = TrainState()
-    if resume is None:
-        run = Run.create(accelerator, cfg, runtime, data.split)
-    else:
-        run = Run.resume(accelerator, resume, cfg, runtime, data.split)
-        state.load_state_dict(run.load_state(model, optimizer, schedule))
-        logger.info("resuming %s after epoch %d (best epoch %d)", run.path, state.epoch, state.best_epoch)
+    run, state = _open_run(accelerator, cfg, runtime, data, resume, (model, optimizer, schedule))
     if cfg.log_with:
         accelerator.init_trackers(run.path.name, config=_flat(cfg.to_dict()))
     loop = Loop(
@@ -172,12 +177,14 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: Path | None) -> P
         accelerator,
         model,
         (optimizer, schedule),
-        (train_loader, val_loader),
+        prepared_train,
+        prepared_val,
         Augmenter(cfg.data.augment, data.layout, cfg.model.input.kind),
         run,
         state,
-        data,
-        runtime,
+        lambda epoch, metrics: checkpoint_meta(
+            cfg, data.classes.classes, epoch, metrics, data.record(), runtime.to_dict(), data.layout
+        ),
         freeze,
     )
     size = sum(p.numel() for p in model.parameters()) / 1e6
@@ -198,42 +205,54 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: Path | None) -> P
     return run.best_dir
 
 
-def _init_from(cfg: TrainConfig, model: torch.nn.Module, resume: Path | None) -> dict[str, Any] | None:
-    """--init-from: take over the source's matching tensors; a resumed run's weights come from its
-    state, so only the record of the transfer is read back."""
-    if cfg.init_from is None:
-        return None
-    return saved_init(resume) if resume is not None else init_from_checkpoint(model, cfg.init_from)
+def _open_run(
+    accelerator: Accelerator,
+    cfg: TrainConfig,
+    runtime: Runtime,
+    data: TrainData,
+    resume: ResumePlan | None,
+    trained: tuple[torch.nn.Module, torch.optim.Optimizer, Schedule],
+) -> tuple[Run, TrainState]:
+    """A new run folder, or the resumed one with the model, optimizer and schedule restored
+    from its state; with the progress to go on from."""
+    state = TrainState()
+    if resume is None:
+        return Run.create(accelerator, cfg, runtime, data.split), state
+    run = Run.resume(accelerator, resume.run_dir, cfg, runtime, data.split)
+    state.load_state_dict(run.load_state(*trained))
+    logger.info("resuming %s after epoch %d (best epoch %d)", run.path, state.epoch, state.best_epoch)
+    return run, state
 
 
 @dataclass
 class Loop:
-    """What every epoch works on."""
+    """What every epoch works on. Its loaders are the prepared ones (accelerator.prepare): each
+    process's shard, on its device; the loaders TrainData built are not used past preparing."""
 
     cfg: TrainConfig
     accelerator: Accelerator
     model: torch.nn.Module
     optim: tuple[torch.optim.Optimizer, Schedule]
-    loaders: tuple[DataLoader, DataLoader]  # prepared: train, val
+    prepared_train: DataLoader
+    prepared_val: DataLoader
     augment: Augmenter
     run: Run
     state: TrainState
-    data: TrainData
-    runtime: Runtime
+    describe: Callable[[int, dict[str, Any]], dict[str, Any]]  # (epoch, metrics) -> checkpoint_meta
     freeze: Freeze | None = None  # --freeze-epochs: the taken-over tensors, held for the first epochs
 
 
 def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]:
     """Train one epoch, validate, keep the best checkpoint, log, save the state."""
     cfg, accelerator, state, run = loop.cfg, loop.accelerator, loop.state, loop.run
-    (optimizer, schedule), (train_loader, val_loader) = loop.optim, loop.loaders
+    optimizer, schedule = loop.optim
     start, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
     freeze = loop.freeze if epoch <= cfg.freeze_epochs else None
     train_loss, seen = train_one_epoch(
-        accelerator, loop.model, loop.optim, train_loader, loop.augment, cfg, epoch, freeze
+        accelerator, loop.model, loop.optim, loop.prepared_train, loop.augment, cfg, epoch, freeze
     )
     val_start = time.perf_counter()
-    val_loss, val_acc = validate(accelerator, loop.model, val_loader)
+    val_loss, val_acc = validate(accelerator, loop.model, loop.prepared_val)
     if compiling:
         logger.info(
             f"torch.compile: epoch {epoch} took {val_start - start:.1f}s, its validation "
@@ -260,16 +279,7 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
     best = state.improved(cfg.best_metric, val_loss, val_acc)
     if best:
         state.best_val_loss, state.best_val_acc, state.best_epoch = val_loss, val_acc, epoch
-        meta = checkpoint_meta(
-            cfg,
-            loop.data.classes.classes,
-            epoch,
-            metrics,
-            loop.data.record(),
-            loop.runtime.to_dict(),
-            loop.data.layout,
-        )
-        run.save_best(loop.model, meta)
+        run.save_best(loop.model, loop.describe(epoch, metrics))
     run.log_epoch(metrics)
     accelerator.log({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
     run.save_state(loop.model, optimizer, schedule, state.state_dict())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,20 +29,14 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from safetensors.torch import save_file
 
-from accel_signs.config import TrainConfig, config_fields, config_options, get_path, load_config_file, set_path
+from accel_signs.config import TrainConfig, config_options, load_config_file
 from accel_signs.core.collective import on_main
 from accel_signs.core.errors import CheckpointError, ConfigError
-from accel_signs.core.files import append_line, fresh_dir, fsync_file, recover_dir, replace_dir, write_json, write_text
+from accel_signs.core.files import append_line, readable_dir, recover_dir, write_json, write_text
 from accel_signs.data.training import SplitInfo
-from accel_signs.model.checkpoint import CHECKPOINT_FORMAT, CONFIG_FILE, MODEL_FILE
+from accel_signs.model.checkpoint import save_checkpoint
 from accel_signs.training.state import load_state, plain_weights, save_state
-
-# Settings a resumed run takes from its first launch when they were left to "auto": they decide
-# how it trains (which generator draws the sampling points; the numeric precision), and "auto"
-# might pick otherwise on the new launch (other free memory; another accelerate config).
-_PINNED = {("data", "data_on_device"): "data_on_device", ("mixed_precision",): "mixed_precision"}
 
 
 @dataclass
@@ -70,9 +65,30 @@ class Runtime:
         )
 
 
-def resume_config(run_dir: Path, changes: Mapping[str, Any] | TrainConfig | None = None) -> TrainConfig:
-    """The config to continue `run_dir` with: its own, with `changes` applied where a resume
-    may change things (more epochs, other workers, trackers...).
+# Settings a resumed run takes from its first launch when they were left to "auto": they decide
+# how it trains (which generator draws the sampling points; the numeric precision), and "auto"
+# might pick otherwise on the new launch (other free memory; another accelerate config). Each
+# maps a config field to the `runtime` key of config.json that records what auto became.
+_PINNED = {("data", "data_on_device"): "data_on_device", ("mixed_precision",): "mixed_precision"}
+# Where a run lives is the folder being resumed, whatever the changes say.
+_PLACE = {("run_name",), ("output_dir",)}
+
+FieldPath = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """A run folder to continue and how (plan_resume): the config it continues with, and what
+    its first launch took over with --init-from (its weights come from the state, not again)."""
+
+    run_dir: Path
+    config: TrainConfig
+    init_from: dict[str, Any] | None = None
+
+
+def plan_resume(run_dir: str | os.PathLike[str], changes: Mapping[str, Any] | TrainConfig | None = None) -> ResumePlan:
+    """How to continue `run_dir`: its saved config, with `changes` applied where a resume may
+    change things (more epochs, other workers, trackers...). The one place that decides it.
 
     `changes` maps dotted field paths ("num_epochs", "data.num_workers") to values, or is a
     whole TrainConfig that must equal the run's apart from those fields. Anything else that
@@ -82,67 +98,88 @@ def resume_config(run_dir: Path, changes: Mapping[str, Any] | TrainConfig | None
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise CheckpointError(f"nothing to resume in {run_dir}: no config.json (is it a run folder?)")
-    if not (recover_dir(run_dir / "state") / "trainer.json").exists():
+    # Read only: Run.resume puts a state.old left by a crash back in place, on the main process.
+    if not (readable_dir(run_dir / "state") / "trainer.json").exists():
         raise CheckpointError(
             f"nothing to resume in {run_dir}: it has no complete state/ (the run stopped before its first epoch ended)"
         )
-    raw = load_config_file(run_dir / "config.json")
-    runtime = raw.get("runtime") or {}
-    raw["run_name"], raw["output_dir"] = run_dir.name, str(run_dir.parent)
-    resolved = {path: runtime.get(key) for path, key in _PINNED.items()}
-    for path, value in resolved.items():
-        if get_path(TrainConfig.from_dict(raw), path) == "auto" and value is not None:
-            set_path(raw, path, ("yes" if value else "no") if isinstance(value, bool) else value)
-    saved = TrainConfig.from_dict(raw)
-    resumable = {o.path for o in config_options(TrainConfig) if o.resumable}
+    record = load_config_file(run_dir / "config.json")
+    runtime = record.get("runtime") or {}
+    saved = dataclasses.replace(TrainConfig.from_dict(record), run_name=run_dir.name, output_dir=run_dir.parent)
+    pinned = {
+        path: ("yes" if value else "no") if isinstance(value, bool) else value
+        for path, key in _PINNED.items()
+        if (value := runtime.get(key)) is not None and _get(saved, path) == "auto"
+    }
+    saved = _replace(saved, pinned)
     if changes is None:
-        return saved
-    if isinstance(changes, TrainConfig):
-        given = {path: get_path(changes, path) for path, _ in config_fields(TrainConfig)}
-        given = {p: v for p, v in given.items() if p not in (("run_name",), ("output_dir",))}
-    else:
-        given = {tuple(k.split(".")): v for k, v in changes.items() if k not in ("run_name", "output_dir")}
-    for path, value in given.items():
-        if path in _PINNED and value == "auto":
+        return ResumePlan(run_dir, saved, runtime.get("init_from"))
+    if not isinstance(changes, TrainConfig):  # one typed build checks and converts every value
+        given = {tuple(k.split(".")): v for k, v in changes.items()}
+        changes = _replace(saved, {p: v for p, v in given.items() if p not in _PLACE})
+    resumable = {o.path for o in config_options(TrainConfig) if o.resumable}
+    allowed: dict[FieldPath, Any] = {}
+    for path, new in _leaves(changes):
+        old = _get(saved, path)
+        if path in _PLACE or new == old or (path in _PINNED and new == "auto"):
             continue  # "auto" keeps what the run resolved to
-        if path in resumable:
-            set_path(raw, path, value)
-    cfg = TrainConfig.from_dict(raw)
+        if path not in resumable:
+            raise _refusal(run_dir, path, old, new, resumable, pinned=path in _PINNED)
+        allowed[path] = new
+    return ResumePlan(run_dir, _replace(saved, allowed), runtime.get("init_from"))
+
+
+def resume_config(
+    run_dir: str | os.PathLike[str], changes: Mapping[str, Any] | TrainConfig | None = None
+) -> TrainConfig:
+    """The config plan_resume continues `run_dir` with (to adjust and pass to train())."""
+    return plan_resume(run_dir, changes).config
+
+
+def _refusal(
+    run_dir: Path, path: FieldPath, old: Any, new: Any, resumable: set[FieldPath], pinned: bool
+) -> ConfigError:
     flags = {o.path: o.flag.split("/")[0] for o in config_options(TrainConfig)}
-    for path, value in given.items():
-        if path in resumable or (path in _PINNED and value == "auto"):
-            continue
-        old = get_path(saved, path)
-        new = get_path(TrainConfig.from_dict(_with(raw, path, value)), path)
-        if old != new:
-            name = flags.get(path, ".".join(path))
-            allowed = ", ".join(sorted(flags[p] for p in resumable))
-            why = " (the run resolved auto to it)" if path in _PINNED else ""
-            raise ConfigError(
-                f"--resume continues {run_dir} with its own config: {name} was {old!r} there{why}, not {new!r} "
-                f"(only {allowed} may change)"
-            )
+    name = flags.get(path, ".".join(path))
+    allowed = ", ".join(sorted(flags[p] for p in resumable))
+    why = " (the run resolved auto to it)" if pinned else ""
+    return ConfigError(
+        f"--resume continues {run_dir} with its own config: {name} was {old!r} there{why}, not {new!r} "
+        f"(only {allowed} may change)"
+    )
+
+
+def _get(cfg: Any, path: FieldPath) -> Any:
+    for name in path:
+        cfg = getattr(cfg, name)
     return cfg
 
 
-def _with(raw: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
-    out = json.loads(json.dumps(raw, default=str))
-    set_path(out, path, list(value) if isinstance(value, tuple) else value)
+def _leaves(cfg: Any, prefix: FieldPath = ()) -> list[tuple[FieldPath, Any]]:
+    """(path, value) of every setting of a config, nested sections included."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        is_section = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        out += _leaves(value, (*prefix, f.name)) if is_section else [((*prefix, f.name), value)]
     return out
+
+
+def _replace(cfg: Any, changes: Mapping[FieldPath, Any]) -> Any:
+    """`cfg` with the fields at `changes`' paths set: one dataclasses.replace per section, so
+    each section validates its values (and their combinations) once."""
+    top = {path[0]: value for path, value in changes.items() if len(path) == 1}
+    nested: dict[str, dict[FieldPath, Any]] = {}
+    for path, value in changes.items():
+        if len(path) > 1:
+            nested.setdefault(path[0], {})[path[1:]] = value
+    top.update({name: _replace(getattr(cfg, name), sub) for name, sub in nested.items()})
+    return dataclasses.replace(cfg, **top) if top else cfg
 
 
 def _config_record(cfg: TrainConfig, runtime: Runtime, run_name: str) -> dict[str, Any]:
     """A run's config.json: the config, and what it resolved to on this launch."""
     return {**cfg.to_dict(), "runtime": {**runtime.to_dict(), "run_name": run_name}}
-
-
-def saved_init(run_dir: Path) -> dict[str, Any] | None:
-    """What a run being resumed took over with --init-from (its config.json's runtime record)."""
-    try:
-        raw = json.loads((Path(run_dir) / "config.json").read_text("utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{Path(run_dir) / 'config.json'}: unreadable ({e})") from None
-    return (raw.get("runtime") or {}).get("init_from")
 
 
 def latest_run(output_dir: Path) -> Path:
@@ -197,19 +234,15 @@ class Run:
 
     @classmethod
     def resume(cls, accelerator: Accelerator, path: Path, cfg: TrainConfig, runtime: Runtime, split: SplitInfo) -> Run:
-        """An existing run folder to continue: it must hold a complete state and have been trained
-        on exactly this data; its config.json becomes the resumed config (e.g. more epochs)."""
+        """An existing run folder to continue (plan_resume checked that it holds a complete state):
+        it must have been trained on exactly this data; its config.json becomes the resumed
+        config (e.g. more epochs)."""
 
         def recover() -> None:  # a crash between the two renames of a swap left only <name>.old
             recover_dir(path / "state")
             recover_dir(path / "best")
 
         on_main(accelerator, recover, f"cannot recover the saved folders of {path}", CheckpointError)
-        if not (path / "state" / "trainer.json").exists():
-            raise CheckpointError(
-                f"nothing to resume in {path}: it has no complete state/ "
-                "(the run stopped before its first epoch ended, or this is not a run folder)"
-            )
         try:
             saved = json.loads((path / "split.json").read_text("utf-8"))
         except (OSError, json.JSONDecodeError) as e:
@@ -260,27 +293,15 @@ class Run:
         )
 
     def save_best(self, model: torch.nn.Module, meta: dict[str, Any]) -> None:
-        """model.safetensors + config.json into best/, atomically (the previous best stays
-        intact if anything fails, and every process learns of the failure)."""
-        tmp = self.path / "best.tmp"
-
-        def write() -> None:
-            try:
-                fresh_dir(tmp)
-                save_file(
-                    plain_weights(self.accelerator, model),
-                    tmp / MODEL_FILE,
-                    metadata={"format": CHECKPOINT_FORMAT, "config": json.dumps(meta, ensure_ascii=False)},
-                )
-                fsync_file(tmp / MODEL_FILE)
-                write_json(tmp / CONFIG_FILE, meta)
-                replace_dir(tmp, self.best_dir)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-
+        """The best checkpoint into best/, atomically (the previous best stays intact if anything
+        fails, and every process learns of the failure)."""
         try:
-            on_main(self.accelerator, write, f"cannot write the best checkpoint to {self.best_dir}", CheckpointError)
+            on_main(
+                self.accelerator,
+                lambda: save_checkpoint(self.best_dir, plain_weights(self.accelerator, model), meta),
+                f"cannot write the best checkpoint to {self.best_dir}",
+                CheckpointError,
+            )
         except CheckpointError as e:
             raise CheckpointError(f"{e}; the previous best checkpoint is intact") from None
 
