@@ -279,8 +279,8 @@ class _OriginalMmapPlan(_OriginalPlan):
         self.root, self.splits, self.missing = root, list(splits), []
         # split -> [(sign, signer, length, offset)], sign-major, then signer, then file order
         self.index: dict[str, list[tuple[int, str, int, int]]] = {}
-        for split in self.splits:
-            self.index[split] = self._read_index(split)
+        for split_name in self.splits:
+            self.index[split_name] = self._read_index(split_name)
         all_signs = sorted({s for idx in self.index.values() for s, _, _, _ in idx})
         all_signers = sorted({s for idx in self.index.values() for _, s, _, _ in idx})
         self.signs = sorted(signs) if signs else all_signs
@@ -307,16 +307,19 @@ class _OriginalMmapPlan(_OriginalPlan):
     def total(self, split_name: str) -> int:
         return sum(1 for sign, signer, _, _ in self.index[split_name] if sign in self.signs and signer in self.signers)
 
-    def _read_index(self, split: str) -> list[tuple[int, str, int, int]]:
-        shape_path, lens_path = self._file(f"{split}_X_shape.npy"), self._file(f"{split}_X_map_samples_lens.npy")
-        frames_path, y_path = self._file(f"{split}_X.mmap"), self._file(f"{split}_y.npz")
+    def _read_index(self, split_name: str) -> list[tuple[int, str, int, int]]:
+        shape_path, lens_path = (
+            self._file(f"{split_name}_X_shape.npy"),
+            self._file(f"{split_name}_X_map_samples_lens.npy"),
+        )
+        frames_path, y_path = self._file(f"{split_name}_X.mmap"), self._file(f"{split_name}_y.npz")
         try:
             shape = tuple(int(v) for v in np.load(shape_path, allow_pickle=False))
             lens = np.load(lens_path, allow_pickle=True).item()  # the opt-in pickle: the original project's format
             with np.load(y_path, allow_pickle=False) as y_file:
                 labels = y_file["arr_0"]
         except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError) as e:
-            raise DatasetError(f"{self.root}: cannot read the {split} memory map's index files ({e})") from None
+            raise DatasetError(f"{self.root}: cannot read the {split_name} memory map's index files ({e})") from None
         if len(shape) != 3 or shape[1:] != (NUM_POINTS, NUM_CHANNELS):
             raise DatasetError(f"{shape_path}: shape {shape}, expected (frames, {NUM_POINTS}, {NUM_CHANNELS})")
         if frames_path.stat().st_size != shape[0] * _FRAME_BYTES:

@@ -147,16 +147,18 @@ def _save_mp4(fig, draw, frames: int, path: Path, fps: float) -> None:
         writer.release()
 
 
-def store_clip(store_path: Path, clip_id: int, split: str) -> tuple[np.ndarray, KeypointLayout, tuple | None, str]:
+def store_clip(store_path: Path, clip_id: int, split_name: str) -> tuple[np.ndarray, KeypointLayout, tuple | None, str]:
     """A clip of a store by its id in a split: frames, layout, frame size, a title."""
     from accel_signs.core.errors import DatasetError
     from accel_signs.data.store import open_store
 
     store = open_store(store_path)
-    s = store.split(split)
-    if not 0 <= clip_id < len(s):
-        raise DatasetError(f"store {store_path} split {split!r} has clips 0..{len(s) - 1}, not {clip_id}")
-    size = tuple(float(v) for v in s.frame_sizes[clip_id]) if s.frame_sizes is not None else None
-    cls = store.classes[int(s.labels[clip_id])]
-    title = f"{store_path.name} {split} clip {clip_id}: sign {cls.sign} {cls.en!r}, signer {store.signers[int(s.signer_index[clip_id])]}"
-    return s.clip(clip_id).astype(np.float32), store.layout, size if size and size[0] > 0 else None, title
+    store_split = store.split(split_name)
+    if not 0 <= clip_id < len(store_split):
+        raise DatasetError(
+            f"store {store_path} split {split_name!r} has clips 0..{len(store_split) - 1}, not {clip_id}"
+        )
+    size = tuple(float(v) for v in store_split.frame_sizes[clip_id]) if store_split.frame_sizes is not None else None
+    cls = store.classes[int(store_split.labels[clip_id])]
+    title = f"{store_path.name} {split_name} clip {clip_id}: sign {cls.sign} {cls.en!r}, signer {store.signers[int(store_split.signer_index[clip_id])]}"
+    return store_split.clip(clip_id).astype(np.float32), store.layout, size if size and size[0] > 0 else None, title
