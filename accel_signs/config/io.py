@@ -83,6 +83,10 @@ def from_dict(cls: type, raw: Any, where: str = "") -> Any:
     return cls(**{key: _coerce(value, hints[key], f"{where}.{key}" if where else key) for key, value in raw.items()})
 
 
+# The JSON/YAML values each plain type takes (a bool is an int to Python, never here).
+_ACCEPTS: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), Path: (str, Path)}
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Check a config file's value against its field's type (JSON and YAML types are loose:
     YAML reads `1e-3` as a string, JSON has no tuples). Which choice a Literal takes, and the
@@ -112,11 +116,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return float(value)
         except ValueError:
             pass
-    if hint is Path and isinstance(value, str):
-        return Path(value)
-    plain = hint is float and type(value) is int
-    if plain or (isinstance(hint, type) and isinstance(value, hint) and not (hint is int and type(value) is bool)):
-        return float(value) if hint is float else value
+    accepted = _ACCEPTS.get(hint, (hint,) if isinstance(hint, type) else ())
+    if isinstance(value, accepted) and not (isinstance(value, bool) and hint is not bool):
+        return hint(value) if hint in (float, Path) else value
     name = getattr(hint, "__name__", str(hint)) if origin is not Literal else "one of " + ", ".join(map(str, args))
     raise ConfigError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
 

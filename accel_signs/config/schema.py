@@ -141,7 +141,7 @@ class AugmentConfig(Section):
     """Train-time augmentation, applied to whole batches on their device. With the normalized
     input (the default) the spatial ones act on the body frame (units: shoulder widths) after
     handedness is canonicalised; with the raw input, mirror and affine act on image
-    coordinates as in the seed project and the others are not used."""
+    coordinates as in the original project and the others are not used."""
 
     KEY: ClassVar[str] = "data.augment"
 
@@ -152,8 +152,9 @@ class AugmentConfig(Section):
         0.5, "Slowest playback speed: the speed changes smoothly across the window between speed_min and speed_max."
     )
     speed_max: float = option(1.5, "Fastest playback speed (see speed_min).")
-    # The seed used 0.5. Handedness canonicalisation already decides which side signs; mirroring
-    # clips at random instead cost 8 points of val accuracy on real data (docs/real_data.md).
+    # The original project used 0.5. Handedness canonicalisation already decides which side
+    # signs; mirroring clips at random instead cost 8 points of val accuracy on real data
+    # (docs/real_data.md).
     mirror_p: float = option(0.0, "Probability of mirroring a clip left-right (through the layout's mirror map).")
     affine_p: float = option(0.5, "Probability of a random rotation + scale + shift of a clip's x/y.")
     rotate_deg: float = option(15.0, "Largest rotation of the affine augmentation, in degrees.")
@@ -309,8 +310,8 @@ class ModelConfig(Section):
         "STTransformer size {t,s,m,l}_{heads}_{layers} (head width 16/32/64/128), e.g. s_4_2, m_12_10.",
         flag="--model-size",
     )
-    # The seed used 0.5; with pre-norm blocks that leaves eval-mode activations far from the
-    # training ones and underfits (measured: 0.82 vs 0.97 val accuracy after 10-12 epochs).
+    # The original project used 0.5; with pre-norm blocks that leaves eval-mode activations far
+    # from the training ones and underfits (measured: 0.82 vs 0.97 val accuracy after 10-12 epochs).
     dropout: float = option(0.2, "Dropout rate on the model's residual branches.", flag="--dropout")
     drop_path: float = option(
         0.1, "Stochastic depth: chance of skipping a residual branch, reached in the last block.", flag="--drop-path"
