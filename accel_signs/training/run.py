@@ -105,17 +105,20 @@ def plan_resume(run_dir: str | os.PathLike[str], changes: Mapping[str, Any] | Tr
         )
     record = load_config_file(run_dir / "config.json")
     runtime = record.get("runtime") or {}
-    saved = dataclasses.replace(TrainConfig.from_dict(record), run_name=run_dir.name, output_dir=run_dir.parent)
+    loaded = TrainConfig.from_dict(record)
     pinned = {
         path: ("yes" if value else "no") if isinstance(value, bool) else value
         for path, key in _PINNED.items()
-        if (value := runtime.get(key)) is not None and _get(saved, path) == "auto"
+        if (value := runtime.get(key)) is not None and _get(loaded, path) == "auto"
     }
-    saved = _replace(saved, pinned)
+    saved = _replace(loaded, {("run_name",): run_dir.name, ("output_dir",): run_dir.parent, **pinned})
     if changes is None:
         return ResumePlan(run_dir, saved, runtime.get("init_from"))
     if not isinstance(changes, TrainConfig):  # one typed build checks and converts every value
         given = {tuple(k.split(".")): v for k, v in changes.items()}
+        unknown = sorted(".".join(p) for p in set(given) - {p for p, _ in _leaves(saved)})
+        if unknown:
+            raise ConfigError(f"--resume: unknown setting(s) {', '.join(unknown)}")
         changes = _replace(saved, {p: v for p, v in given.items() if p not in _PLACE})
     resumable = {o.path for o in config_options(TrainConfig) if o.resumable}
     allowed: dict[FieldPath, Any] = {}
