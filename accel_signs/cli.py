@@ -160,22 +160,17 @@ def _resume_changes(ctx: typer.Context, values: dict[str, Any]) -> dict[str, Any
 
 
 def _train(ctx: typer.Context, values: dict[str, Any]) -> None:
-    try:
-        from accel_signs.training.loop import train as run_training
-        from accel_signs.training.run import latest_run, plan_resume
+    from accel_signs.training.loop import train as run_training
+    from accel_signs.training.run import latest_run, plan_resume
 
-        if values["resume"] is None:
-            best = run_training(_train_config(ctx, values))
-        else:
-            if values["config"] is not None:
-                raise ConfigError(
-                    "--resume continues a run with its own config.json; --config cannot be combined with it"
-                )
-            run_dir = latest_run(values["output_dir"]) if values["resume"] == "latest" else Path(values["resume"])
-            # Planned once here; train() takes the plan as it is.
-            best = run_training(resume=plan_resume(run_dir, _resume_changes(ctx, values)))
-    except AccelSignsError as e:
-        raise _fail(e) from None
+    if values["resume"] is None:
+        best = run_training(_train_config(ctx, values))
+    else:
+        if values["config"] is not None:
+            raise ConfigError("--resume continues a run with its own config.json; --config cannot be combined with it")
+        run_dir = latest_run(values["output_dir"]) if values["resume"] == "latest" else Path(values["resume"])
+        # Planned once here; train() takes the plan as it is.
+        best = run_training(resume=plan_resume(run_dir, _resume_changes(ctx, values)))
     from accelerate import PartialState
 
     if PartialState().is_main_process:
@@ -280,7 +275,7 @@ def plot(run_dir: Annotated[Path, typer.Argument(help="A run folder, or an eval-
 PREPARE_SRC = Annotated[
     Path,
     typer.Argument(
-        help="The keypoints: an npz tree, a seed memory-map folder, a manifest CSV (--from clips) or a GISLR folder (--from gislr)."
+        help="The keypoints: an npz tree, a memory-map folder of the original project, a manifest CSV (--from clips) or a GISLR folder (--from gislr)."
     ),
 ]
 PREPARE_FROM = Annotated[
@@ -317,7 +312,7 @@ def prepare(
     signers: Annotated[str | None, typer.Option(help="Signer ids to keep, e.g. 01,02 (default: all found).")] = None,
     splits: Annotated[
         str | None,
-        typer.Option(help="Splits to convert (default: train,test for the seed formats, all found otherwise)."),
+        typer.Option(help="Splits to convert (default: train,test for npz and seed-mmap, all found otherwise)."),
     ] = None,
     dtype: Annotated[
         str, typer.Option(help="float32, or float16 to halve the store (KArSL coordinates keep ~4 significant digits).")
@@ -337,7 +332,7 @@ def prepare(
         ),
     ] = False,
 ) -> None:
-    """Convert keypoints into a clip store, streaming in bounded memory: the seed project's
+    """Convert keypoints into a clip store, streaming in bounded memory: the original project's
     formats, a manifest of .npy/.npz clips in any layout, or the Kaggle GISLR parquet files."""
     from accel_signs.config import parse_signers, parse_signs
     from accel_signs.data.prepare import prepare as run_prepare

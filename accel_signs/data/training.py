@@ -55,7 +55,6 @@ class RunPartition:
         return {k: v for k, v in self.to_dict().items() if not k.endswith("_ids")}
 
 
-SplitInfo = RunPartition  # the old name, still imported by training/run.py
 
 
 @dataclass
@@ -77,7 +76,7 @@ class TrainData:
 
     @property
     def split(self) -> RunPartition:
-        """The old name of `partition`, still read by training/loop.py."""
+        """The old name of `partition` (the tests' probe scripts read it)."""
         return self.partition
 
     @property

@@ -189,8 +189,8 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: ResumePlan | None
     )
     size = sum(p.numel() for p in model.parameters()) / 1e6
     logger.info(
-        f"run {run.path}: {data.classes.num_classes} classes, {len(data.split.train_ids)} train / "
-        f"{len(data.split.val_ids)} val clips, model {cfg.model.size} ({size:.2f}M parameters), "
+        f"run {run.path}: {data.classes.num_classes} classes, {len(data.partition.train_ids)} train / "
+        f"{len(data.partition.val_ids)} val clips, model {cfg.model.size} ({size:.2f}M parameters), "
         f"{accelerator.num_processes} process(es) on {accelerator.device}, mixed precision "
         f"{accelerator.mixed_precision}, lr {lr:.3g}"
     )
@@ -217,8 +217,8 @@ def _open_run(
     from its state; with the progress to go on from."""
     state = TrainState()
     if resume is None:
-        return Run.create(accelerator, cfg, runtime, data.split), state
-    run = Run.resume(accelerator, resume.run_dir, cfg, runtime, data.split)
+        return Run.create(accelerator, cfg, runtime, data.partition), state
+    run = Run.resume(accelerator, resume.run_dir, cfg, runtime, data.partition)
     state.load_state_dict(run.load_state(*trained))
     logger.info("resuming %s after epoch %d (best epoch %d)", run.path, state.epoch, state.best_epoch)
     return run, state
@@ -303,16 +303,16 @@ def finish(cfg: TrainConfig, accelerator: Accelerator, run: Run, data: TrainData
             result = evaluate_checkpoint(
                 EvalConfig(
                     checkpoint=run.best_dir,
-                    data=Path(data.split.store),
+                    data=Path(data.partition.store),
                     split="test",
-                    signers=tuple(data.split.test_signers) or None,
+                    signers=tuple(data.partition.test_signers) or None,
                 ),
                 accelerator,
             )
             logger.info("best checkpoint on the test split (%s):\n%s", result.output, format_summary(result.summary))
             accelerator.log({f"test/{k}": result.summary[k] for k in ("top1", "top5", "macro_f1")}, step=cfg.num_epochs)
         elif cfg.evaluate:
-            logger.warning("store %s has no test split: skipped the final evaluation", data.split.store)
+            logger.warning("store %s has no test split: skipped the final evaluation", data.partition.store)
         if cfg.evaluate:
             on_main(
                 accelerator,

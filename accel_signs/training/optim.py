@@ -12,7 +12,7 @@ from accel_signs.config import OptimConfig
 
 def make_optimizer(cfg: OptimConfig, model: torch.nn.Module, lr: float, fused: bool) -> torch.optim.Optimizer:
     """AdamW without decay on biases and norm weights (decaying a LayerNorm's gain toward 0
-    only fights the normalisation), or the seed's Adam with an L2 penalty on everything."""
+    only fights the normalisation), or the original project's Adam with an L2 penalty on everything."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay, fused=fused)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -25,7 +25,7 @@ def make_optimizer(cfg: OptimConfig, model: torch.nn.Module, lr: float, fused: b
 
 class Schedule:
     """The learning rate over a run: warmup then cosine decay or flat, set every optimizer step;
-    or the seed's ReduceLROnPlateau, stepped once per epoch on the global val loss.
+    or the original project's ReduceLROnPlateau, stepped once per epoch on the global val loss.
 
     Not passed to `accelerator.prepare`: a prepared scheduler steps once per process, which
     would run the warmup N times too fast and divide the plateau patience by N.

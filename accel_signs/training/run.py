@@ -34,7 +34,7 @@ from accel_signs.config import TrainConfig, config_options, load_config_file
 from accel_signs.core.collective import on_main
 from accel_signs.core.errors import CheckpointError, ConfigError
 from accel_signs.core.files import append_line, readable_dir, recover_dir, write_json, write_text
-from accel_signs.data.training import SplitInfo
+from accel_signs.data.training import RunPartition
 from accel_signs.model.checkpoint import save_checkpoint
 from accel_signs.training.state import load_state, plain_weights, save_state
 
@@ -205,7 +205,7 @@ class Run:
         return self.path / "best"
 
     @classmethod
-    def create(cls, accelerator: Accelerator, cfg: TrainConfig, runtime: Runtime, split: SplitInfo) -> Run:
+    def create(cls, accelerator: Accelerator, cfg: TrainConfig, runtime: Runtime, split: RunPartition) -> Run:
         """A new run folder with config.json (the config, plus `runtime`) and split.json. The main
         process picks the name and creates the folder; every process gets the same path."""
 
@@ -236,7 +236,9 @@ class Run:
         return cls(accelerator, cfg.output_dir / name)
 
     @classmethod
-    def resume(cls, accelerator: Accelerator, path: Path, cfg: TrainConfig, runtime: Runtime, split: SplitInfo) -> Run:
+    def resume(
+        cls, accelerator: Accelerator, path: Path, cfg: TrainConfig, runtime: Runtime, split: RunPartition
+    ) -> Run:
         """An existing run folder to continue (plan_resume checked that it holds a complete state):
         it must have been trained on exactly this data; its config.json becomes the resumed
         config (e.g. more epochs)."""
