@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
 import sys
+import types
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 OPTIONS_MD = ROOT / "docs" / "options.md"
@@ -62,6 +65,21 @@ def _flag(text: str, argument: bool) -> str:
     return text.upper() if argument else text
 
 
+def choices(cls: type, path: tuple[str, ...]) -> tuple[Any, ...]:
+    """The values a choice field (a Literal, an Enum, or either | None) takes; () for other fields."""
+    hint: Any = cls
+    for name in path:
+        hint = typing.get_type_hints(hint)[name]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        hint = args[0] if len(args) == 1 else hint
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return tuple(m.value for m in hint)
+    return ()
+
+
 def config_rows(cls: type) -> list[tuple[str, str, str, str]]:
     """(flag, default, config key, help) for every field of `cls` that the command line sets."""
     from accel_signs.config import config_options
@@ -71,7 +89,10 @@ def config_rows(cls: type) -> list[tuple[str, str, str, str]]:
         argument = bool(getattr(o, "argument", False))
         dotted = ".".join(o.path)
         key = dotted + (" (resumable)" if getattr(o, "resumable", False) else "")
-        rows.append((_flag(o.flag, argument), "required" if argument else _default(o.default), key, o.help))
+        meaning = o.help
+        if values := choices(cls, tuple(o.path)):
+            meaning += " Choices: " + ", ".join(f"`{v}`" for v in values) + "."
+        rows.append((_flag(o.flag, argument), "required" if argument else _default(o.default), key, meaning))
     return rows
 
 
@@ -110,8 +131,8 @@ def render_options() -> str:
         "`train`, `evaluate` and `serve` is one config field (`accel_signs/config/schema.py`,",
         "`accel_signs/serve/config.py`) that holds its default and help; the config key is where the same",
         "setting goes in a `--config` file (and in a run's `config.json`). *resumable*: `train --resume`",
-        "may change it. Every other command's table comes from its Typer parameters. `accel-signs",
-        "COMMAND --help` prints the same.",
+        "may change it; a choice field's choices are its `Literal` type's. Every other command's table",
+        "comes from its Typer parameters. `accel-signs COMMAND --help` prints the same.",
         "",
     ]
     configured = set()
