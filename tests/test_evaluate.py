@@ -73,10 +73,12 @@ def test_evaluate_same_numbers_with_1_and_2_processes(trained, tmp_path):
 
 def test_checkpoint_and_data_signs_must_match(trained, tmp_path):
     other = write_synthetic(tmp_path / "three", SynthSpec(classes=3, signers=2, reps=1))
+    files = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()}
     result = runner.invoke(app, ["evaluate", str(trained / "best"), "--data", str(other)])
     assert result.exit_code == 1
     assert_one_line_error(result.stderr, "trained on signs 2-5", "no sign(s) 4-5")
-    assert not (trained / "best" / "eval-test").exists()
+    # nothing written: the run's evaluation, and the model card's copy of it in best/, untouched
+    assert {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()} == files
 
 
 def test_checkpoint_and_data_layout_must_match(trained, tiny_store, tmp_path):
