@@ -136,12 +136,20 @@ def _with_counts(r: dict, runs_dir: Path) -> dict:
     return {**r, "train_clips": len(split["train_ids"]), "val_clips": len(split["val_ids"])}
 
 
+def _fold_means(rs: list[dict], folds: list[str], key: str) -> list[float]:
+    """Per fold, the mean over its seeds (nan where no run of that fold finished)."""
+    return [
+        float(np.mean([r[key] for r in rs if r["fold"] == f])) if any(r["fold"] == f for r in rs) else np.nan
+        for f in folds
+    ]
+
+
 def summarise_finetune(results: list[dict], folds: list[str], ks: list[int]) -> str:
-    """Markdown: per k and method, the final-epoch val accuracy per fold (mean over seeds), the
-    mean, and the mean best-epoch accuracy; then the gain of fine-tuning."""
+    """Markdown: per k and start, the final-epoch val accuracy per fold (mean over seeds), the mean
+    over folds, and the same mean of the best epoch's; then the gain of fine-tuning."""
     lines = [
-        f"| k | start | train clips | {' | '.join('fold ' + f for f in folds)} | mean final | mean best |",
-        "|---|---|---|" + "---|" * (len(folds) + 2),
+        f"| k | start | runs | train clips | {' | '.join('fold ' + f for f in folds)} | mean final | mean best |",
+        "|---|---|---|---|" + "---|" * (len(folds) + 2),
     ]
     means: dict[tuple[int, str], float] = {}
     for k in ks:
@@ -149,13 +157,13 @@ def summarise_finetune(results: list[dict], folds: list[str], ks: list[int]) -> 
             rs = [r for r in results if r["config"] == method and r.get("k") == k]
             if not rs:
                 continue
-            per_fold = [np.mean([r["final_val_acc"] for r in rs if r["fold"] == f] or [np.nan]) for f in folds]
+            per_fold = _fold_means(rs, folds, "final_val_acc")
             means[(k, method)] = float(np.nanmean(per_fold))
             lines.append(
-                f"| {k} | {'fine-tuned' if method == 'finetune' else 'from scratch'} | "
+                f"| {k} | {'fine-tuned' if method == 'finetune' else 'from scratch'} | {len(rs)} | "
                 f"{np.mean([r['train_clips'] for r in rs]):.0f} | "
-                + " | ".join(f"{v:.3f}" for v in per_fold)
-                + f" | **{means[(k, method)]:.3f}** | {np.mean([r['best_val_acc'] for r in rs]):.3f} |"
+                + " | ".join("–" if np.isnan(v) else f"{v:.3f}" for v in per_fold)
+                + f" | **{means[(k, method)]:.3f}** | {np.nanmean(_fold_means(rs, folds, 'best_val_acc')):.3f} |"
             )
     gains = [
         f"k={k}: {means[(k, 'finetune')] - means[(k, 'scratch')]:+.3f}"
@@ -165,11 +173,12 @@ def summarise_finetune(results: list[dict], folds: list[str], ks: list[int]) -> 
     pre = [r for r in results if r["config"] == "pretrain"]
     if pre:
         lines.append(
-            f"\npretrained models (letters 1-25, {np.mean([r['train_clips'] for r in pre]):.0f} clips): held-out "
-            f"signer's val accuracy, final {np.mean([r['final_val_acc'] for r in pre]):.3f}"
+            f"\npretrained models (letters 1-25, {np.mean([r['train_clips'] for r in pre]):.0f} clips on average): "
+            f"held-out signer's val accuracy, final epoch, per fold "
+            + ", ".join(f"{f} {v:.3f}" for f, v in zip(folds, _fold_means(pre, folds, "final_val_acc")))
         )
     if gains:
-        lines.append("fine-tuned minus scratch (mean final): " + ", ".join(gains))
+        lines.append("fine-tuned minus from scratch (mean final): " + ", ".join(gains))
     return "\n".join(lines)
 
 
