@@ -278,7 +278,7 @@ class InputConfig(Section):
 
     kind: InputKind = option(
         "normalized",
-        "normalized (body frame, hand shapes, motion, presence) or raw (the seed's image coordinates; needs --no-handedness).",
+        "normalized (body frame, hand shapes, motion, presence) or raw (the original project's image coordinates; needs --no-handedness).",
         flag="--input",
     )
     body_frame: bool = option(
@@ -330,14 +330,14 @@ class OptimConfig(Section):
 
     optimizer: Optimizer = option(
         "adamw",
-        "adamw (decoupled weight decay, none on biases and norms) or adam (the seed's: L2 penalty on everything).",
+        "adamw (decoupled weight decay, none on biases and norms) or adam (the original project's: L2 penalty on everything).",
         flag="--optimizer",
     )
     lr: float = option(
         1e-3, "Peak learning rate for one process (scaled by --lr-scaling for N processes).", flag="--lr"
     )
     weight_decay: float = option(
-        0.05, "Weight decay (the seed's Adam used 1e-4 as an L2 penalty).", flag="--weight-decay"
+        0.05, "Weight decay (the original project's Adam used 1e-4 as an L2 penalty).", flag="--weight-decay"
     )
     lr_scaling: LrScaling = option(
         "sqrt", "sqrt|linear|none: lr growth with the number of processes.", flag="--lr-scaling"
@@ -347,7 +347,7 @@ class OptimConfig(Section):
     # before the model has learnt (docs/real_data.md).
     schedule: Schedule = option(
         "cosine",
-        "cosine (warmup, then cosine decay per step), plateau (the seed's ReduceLROnPlateau on the val loss) or constant (warmup, then flat).",
+        "cosine (warmup, then cosine decay per step), plateau (the original project's ReduceLROnPlateau on the val loss) or constant (warmup, then flat).",
         flag="--schedule",
     )
     warmup_epochs: float = option(3.0, "Linear lr warmup, in epochs (cosine and constant).", flag="--warmup-epochs")
