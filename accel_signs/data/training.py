@@ -55,8 +55,6 @@ class RunPartition:
         return {k: v for k, v in self.to_dict().items() if not k.endswith("_ids")}
 
 
-
-
 @dataclass
 class TrainData:
     """The store, chosen and split, and its loaders."""
