@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand
 
-from accel_signs.core.errors import AccelSignsError, ConfigError
+from accel_signs.core.errors import AccelSignsError, ConfigError, Stopped
 
 app = typer.Typer(
     name="accel-signs",
@@ -53,6 +53,9 @@ def _reported(fn: Callable[..., Any]) -> Callable[..., Any]:
     def reporting(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except Stopped as e:  # not a failure: the run saved its state and asks to be resumed
+            typer.echo(f"stopped: {e}", err=True)
+            raise typer.Exit(code=Stopped.exit_code) from None
         except AccelSignsError as e:
             raise _fail(e) from None
 

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Multi-node training on SLURM with `accelerate launch` (torch.distributed underneath; no
-# home-made launcher). One task per node; each task starts one process per GPU.
+# home-made launcher). One task per node; each task starts one process per GPU. Preemptible:
+# 3 minutes before the time limit (or when SLURM preempts the job) every rank gets SIGUSR1,
+# saves the state at the next step, inside the epoch, and exits with code 75; the job then
+# requeues itself and the next start resumes from that step (docs/training.md, "Preemption").
 #
 #   sbatch examples/slurm_multinode.sh /shared/karsl502_store /shared/runs
 #
@@ -11,6 +14,9 @@
 #SBATCH --gpus-per-node=8
 #SBATCH --cpus-per-task=32
 #SBATCH --time=04:00:00
+#SBATCH --signal=USR1@180
+#SBATCH --requeue
+#SBATCH --open-mode=append
 #SBATCH --output=%x-%j.out
 set -euo pipefail
 STORE=${1:?usage: sbatch slurm_multinode.sh STORE_DIR OUTPUT_DIR}
@@ -19,15 +25,34 @@ GPUS_PER_NODE=${SLURM_GPUS_ON_NODE:-8}
 MAIN_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 MAIN_PORT=${MAIN_PORT:-29500}
 export OMP_NUM_THREADS=$(( SLURM_CPUS_PER_TASK / GPUS_PER_NODE ))
+# A requeued job keeps its id: the run folder is found again, and continued.
+RUN="$OUT/slurm-$SLURM_JOB_ID"
+if [ -f "$RUN/state/trainer.json" ] || [ -f "$RUN/state.old/trainer.json" ]; then
+  TRAIN="--resume $RUN"
+else
+  TRAIN="--data $STORE --output-dir $OUT --run-name slurm-$SLURM_JOB_ID --num-epochs 50"
+fi
 
-# Single quotes: $SLURM_NODEID must expand on each node, not here.
+# Single quotes: $SLURM_NODEID must expand on each node, not here. SLURM's --signal reaches
+# every process of the step: the ranks note SIGUSR1 and save; the launcher must not die of it
+# (its default), so it ignores it (`trap ""` is inherited; the ranks set their own handler).
+status=0
 srun --kill-on-bad-exit=1 bash -c '
-accelerate launch \
+trap "" USR1
+exec accelerate launch \
   --config_file accelerate_configs/multi_node.yaml \
   --num_machines "$SLURM_NNODES" \
   --machine_rank "$SLURM_NODEID" \
   --num_processes $(( SLURM_NNODES * '"$GPUS_PER_NODE"' )) \
   --main_process_ip '"$MAIN_HOST"' \
   --main_process_port '"$MAIN_PORT"' \
-  -m accel_signs train --data '"$STORE"' --output-dir '"$OUT"' --run-name "slurm-$SLURM_JOB_ID" --num-epochs 50
-'
+  -m accel_signs train '"$TRAIN"'
+' || status=$?
+
+# A run stopped by a signal says so in its state (`stopped_by`): back into the queue.
+if [ "$status" -ne 0 ] && grep -q '"stopped_by": "SIG' "$RUN/state/trainer.json" 2>/dev/null; then
+  echo "stopped by a signal with its state saved: requeueing job $SLURM_JOB_ID"
+  scontrol requeue "$SLURM_JOB_ID"
+  exit 0
+fi
+exit "$status"

@@ -1,28 +1,38 @@
-"""Kill a training run with SIGKILL at random moments, resume it each time, and check that it
-ends exactly where an uninterrupted run ends.
+"""Interrupt a training run again and again, resume it each time, and check that it ends
+exactly where an uninterrupted run ends.
 
-    python tests/kill_and_resume.py --kills 20            # the check behind the README's claim
-    python tests/kill_and_resume.py --kills 2 --epochs 40 # quick (the test suite runs this)
+    python tests/kill_and_resume.py --kills 20                           # 1 process, 20 SIGKILLs
+    python tests/kill_and_resume.py --processes 2 --kills 20 --sigterms 5  # 2 ranks on gloo
+    python tests/kill_and_resume.py --kills 2 --processes 2 --sigterms 1   # short (the test suite)
 
-It does the kills it was asked for: without --epochs the run is sized to them (a kill comes at
-most MAX_DELAY_S after a start, so a run that needs more than kills x MAX_DELAY_S of training
-cannot finish first); with --epochs, a run that finishes before the last kill is a failure.
+One process: SIGKILL the run. Two processes (`accelerate launch --multi_gpu`, gloo on CPU):
+SIGKILL one rank chosen at random (the other must exit by itself within --grace seconds, with
+one `error:` line), and SIGTERM the launcher in the middle of an epoch (it forwards the signal;
+the ranks must save their state at a step boundary inside the epoch and exit with code 75).
+The kills and SIGTERMs come in a random order.
 
-After every kill it checks that the best checkpoint (if one was written yet) loads and that
-the saved state is complete. At the end it compares every metrics.jsonl line (epoch, losses,
-accuracy, lr) and the best and final weights with the uninterrupted run's, bit for bit.
-Exit code 0 when everything matched.
+The kill window is calibrated: a first run times its start-up (launch to the end of the first
+epoch, less one epoch) and an epoch. A fifth of the kills (seeded) come during start-up, at a
+random point of the measured start-up time; the others at a random point of the 3 epochs after
+the (re)started run saved its first epoch, so they interrupt training after a saved epoch however
+slow a start was on a loaded machine. The script counts the interruptions that came after the
+start saved an epoch and fails when fewer than half did. The run is sized so that it cannot
+finish before the last interruption.
+
+After every interruption it checks that the best checkpoint loads and that the saved state is
+complete. At the end it compares every metrics.jsonl line (epoch, losses, accuracy, lr) and the
+best and final weights with the uninterrupted run's, bit for bit. Exit code 0 when all matched.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,35 +45,30 @@ from accel_signs.data.synth import SynthSpec, write_synthetic
 from accel_signs.model.checkpoint import load_checkpoint
 
 KEYS = ("epoch", "train_loss", "val_loss", "val_acc", "lr")
-MIN_DELAY_S, MAX_DELAY_S = 1.0, 5.0  # between a (re)start and its kill; startup included
+STOPPED = 75  # the exit code of a run that saved its state on a signal (errors.Stopped)
 
 
-def train_cmd(store: Path, out: Path, epochs: int, resume: bool) -> list[str]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "accel_signs",
-        "-q",
-        "train",
-        "--data",
-        str(store),
-        "--output-dir",
-        str(out),
-        "--num-epochs",
-        str(epochs),
-        "--model-size",
-        "t_2_1",
-        "--batch-size",
-        "16",
-        "--seed",
-        "7",
-        "--no-eval",
-    ]
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_cmd(store: Path, out: Path, epochs: int, resume: bool, processes: int) -> list[str]:
+    launch = [sys.executable]
+    if processes > 1:
+        launch += ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
+        launch += ["--main_process_port", str(free_port())]
+    cmd = [*launch, "-m", "accel_signs", "-q", "train", "--data", str(store), "--output-dir", str(out)]
+    cmd += ["--num-epochs", str(epochs), "--model-size", "t_2_1", "--batch-size", "4", "--seed", "7", "--no-eval"]
     return cmd + (["--resume", str(out / "r")] if resume else ["--run-name", "r"])
 
 
 def metrics(run: Path) -> list[tuple]:
-    return [tuple(json.loads(line)[k] for k in KEYS) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [tuple(json.loads(line)[k] for k in KEYS) for line in path.read_text().splitlines() if line.strip()]
 
 
 def same_weights(a: Path, b: Path) -> bool:
@@ -71,97 +76,223 @@ def same_weights(a: Path, b: Path) -> bool:
     return x.keys() == y.keys() and all(bool((x[k] == y[k]).all()) for k in x)
 
 
-def size_run(store: Path, work: Path, env: dict[str, str], kills: int) -> int:
-    """Epochs the killed run needs so that it cannot finish before `kills` kills: time two
-    epochs, then ask for twice the training that kills x MAX_DELAY_S could ever do."""
-    subprocess.run(train_cmd(store, work / "calibrate", 2, False), env=env, check=True, stdout=subprocess.DEVNULL)
-    epoch_s = min(
-        json.loads(line)["seconds"] for line in (work / "calibrate" / "r" / "metrics.jsonl").read_text().splitlines()
+def resumable(run: Path) -> bool:
+    # A kill between the two renames of a state swap leaves only state.old: resume recovers it.
+    return (run / "state" / "trainer.json").exists() or (run / "state.old" / "trainer.json").exists()
+
+
+def ranks_of(launcher: int) -> list[int]:
+    """The training processes the launcher started (its children)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == launcher:
+            pids.append(int(stat.parent.name))
+    return sorted(pids)
+
+
+def alive(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+def wait_for(condition, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def calibrate(store: Path, work: Path, env: dict[str, str], processes: int) -> tuple[float, float]:
+    """(start-up seconds, seconds per epoch) of this machine, from a real 3-epoch run."""
+    run = work / "calibrate" / "r"
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        train_cmd(store, work / "calibrate", 3, False, processes),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    epochs = max(10, math.ceil(2 * kills * MAX_DELAY_S / max(epoch_s, 1e-3)))
-    print(json.dumps({"epoch_seconds": epoch_s, "epochs": epochs}), flush=True)
-    return epochs
+    seen = []
+    while proc.poll() is None or len(seen) < 3:
+        while len(metrics(run)) > len(seen):
+            seen.append(time.monotonic() - start)
+        if proc.poll() is not None and len(metrics(run)) == len(seen):
+            break
+        time.sleep(0.02)
+    if proc.returncode != 0 or len(seen) < 3:
+        raise SystemExit(f"the calibration run failed (exit {proc.returncode}, {len(seen)} epochs)")
+    epoch_s = (seen[2] - seen[0]) / 2
+    return max(0.0, seen[0] - epoch_s), epoch_s
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--kills", type=int, default=20)
-    ap.add_argument("--epochs", type=int, default=None, help="default: sized to the kills (see above)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the kill times")
+    ap.add_argument("--kills", type=int, default=20, help="SIGKILLs (of a random rank with --processes 2)")
+    ap.add_argument("--sigterms", type=int, default=0, help="SIGTERMs mid-epoch (to the launcher with --processes 2)")
+    ap.add_argument("--processes", type=int, default=1, choices=(1, 2))
+    ap.add_argument("--grace", type=float, default=60.0, help="seconds the other rank may take to exit")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the kill times and targets")
     ap.add_argument("--workdir", type=Path)
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="kill_resume-"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCEL_SIGNS_CACHE": str(work / "cache")}
+    if args.processes > 1:
+        env["ACCELERATE_USE_CPU"] = "1"  # with --multi_gpu: real ranks on gloo (tests/helpers.py)
     store = write_synthetic(work / "store", SynthSpec(classes=6, signers=2, reps=6, seed=1))
     rng = random.Random(args.seed)
-    if args.epochs is None:
-        args.epochs = size_run(store, work, env, args.kills)
+
+    startup_s, epoch_s = calibrate(store, work, env, args.processes)
+    events = ["kill"] * args.kills + ["sigterm"] * args.sigterms
+    rng.shuffle(events)
+    kill_at = [i for i, e in enumerate(events) if e == "kill"]
+    early = set(rng.sample(kill_at, k=len(kill_at) // 5))  # kills during start-up
+    # A start trains at most 5 epochs before its interruption: ask for more than all of them.
+    epochs = 5 * len(events) + 6
+    print(json.dumps({"startup_s": round(startup_s, 2), "epoch_s": round(epoch_s, 3), "epochs": epochs}), flush=True)
+    timeout = 10 * (startup_s + 5 * epoch_s) + 60  # for a start to save its first epoch, on a loaded machine
 
     start = time.perf_counter()
-    subprocess.run(train_cmd(store, work / "ref", args.epochs, False), env=env, check=True, stdout=subprocess.DEVNULL)
+    ref_cmd = train_cmd(store, work / "ref", epochs, False, args.processes)
+    subprocess.run(ref_cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     reference_s = time.perf_counter() - start
 
-    run, kills, fresh_starts, log = work / "killed" / "r", 0, 0, []
-    while kills < args.kills:
-        # A kill between the two renames of a state swap leaves only state.old: resume recovers it.
-        resume = (run / "state" / "trainer.json").exists() or (run / "state.old" / "trainer.json").exists()
-        if not resume:  # killed before its first epoch was saved: nothing to resume, start again
+    run, log, problems = work / "killed" / "r", [], []
+    fresh_starts = 0
+    for n, event in enumerate(events, 1):
+        resume = resumable(run)
+        if not resume:  # interrupted before its first epoch was saved: nothing to resume, start again
             shutil.rmtree(run, ignore_errors=True)
-            fresh_starts += 1
-        proc = subprocess.Popen(
-            train_cmd(store, work / "killed", args.epochs, resume),
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        delay = rng.uniform(MIN_DELAY_S, MAX_DELAY_S)  # startup included: some kills land before an epoch ends
-        try:
-            proc.wait(timeout=delay)
-            print(
-                json.dumps(
-                    {
-                        "kills": kills,
-                        "error": f"the run finished before kill {kills + 1} of {args.kills}; "
-                        "give more --epochs (or none, to size the run to the kills)",
-                    }
-                ),
-                flush=True,
+            fresh_starts += n > 1
+        before = len(metrics(run))
+        err = work / f"stderr-{n}.txt"
+        with err.open("w") as stderr:
+            proc = subprocess.Popen(
+                train_cmd(store, work / "killed", epochs, resume, args.processes),
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
             )
-            return 1
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            kills += 1
-        done = len(metrics(run)) if (run / "metrics.jsonl").exists() else 0
+            entry: dict = {"n": n, "event": event}
+            if event == "kill":
+                if n - 1 in early:  # during start-up
+                    delay = rng.uniform(0.2, 0.9) * startup_s
+                    entry["during_startup"] = True
+                else:  # in training, after this start saved an epoch
+                    wait_for(lambda b=before, p=proc: len(metrics(run)) > b or p.poll() is not None, timeout)
+                    delay = rng.uniform(0, 3) * epoch_s
+                entry["after_s"] = round(delay, 2)
+                if wait_for(lambda p=proc: p.poll() is not None, delay):
+                    problems.append(f"event {n}: the run ended (exit {proc.returncode}) before its kill")
+                    break
+                if args.processes == 1:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    ranks = ranks_of(proc.pid)
+                    if not ranks:
+                        problems.append(f"event {n}: no rank found to kill")
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    else:
+                        victim = rng.randrange(len(ranks))
+                        killed_at = time.monotonic()
+                        os.kill(ranks[victim], signal.SIGKILL)
+                        others = [p for i, p in enumerate(ranks) if i != victim]
+                        gone = wait_for(lambda o=others: not any(alive(p) for p in o), args.grace)
+                        entry.update(rank_killed=victim, others_exit_s=round(time.monotonic() - killed_at, 2))
+                        if not gone:
+                            problems.append(f"event {n}: the other rank still ran {args.grace:.0f}s after the kill")
+                            for p in others:
+                                os.kill(p, signal.SIGKILL)
+                proc.wait()
+            else:
+                # Mid-epoch: once this start has saved an epoch, a random point inside the next.
+                if not wait_for(lambda b=before, p=proc: len(metrics(run)) > b or p.poll() is not None, timeout):
+                    problems.append(f"event {n}: no epoch ended within {timeout:.0f}s")
+                if proc.poll() is not None:
+                    problems.append(f"event {n}: the run ended (exit {proc.returncode}) before its SIGTERM")
+                    break
+                time.sleep(rng.uniform(0.2, 0.6) * epoch_s)
+                os.kill(proc.pid, signal.SIGTERM)  # the launcher (or the one process)
+                proc.wait()
+                partial = json.loads((run / "state" / "trainer.json").read_text())["progress"].get("partial")
+                entry.update(exit=proc.returncode, stopped_mid_epoch=bool(partial), step=partial and partial["step"])
+                ranks_exit = {STOPPED} if args.processes == 1 else {STOPPED, 1}  # torchrun reports 1
+                if proc.returncode not in ranks_exit:
+                    problems.append(f"event {n}: exit code {proc.returncode} after SIGTERM")
+        done = len(metrics(run))
+        text = err.read_text(errors="replace")
+        lines = [line for line in text.splitlines() if line.startswith(("error:", "stopped:"))]
+        entry.update(epochs_logged=done, trained_after_a_saved_epoch=done > before, lines=lines[:2])
+        if "Traceback" in text and args.processes == 1:
+            problems.append(f"event {n}: a traceback on stderr ({err})")
+        if event == "kill" and args.processes > 1 and entry.get("others_exit_s") is not None:
+            # the other rank's one line (unless the kill came before the ranks had connected)
+            entry["other_rank_line"] = any("another process of this run stopped" in line for line in lines)
+            if not entry["other_rank_line"] and not entry.get("during_startup"):
+                problems.append(f"event {n}: the other rank did not say why it stopped ({err})")
         if (run / "best").exists() or (run / "best.old").exists():
-            load_checkpoint(run / "best")  # raises if a kill left it unreadable (falls back to best.old)
+            load_checkpoint(run / "best")  # raises if an interruption left it unreadable (best.old is recovered)
         elif done:
-            raise SystemExit(f"kill {kills}: epochs were logged but no best checkpoint is left")
+            problems.append(f"event {n}: epochs were logged but no best checkpoint is left")
         state = run / "state" if (run / "state").exists() else run / "state.old"
         if state.exists():
             json.loads((state / "trainer.json").read_text())
-        log.append({"kill": kills, "after_s": round(delay, 2), "epochs_logged": done})
-        print(json.dumps(log[-1]), flush=True)
-    resume = (run / "state" / "trainer.json").exists() or (run / "state.old" / "trainer.json").exists()
-    final = subprocess.run(train_cmd(store, work / "killed", args.epochs, resume), env=env, stdout=subprocess.DEVNULL)
+            want = ["model.safetensors", "optimizer.safetensors", "trainer.json"]
+            want += [f"rng_{r}.{ext}" for r in range(args.processes) for ext in ("safetensors", "json")]
+            missing = [f for f in want if not (state / f).exists()]
+            if missing:
+                problems.append(f"event {n}: the saved state lacks {missing}")
+        log.append(entry)
+        print(json.dumps(entry), flush=True)
+
+    final_err = work / "stderr-final.txt"
+    with final_err.open("w") as stderr:
+        final = subprocess.run(
+            train_cmd(store, work / "killed", epochs, resumable(run), args.processes),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     ref = work / "ref" / "r"
+    kills = [e for e in log if e["event"] == "kill"]
+    terms = [e for e in log if e["event"] == "sigterm"]
+    interrupted_training = sum(e["trained_after_a_saved_epoch"] for e in log)
     result = {
-        "kills": kills,
-        "kills_asked": args.kills,
+        "processes": args.processes,
+        "kills": len(kills),
+        "sigterms": len(terms),
+        "sigterms_mid_epoch": sum(bool(e.get("stopped_mid_epoch")) for e in terms),
+        "interrupted_training_after_a_saved_epoch": interrupted_training,
         "fresh_starts": fresh_starts,
+        "slowest_other_rank_exit_s": max((e.get("others_exit_s", 0) for e in kills), default=None),
+        "other_rank_error_lines": sum(bool(e.get("other_rank_line")) for e in kills),
         "final_exit": final.returncode,
-        "epochs": args.epochs,
+        "epochs": epochs,
         "metrics_equal": final.returncode == 0 and metrics(run) == metrics(ref),
         "best_weights_equal": same_weights(run / "best" / "model.safetensors", ref / "best" / "model.safetensors"),
         "final_weights_equal": same_weights(run / "state" / "model.safetensors", ref / "state" / "model.safetensors"),
         "reference_seconds": round(reference_s, 1),
+        "problems": problems,
     }
+    if len(log) and interrupted_training * 2 < len(log):
+        problems.append(f"only {interrupted_training} of {len(log)} interruptions came after a saved epoch")
+    if result["sigterms_mid_epoch"] < len(terms):
+        problems.append(f"only {result['sigterms_mid_epoch']} of {len(terms)} SIGTERMs stopped inside an epoch")
     print(json.dumps(result))
-    if args.workdir is None:
-        shutil.rmtree(work, ignore_errors=True)
     ok = result["metrics_equal"] and result["best_weights_equal"] and result["final_weights_equal"]
-    return 0 if ok and kills == args.kills else 1
+    ok = ok and not problems and len(log) == len(events)
+    if args.workdir is None and ok:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

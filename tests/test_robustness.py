@@ -78,16 +78,21 @@ def test_resume_latest_and_refusals(tiny_store, tmp_path):
     assert len(_rows(tmp_path / "runs" / "a")) == 2
 
 
+@pytest.mark.multiprocess
 def test_kill_and_resume_script(tmp_path):
-    """The SIGKILL script, short: real kills, then equality with the uninterrupted run."""
+    """The interruption script, short, with 2 real ranks: a SIGKILL of one rank (the other exits
+    with one line) and a SIGTERM to the launcher mid-epoch, each resumed, then equality with the
+    uninterrupted 2-process run."""
     proc = subprocess.run(
         [
             sys.executable,
             str(ROOT / "tests" / "kill_and_resume.py"),
-            "--kills",
+            "--processes",
             "2",
-            "--epochs",
-            "40",
+            "--kills",
+            "1",
+            "--sigterms",
+            "1",
             "--workdir",
             str(tmp_path / "w"),
         ],
@@ -98,7 +103,8 @@ def test_kill_and_resume_script(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["kills"] == 2 and result["metrics_equal"] and result["best_weights_equal"]
+    assert result["kills"] == 1 and result["sigterms_mid_epoch"] == 1 and result["other_rank_error_lines"] == 1
+    assert result["metrics_equal"] and result["best_weights_equal"] and result["final_weights_equal"]
 
 
 @pytest.mark.parametrize(

@@ -27,3 +27,9 @@ class TrainingError(AccelSignsError):
 
 class ExportError(AccelSignsError):
     """An exported model that does not reproduce the checkpoint's outputs."""
+
+
+class Stopped(AccelSignsError):
+    """The run was asked to stop (SIGTERM, SIGUSR1) and saved its state: resume it."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h): try again later, which `--resume` does

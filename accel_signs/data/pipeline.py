@@ -121,8 +121,9 @@ class ClipBatches(Dataset):
         resident: ResidentClips | None = None,
         crop_min: float = 1.0,
         speed: tuple[float, float] = (1.0, 1.0),
+        seed: int = 0,
     ):
-        self.split, self.resident = split, resident
+        self.split, self.resident, self.seed = split, resident, seed
         self.crop_min, self.speed = crop_min, speed
         if resident is not None:
             self.offsets, self.lengths = resident.offsets, resident.lengths
@@ -156,7 +157,17 @@ class ClipBatches(Dataset):
         pos = pos.to(self.device, non_blocking=True)
         rows = self.ids[pos]
         lengths, offsets = self.lengths[rows], self.offsets[rows]
-        positions = tsn_positions(lengths, self.seq_len, self.random, crop_min=self.crop_min, speed=self.speed)
+        generator = None
+        if self.random:
+            # Each batch draws from a generator of its own, seeded by the run's seed and the batch's
+            # clips (a pure function of them: Python hashes ints the same in every process). So the
+            # draws do not depend on which worker made the batch or on what came before it, and a
+            # run resumed in the middle of an epoch samples the rest of it as the stopped run would.
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(hash((self.seed, *items)) & 0x7FFF_FFFF_FFFF_FFFF)
+        positions = tsn_positions(
+            lengths, self.seq_len, self.random, generator, crop_min=self.crop_min, speed=self.speed
+        )
         return Batch(
             gather_frames(self.frames, offsets, lengths, positions), self.aspects[rows], self.targets[pos], rows
         )
@@ -175,11 +186,13 @@ def make_loader(
     resident: ResidentClips | None = None,
     crop_min: float = 1.0,
     speed: tuple[float, float] = (1.0, 1.0),
+    seed: int = 0,
 ) -> DataLoader:
     """A DataLoader of `Batch`es over clips `ids` of `split`, read from the memory map or from
     `resident` (clips of the split held on a device); training shuffles and samples randomly
     (from a random window of at least `crop_min` of each clip, with its speed warped within
-    `speed`), evaluation keeps order and takes bin centres."""
+    `speed`; the draws seeded by `seed` and each batch's clips), evaluation keeps order and takes
+    bin centres."""
     data = ClipBatches(
         split,
         ids,
@@ -189,6 +202,7 @@ def make_loader(
         resident=resident,
         crop_min=crop_min if train else 1.0,
         speed=speed if train else (1.0, 1.0),
+        seed=seed,
     )
     if resident is not None:  # device tensors: no worker processes, nothing to pin
         num_workers, pin_memory = 0, False

@@ -175,6 +175,7 @@ def training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
             train=True,
             crop_min=aug.crop_min,
             speed=(aug.speed_min, aug.speed_max),
+            seed=cfg.seed,
             **common,
         ),
         val_loader=make_loader(store_split, val_ids, classes, batch_size=2 * cfg.batch_size, train=False, **common),

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from accel_signs.config import EvalConfig, TrainConfig
 from accel_signs.core.collective import on_main
-from accel_signs.core.errors import AccelSignsError, ConfigError, LaunchError, TrainingError
+from accel_signs.core.errors import AccelSignsError, ConfigError, LaunchError, Stopped, TrainingError
 from accel_signs.core.progress import progress_bar
 from accel_signs.data.augment import Augmenter
 from accel_signs.data.training import TrainData, training_data
@@ -39,6 +39,8 @@ from accel_signs.model.transformer import STTransformer
 from accel_signs.training.evaluate import evaluate_checkpoint, format_summary
 from accel_signs.training.optim import Schedule, make_optimizer
 from accel_signs.training.run import ResumePlan, Run, Runtime, plan_resume
+from accel_signs.training.state import RngState, capture_rng, restore_rng
+from accel_signs.training.stop import StopRequest
 
 logger = get_logger(__name__)
 
@@ -51,6 +53,11 @@ class TrainState:
     best_val_loss: float = math.inf  # of the best epoch
     best_val_acc: float = -1.0  # of the best epoch
     best_epoch: int = 0
+    # Where the next epoch starts when the run stopped inside it (a signal; see stop.py): the
+    # steps it did and their loss sum and sample count, and the lr the epoch began with. None
+    # when the last save was at an epoch's end.
+    partial: dict[str, Any] | None = None
+    stopped_by: str | None = None  # the signal that stopped the run at its last save, if one did
 
     def improved(self, metric: str, val_loss: float, val_acc: float) -> bool:
         """Whether this epoch beats the best so far by `metric` (accuracy ties: lower loss)."""
@@ -138,17 +145,46 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike[str] | Resum
     elif cfg is None:
         raise ConfigError("train() needs a TrainConfig, or resume=<run folder>")
     cfg = resume.config if resume is not None else cfg
-    accelerator = make_accelerator(cfg)
+    stop = StopRequest()
+    stop.install()  # before the process group: a signal during start-up is noted, not fatal
     try:
-        return _train(cfg, accelerator, resume)
-    except AccelSignsError:
-        # Raised on every process together (collective.py): leave the process group cleanly, so
-        # no process is torn down by a peer that exits while it still holds the group.
-        accelerator.end_training()
-        raise
+        accelerator = make_accelerator(cfg)
+        try:
+            return _train(cfg, accelerator, resume, stop)
+        except AccelSignsError:
+            # Raised on every process together (collective.py): leave the process group cleanly, so
+            # no process is torn down by a peer that exits while it still holds the group.
+            accelerator.end_training()
+            raise
+        except RuntimeError as e:
+            if accelerator.num_processes > 1 and _peer_lost(e):
+                raise _lost_peer_error(accelerator, e) from None
+            raise
+    finally:
+        stop.uninstall()
 
 
-def _train(cfg: TrainConfig, accelerator: Accelerator, resume: ResumePlan | None) -> Path:
+def _peer_lost(error: RuntimeError) -> bool:
+    """Whether a collective failed because another process of the run is gone."""
+    text = str(error)
+    return isinstance(error, torch.distributed.DistError) or any(
+        s in text for s in ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL")
+    )
+
+
+def _lost_peer_error(accelerator: Accelerator, error: RuntimeError) -> TrainingError:
+    """One line for a rank whose peer died (killed, out of memory, its machine gone): the others
+    cannot go on without it. What the run saved last is complete (saves are atomic)."""
+    cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    cause = cause.split("] ", 1)[-1].split(". ")[0][:200]  # gloo prefixes its source location, then explains
+    return TrainingError(
+        f"process {accelerator.process_index} of {accelerator.num_processes}: another process of this run "
+        f"stopped ({cause}), so this one stops too; the last saved state and best checkpoint are complete: "
+        "resume the run with --resume"
+    )
+
+
+def _train(cfg: TrainConfig, accelerator: Accelerator, resume: ResumePlan | None, stop: StopRequest) -> Path:
     set_seed(cfg.seed)
     if cfg.debug:
         _enable_debug_checks(accelerator)
@@ -170,6 +206,9 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: ResumePlan | None
     runtime = Runtime.of(accelerator, lr, data.train_loader.num_workers, data.on_device, cfg.batch_size)
     runtime.init_from = init
     run, state = _open_run(accelerator, cfg, runtime, data, resume, (model, optimizer, schedule))
+    # A run stopped inside an epoch takes up its RNG where it stopped, after redrawing the batches
+    # it already trained on (the loader's own draws would move the RNG on).
+    resume_rng = capture_rng() if state.partial else None
     if cfg.log_with:
         accelerator.init_trackers(run.path.name, config=_flat(cfg.to_dict()))
     loop = Loop(
@@ -186,6 +225,8 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: ResumePlan | None
             cfg, data.classes.classes, epoch, metrics, data.record(), runtime.to_dict(), data.layout
         ),
         freeze,
+        stop,
+        resume_rng,
     )
     size = sum(p.numel() for p in model.parameters()) / 1e6
     logger.info(
@@ -197,6 +238,10 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: ResumePlan | None
     first_epoch = state.epoch + 1
     for epoch in range(first_epoch, cfg.num_epochs + 1):
         run_epoch(loop, epoch, compiling=cfg.compile and epoch == first_epoch)
+        if signal := stop.agreed(accelerator):  # it came during validation or the save
+            state.stopped_by = signal  # saved again with it, for a job script to see why it stopped
+            run.save_state(model, optimizer, schedule, state.state_dict())
+            raise _stopped(signal, run, f"after epoch {epoch}")
     logger.info(
         f"best epoch {state.best_epoch} (by {cfg.best_metric}): val_loss {state.best_val_loss:.4f}, "
         f"val_acc {state.best_val_acc:.4f}; checkpoint {run.best_dir}"
@@ -220,7 +265,12 @@ def _open_run(
         return Run.create(accelerator, cfg, runtime, data.partition), state
     run = Run.resume(accelerator, resume.run_dir, cfg, runtime, data.partition)
     state.load_state_dict(run.load_state(*trained))
-    logger.info("resuming %s after epoch %d (best epoch %d)", run.path, state.epoch, state.best_epoch)
+    where = (
+        f"in epoch {state.epoch + 1}, after step {state.partial['step']}"
+        if state.partial
+        else f"after epoch {state.epoch}"
+    )
+    logger.info("resuming %s %s (best epoch %d)", run.path, where, state.best_epoch)
     return run, state
 
 
@@ -240,17 +290,47 @@ class Loop:
     state: TrainState
     describe: Callable[[int, dict[str, Any]], dict[str, Any]]  # (epoch, metrics) -> checkpoint_meta
     freeze: Freeze | None = None  # --freeze-epochs: the taken-over tensors, held for the first epochs
+    stop: StopRequest | None = None  # the signals asking the run to stop (stop.py)
+    resume_rng: RngState | None = None  # a run stopped mid-epoch: its RNG where it stopped
+
+
+def _stopped(signal: str, run: Run, where: str) -> Stopped:
+    return Stopped(
+        f"{signal} {where}: the state is saved in {run.path / 'state'}; continue with "
+        f"`accel-signs train --resume {run.path}` (exit code {Stopped.exit_code})"
+    )
 
 
 def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]:
-    """Train one epoch, validate, keep the best checkpoint, log, save the state."""
+    """Train one epoch (or the rest of one a stopped run began), validate, keep the best
+    checkpoint, log, save the state. A stop signal ends it at a step boundary, with the state saved
+    there (Stopped)."""
     cfg, accelerator, state, run = loop.cfg, loop.accelerator, loop.state, loop.run
     optimizer, schedule = loop.optim
-    start, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+    partial = state.partial
+    start, lr = time.perf_counter(), partial["lr"] if partial else optimizer.param_groups[0]["lr"]
     freeze = loop.freeze if epoch <= cfg.freeze_epochs else None
-    train_loss, seen = train_one_epoch(
-        accelerator, loop.model, loop.optim, loop.prepared_train, loop.augment, cfg, epoch, freeze
-    )
+    try:
+        train_loss, seen = train_one_epoch(
+            accelerator,
+            loop.model,
+            loop.optim,
+            loop.prepared_train,
+            loop.augment,
+            cfg,
+            epoch,
+            freeze,
+            resume=(partial, loop.resume_rng) if partial else None,
+            stop=loop.stop,
+        )
+    except EpochStopped as e:
+        state.partial = {"step": e.step, "sums": e.sums, "lr": lr}
+        state.stopped_by = e.signal
+        run.save_state(loop.model, optimizer, schedule, state.state_dict())
+        raise _stopped(e.signal, run, f"in epoch {epoch}, after step {e.step} of {len(loop.prepared_train)}") from None
+    loop.resume_rng = None
+    state.partial, state.stopped_by = None, None
+    new = seen - (int(sum(c for _, c in partial["sums"])) if partial else 0)  # samples trained by this launch
     val_start = time.perf_counter()
     val_loss, val_acc = validate(accelerator, loop.model, loop.prepared_val)
     if compiling:
@@ -273,7 +353,7 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
         "val_acc": val_acc,
         "lr": lr,
         "seconds": round(seconds, 3),
-        "samples_per_s": round(seen / seconds, 1),
+        "samples_per_s": round(new / seconds, 1),
     }
     state.epoch = epoch
     best = state.improved(cfg.best_metric, val_loss, val_acc)
@@ -285,7 +365,7 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
     run.save_state(loop.model, optimizer, schedule, state.state_dict())
     logger.info(
         f"epoch {epoch}/{cfg.num_epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}  "
-        f"val_acc {val_acc:.4f}  lr {lr:.3g}  {seconds:.1f}s  {seen / seconds:.0f} samples/s"
+        f"val_acc {val_acc:.4f}  lr {lr:.3g}  {seconds:.1f}s  {new / seconds:.0f} samples/s"
         + ("  *best*" if best else "")
     )
     return metrics
@@ -388,6 +468,15 @@ def _log_step(
     )
 
 
+class EpochStopped(Exception):
+    """A stop signal ended the epoch after `step` steps (train_one_epoch to run_epoch), with each
+    process's (loss sum, sample count) so far."""
+
+    def __init__(self, signal: str, step: int, sums: list[list[float]]):
+        super().__init__(signal)
+        self.signal, self.step, self.sums = signal, step, sums
+
+
 def train_one_epoch(
     accelerator: Accelerator,
     model: torch.nn.Module,
@@ -397,20 +486,39 @@ def train_one_epoch(
     cfg: TrainConfig,
     epoch: int,
     freeze: Freeze | None = None,
+    resume: tuple[dict[str, Any], RngState | None] | None = None,
+    stop: StopRequest | None = None,
 ) -> tuple[float, int]:
     """One pass over the training data; returns (mean loss over every clip, clips seen), counted
     exactly: the samples Accelerate repeats to even out the shards are left out, so 1 and N
-    processes report the same numbers."""
+    processes report the same numbers.
+
+    `resume`: (TrainState.partial, the RNG state saved with it) of a run stopped inside this
+    epoch: its steps are skipped and its sums carried on. `stop`: raise EpochStopped at the first
+    check point after a stop signal, on every process alike (before the epoch's last step only:
+    a stop there lets the epoch end and be saved whole)."""
     optimizer, schedule = optim
     model.train()
     if freeze is not None:
         freeze.hold()
     loader.set_epoch(epoch)
-    totals = torch.zeros(2, device=accelerator.device)  # loss sum, sample count; summed without a sync per step
+    # loss sum, sample count of this process; summed without a sync per step (a resumed epoch
+    # goes on from each process's own sums: summing them in another order would round otherwise)
+    totals = torch.tensor(resume[0]["sums"][accelerator.process_index] if resume else [0.0, 0.0])
+    totals = totals.to(accelerator.device)
+    skip = resume[0]["step"] if resume else 0
     last = torch.zeros(0, device=accelerator.device)  # the last batch's per-sample losses, padding dropped
     bad_step = torch.zeros((), dtype=torch.long, device=accelerator.device)  # first step with a non-finite loss
+    # How often every process checks the others (one small collective and host sync): each step
+    # on a CPU, where a step costs far more; every 20 on a GPU, where it would stall the queue.
+    every = 20 if accelerator.device.type == "cuda" else 1
     with progress_bar(f"epoch {epoch}/{cfg.num_epochs}", len(loader), accelerator.is_main_process) as advance:
         for step, (x, aspect, y, _) in enumerate(loader, 1):
+            if step <= skip:  # trained before the run stopped; the batch was drawn the same way
+                if step == skip and resume[1] is not None:
+                    restore_rng(resume[1])
+                advance()
+                continue
             x = x.flatten(2)  # (B, T, P, C) -> (B, T, P*C)
             with accelerator.accumulate(model):
                 losses = F.cross_entropy(
@@ -436,8 +544,12 @@ def train_one_epoch(
                 totals[0] += losses.detach().float().sum()
                 totals[1] += len(y)  # a Python number: no host-to-device copy, no sync
             bad_step = torch.where((bad_step == 0) & ~torch.isfinite(loss.detach()), step, bad_step)
-            if step % 20 == 0 or step == len(loader):  # one small sync every 20 steps
+            check = step % every == 0 or step == len(loader)
+            if check:
                 _check_finite(accelerator, bad_step, epoch)
+            if stop is not None and step < len(loader) and (check or accelerator.num_processes == 1):
+                if signal := stop.agreed(accelerator):
+                    raise EpochStopped(signal, step, accelerator.gather(totals[None]).tolist())  # (processes, 2)
             advance()
     loss_sum, count = accelerator.reduce(totals, reduction="sum").tolist()
     return (loss_sum + float(last.sum())) / (count + len(last)), int(count) + len(last)

@@ -25,6 +25,7 @@ from accel_signs.core.errors import CheckpointError
 from accel_signs.core.files import fresh_dir, fsync_file, replace_dir, write_json
 
 STATE_FORMAT, STATE_VERSION = "accel_signs.state", 1
+RngState = tuple[dict[str, torch.Tensor], dict[str, Any]]  # (tensors, JSON-able rest): capture_rng
 
 
 def plain_weights(accelerator: Accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -66,7 +67,7 @@ def save_state(
 
     def write_rng() -> None:
         rank = accelerator.process_index
-        rng_tensors, rng_rest = _rng_state()
+        rng_tensors, rng_rest = capture_rng()
         _save_tensors(rng_tensors, tmp / f"rng_{rank}.safetensors")
         write_json(tmp / f"rng_{rank}.json", rng_rest)
 
@@ -84,6 +85,10 @@ def save_state(
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"{e}{intact}") from None
+    except BaseException:  # e.g. a peer died in the middle (a failed collective): leave no half state
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def load_state(
@@ -107,9 +112,11 @@ def load_state(
         if meta.get("grad_scaler") and accelerator.scaler is not None:  # fp16 only
             accelerator.scaler.load_state_dict(meta["grad_scaler"])
         rank = accelerator.process_index
-        _set_rng_state(
-            load_file(state_dir / f"rng_{rank}.safetensors"),
-            json.loads((state_dir / f"rng_{rank}.json").read_text("utf-8")),
+        restore_rng(
+            (
+                load_file(state_dir / f"rng_{rank}.safetensors"),
+                json.loads((state_dir / f"rng_{rank}.json").read_text("utf-8")),
+            )
         )
     except FileNotFoundError as e:
         raise CheckpointError(f"{state_dir}: incomplete training state ({Path(e.filename).name} is missing)") from None
@@ -174,7 +181,8 @@ def _join_tensors(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return tree
 
 
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def capture_rng() -> RngState:
+    """This process's torch, CUDA, Python and numpy RNG states: tensors, and JSON-able rest."""
     tensors = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
@@ -184,7 +192,9 @@ def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, {"python": [version, list(mt), gauss], "numpy": [kind, keys.tolist(), pos, has_gauss, cached]}
 
 
-def _set_rng_state(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> None:
+def restore_rng(state: RngState) -> None:
+    """Set the RNGs to what capture_rng returned."""
+    tensors, rest = state
     torch.set_rng_state(tensors["torch"])
     cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
     if cuda and torch.cuda.is_available():

@@ -1,0 +1,150 @@
+"""What goes wrong on a cluster, with real processes: two machines, a preempted run (SIGTERM,
+SIGUSR1), a rank that dies. 2 ranks on gloo, on this one host."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+import helpers
+from helpers import accelerate_launch, cli_env, free_port, read_metrics
+
+pytestmark = pytest.mark.multiprocess
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = ("seconds", "samples_per_s")
+# Batches of 2 per rank: 15 steps an epoch, so a signal lands inside one.
+ARGS = ["--num-epochs", "3", "--seed", "5", "--no-eval", *helpers.FAST, "--batch-size", "2"]
+
+
+def _rows(run: Path) -> list[dict]:
+    return [{k: v for k, v in m.items() if k not in TIMING} for m in read_metrics(run)]
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    x, y = load_file(a), load_file(b)
+    return x.keys() == y.keys() and all(bool((x[k] == y[k]).all()) for k in x)
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    assert _rows(a) == _rows(b)
+    assert _same_weights(a / "best" / "model.safetensors", b / "best" / "model.safetensors")
+    assert _same_weights(a / "state" / "model.safetensors", b / "state" / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tiny_store, tmp_path_factory) -> Path:
+    """A run of 2 processes on one machine, never interrupted: what the others must equal."""
+    tmp = tmp_path_factory.mktemp("reference")
+    single = accelerate_launch(
+        ["train", "--data", str(tiny_store), "--output-dir", str(tmp / "runs"), "--run-name", "r", *ARGS], tmp
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    return tmp / "runs" / "r"
+
+
+def test_two_machines_on_one_host_train_as_two_processes_on_one(tiny_store, tmp_path, two_process_run):
+    """accelerate_configs/multi_node.yaml, launched for real as machine 0 and machine 1 (one
+    process each, over gloo on 127.0.0.1), gives one run folder and the run that 2 processes on
+    one machine give."""
+
+    port, out = free_port(), tmp_path / "two"
+    config = ROOT / "accelerate_configs" / "multi_node.yaml"
+    machines = [
+        subprocess.Popen(
+            [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+            + ["--num_processes", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1"]
+            + ["--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no"]
+            + ["-m", "accel_signs", "train", "--data", str(tiny_store), "--output-dir", str(out), "--run-name", "r"]
+            + ARGS,
+            env=cli_env(tmp_path, ACCELERATE_USE_CPU="1"),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    results = [m.communicate(timeout=300) for m in machines]
+    for m, (_, err) in zip(machines, results):
+        assert m.returncode == 0, err[-3000:]
+    assert "2 process(es)" in results[0][1]
+    assert [p.name for p in out.iterdir()] == ["r"]  # one run folder for both machines
+    assert results[0][0].strip() == str(out / "r" / "best") and results[1][0].strip() == ""  # the main process prints
+    runtime = json.loads((out / "r" / "config.json").read_text())["runtime"]
+    assert runtime["num_processes"] == 2 and runtime["global_batch_size"] == 4
+    _assert_same_run(out / "r", two_process_run)
+
+
+def _launch_bg(tmp_path: Path, store: Path, out: Path, *args: str, **popen) -> subprocess.Popen:
+    cmd = helpers.launch_command(
+        ["-m", "accel_signs", "train", "--data", str(store), "--output-dir", str(out), *args], processes=2
+    )
+    return subprocess.Popen(
+        cmd,
+        env=cli_env(tmp_path, ACCELERATE_USE_CPU="1"),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **popen,
+    )
+
+
+def _wait_for_epoch(run: Path, proc: subprocess.Popen, epochs: int = 1, timeout: float = 240) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if (run / "metrics.jsonl").exists() and len(read_metrics(run)) >= epochs:
+            return
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    raise AssertionError(f"no epoch {epochs} within {timeout}s")
+
+
+def test_sigusr1_saves_the_state_mid_epoch_and_resume_ends_identically(tiny_store, tmp_path, two_process_run):
+    """SIGUSR1 to every process, as SLURM's --signal sends it (the launcher ignores it, as
+    examples/slurm_multinode.sh makes it): the ranks stop at the same step inside an epoch, save
+    the state there and exit 75; --resume then ends bit-identical to a run never stopped.
+    (SIGTERM to the launcher, and SIGKILL of a rank: tests/kill_and_resume.py, test_robustness.)"""
+    out = tmp_path / "runs"
+    run = out / "r"
+    ignore = {"preexec_fn": lambda: signal.signal(signal.SIGUSR1, signal.SIG_IGN)}
+    proc = _launch_bg(tmp_path, tiny_store, out, "--run-name", "r", *ARGS, **ignore)
+    _wait_for_epoch(run, proc)
+    time.sleep(0.3)
+    ranks = _children(proc.pid)
+    assert len(ranks) == 2
+    for pid in [proc.pid, *ranks]:
+        os.kill(pid, signal.SIGUSR1)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1  # torchrun reports the ranks' exit code 75 as a failure of its own
+    stopped = [line for line in err.splitlines() if line.startswith("stopped:")]
+    assert len(stopped) == 2 and all("SIGUSR1 in epoch" in line for line in stopped), err[-3000:]
+    assert "exit code 75" in stopped[0] and "accel_signs/training" not in err
+    progress = json.loads((run / "state" / "trainer.json").read_text())["progress"]
+    assert progress["stopped_by"] == "SIGUSR1" and 1 <= progress["partial"]["step"] < 15
+    assert len(progress["partial"]["sums"]) == 2  # each rank's own sums
+    assert not list(run.glob("*.tmp"))
+
+    resumed = accelerate_launch(["train", "--resume", str(run)], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"after step {progress['partial']['step']}" in resumed.stderr
+    _assert_same_run(run, two_process_run)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
