@@ -198,9 +198,9 @@ def main() -> int:
                     os.killpg(proc.pid, signal.SIGKILL)
                 else:
                     ranks = ranks_of(proc.pid)
-                    if not ranks:
-                        problems.append(f"event {n}: no rank found to kill")
+                    if not ranks:  # so early that the launcher has not started them: kill it
                         os.killpg(proc.pid, signal.SIGKILL)
+                        entry["killed"] = "the launcher, before it started the ranks"
                     else:
                         victim = rng.randrange(len(ranks))
                         killed_at = time.monotonic()
