@@ -102,6 +102,8 @@ def test_the_corpus_covers_every_reader():
         "clip store",
     }
     assert set(SUBPROCESS) <= {c.id for c in hostile.CASES}
+    docs = " ".join((Path(__file__).parents[1] / "docs" / "development.md").read_text("utf-8").split())
+    assert f"{len(hostile.CASES)} malformed inputs for {len(readers)} readers" in docs, "update the figure in the docs"
 
 
 @pytest.mark.parametrize("case", hostile.CASES, ids=lambda c: c.id)
