@@ -42,7 +42,9 @@ def _setup(
 
 
 def _fail(error: Exception) -> typer.Exit:
-    typer.echo(f"error: {error}", err=True)
+    # One line, whatever the message quotes: a parser's error (YAML, pyarrow) can span several.
+    message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    typer.echo(f"error: {message}", err=True)
     return typer.Exit(code=1)
 
 
@@ -495,7 +497,9 @@ def extract(
         pattern=pattern,
         model_complexity=model_complexity,
     )
-    typer.echo(report.summary(), err=True)
+    extracted = bool(report.done or report.skipped)
+    if extracted:  # else the error lines below say all there is
+        typer.echo(report.summary(), err=True)
     for name in report.no_person:
         typer.echo(f"warning: no person detected in {name} (its keypoints are all zeros)", err=True)
     for error in report.failed:
@@ -505,7 +509,8 @@ def extract(
 
         run_prepare(written, store, "clips", layout=layout)
         typer.echo(str(store))
-    typer.echo(str(written))
+    if extracted:
+        typer.echo(str(written))
     if report.failed:
         raise typer.Exit(code=1)
 

@@ -138,6 +138,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
         text = path.read_text("utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({e})") from None
     yaml_file = path.suffix in (".yaml", ".yml")
     try:
         if yaml_file:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -29,7 +28,7 @@ import numpy as np
 from accel_signs.config import normalize_signer
 from accel_signs.core.errors import ConfigError, DatasetError
 from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, builtin_layout, load_layout
-from accel_signs.data.store import ClassInfo
+from accel_signs.data.store import NUMPY_LOAD_ERRORS, ClassInfo
 
 if TYPE_CHECKING:
     from accel_signs.data.prepare import SourceClip
@@ -94,19 +93,20 @@ def to_store_frames(
 
 def _read_array(path: Path, where: str) -> np.ndarray:
     try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
-                if "keypoints" in npz.files:
-                    return npz["keypoints"]
-                if len(npz.files) != 1:
-                    raise DatasetError(
-                        f"{where}: {path} holds {len(npz.files)} arrays; give one, or name it 'keypoints'"
-                    )
-                return npz[npz.files[0]]
-        return np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False)  # an .npy array or an .npz archive, whatever the name says
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            return loaded
+        with loaded as npz:
+            if "keypoints" not in npz.files and len(npz.files) != 1:
+                raise DatasetError(f"{where}: {path} holds {len(npz.files)} arrays; give one, or name it 'keypoints'")
+            key = "keypoints" if "keypoints" in npz.files else npz.files[0]
+            array = npz[key]
+            if not isinstance(array, np.ndarray):  # np.load gives the bytes of a member that is no .npy
+                raise DatasetError(f"{where}: {path} holds {key!r}, which is not an .npy array")
+            return array
     except FileNotFoundError:
         raise DatasetError(f"{where}: {path} does not exist") from None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+    except NUMPY_LOAD_ERRORS as e:
         raise DatasetError(f"{where}: {path} is not a readable numeric .npy/.npz file ({e})") from None
 
 
@@ -131,10 +131,14 @@ def _read_manifest(manifest: Path, coords: str) -> list[dict[str, str]]:
     try:
         with open(manifest, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            columns = set(reader.fieldnames or [])
+            header = list(reader.fieldnames or [])
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DatasetError(f"manifest {manifest}: cannot be read as CSV ({e})") from None
+    twice = next((c for c in header if header.count(c) > 1), None)
+    if twice is not None:  # csv.DictReader would keep the last one's values without a word
+        raise DatasetError(f"manifest {manifest}: column {twice!r} twice in the header")
+    columns = set(header)
     need = {"path", "sign", "signer"} | ({"width", "height"} if coords == "pixels" else set())
     if not need <= columns:
         raise DatasetError(
@@ -152,6 +156,7 @@ def _manifest_rows(manifest: Path, rows: list[dict[str, str]], coords: str) -> l
     entries = []
     for line, row in enumerate(rows, start=2):
         where = f"manifest {manifest}, line {line}"
+        _check_fields(row, where)
         path = (manifest.parent / row["path"].strip()) if row["path"].strip() else None
         if path is None or not path.is_file():
             raise DatasetError(
@@ -165,6 +170,17 @@ def _manifest_rows(manifest: Path, rows: list[dict[str, str]], coords: str) -> l
         split_name, gloss = (row.get("split") or "train").strip(), (row.get("gloss") or "").strip()
         entries.append(_ManifestRow(where, path, sign, signer, split_name, size, gloss))
     return entries
+
+
+def _check_fields(row: dict[str | None, Any], where: str) -> None:
+    """A row of as many fields as the header: csv.DictReader fills a short row with None and
+    puts a long row's extra fields under the key None."""
+    header = [k for k in row if k is not None]
+    fields = sum(row[k] is not None for k in header) + len(row.get(None) or [])
+    if fields != len(header):
+        raise DatasetError(
+            f"{where}: {fields} fields, but the header has {len(header)} (a comma in a value needs quotes)"
+        )
 
 
 class ClipsPlan:
@@ -266,23 +282,30 @@ class GislrPlan:
         index = root / "train.csv"
         if not index.is_file():
             raise DatasetError(f"{root}: no train.csv (a GISLR folder holds train.csv and the parquet files it lists)")
-        with open(index, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not {"path", "participant_id", "sign"} <= set(reader.fieldnames or []):
-                raise DatasetError(
-                    f"{index}: expected columns path, participant_id, sequence_id, sign; got "
-                    f"{', '.join(reader.fieldnames or [])}"
-                )
-            rows = list(reader)
+        try:
+            with open(index, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                header = list(reader.fieldnames or [])
+                rows = list(reader)
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise DatasetError(f"{index}: cannot be read as CSV ({e})") from None
+        if not {"path", "participant_id", "sign"} <= set(header):
+            raise DatasetError(
+                f"{index}: expected columns path, participant_id, sequence_id, sign; got {', '.join(header)}"
+            )
         if not rows:
             raise DatasetError(f"{index}: no rows")
+        for line, row in enumerate(rows, start=2):
+            _check_fields(row, f"{index}, line {line}")
         order = root / "sign_to_prediction_index_map.json"
         labels = sorted({r["sign"] for r in rows})
         if order.exists():  # Kaggle's class order: keep it, so class ids match the competition's
             try:
                 mapping = json.loads(order.read_text("utf-8"))
-            except (OSError, json.JSONDecodeError) as e:
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
                 raise DatasetError(f"{order}: unreadable ({e})") from None
+            if not isinstance(mapping, dict) or not all(type(v) is int for v in mapping.values()):
+                raise DatasetError(f"{order}: expected an object {{sign: class index}} with integer indices")
             missing = sorted(set(labels) - set(mapping))
             if missing:
                 raise DatasetError(f"{order}: sign(s) {', '.join(missing[:5])} of train.csv are not in it")
@@ -331,6 +354,7 @@ def read_gislr(path: Path) -> dict[str, np.ndarray]:
         table = pq.read_table(path, columns=["frame", "type", "landmark_index", "x", "y", "z"])
     except Exception as e:  # noqa: BLE001 - pyarrow raises several error types for bad files
         raise DatasetError(f"{path}: not a readable GISLR parquet file ({type(e).__name__}: {e})") from None
+    _check_gislr_columns(table, path)
     frame = table.column("frame").to_numpy()
     kind = np.asarray(table.column("type").to_pylist(), dtype=object)
     landmark = table.column("landmark_index").to_numpy()
@@ -355,3 +379,23 @@ def read_gislr(path: Path) -> dict[str, np.ndarray]:
     if not np.isfinite(xyz[~np.isnan(xyz)]).all():
         raise DatasetError(f"{path}: holds infinite values")
     return sources
+
+
+def _check_gislr_columns(table: Any, path: Path) -> None:
+    """Integer frame and landmark_index, text type (none missing), numeric x, y, z (null: undetected)."""
+    import pyarrow as pa
+
+    def text(t: Any) -> bool:
+        return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t)
+
+    def number(t: Any) -> bool:
+        return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+    kinds = {"frame": (pa.types.is_integer, "integers"), "landmark_index": (pa.types.is_integer, "integers")}
+    kinds |= {"type": (text, "text")} | {c: (number, "numbers") for c in "xyz"}
+    for name, (accepts, what) in kinds.items():
+        column = table.column(name)
+        if not accepts(column.type):
+            raise DatasetError(f"{path}: column {name} holds {column.type}, expected {what}")
+        if name in ("frame", "landmark_index", "type") and column.null_count:
+            raise DatasetError(f"{path}: column {name} has {column.null_count} empty value(s)")

@@ -151,13 +151,14 @@ def _check_header(raw: Any, where: str) -> None:
     for key, kind in (("name", str), ("id", str), ("parts", list), ("points", list)):
         if not isinstance(raw.get(key), kind) or not raw[key]:
             raise _fail(where, f"{key!r} is missing or not a non-empty {kind.__name__}")
-    if tuple(raw.get("channels", CHANNELS)) != CHANNELS:
+    channels = raw.get("channels", list(CHANNELS))
+    if not isinstance(channels, list) or tuple(channels) != CHANNELS:
         raise _fail(where, f"channels must be {list(CHANNELS)}, got {raw.get('channels')!r}")
 
 
 def _parse_parts(raw: dict[str, Any], where: str) -> dict[str, list[int]]:
     part_names = raw["parts"]
-    if len(set(part_names)) != len(part_names) or not all(isinstance(n, str) for n in part_names):
+    if not all(isinstance(n, str) for n in part_names) or len(set(part_names)) != len(part_names):
         raise _fail(where, f"parts must be distinct names, got {part_names!r}")
     members: dict[str, list[int]] = {name: [] for name in part_names}
     for i, p in enumerate(raw["points"]):
@@ -222,7 +223,7 @@ def _parse_hands(
         if not isinstance(h, dict) or "wrist" not in h:
             raise _fail(where, f'roles.hands.{side} must name a "wrist" (and a "part", a "palm"), got {h!r}')
         part = h.get("part")
-        if part is not None and part not in members:
+        if part is not None and (not isinstance(part, str) or part not in members):
             raise _fail(where, f"roles.hands.{side}.part {part!r} is not one of the parts")
         wrist = point(h["wrist"], f"roles.hands.{side}.wrist")
         palm = point(h["palm"], f"roles.hands.{side}.palm") if h.get("palm") is not None else None
@@ -303,7 +304,7 @@ def load_layout(spec: str | Path) -> KeypointLayout:
         raise ConfigError(f"layout file {path} does not exist") from None
     except OSError as e:
         raise ConfigError(f"layout file {path}: cannot be read ({e.strerror or e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested too deep
         raise ConfigError(f"layout file {path}: not valid JSON ({e})") from None
     return parse_layout(raw, str(path))
 

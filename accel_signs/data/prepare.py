@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from accel_signs.core.errors import DatasetError
 from accel_signs.core.progress import progress_bar
 from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, builtin_layout, karsl_glosses
 from accel_signs.data.pipeline import format_ranges
-from accel_signs.data.store import ClassInfo, StoreWriter
+from accel_signs.data.store import NUMPY_LOAD_ERRORS, ClassInfo, StoreWriter
 
 logger = logging.getLogger(__name__)
 # The original project's formats hold the 184-point KArSL layout.
@@ -101,6 +100,8 @@ def _classes(signs: Sequence[int]) -> list[ClassInfo]:
 
 def check_clip(clip: np.ndarray, where: str, num_points: int = NUM_POINTS) -> np.ndarray:
     """A clip must be (frames >= 1, points, 4), numeric and finite."""
+    if not isinstance(clip, np.ndarray):  # np.load gives the bytes of an .npz member that is no .npy
+        raise DatasetError(f"{where}: not an .npy array")
     if clip.dtype.kind not in "fiu":
         raise DatasetError(f"{where}: dtype {clip.dtype} is not numeric")
     if clip.ndim != 3 or clip.shape[1:] != (num_points, NUM_CHANNELS):
@@ -267,10 +268,13 @@ class _NpzPlan(_OriginalPlan):
                 report.files += 1
                 advance(1)
                 try:
-                    with np.load(path, allow_pickle=False) as npz:
+                    npz = np.load(path, allow_pickle=False)  # what the file holds decides, not its name
+                    if not isinstance(npz, np.lib.npyio.NpzFile):
+                        raise DatasetError(f"{path}: a single .npy array, not an .npz archive of clips")
+                    with npz:
                         for key in npz.files:  # file order = recording order, as the original project concatenated them
                             yield check_clip(npz[key], f"{path} [{key}]"), sign, signer, None
-                except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+                except NUMPY_LOAD_ERRORS as e:
                     raise DatasetError(f"{path}: not a readable numeric .npz file ({e})") from None
 
 
@@ -318,7 +322,8 @@ class _OriginalMmapPlan(_OriginalPlan):
             lens = np.load(lens_path, allow_pickle=True).item()  # the opt-in pickle: the original project's format
             with np.load(y_path, allow_pickle=False) as y_file:
                 labels = y_file["arr_0"]
-        except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        # AttributeError, TypeError: an .npz where an .npy belongs, or the other way round.
+        except (*NUMPY_LOAD_ERRORS, KeyError, AttributeError, TypeError) as e:
             raise DatasetError(f"{self.root}: cannot read the {split_name} memory map's index files ({e})") from None
         if len(shape) != 3 or shape[1:] != (NUM_POINTS, NUM_CHANNELS):
             raise DatasetError(f"{shape_path}: shape {shape}, expected (frames, {NUM_POINTS}, {NUM_CHANNELS})")

@@ -25,6 +25,9 @@ import os
 import shutil
 import struct
 import tempfile
+import tokenize
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +38,21 @@ import numpy as np
 from accel_signs.core.errors import ConfigError, DatasetError
 from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, keypoint_layout, layout_from_record
 
+# What np.load raises for a damaged file: a bad header (ValueError, SyntaxError, tokenize's
+# TokenError), a short file (EOFError), a damaged zip or deflate stream (.npz), a header that
+# claims more than memory holds (MemoryError), an encrypted or oddly compressed zip member.
+NUMPY_LOAD_ERRORS = (
+    ValueError,
+    OSError,
+    EOFError,
+    SyntaxError,
+    tokenize.TokenError,
+    zipfile.BadZipFile,
+    zlib.error,
+    MemoryError,
+    NotImplementedError,
+    RuntimeError,
+)
 STORE_FORMAT = "accel_signs.clipstore"
 STORE_VERSION = 1
 CLIP_COLUMNS = ("offset", "length", "label", "signer")
@@ -189,7 +207,7 @@ def _read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
             offset = f.tell()
     except FileNotFoundError:
         raise _fail(path, "file is missing") from None
-    except (ValueError, OSError, SyntaxError) as e:
+    except NUMPY_LOAD_ERRORS as e:
         raise _fail(path, f"not a readable .npy file ({e})") from None
     if fortran:
         raise _fail(path, "Fortran-ordered arrays are not supported")
@@ -220,7 +238,7 @@ def _load_meta(path: Path) -> dict[str, Any]:
             meta_path,
             "missing: this folder is not an accel_signs clip store (create one with `accel-signs synth` or `accel-signs prepare`)",
         ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested too deep
         raise _fail(meta_path, f"not valid JSON ({e})") from None
     except OSError as e:
         raise _fail(meta_path, f"cannot be read ({e.strerror or e})") from None
@@ -432,6 +450,8 @@ class StoreWriter:
             raise DatasetError(f"store dtype must be one of {', '.join(FRAME_DTYPES)}, got {dtype!r}")
         self.classes, self.signers, self.dtype = tuple(classes), tuple(signers), np.dtype(dtype)
         self.source = source or {}
+        # The folders made for the store, deepest first: abort() removes them again.
+        self._made = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
         self._splits: dict[str, dict[str, int]] = {}
@@ -536,3 +556,8 @@ class StoreWriter:
             self._frames_file.close()
             self._frames_file = None
         shutil.rmtree(self._tmp, ignore_errors=True)
+        for folder in self._made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (something else is there now) or already gone
+                break

@@ -156,7 +156,7 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         ) from None
     except OSError as e:
         raise CheckpointError(f"{cfg_path}: cannot be read ({e.strerror or e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested too deep
         raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{cfg_path}: not an accel_signs checkpoint description")
@@ -173,7 +173,46 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(str(e)) from None
     if not isinstance(meta.get("classes"), list) or len(meta["classes"]) != model.get("num_classes"):
         raise CheckpointError(f"{cfg_path}: the class list does not match num_classes")
+    _check_description(meta, cfg_path)
     return meta
+
+
+# The longest seq_len a config.json may ask for: far beyond any model that can be trained
+# (attention over T frames costs T^2), and a bound on what rebuilding the model allocates.
+MAX_SEQ_LEN = 100_000
+_MODEL_KEYS = {
+    "size": ((str,), "a size name"),
+    "num_classes": ((int,), "an integer"),
+    "seq_len": ((int,), "an integer"),
+    "dropout": ((int, float), "a number"),
+    "part_sizes": ((list,), "a list"),
+}
+
+
+def _check_description(meta: dict[str, Any], cfg_path: Path) -> None:
+    """The values that rebuilding the model and naming its classes read, with their types."""
+    model = meta["model"]
+    for key, (kinds, what) in _MODEL_KEYS.items():
+        value = model.get(key)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise CheckpointError(f"{cfg_path}: model.{key} is missing or not {what} (got {value!r})")
+    if not 1 <= model["seq_len"] <= MAX_SEQ_LEN:
+        raise CheckpointError(f"{cfg_path}: model.seq_len must be from 1 to {MAX_SEQ_LEN}, got {model['seq_len']}")
+    if not isinstance(model.get("input", {}), (dict, type(None))):
+        raise CheckpointError(f"{cfg_path}: model.input must be an object, got {model['input']!r}")
+    for c in meta["classes"]:
+        if not (
+            isinstance(c, dict)
+            and type(c.get("sign")) is int
+            and isinstance(c.get("en"), str)
+            and isinstance(c.get("ar"), str)
+        ):
+            raise CheckpointError(
+                f'{cfg_path}: each class must be an object with an integer "sign" and "en", "ar" glosses, got {c!r}'
+            )
+    for key in ("metrics", "data", "train_config", "runtime"):
+        if not isinstance(meta.get(key), (dict, type(None))):
+            raise CheckpointError(f"{cfg_path}: {key} must be an object, got {type(meta[key]).__name__}")
 
 
 def checkpoint_layout(meta: dict[str, Any]) -> KeypointLayout:

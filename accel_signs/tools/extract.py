@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import logging
 import multiprocessing
 import os
 import re
@@ -30,8 +31,13 @@ from accel_signs.core.errors import ConfigError, DatasetError
 from accel_signs.core.progress import progress_bar
 from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, load_layout
 
+logger = logging.getLogger(__name__)
+
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# The largest video frame read: 8K UHD (7680x4320), in either orientation. A header that claims
+# more is refused before a frame is decoded (one such frame, decoded, is gigabytes).
+MAX_PIXELS = 7680 * 4320
 MEDIAPIPE_HINT = "extracting keypoints needs MediaPipe: pip install 'accel-signs[extract]' (mediapipe 0.10.14-0.10.21)"
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = (
@@ -123,21 +129,40 @@ def _frames(path: Path):
                 yield cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
         return read_images(), width, height, 0.0
+    if not logger.isEnabledFor(logging.DEBUG):
+        # FFmpeg reports a damaged file on stderr itself, beside the one error line that says
+        # what matters; --verbose keeps its messages. Read when OpenCV first opens a video.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise DatasetError(f"{path}: not a readable video")
     width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width <= 0 or height <= 0:  # what FFmpeg reports for a size it refuses to decode
+        capture.release()
+        raise DatasetError(f"{path}: not a readable video (no valid frame size in its header)")
+    if width * height > MAX_PIXELS:
+        capture.release()
+        raise DatasetError(f"{path}: {width}x{height} frames, larger than 8K (7680x4320); scale the video down first")
     fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+    listed = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)  # 0 or less: the container does not say
 
     def read_video():
+        read = 0
         try:
             while True:
                 ok, image = capture.read()
                 if not ok:
-                    return
+                    break
+                read += 1
                 yield cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         finally:
             capture.release()
+        # Decoding stops without an error at a damaged or missing part; some containers give
+        # only an estimate of the count (duration x fps), hence the margin.
+        if 0 < read < listed - max(1, listed // 50):
+            raise DatasetError(
+                f"{path}: truncated or damaged: {read} of the {listed} frames its header lists could be decoded"
+            )
 
     return read_video(), width, height, fps
 
@@ -377,14 +402,15 @@ def extract(
     """Extract every input into out/<name>.npz (keypoints, frame_size, fps, detection counts)
     and write out/manifest.csv, which `prepare --from clips` reads. Inputs whose npz exists are
     skipped (resumable); a failing input is recorded in the report (not logged: the caller
-    says it) and the others go on."""
+    says it) and the others go on. When none is extracted or skipped, nothing is written."""
     lay = load_layout(layout)
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     found = find_inputs(inputs)
     labels = labels_for(found, manifest, pattern)
     Extractor(lay, model_complexity)  # fail now, in this process, if MediaPipe is missing or the layout can't be made
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out} is a file; the output is a folder")
     report = ExtractReport()
     todo, rows = [], {}
     for path, name in found:
@@ -405,7 +431,8 @@ def extract(
         report.hand_frames += stats["hand_frames"]
         if stats["pose_frames"] == 0 and name not in report.no_person:
             report.no_person.append(name)
-    _write_manifest(out / MANIFEST, found, rows, labels)
+    if rows:  # nothing extracted, nothing written: the folder is made by the first clip
+        _write_manifest(out / MANIFEST, found, rows, labels)
     return report, out / MANIFEST
 
 

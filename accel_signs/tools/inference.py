@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 from accel_signs.core.errors import ConfigError, DatasetError, ExportError
 from accel_signs.data.prepare import check_clip
 from accel_signs.data.sampling import gather_frames, tsn_positions
+from accel_signs.data.store import NUMPY_LOAD_ERRORS
 from accel_signs.model.checkpoint import Checkpoint, load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -30,30 +30,43 @@ def load_clips(
     """(name, frames, frame size) for an .npy clip (frames, points, 4), each array of an .npz, or
     the clip `extract` wrote (an .npz with `keypoints` and `frame_size`); no pickles."""
     path = Path(path)
+    archive = False
     try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)  # an .npy array or an .npz archive, whatever the name says
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            archive = True
+            with loaded as npz:
                 if "keypoints" in npz.files:  # written by `accel-signs extract`: one clip and its video's size
-                    size = tuple(float(v) for v in npz["frame_size"]) if "frame_size" in npz.files else None
+                    size = _recorded_size(npz["frame_size"], path) if "frame_size" in npz.files else None
                     clips = [(path.stem, npz["keypoints"], size)]
                 else:
                     clips = [(key, npz[key], None) for key in npz.files]
         else:
-            clips = [(path.stem, np.load(path, allow_pickle=False), None)]
+            clips = [(path.stem, loaded, None)]
     except FileNotFoundError:
         raise DatasetError(f"clip file {path} does not exist") from None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+    except NUMPY_LOAD_ERRORS as e:
         raise DatasetError(f"{path}: not a readable numeric .npy/.npz file ({e})") from None
     if not clips:
         raise DatasetError(f"{path}: holds no arrays")
     return [
         (
             name,
-            check_clip(np.asarray(clip), f"{path} [{name}]" if path.suffix == ".npz" else str(path), num_points),
+            check_clip(clip, f"{path} [{name}]" if archive else str(path), num_points),
             size if size and size[0] > 0 and size[1] > 0 else None,
         )
         for name, clip, size in clips
     ]
+
+
+def _recorded_size(value: Any, path: Path) -> tuple[float, float]:
+    """An extracted clip's `frame_size`: (width, height) in pixels."""
+    if not (isinstance(value, np.ndarray) and value.shape == (2,) and value.dtype.kind in "fiu"):
+        what = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+        raise DatasetError(f"{path}: frame_size must be 2 numbers (width, height), got {what}")
+    if not np.isfinite(value).all():
+        raise DatasetError(f"{path}: frame_size {value.tolist()} is not finite")
+    return float(value[0]), float(value[1])
 
 
 def is_video(path: Path) -> bool:

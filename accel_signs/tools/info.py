@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from accel_signs.core.errors import CheckpointError
 from accel_signs.data.layout import KeypointLayout
 from accel_signs.data.pipeline import format_ranges
 from accel_signs.data.store import ClipStore, StoreSplit, open_store
@@ -107,7 +108,15 @@ def _describe_input(cfg: dict | None) -> str:
 def describe_checkpoint(spec: Path | str) -> str:
     path = checkpoint_folder(spec).path
     meta = read_checkpoint_meta(path)
-    model, data, metrics = meta["model"], meta.get("data", {}), meta.get("metrics", {})
+    try:
+        return _checkpoint_lines(spec, path, meta)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        # read_checkpoint_meta checks what loading the model needs; the rest is only shown here.
+        raise CheckpointError(f"{path / 'config.json'}: a malformed record ({type(e).__name__}: {e})") from None
+
+
+def _checkpoint_lines(spec: Path | str, path: Path, meta: dict) -> str:
+    model, data, metrics = meta["model"], meta.get("data") or {}, meta.get("metrics") or {}
     signs = [c["sign"] for c in meta["classes"]]
     size = (Path(path) / "model.safetensors").stat().st_size if (Path(path) / "model.safetensors").exists() else 0
     lines = [
@@ -128,7 +137,7 @@ def describe_checkpoint(spec: Path | str) -> str:
         lines.append("  trained with: " + ", ".join(f"{k} {v}" for k, v in runtime.items() if k != "init_from"))
     if runtime.get("init_from"):
         lines.append(f"  fine-tuned from: {init_source(runtime['init_from'])}")
-    cfg = meta.get("train_config", {})
+    cfg = meta.get("train_config") or {}
     if cfg:
         optim = cfg["optim"]
         lines.append(
