@@ -331,10 +331,17 @@ def prepare(
             help="Prepare what is there when some sign/signer files are missing (they are still listed).",
         ),
     ] = False,
+    frame_size: Annotated[
+        str | None,
+        typer.Option(
+            help="npz and seed-mmap: WIDTHxHEIGHT in pixels of the videos, e.g. 1920x1080, for every clip whose files give no size (default: unknown, taken as square).",
+        ),
+    ] = None,
 ) -> None:
     """Convert keypoints into a clip store, streaming in bounded memory: the original project's
     formats, a manifest of .npy/.npz clips in any layout, or the Kaggle GISLR parquet files."""
     from accel_signs.config import parse_signers, parse_signs
+    from accel_signs.data.prepare import parse_frame_size
     from accel_signs.data.prepare import prepare as run_prepare
 
     report = run_prepare(
@@ -349,6 +356,7 @@ def prepare(
         allow_missing=allow_missing,
         layout=layout,
         coords=coords,
+        frame_size=parse_frame_size(frame_size),
     )
     typer.echo(report.summary(), err=True)
     typer.echo(str(out_dir))

@@ -4,11 +4,19 @@ The original project's sources (this package grew out of it; `--from seed-mmap` 
 memory-map format, the name kept from then):
 
 - `npz`: `{root}/{signer}-{split}/{sign:04}.npz`, one float array (frames, 184, 4) per video.
+  An optional array named `frame_size` (not a clip) gives the videos' width, height in
+  pixels: shape (2,) for every clip of the file, or (clips, 2), one row per clip in the
+  order of the file's other arrays (0, 0: unknown).
 - `seed-mmap`: `{split}_X.mmap` (raw float32 frames of all clips back to back),
   `{split}_X_shape.npy`, `{split}_y.npz` (labels = sign - 1, key `arr_0`) and
   `{split}_X_map_samples_lens.npy`, a pickled dict {sign: {signer: [clip lengths]}}. Clips
   run sign-major, then signer, then in recording order. Unpickling runs code, so this source
-  is read only with `allow_pickle=True`.
+  is read only with `allow_pickle=True`. An optional `{split}_frame_sizes.npy`, (clips, 2)
+  width, height in the memory map's clip order (0, 0: unknown), gives per-clip frame sizes.
+
+Neither format recorded frame sizes originally: `frame_size` (`--frame-size WxH`) is the size
+of every clip the source gives none for. Without any, x and y are taken as if the video were
+square, which stretches the hands of 16:9 recordings.
 
 Both write clips in that same order (sign, signer, file order), so the two sources of one
 data set give clip-for-clip identical stores. Frames are read with plain file reads, never
@@ -29,7 +37,7 @@ from typing import Protocol
 
 import numpy as np
 
-from accel_signs.core.errors import DatasetError
+from accel_signs.core.errors import ConfigError, DatasetError
 from accel_signs.core.progress import progress_bar
 from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, builtin_layout, karsl_glosses
 from accel_signs.data.pipeline import format_ranges
@@ -40,6 +48,8 @@ logger = logging.getLogger(__name__)
 NUM_POINTS = 184
 SOURCES = ("npz", "seed-mmap", "clips", "gislr")
 _FRAME_BYTES = NUM_POINTS * NUM_CHANNELS * 4  # float32
+# The npz source's optional per-clip frame sizes: an array of that name is not a clip.
+NPZ_FRAME_SIZE_KEY = "frame_size"
 
 # One clip from a source: frames (T, points, 4), sign number, signer name, video (width, height) or None.
 SourceClip = tuple[np.ndarray, int, str, tuple[float, float] | None]
@@ -99,6 +109,45 @@ def _classes(signs: Sequence[int]) -> list[ClassInfo]:
     return [ClassInfo(s, en[s - 1] if s <= len(en) else f"sign {s}", ar[s - 1] if s <= len(ar) else "") for s in signs]
 
 
+def parse_frame_size(text: str | None) -> tuple[float, float] | None:
+    """`--frame-size` text `1920x1080` -> (1920.0, 1080.0): positive whole pixels; None stays None."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m or int(m[1]) == 0 or int(m[2]) == 0:
+        raise ConfigError(f"--frame-size: expected WIDTHxHEIGHT in whole pixels above 0, e.g. 1920x1080, got {text!r}")
+    return float(m[1]), float(m[2])
+
+
+def check_frame_sizes(sizes: np.ndarray, where: str, rows: int | None = None) -> np.ndarray:
+    """Frame sizes read from a source file: numeric (rows, 2) width, height, finite, each row
+    > 0 or (0, 0) for unknown. (2,) is one size for all `rows`. Returns (rows, 2) float32."""
+    sizes = np.asarray(sizes)
+    if sizes.dtype.kind not in "fiu":
+        raise DatasetError(f"{where}: frame sizes must be numbers (width, height), got dtype {sizes.dtype}")
+    if sizes.shape == (2,) and rows is not None:
+        sizes = np.broadcast_to(sizes, (rows, 2))
+    if sizes.ndim != 2 or sizes.shape[1] != 2 or (rows is not None and len(sizes) != rows):
+        expected = "(2,) or " if rows is not None else ""
+        raise DatasetError(
+            f"{where}: frame sizes have shape {sizes.shape}, expected {expected}({rows if rows is not None else 'clips'}, 2): "
+            "width, height per clip"
+        )
+    sizes = sizes.astype(np.float32)
+    unknown = (sizes == 0).all(1)
+    bad = ~unknown & ~(np.isfinite(sizes).all(1) & (sizes > 0).all(1))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DatasetError(
+            f"{where}: frame size {sizes[i].tolist()} of clip {i}: width and height must be > 0 (or both 0: unknown)"
+        )
+    return sizes
+
+
+def _size_or_none(row: np.ndarray) -> tuple[float, float] | None:
+    return None if (row == 0).all() else (float(row[0]), float(row[1]))
+
+
 def check_clip(clip: np.ndarray, where: str, num_points: int = NUM_POINTS) -> np.ndarray:
     """A clip must be (frames >= 1, points, 4), numeric and finite."""
     if clip.dtype.kind not in "fiu":
@@ -126,15 +175,23 @@ def prepare(
     allow_missing: bool = False,
     layout: str | None = None,
     coords: str = "normalized",
+    frame_size: tuple[float, float] | None = None,
 ) -> PrepareReport:
     """Convert `src` into a new clip store at `out` (atomically: a failure leaves nothing).
 
     `layout` (a built-in name or a layout file) is the clips' keypoint layout for `clips`
     (default karsl184) and `gislr` (default holistic543); the original project's formats are
-    karsl184. `splits` defaults to train and test for those, to all found for the others."""
+    karsl184. `splits` defaults to train and test for those, to all found for the others.
+    `frame_size` (width, height; npz and seed-mmap) is the video size of every clip whose
+    source file gives none."""
     src, out = Path(src), Path(out)
     if source not in SOURCES:
         raise DatasetError(f"--from must be one of {', '.join(SOURCES)}, got {source!r}")
+    if frame_size is not None and source not in ("npz", "seed-mmap"):
+        raise ConfigError(
+            "--frame-size is for --from npz and --from seed-mmap; a manifest gives sizes in its width and "
+            "height columns, and GISLR's coordinates need none"
+        )
     if layout is not None and source in ("npz", "seed-mmap"):
         raise DatasetError(
             f"--layout: the original project's {source} files hold the karsl184 layout; --layout is for "
@@ -153,7 +210,10 @@ def prepare(
             f"{src}: {len(plan.missing)} expected source file(s) are missing: "
             f"{_missing_summary(plan.missing)}; pass --allow-missing to prepare what is there"
         )
-    _write_store(plan, src, out, dtype, {"from": source, "path": str(src.resolve()), "missing": plan.missing}, report)
+    record = {"from": source, "path": str(src.resolve()), "missing": plan.missing}
+    if frame_size is not None:
+        record["frame_size"] = list(frame_size)
+    _write_store(plan, src, out, dtype, record, report, frame_size)
     logger.info("prepared %s: %s", out, report.summary())
     return report
 
@@ -187,8 +247,17 @@ def _open_source(
     return _OriginalMmapPlan(src, signs, signers, splits)
 
 
-def _write_store(plan: SourcePlan, src: Path, out: Path, dtype: str, source: dict, report: PrepareReport) -> None:
-    """Every split of the plan into a new store at `out`, counted in `report`."""
+def _write_store(
+    plan: SourcePlan,
+    src: Path,
+    out: Path,
+    dtype: str,
+    source: dict,
+    report: PrepareReport,
+    frame_size: tuple[float, float] | None = None,
+) -> None:
+    """Every split of the plan into a new store at `out`, counted in `report`; `frame_size`
+    for the clips the source gives no size for."""
     classes = list(plan.classes)
     label = {c.sign: i for i, c in enumerate(classes)}
     with StoreWriter(out, classes, plan.signers, dtype, layout=plan.layout, source=source) as writer:
@@ -197,7 +266,7 @@ def _write_store(plan: SourcePlan, src: Path, out: Path, dtype: str, source: dic
             clips = frames = 0
             with progress_bar(f"{split_name}: {plan.unit}", plan.total(split_name)) as advance:
                 for clip, sign, signer, size in plan.clips(split_name, report, advance):
-                    writer.add_clip(clip, label[sign], plan.signers.index(signer), size)
+                    writer.add_clip(clip, label[sign], plan.signers.index(signer), size or frame_size)
                     clips, frames = clips + 1, frames + len(clip)
             if clips == 0:
                 raise DatasetError(f"{src}: no clips for split {split_name!r} with the chosen signs and signers")
@@ -268,8 +337,16 @@ class _NpzPlan(_OriginalPlan):
                 advance(1)
                 try:
                     with np.load(path, allow_pickle=False) as npz:
-                        for key in npz.files:  # file order = recording order, as the original project concatenated them
-                            yield check_clip(npz[key], f"{path} [{key}]"), sign, signer, None
+                        keys = [k for k in npz.files if k != NPZ_FRAME_SIZE_KEY]
+                        sizes = (
+                            check_frame_sizes(npz[NPZ_FRAME_SIZE_KEY], f"{path} [{NPZ_FRAME_SIZE_KEY}]", len(keys))
+                            if NPZ_FRAME_SIZE_KEY in npz.files
+                            else np.zeros((len(keys), 2), dtype=np.float32)
+                        )
+                        for key, size in zip(
+                            keys, sizes
+                        ):  # file order = recording order, as the original project concatenated them
+                            yield check_clip(npz[key], f"{path} [{key}]"), sign, signer, _size_or_none(size)
                 except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
                     raise DatasetError(f"{path}: not a readable numeric .npz file ({e})") from None
 
@@ -277,12 +354,14 @@ class _NpzPlan(_OriginalPlan):
 class _OriginalMmapPlan(_OriginalPlan):
     def __init__(self, root: Path, signs: Sequence[int] | None, signers: Sequence[str] | None, splits: Sequence[str]):
         self.root, self.splits, self.missing = root, list(splits), []
-        # split -> [(sign, signer, length, offset)], sign-major, then signer, then file order
-        self.index: dict[str, list[tuple[int, str, int, int]]] = {}
+        # split -> [(sign, signer, length, offset, position in the file)], sign-major, then signer, then file order
+        self.index: dict[str, list[tuple[int, str, int, int, int]]] = {}
+        self.sizes: dict[str, np.ndarray | None] = {}  # split -> (clips, 2) in file order, or None
         for split_name in self.splits:
             self.index[split_name] = self._read_index(split_name)
-        all_signs = sorted({s for idx in self.index.values() for s, _, _, _ in idx})
-        all_signers = sorted({s for idx in self.index.values() for _, s, _, _ in idx})
+            self.sizes[split_name] = self._read_sizes(split_name, len(self.index[split_name]))
+        all_signs = sorted({c[0] for idx in self.index.values() for c in idx})
+        all_signers = sorted({c[1] for idx in self.index.values() for c in idx})
         self.signs = sorted(signs) if signs else all_signs
         self.signers = sorted(signers) if signers else all_signers
         missing_signs = sorted(set(self.signs) - set(all_signs))
@@ -305,9 +384,20 @@ class _OriginalMmapPlan(_OriginalPlan):
     unit = "clips"
 
     def total(self, split_name: str) -> int:
-        return sum(1 for sign, signer, _, _ in self.index[split_name] if sign in self.signs and signer in self.signers)
+        return sum(1 for c in self.index[split_name] if c[0] in self.signs and c[1] in self.signers)
 
-    def _read_index(self, split_name: str) -> list[tuple[int, str, int, int]]:
+    def _read_sizes(self, split_name: str, num_clips: int) -> np.ndarray | None:
+        """The optional `{split}_frame_sizes.npy` sidecar (clips, 2), in the file's clip order."""
+        path = self.root / f"{split_name}_frame_sizes.npy"
+        if not path.exists():
+            return None
+        try:
+            sizes = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise DatasetError(f"{path}: not a readable .npy array ({e})") from None
+        return check_frame_sizes(sizes, str(path), num_clips)
+
+    def _read_index(self, split_name: str) -> list[tuple[int, str, int, int, int]]:
         shape_path, lens_path = (
             self._file(f"{split_name}_X_shape.npy"),
             self._file(f"{split_name}_X_map_samples_lens.npy"),
@@ -358,15 +448,18 @@ class _OriginalMmapPlan(_OriginalPlan):
             )
         offsets = np.concatenate([[0], np.cumsum([n for _, _, n in in_file_order])[:-1]])
         # Written sign-major, then signer (sorted), like the npz source; the sort is stable.
-        index = [(sign, signer, n, int(off)) for (sign, signer, n), off in zip(in_file_order, offsets)]
+        index = [
+            (sign, signer, n, int(off), i) for i, ((sign, signer, n), off) in enumerate(zip(in_file_order, offsets))
+        ]
         return sorted(index, key=lambda c: (c[0], c[1]))
 
     def clips(self, split_name: str, report: PrepareReport, advance: Callable[[int], None]) -> Iterator[SourceClip]:
         path = self.root / f"{split_name}_X.mmap"
         report.files += 1
         keep_signs, keep_signers = set(self.signs), set(self.signers)
+        sizes = self.sizes[split_name]
         with open(path, "rb") as f:
-            for sign, signer, n, offset in self.index[split_name]:
+            for sign, signer, n, offset, position in self.index[split_name]:
                 if sign in keep_signs and signer in keep_signers:
                     f.seek(offset * _FRAME_BYTES)
                     clip = np.fromfile(f, dtype=np.float32, count=n * NUM_POINTS * NUM_CHANNELS)
@@ -376,5 +469,5 @@ class _OriginalMmapPlan(_OriginalPlan):
                         check_clip(clip, f"{path} frames {offset}-{offset + n} (sign {sign}, signer {signer})"),
                         sign,
                         signer,
-                        None,
+                        None if sizes is None else _size_or_none(sizes[position]),
                     )
