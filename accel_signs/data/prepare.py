@@ -51,8 +51,12 @@ _FRAME_BYTES = NUM_POINTS * NUM_CHANNELS * 4  # float32
 # The npz source's optional per-clip frame sizes: an array of that name is not a clip.
 NPZ_FRAME_SIZE_KEY = "frame_size"
 
-# One clip from a source: frames (T, points, 4), sign number, signer name, video (width, height) or None.
-SourceClip = tuple[np.ndarray, int, str, tuple[float, float] | None]
+# One clip from a source: frames (T, points, 4), sign number, signer name, video (width, height)
+# or None, where it comes from (for messages: a file, a line), and the file it was read from
+# when a source can list one file twice (a manifest, train.csv), else None.
+SourceClip = tuple[np.ndarray, int, str, tuple[float, float] | None, str, str | None]
+# How many clips a warning or an error lists by name before it counts the rest.
+_LIST_FIRST = 5
 
 
 class SourcePlan(Protocol):
@@ -84,13 +88,39 @@ class PrepareReport:
     frames: dict[str, int] = field(default_factory=dict)
     files: int = 0
     missing: list[str] = field(default_factory=list)  # "{signer}-{split}/{sign:04}.npz" not found
+    # Clips with no detection in any frame: (split, where); dropped from the store with drop_empty.
+    empty: list[tuple[str, str]] = field(default_factory=list)
+    dropped_empty: bool = False
+    # Groups of identical clips (the same file listed twice, or byte-identical frames): [(split, where), ...].
+    duplicates: list[list[tuple[str, str]]] = field(default_factory=list)
+    unknown_sizes: dict[str, int] = field(default_factory=dict)  # per split: clips without a frame size
 
     def summary(self) -> str:
         found = ", ".join(f"{s}: {self.clips[s]} clips / {self.frames[s]} frames" for s in self.clips)
         text = f"found {self.files} source files ({found})"
         if self.missing:
             text += f"; missing {len(self.missing)}: {_missing_summary(self.missing)}"
+        if self.empty:
+            text += f"; {len(self.empty)} clip(s) with no detection" + (
+                " dropped" if self.dropped_empty else " kept (--drop-empty drops them)"
+            )
+        if self.duplicates:
+            text += (
+                f"; {len(self.duplicates)} group(s) of duplicate clips "
+                f"({sum(len(g) for g in self.duplicates)} clips, {len(self.cross_split())} across splits)"
+            )
+        unknown = sum(self.unknown_sizes.values())
+        if unknown:
+            text += f"; frame size unknown for {unknown} of {sum(self.clips.values())} clips (taken as square)"
         return text
+
+    def cross_split(self, *splits: str) -> list[list[tuple[str, str]]]:
+        """The duplicate groups that span several splits (with `splits`: that include all of them)."""
+        return [
+            g
+            for g in self.duplicates
+            if len({s for s, _ in g}) > 1 and all(any(s == want for s, _ in g) for want in splits)
+        ]
 
 
 def _missing_summary(missing: list[str]) -> str:
@@ -148,6 +178,16 @@ def _size_or_none(row: np.ndarray) -> tuple[float, float] | None:
     return None if (row == 0).all() else (float(row[0]), float(row[1]))
 
 
+def _list_first(items: Sequence[str]) -> str:
+    """The first few of `items`, and how many more."""
+    shown = "; ".join(items[:_LIST_FIRST])
+    return shown + (f"; and {len(items) - _LIST_FIRST} more" if len(items) > _LIST_FIRST else "")
+
+
+def _group_text(group: Sequence[tuple[str, str]]) -> str:
+    return " = ".join(f"{where} ({split})" for split, where in group)
+
+
 def check_clip(clip: np.ndarray, where: str, num_points: int = NUM_POINTS) -> np.ndarray:
     """A clip must be (frames >= 1, points, 4), numeric and finite."""
     if clip.dtype.kind not in "fiu":
@@ -176,6 +216,8 @@ def prepare(
     layout: str | None = None,
     coords: str = "normalized",
     frame_size: tuple[float, float] | None = None,
+    allow_duplicates: bool = False,
+    drop_empty: bool = False,
 ) -> PrepareReport:
     """Convert `src` into a new clip store at `out` (atomically: a failure leaves nothing).
 
@@ -183,7 +225,12 @@ def prepare(
     (default karsl184) and `gislr` (default holistic543); the original project's formats are
     karsl184. `splits` defaults to train and test for those, to all found for the others.
     `frame_size` (width, height; npz and seed-mmap) is the video size of every clip whose
-    source file gives none."""
+    source file gives none.
+
+    Checks while writing: clips in which nothing is ever detected are listed (a warning) or,
+    with `drop_empty`, left out; duplicates (one file listed twice, or byte-identical frames)
+    within a split or across train and val are listed (a warning), and across the test split
+    and any other are an error unless `allow_duplicates`."""
     src, out = Path(src), Path(out)
     if source not in SOURCES:
         raise DatasetError(f"--from must be one of {', '.join(SOURCES)}, got {source!r}")
@@ -213,7 +260,8 @@ def prepare(
     record = {"from": source, "path": str(src.resolve()), "missing": plan.missing}
     if frame_size is not None:
         record["frame_size"] = list(frame_size)
-    _write_store(plan, src, out, dtype, record, report, frame_size)
+    report.dropped_empty = drop_empty
+    _write_store(plan, src, out, dtype, record, report, frame_size, allow_duplicates)
     logger.info("prepared %s: %s", out, report.summary())
     return report
 
@@ -255,23 +303,86 @@ def _write_store(
     source: dict,
     report: PrepareReport,
     frame_size: tuple[float, float] | None = None,
+    allow_duplicates: bool = False,
 ) -> None:
-    """Every split of the plan into a new store at `out`, counted in `report`; `frame_size`
-    for the clips the source gives no size for."""
+    """Every split of the plan into a new store at `out`, counted and checked in `report`;
+    `frame_size` for the clips the source gives no size for. A failed check raises before
+    the store is moved into place, so it leaves nothing."""
     classes = list(plan.classes)
     label = {c.sign: i for i, c in enumerate(classes)}
+    # (split, index in the store) -> where the clip came from; file -> the clips read from it
+    wheres: dict[tuple[str, int], str] = {}
+    files: dict[str, list[tuple[str, int]]] = {}
     with StoreWriter(out, classes, plan.signers, dtype, layout=plan.layout, source=source) as writer:
         for split_name in plan.splits:
             writer.begin_split(split_name)
-            clips = frames = 0
+            clips = frames = unknown = 0
             with progress_bar(f"{split_name}: {plan.unit}", plan.total(split_name)) as advance:
-                for clip, sign, signer, size in plan.clips(split_name, report, advance):
-                    writer.add_clip(clip, label[sign], plan.signers.index(signer), size or frame_size)
-                    clips, frames = clips + 1, frames + len(clip)
+                for clip, sign, signer, size, where, origin in plan.clips(split_name, report, advance):
+                    if not np.any(clip):  # no point detected in any frame
+                        report.empty.append((split_name, where))
+                        if report.dropped_empty:
+                            continue
+                    size = size or frame_size
+                    writer.add_clip(clip, label[sign], plan.signers.index(signer), size)
+                    wheres[split_name, clips] = where
+                    if origin is not None:
+                        files.setdefault(origin, []).append((split_name, clips))
+                    clips, frames, unknown = clips + 1, frames + len(clip), unknown + (size is None)
             if clips == 0:
-                raise DatasetError(f"{src}: no clips for split {split_name!r} with the chosen signs and signers")
+                raise DatasetError(
+                    f"{src}: no clips for split {split_name!r} with the chosen signs and signers"
+                    + (" (every one had no detection and --drop-empty dropped it)" if report.empty else "")
+                )
             report.clips[split_name], report.frames[split_name] = clips, frames
+            report.unknown_sizes[split_name] = unknown
             logger.info("%s: %d clips, %d frames", split_name, clips, frames)
+        _check_clips(writer, wheres, files, report, allow_duplicates)
+
+
+def _check_clips(
+    writer: StoreWriter,
+    wheres: dict[tuple[str, int], str],
+    files: dict[str, list[tuple[str, int]]],
+    report: PrepareReport,
+    allow_duplicates: bool,
+) -> None:
+    """Duplicates and empty clips into `report` and the log; raises for a duplicate across the
+    test split and another unless `allow_duplicates`."""
+    groups = {tuple(g) for g in writer.duplicates()}  # byte-identical frames
+    # One file listed twice is a duplicate even where its clips differ (another frame size).
+    groups |= {tuple(g) for g in files.values() if len(g) > 1}
+    merged: list[set[tuple[str, int]]] = []
+    for g in sorted(groups):
+        overlapping = [m for m in merged if m & set(g)]
+        for m in overlapping:
+            merged.remove(m)
+        merged.append(set(g).union(*overlapping))
+    order = {split: n for n, split in enumerate(dict.fromkeys(split for split, _ in wheres))}  # the plan's
+    report.duplicates = [
+        [(split, wheres[split, i]) for split, i in sorted(m, key=lambda c: (order[c[0]], c[1]))] for m in merged
+    ]
+    if report.empty:
+        logger.warning(
+            "%d clip(s) with no detection in any frame (all keypoints zero)%s: %s",
+            len(report.empty),
+            ", dropped (--drop-empty)" if report.dropped_empty else "; --drop-empty leaves them out",
+            _list_first([f"{where} ({split})" for split, where in report.empty]),
+        )
+    leaks = [g for g in report.duplicates if "test" in {s for s, _ in g} and len({s for s, _ in g}) > 1]
+    if leaks and not allow_duplicates:
+        raise DatasetError(
+            f"{len(leaks)} clip(s) of the test split also appear in another split, which leaks the test: "
+            f"{_list_first([_group_text(g) for g in leaks])}. Remove them, or pass --allow-duplicates to keep them"
+        )
+    if report.duplicates:
+        logger.warning(
+            "%d group(s) of duplicate clips (the same file listed twice, or identical frames), %d of them across "
+            "splits: %s",
+            len(report.duplicates),
+            len(report.cross_split()),
+            _list_first([_group_text(g) for g in report.duplicates]),
+        )
 
 
 class _OriginalPlan:
@@ -346,7 +457,8 @@ class _NpzPlan(_OriginalPlan):
                         for key, size in zip(
                             keys, sizes
                         ):  # file order = recording order, as the original project concatenated them
-                            yield check_clip(npz[key], f"{path} [{key}]"), sign, signer, _size_or_none(size)
+                            where = f"{path} [{key}]"
+                            yield check_clip(npz[key], where), sign, signer, _size_or_none(size), where, None
                 except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
                     raise DatasetError(f"{path}: not a readable numeric .npz file ({e})") from None
 
@@ -465,9 +577,12 @@ class _OriginalMmapPlan(_OriginalPlan):
                     clip = np.fromfile(f, dtype=np.float32, count=n * NUM_POINTS * NUM_CHANNELS)
                     clip = clip.reshape(n, NUM_POINTS, NUM_CHANNELS)  # (frames * 184 * 4,) -> (frames, 184, 4)
                     advance(1)
+                    where = f"{path} clip {position}, frames {offset}-{offset + n} (sign {sign}, signer {signer})"
                     yield (
-                        check_clip(clip, f"{path} frames {offset}-{offset + n} (sign {sign}, signer {signer})"),
+                        check_clip(clip, where),
                         sign,
                         signer,
                         None if sizes is None else _size_or_none(sizes[position]),
+                        where,
+                        None,
                     )
