@@ -106,6 +106,15 @@ def test_seed_mmap_sizes_from_the_option_and_the_sidecar(tmp_path):
     assert open_store(tmp_path / "b").split("train").frame_sizes.tolist() == [[1920, 1080], [640, 480], [1080, 1920]]
 
 
+def test_a_bad_seed_mmap_sidecar_is_one_line(tmp_path):
+    src = _seed_mmap(tmp_path / "side", [[1920, 1080], [1080, 1920]])  # 2 rows for 3 clips
+    out = tmp_path / "s"
+    result = _prepare(src, out, "--from", "seed-mmap", "--allow-pickle", "--splits", "train")
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, "train_frame_sizes.npy", "shape (2, 2), expected (2,) or (3, 2)")
+    assert _no_store_left(out)
+
+
 @pytest.mark.parametrize("value", ["0x720", "1280x0", "-1280x720", "1280", "1280x720x3", "wide", "1.5x2", "x720", ""])
 def test_bad_frame_size_values(tmp_path, value):
     out = tmp_path / "s"

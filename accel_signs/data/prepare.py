@@ -114,13 +114,9 @@ class PrepareReport:
             text += f"; frame size unknown for {unknown} of {sum(self.clips.values())} clips (taken as square)"
         return text
 
-    def cross_split(self, *splits: str) -> list[list[tuple[str, str]]]:
-        """The duplicate groups that span several splits (with `splits`: that include all of them)."""
-        return [
-            g
-            for g in self.duplicates
-            if len({s for s, _ in g}) > 1 and all(any(s == want for s, _ in g) for want in splits)
-        ]
+    def cross_split(self) -> list[list[tuple[str, str]]]:
+        """The duplicate groups that span several splits."""
+        return [g for g in self.duplicates if len({s for s, _ in g}) > 1]
 
 
 def _missing_summary(missing: list[str]) -> str:
@@ -369,7 +365,7 @@ def _check_clips(
             ", dropped (--drop-empty)" if report.dropped_empty else "; --drop-empty leaves them out",
             _list_first([f"{where} ({split})" for split, where in report.empty]),
         )
-    leaks = [g for g in report.duplicates if "test" in {s for s, _ in g} and len({s for s, _ in g}) > 1]
+    leaks = [g for g in report.cross_split() if any(s == "test" for s, _ in g)]
     if leaks and not allow_duplicates:
         raise DatasetError(
             f"{len(leaks)} clip(s) of the test split also appear in another split, which leaks the test: "
@@ -454,9 +450,8 @@ class _NpzPlan(_OriginalPlan):
                             if NPZ_FRAME_SIZE_KEY in npz.files
                             else np.zeros((len(keys), 2), dtype=np.float32)
                         )
-                        for key, size in zip(
-                            keys, sizes
-                        ):  # file order = recording order, as the original project concatenated them
+                        # File order = recording order, as the original project concatenated them.
+                        for key, size in zip(keys, sizes):
                             where = f"{path} [{key}]"
                             yield check_clip(npz[key], where), sign, signer, _size_or_none(size), where, None
                 except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
