@@ -1,6 +1,7 @@
 """Data hygiene in prepare, info and train: frame sizes for the original project's formats,
 duplicate clips, and clips in which nothing was ever detected."""
 
+import json
 import logging
 
 import numpy as np
@@ -260,6 +261,11 @@ def test_empty_clips_are_listed_and_can_be_dropped(tmp_path, caplog):
     info = runner.invoke(app, ["info", str(out)]).stdout
     assert "clips with no detection in any frame: 1 (clips 7)" in info
     assert "clips with no detection in any frame: none" in info  # the test split
+    # A store written before the checks existed: info computes them (a small store).
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["clip_checks"]
+    (out / "meta.json").write_text(json.dumps(meta))
+    assert "clips with no detection in any frame: 1 (clips 7)" in runner.invoke(app, ["info", str(out)]).stdout
     dropped = _prepare(src, tmp_path / "d", "--from", "npz", "--drop-empty")
     assert dropped.exit_code == 0, dropped.stderr
     assert "1 clip(s) with no detection dropped" in dropped.stderr

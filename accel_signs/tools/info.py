@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ def describe_store(store: ClipStore) -> str:
     ]
     if store.meta.get("source"):
         lines.append(f"  source: {store.meta['source']}")
-    checks = _clip_checks(store.meta.get("clip_checks"))
+    checks = _clip_checks(store.meta.get("clip_checks")) or _scan_clip_checks(store)
     for name, split in store.splits.items():
         lengths = split.lengths
         per_class = np.bincount(split.labels, minlength=len(store.classes))
@@ -105,10 +106,26 @@ def _clip_checks(record: object) -> dict | None:
     return {"empty": empty, "duplicates": duplicates}
 
 
+def _scan_clip_checks(store: ClipStore) -> dict | None:
+    """For a store written without clip_checks: the same, computed, when the store is small
+    enough to read whole as quickly as the detection rates read their sample."""
+    if sum(split.num_frames for split in store.splits.values()) > _SAMPLE_FRAMES:
+        return None
+    empty: dict[str, list[int]] = {}
+    digests: dict[bytes, list[tuple[str, int]]] = {}
+    for name, split in store.splits.items():
+        for i in range(len(split)):
+            clip = np.ascontiguousarray(split.clip(i))
+            if not clip.any():
+                empty.setdefault(name, []).append(i)
+            digests.setdefault(hashlib.blake2b(clip.tobytes(), digest_size=16).digest(), []).append((name, i))
+    return {"empty": empty, "duplicates": [g for g in digests.values() if len(g) > 1]}
+
+
 def _empty_clips(checks: dict | None, split: str) -> str:
     """From the store's clip_checks (written with the store): '2 (clips 4, 17)'."""
     if checks is None:
-        return "not recorded (a store written before accel_signs checked it)"
+        return "not recorded (a large store written before accel_signs checked it)"
     ids = checks.get("empty", {}).get(split, [])
     if not ids:
         return "none"
@@ -119,7 +136,7 @@ def _empty_clips(checks: dict | None, split: str) -> str:
 def _duplicates(checks: dict | None) -> str:
     """From the store's clip_checks: 'none', or the groups, those across splits first."""
     if checks is None:
-        return "not recorded (a store written before accel_signs checked it)"
+        return "not recorded (a large store written before accel_signs checked it)"
     groups = checks.get("duplicates", [])
     if not groups:
         return "none"
