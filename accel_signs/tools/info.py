@@ -118,7 +118,7 @@ def _scan_clip_checks(store: ClipStore) -> dict | None:
             clip = np.ascontiguousarray(split.clip(i))
             if not clip.any():
                 empty.setdefault(name, []).append(i)
-            digests.setdefault(hashlib.blake2b(clip.tobytes(), digest_size=16).digest(), []).append((name, i))
+            digests.setdefault(hashlib.sha256(clip.tobytes()).digest()[:16], []).append((name, i))
     return {"empty": empty, "duplicates": [g for g in digests.values() if len(g) > 1]}
 
 
