@@ -336,10 +336,28 @@ def prepare(
             help="Prepare what is there when some sign/signer files are missing (they are still listed).",
         ),
     ] = False,
+    frame_size: Annotated[
+        str | None,
+        typer.Option(
+            help="npz and seed-mmap: WIDTHxHEIGHT in pixels of the videos, e.g. 1920x1080, for every clip whose files give no size (default: unknown, taken as square).",
+        ),
+    ] = None,
+    allow_duplicates: Annotated[
+        bool,
+        typer.Option(
+            "--allow-duplicates",
+            help="Keep clips of the test split that also appear in another split (same file or identical frames); otherwise an error.",
+        ),
+    ] = False,
+    drop_empty: Annotated[
+        bool,
+        typer.Option("--drop-empty", help="Leave out clips in which no keypoint is detected in any frame."),
+    ] = False,
 ) -> None:
     """Convert keypoints into a clip store, streaming in bounded memory: the original project's
     formats, a manifest of .npy/.npz clips in any layout, or the Kaggle GISLR parquet files."""
     from accel_signs.config import parse_signers, parse_signs
+    from accel_signs.data.prepare import parse_frame_size
     from accel_signs.data.prepare import prepare as run_prepare
 
     report = run_prepare(
@@ -354,6 +372,9 @@ def prepare(
         allow_missing=allow_missing,
         layout=layout,
         coords=coords,
+        frame_size=parse_frame_size(frame_size),
+        allow_duplicates=allow_duplicates,
+        drop_empty=drop_empty,
     )
     typer.echo(report.summary(), err=True)
     typer.echo(str(out_dir))

@@ -16,12 +16,23 @@ Source facts (checked on the files):
   height). `rh` is the signer's anatomical right hand (its wrist lies on pose 16).
 - image coordinates are rebuilt with the shoulder midpoint at (0.5, 0.5): pose x, y + 0.5;
   hand = points x scale + meta[:3], then x, y + 0.5; undetected points stay 0.
+- the videos' sizes differ from clip to clip, even within one signer (S3: 1080x1920,
+  1280x720 and 1920x1080; S2: 3840x2160, 1920x1080 and 77 other sizes), so no single
+  `--frame-size` fits the set: the npz route carries each clip's size.
+
+`convert` writes the store directly; `convert_npz` writes the same clips in the original
+project's npz layout (`{signer}-train/{sign:04}.npz`, one array per video; a signer's
+several videos of a letter are the file's several arrays, in the order `convert` writes them),
+for `accel-signs prepare --from npz`. With `sizes`, each file also holds a `frame_size`
+array (clips, 2) that `prepare` reads as the clips' video sizes; without, the sizes are lost,
+as in the original format.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -77,23 +88,50 @@ def signer_id(name: str) -> str:
     return f"{int(name.lstrip('Ss')):02d}"
 
 
-def convert(root: Path, out: Path) -> Path:
-    """Write the sign clips of `root` (an extracted training_dataset folder) as a store with
-    one split, `train` (folds choose signers with --val-signers)."""
+def _rows(root: Path) -> tuple[list[dict[str, str]], dict[str, int], dict[str, str]]:
+    """The sign clips of the metadata in store order, and letter -> label, letter -> char."""
     with open(root / "master_metadata.csv", encoding="utf-8-sig", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["type"] == "sign" and r["is_cropped"] == "False"]
     letters: dict[str, str] = {}
     for r in rows:  # sign numbers in the order the metadata first lists each letter
         label = r["roman_label"] or Path(r["relative_path"].replace("\\", "/")).stem.split("_")[0]
         letters.setdefault(label, r["char"])
-    classes = [ClassInfo(i + 1, label, char) for i, (label, char) in enumerate(letters.items())]
     label_of = {label: i for i, label in enumerate(letters)}
+    rows.sort(key=lambda r: (label_of[r["roman_label"] or "NA"], signer_id(r["signer"]), r["relative_path"]))
+    return rows, label_of, letters
+
+
+def convert_npz(root: Path, out: Path, sizes: bool = True) -> Path:
+    """The sign clips of `root` as the original project's npz tree at `out`: one file per
+    (signer, letter), `{signer}-train/{sign:04}.npz` (sign = label + 1), its arrays the clips
+    in store order, plus a (clips, 2) `frame_size` array when `sizes`."""
+    rows, label_of, _ = _rows(root)
+    groups: dict[tuple[str, int], list[dict[str, str]]] = {}
+    for r in rows:
+        groups.setdefault((signer_id(r["signer"]), label_of[r["roman_label"] or "NA"] + 1), []).append(r)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for (signer, sign), group in groups.items():
+        folder = tmp / f"{signer}-train"
+        folder.mkdir(parents=True, exist_ok=True)
+        clips = [_clip(root / r["relative_path"].replace("\\", "/")) for r in group]
+        arrays = {f"arr_{i}": frames for i, (frames, _) in enumerate(clips)}
+        if sizes:
+            arrays["frame_size"] = np.array([size for _, size in clips], dtype=np.float32)  # (clips, 2)
+        np.savez(folder / f"{sign:04d}.npz", **arrays)
+    tmp.rename(out)
+    return out
+
+
+def convert(root: Path, out: Path) -> Path:
+    """Write the sign clips of `root` (an extracted training_dataset folder) as a store with
+    one split, `train` (folds choose signers with --val-signers)."""
+    rows, label_of, letters = _rows(root)
+    classes = [ClassInfo(i + 1, label, char) for i, (label, char) in enumerate(letters.items())]
     signers = sorted({signer_id(r["signer"]) for r in rows})
     with StoreWriter(out, classes, signers, "float32", source={"nsl": {"commit": COMMIT, "clips": len(rows)}}) as w:
         w.begin_split("train")
-        for r in sorted(
-            rows, key=lambda r: (label_of[r["roman_label"] or "NA"], signer_id(r["signer"]), r["relative_path"])
-        ):
+        for r in rows:
             frames, size = _clip(root / r["relative_path"].replace("\\", "/"))
             w.add_clip(
                 frames, label_of[r["roman_label"] or "NA"], signers.index(signer_id(r["signer"])), frame_size=size

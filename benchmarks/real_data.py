@@ -16,6 +16,12 @@ a 1-nearest-neighbour on hand shapes, which needs no training, is the floor to b
     python benchmarks/real_data.py --source ... --quick                                  # 1 seed, 30 epochs, old + new
     python benchmarks/real_data.py --data libras --source /path/to/Prova_IA.git --only old,new,no_motion
     python benchmarks/real_data.py --mode finetune --source /path/to/Nepali-Sign-Language.git   # fine-tuning vs scratch (finetune.py)
+    python benchmarks/real_data.py --route npz --only new --source /path/to/Nepali-Sign-Language.git  # NSL via the npz format
+
+`--route npz` (NSL) makes the store the way a user of the original project's npz format
+would: nsl.py writes `{signer}-train/{sign:04}.npz` files with each clip's `frame_size`, and
+`accel-signs prepare --from npz` imports them; `--route npz-nosize` leaves the sizes out (the
+original format, every clip taken as square).
 
 --source takes the bare git directory that `fetch` returns, or an extracted copy. Prints mean
 and per-fold accuracy and writes every run's numbers to bench/results/real_data-<data>-<time>.json.
@@ -85,8 +91,8 @@ CONFIGS: dict[str, tuple[str, dict]] = {
 }
 
 
-def prepare_store(data: str, source: Path, work: Path) -> Path:
-    store = work / f"{data}_store"
+def prepare_store(data: str, source: Path, work: Path, route: str = "native") -> Path:
+    store = work / (f"{data}_store" if route == "native" else f"{data}_{route.replace('-', '_')}_store")
     if data == "libras":
         if not (store / "meta.json").exists():
             root = libras.extract(source, work / "libras_src") if (source / "HEAD").exists() else source
@@ -116,8 +122,21 @@ def prepare_store(data: str, source: Path, work: Path) -> Path:
         root = source
         if not (source / "master_metadata.csv").exists():
             root = nsl.extract(source, work / "nsl_src") if (source / "HEAD").exists() else source / "training_dataset"
-        print(f"converting {root} -> {store}", flush=True)
-        nsl.convert(root, store)
+        if route == "native":
+            print(f"converting {root} -> {store}", flush=True)
+            nsl.convert(root, store)
+        else:
+            tree = work / f"nsl_{route.replace('-', '_')}_files"
+            if not tree.exists():
+                print(f"converting {root} -> {tree}", flush=True)
+                nsl.convert_npz(root, tree, sizes=route == "npz")
+            print(f"importing {tree} -> {store}", flush=True)
+            subprocess.run(
+                [sys.executable, "-m", "accel_signs", "-q", "prepare", str(tree), str(store), "--from", "npz"]
+                + ["--splits", "train", "--allow-missing"],  # signer 04 recorded letters 37-49 only
+                check=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
     return store
 
 
@@ -269,6 +288,13 @@ def main() -> None:
         default="table",
         help="table: the configurations above; finetune: pretrain on letters 1-25, then k clips of 26-49 (NSL only)",
     )
+    p.add_argument(
+        "--route",
+        choices=("native", "npz", "npz-nosize"),
+        default="native",
+        help="NSL: how the store is made: nsl.py's converter, or the npz files through `prepare --from npz` "
+        "with each clip's frame size, or without",
+    )
     p.add_argument("--k", default="1,2,5", help="finetune: clips per letter and training signer")
     p.add_argument("--pretrain-epochs", type=int, default=40, help="finetune: epochs of the pretraining on 1-25")
     p.add_argument("--freeze-epochs", type=int, default=0, help="finetune: --freeze-epochs of the fine-tuning")
@@ -293,8 +319,10 @@ def main() -> None:
         p.error(f"unknown config(s) {', '.join(unknown)}")
     seeds, folds = [int(s) for s in args.seeds.split(",")], args.folds.split(",")
     args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    if args.route != "native" and args.data != "nsl":
+        p.error("--route npz / npz-nosize is for NSL (--data nsl)")
     args.work.mkdir(parents=True, exist_ok=True)
-    store = prepare_store(args.data, args.source, args.work)
+    store = prepare_store(args.data, args.source, args.work, args.route)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     runs_dir = args.work / f"runs-{stamp}"
 
@@ -317,7 +345,8 @@ def main() -> None:
         if (n, f, s) not in done
     ]
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"real_data-{args.data}-{stamp}.json"
+    route = "" if args.route == "native" else f"-{args.route}"
+    path = args.out / f"real_data-{args.data}{route}-{stamp}.json"
 
     def write(table: str | None = None) -> None:
         """After every run: a long benchmark stopped halfway keeps its runs (pass the file to --reuse)."""
@@ -326,6 +355,7 @@ def main() -> None:
             json.dumps(
                 {
                     "data": spec["title"],
+                    "route": args.route,
                     "protocol": f"signer-independent, validate on signer {'/'.join(folds)} in turn",
                     "epochs": args.epochs,
                     "batch_size": args.batch_size,

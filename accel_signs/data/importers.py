@@ -248,7 +248,7 @@ class ClipsPlan:
                 f"{where} ({path.name})",
                 size if self.coords == "pixels" else None,
             )
-            yield clip, self.numbers[sign], signer, size
+            yield clip, self.numbers[sign], signer, size, f"{path} ({where.rpartition(', ')[2]})", str(path.resolve())
 
 
 def _frame_size(row: dict[str, str], where: str, required: bool) -> tuple[float, float] | None:
@@ -332,7 +332,7 @@ class GislrPlan:
             path = root / r["path"]
             if not path.is_file():
                 raise DatasetError(f"{index}, line {line}: {path} does not exist")
-            self.entries.append((path, numbers[r["sign"]], signer))
+            self.entries.append((path, numbers[r["sign"]], signer, line))
         self.entries.sort(key=lambda e: (e[1], e[2]))
         self.splits = ["train"]
 
@@ -340,10 +340,11 @@ class GislrPlan:
         return len(self.entries)
 
     def clips(self, split_name: str, report: Any, advance: Callable[[int], None]) -> Iterator[SourceClip]:
-        for path, sign, signer in self.entries:
+        for path, sign, signer, line in self.entries:
             report.files += 1
             advance(1)
-            yield self.layout.assemble(read_gislr(path)), sign, signer, None
+            clip = self.layout.assemble(read_gislr(path))
+            yield clip, sign, signer, None, f"{path} (train.csv line {line})", str(path.resolve())
 
 
 def read_gislr(path: Path) -> dict[str, np.ndarray]:

@@ -12,7 +12,9 @@ A store is a directory::
                             0 where unknown; optional (absent: every clip unknown)
 
 `label` indexes `meta.json`'s classes and `signer` its signers. Plain `.npy` files, never
-pickles. MediaPipe divides x by the frame's width and y by its height, so the frame size is
+pickles. `meta.json`'s optional `clip_checks` records what the writer saw while writing:
+`empty` (split -> indices of clips in which no point was ever detected, i.e. all zeros) and
+`duplicates` (groups of [split, index] whose frames are byte-identical). MediaPipe divides x by the frame's width and y by its height, so the frame size is
 what turns a clip back into undistorted shapes (see features.py); a clip of unknown size is
 taken as square, which KArSL's videos are. `open_store` validates everything that is cheap to validate; `StoreSplit.check_finite`
 scans the frames themselves.
@@ -20,6 +22,7 @@ scans the frames themselves.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -460,6 +463,9 @@ class StoreWriter:
         self._clips: list[tuple[int, int, int, int]] = []
         self._frame_sizes: list[tuple[float, float]] = []
         self._num_frames = 0
+        # What `clip_checks` records: each clip's frames digest -> its (split, index)es, and empty clips.
+        self._digests: dict[bytes, list[tuple[str, int]]] = {}
+        self._empty: dict[str, list[int]] = {}
 
     def __enter__(self) -> StoreWriter:
         return self
@@ -504,10 +510,24 @@ class StoreWriter:
             raise DatasetError(
                 f"a clip of split {self._split!r} holds NaN or inf values (or values too large for {self.dtype})"
             )
-        self._frames_file.write(np.ascontiguousarray(data).tobytes())
+        raw = np.ascontiguousarray(data).tobytes()
+        self._frames_file.write(raw)
+        index = len(self._clips)
+        # SHA-256: with the CPU's SHA instructions about 2.5x faster than BLAKE2 here; 16 bytes are plenty.
+        self._digests.setdefault(hashlib.sha256(raw).digest()[:16], []).append((self._split, index))
+        if not data.any():
+            self._empty.setdefault(self._split, []).append(index)
         self._clips.append((self._num_frames, len(frames), int(label), int(signer)))
         self._frame_sizes.append((float(width), float(height)))
         self._num_frames += len(frames)
+
+    def duplicates(self) -> list[list[tuple[str, int]]]:
+        """Groups of the clips written so far whose frames are byte-identical: [(split, index), ...]."""
+        return [group for group in self._digests.values() if len(group) > 1]
+
+    def empty_clips(self) -> dict[str, list[int]]:
+        """split -> indices of the clips written so far in which no point is ever detected (all zeros)."""
+        return {split: list(ids) for split, ids in self._empty.items()}
 
     def _end_split(self) -> None:
         if self._split is None:
@@ -543,6 +563,10 @@ class StoreWriter:
                 "signers": list(self.signers),
                 "splits": self._splits,
                 "source": self.source,
+                "clip_checks": {
+                    "empty": self.empty_clips(),
+                    "duplicates": [[list(c) for c in group] for group in self.duplicates()],
+                },
             }
             (self._tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1), "utf-8")
             os.replace(self._tmp, self.path)

@@ -164,6 +164,16 @@ def training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
         seq_len=cfg.data.seq_len, num_workers=workers, pin_memory=accelerator.device.type == "cuda", resident=resident
     )
     aug = cfg.data.augment
+    profile = data_profile(store_split, train_ids, store.layout)
+    unknown = profile["frame_sizes"].get("unknown", 0)
+    if unknown and accelerator.is_main_process:
+        logger.warning(
+            "frame size unknown for %d of %d training clips: their x/y are taken as if the video were square, so "
+            "the hands of 16:9 (or any non-square) recordings come out stretched. Give the size when preparing "
+            "the store: `prepare --frame-size WxH` (npz, seed-mmap) or width/height columns (a clips manifest)",
+            unknown,
+            len(train_ids),
+        )
     return TrainData(
         classes=classes,
         on_device=resident is not None,
@@ -181,7 +191,7 @@ def training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
         val_loader=make_loader(store_split, val_ids, classes, batch_size=2 * cfg.batch_size, train=False, **common),
         has_test="test" in store.splits,
         layout=store.layout,
-        profile=data_profile(store_split, train_ids, store.layout),
+        profile=profile,
         partition=partition,
     )
 

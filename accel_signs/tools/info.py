@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,7 @@ def describe_store(store: ClipStore) -> str:
     ]
     if store.meta.get("source"):
         lines.append(f"  source: {store.meta['source']}")
+    checks = _clip_checks(store.meta.get("clip_checks")) or _scan_clip_checks(store)
     for name, split in store.splits.items():
         lengths = split.lengths
         per_class = np.bincount(split.labels, minlength=len(store.classes))
@@ -70,21 +72,80 @@ def describe_store(store: ClipStore) -> str:
             + ", ".join(f"{p} {r:.1%}" for p, r in rates.items())
             + (f" (from {sampled} sampled frames)" if sampled < split.num_frames else ""),
             f"    video frame sizes: {_frame_sizes(split)}",
+            f"    clips with no detection in any frame: {_empty_clips(checks, name)}",
         ]
+    lines.append(f"  duplicate clips (identical frames): {_duplicates(checks)}")
     return "\n".join(lines)
+
+
+# What a clip of unknown frame size means, and how to give the size.
+_UNKNOWN_SIZE = (
+    "taken as square: the x/y of a 16:9 video come out stretched; give the size with `prepare --frame-size WxH`"
+)
 
 
 def _frame_sizes(split) -> str:
     """'1280x720 (40 clips), 720x1280 (20 clips)'; clips of unknown size are taken as square."""
     if split.frame_sizes is None:
-        return "not recorded (taken as square)"
+        return f"unknown for all {len(split)} clips ({_UNKNOWN_SIZE})"
     sizes, counts = np.unique(split.frame_sizes, axis=0, return_counts=True)
     order = np.argsort(-counts, kind="stable")
     parts = [
-        f"{int(w)}x{int(h)} ({n} clips)" if w > 0 and h > 0 else f"unknown ({n} clips, taken as square)"
+        f"{int(w)}x{int(h)} ({n} clips)" if w > 0 and h > 0 else f"unknown ({n} clips, {_UNKNOWN_SIZE})"
         for (w, h), n in zip(sizes[order], counts[order])
     ]
     return ", ".join(parts[:6]) + (f", and {len(parts) - 6} more" if len(parts) > 6 else "")
+
+
+def _clip_checks(record: object) -> dict | None:
+    """meta.json's clip_checks when well-formed (open_store does not need it), else None."""
+    try:
+        empty = {str(k): [int(i) for i in v] for k, v in record["empty"].items()}  # type: ignore[index]
+        duplicates = [[(str(s), int(i)) for s, i in g] for g in record["duplicates"]]  # type: ignore[index]
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
+    return {"empty": empty, "duplicates": duplicates}
+
+
+def _scan_clip_checks(store: ClipStore) -> dict | None:
+    """For a store written without clip_checks: the same, computed, when the store is small
+    enough to read whole as quickly as the detection rates read their sample."""
+    if sum(split.num_frames for split in store.splits.values()) > _SAMPLE_FRAMES:
+        return None
+    empty: dict[str, list[int]] = {}
+    digests: dict[bytes, list[tuple[str, int]]] = {}
+    for name, split in store.splits.items():
+        for i in range(len(split)):
+            clip = np.ascontiguousarray(split.clip(i))
+            if not clip.any():
+                empty.setdefault(name, []).append(i)
+            digests.setdefault(hashlib.sha256(clip.tobytes()).digest()[:16], []).append((name, i))
+    return {"empty": empty, "duplicates": [g for g in digests.values() if len(g) > 1]}
+
+
+def _empty_clips(checks: dict | None, split: str) -> str:
+    """From the store's clip_checks (written with the store): '2 (clips 4, 17)'."""
+    if checks is None:
+        return "not recorded (a large store written before accel_signs checked it)"
+    ids = checks.get("empty", {}).get(split, [])
+    if not ids:
+        return "none"
+    shown = ", ".join(map(str, ids[:10])) + (f", and {len(ids) - 10} more" if len(ids) > 10 else "")
+    return f"{len(ids)} (clips {shown})"
+
+
+def _duplicates(checks: dict | None) -> str:
+    """From the store's clip_checks: 'none', or the groups, those across splits first."""
+    if checks is None:
+        return "not recorded (a large store written before accel_signs checked it)"
+    groups = checks.get("duplicates", [])
+    if not groups:
+        return "none"
+    across = [g for g in groups if len({s for s, _ in g}) > 1]
+    listed = sorted(groups, key=lambda g: g not in across)[:5]
+    text = "; ".join(" = ".join(f"{s} clip {i}" for s, i in g) for g in listed)
+    more = f"; and {len(groups) - 5} more" if len(groups) > 5 else ""
+    return f"{len(groups)} group(s), {len(across)} across splits: {text}{more}"
 
 
 def _describe_input(cfg: dict | None) -> str:
