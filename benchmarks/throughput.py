@@ -170,18 +170,39 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
     return {**out, "model_resident": resident_step, "eval": evaluation, "peak_mib": peak}
 
 
-def train_epochs(store: Path, out: Path, size: str, batch: int, epochs: int, args) -> list[dict]:
+def train_epochs(
+    store: Path, out: Path, size: str, batch: int, epochs: int, args, checkout: Path | None = None
+) -> list[dict]:
     """`accel-signs train` on `store` in a subprocess (the real CLI, this interpreter, the
-    inherited environment: `accelerate launch`'s mixed precision too); its metrics.jsonl lines."""
+    inherited environment: `accelerate launch`'s mixed precision too), of the package in
+    `checkout` if given; its metrics.jsonl lines."""
     cmd = [sys.executable, "-m", "accel_signs", "-q", "train", "--data", str(store), "--model-size", size]
     cmd += ["--batch-size", str(batch), "--num-epochs", str(epochs), "--no-eval", "--output-dir", str(out)]
     cmd += ["--run-name", "run"]
     if args.compile:
         cmd += ["--compile", "--compile-mode", args.compile_mode]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    env = None
+    if checkout is not None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         sys.exit(f"train failed ({' '.join(cmd)}):\n{done.stderr[-3000:]}")
     return [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+
+
+def epoch_row(rep: int, seed: float, tmp: Path, size: str, batch: int, args) -> dict:
+    """One repetition's train epochs (and the baseline's), against the seed epoch just timed."""
+    row = {"repeat": rep + 1, "seed_epoch_samples_per_s": round(seed, 1)}
+    runs = [("", None)] + ([("baseline_", args.baseline)] if args.baseline is not None else [])
+    for tag, checkout in runs if rep % 2 == 0 else runs[::-1]:  # each goes first in turn
+        out = tmp / f"runs{rep}{tag}"
+        metrics = train_epochs(tmp / "store", out, size, batch, args.epochs_per_run, args, checkout)
+        later = statistics.median(m["samples_per_s"] for m in metrics[1:])
+        row[f"{tag}train_epoch1_samples_per_s"] = metrics[0]["samples_per_s"]
+        row[f"{tag}train_later_epochs_samples_per_s"] = later
+        row[f"{tag}ratio_to_seed"] = round(later / seed, 3)
+        row[f"{tag}epoch1_ratio_to_seed"] = round(metrics[0]["samples_per_s"] / seed, 3)
+    return row
 
 
 def epoch_mode(args, accelerator, name: str, seed_loop) -> None:
@@ -204,20 +225,8 @@ def epoch_mode(args, accelerator, name: str, seed_loop) -> None:
                 warmup=3,
                 size=size,
             )
-            metrics = train_epochs(
-                Path(tmp) / "store", Path(tmp) / f"runs{rep}", size, batch, args.epochs_per_run, args
-            )
-            later = statistics.median(m["samples_per_s"] for m in metrics[1:])
-            row = {
-                "repeat": rep + 1,
-                "seed_epoch_samples_per_s": round(seed, 1),
-                "train_epoch1_samples_per_s": metrics[0]["samples_per_s"],
-                "train_later_epochs_samples_per_s": later,
-                "ratio_to_seed": round(later / seed, 3),
-                "epoch1_ratio_to_seed": round(metrics[0]["samples_per_s"] / seed, 3),
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            rows.append(epoch_row(rep, seed, Path(tmp), size, batch, args))
+            print(json.dumps(rows[-1]), flush=True)
     ratio = statistics.median(r["ratio_to_seed"] for r in rows)
     compiled = f", torch.compile {args.compile_mode}" if args.compile else ""
     pairs = ", ".join(f"{r['ratio_to_seed']:.2f}" for r in rows)
@@ -229,6 +238,11 @@ def epoch_mode(args, accelerator, name: str, seed_loop) -> None:
         f"alternating pairs: {ratio:.2f}x (pairs: {pairs}); epoch 1 (one-time costs included): {first:.2f}x"
     )
     summary = {"median_ratio_to_seed": ratio, "size": size, "batch": batch, "clips": args.clips}
+    if args.baseline is not None:
+        base = statistics.median(r["baseline_ratio_to_seed"] for r in rows)
+        summary["baseline"], summary["baseline_median_ratio_to_seed"] = str(args.baseline), base
+        pairs = ", ".join(f"{r['baseline_ratio_to_seed']:.2f}" for r in rows)
+        print(f"baseline {args.baseline}, the same way in the same run: {base:.2f}x (pairs: {pairs})")
     write_result(args, accelerator, name, "epoch", {"summary": summary, "rows": rows})
 
 
@@ -270,6 +284,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="--epoch: seed/train pairs, alternating")
     ap.add_argument(
         "--epochs-per-run", type=int, default=2, help="--epoch: epochs of each train run (the first is apart)"
+    )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="--epoch: also time train from the accel_signs in this checkout (e.g. a `git worktree` of the code "
+        "before a change), in each repetition, for a before/after ratio from one run",
     )
     args = ap.parse_args()
 

@@ -35,8 +35,7 @@ class SpatialAttention(_PartFrameAttention):
     badly (cuDNN's backward fails at large batch); on a GPU, as broadcast products and a
     softmax over 4 entries, it is a few elementwise ops that torch.compile fuses. On a CPU
     those products write (B, G, G, T, H, hd) tensors, 16x the size of q, forward and backward;
-    batched matrix products of (G, hd) blocks are the same sums with a third less time
-    (measured: spatial_mix's docstring).
+    batched matrix products of (G, hd) blocks compute the same sums (spatial_mix).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, G, T, D)
@@ -50,10 +49,10 @@ def spatial_mix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, matmul: bool)
     """Attention of each part over the G parts of its frame, per head: q, k, v (B, G, T, H, hd)
     -> (B, G, T, H, hd).
 
-    `matmul` (the CPU's way): (B, T, H) batches of (G, hd) matrix products, 1.3x faster than
-    the broadcast products in a CPU training step's forward and backward (s_4_2, batch 64,
-    2 threads); the same sums in another order, so equal to float rounding (~1e-6). Otherwise
-    (the GPU's way) broadcast products that torch.compile fuses into one kernel.
+    `matmul` (the CPU's way): (B, T, H) batches of (G, hd) matrix products; with them a whole
+    s_4_2 training step at batch 64 ran 1.2x faster on a 2-core CPU (paired steps in one
+    process). The same sums in another order, so equal to float rounding (~1e-6). Otherwise
+    (the GPU's way) broadcast products, which torch.compile fuses into one kernel.
     """
     scale = q.shape[-1] ** -0.5
     if matmul:
