@@ -26,4 +26,8 @@ timeout 200 "${launch[@]}" --mixed_precision bf16 benchmarks/throughput.py \
 timeout 200 "${launch[@]}" --mixed_precision bf16 benchmarks/throughput.py \
   --sizes s_4_2 --batches 64,1024 --steps 50 --compile --compile-mode reduce-overhead --out "$OUT" 2>&1 \
   | tee "$OUT/gpu-throughput-compiled.log" || status=1
+
+# 3. Whole epochs: `accel-signs train` beside the seed loop, alternating (the ratio of one run).
+timeout 150 "${launch[@]}" --mixed_precision bf16 benchmarks/throughput.py --epoch --repeats 2 --out "$OUT" 2>&1 \
+  | tee "$OUT/gpu-throughput-epoch.log" || status=1
 exit $status

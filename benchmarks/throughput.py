@@ -20,6 +20,21 @@ classes), writes it as a clip store, then times for every size and batch:
   eval       accel_signs' validation pass (trainer.validate) on the same clips
 and prints samples/s, the ratio to the seed loop and peak memory; the table also goes to
 bench/results/throughput-<device>-<time>.json.
+
+    python benchmarks/throughput.py --epoch [--repeats 3 --clips 3000]         # whole epochs
+
+--epoch times whole training epochs instead, alternating on the same store, --repeats times:
+  seed       one epoch's worth of the seed loop's steps (every clip once, batch 64, after
+             3 warm-up steps), with its loss.item() every step
+  train      `accel-signs train` itself, in a subprocess (the real CLI: store, split, loader,
+             sampling, augmentation, features, forward, backward, optimizer, validation,
+             logging), --epochs-per-run epochs; samples/s as its metrics.jsonl reports it
+             (training clips over the epoch's seconds, its validation included). Epoch 1
+             holds one-time costs (first allocations; compilation with --compile) and is
+             reported apart; the ratio uses the later epochs.
+and prints each repetition's ratio and their median; the table goes to
+bench/results/throughput-<device>-epoch-<time>.json. Alternating the two spreads the shared
+machine's load over both: compare only the ratios of one run, never figures of two runs.
 """
 
 from __future__ import annotations
@@ -28,6 +43,8 @@ import argparse
 import json
 import os
 import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -153,6 +170,99 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
     return {**out, "model_resident": resident_step, "eval": evaluation, "peak_mib": peak}
 
 
+def train_epochs(
+    store: Path, out: Path, size: str, batch: int, epochs: int, args, checkout: Path | None = None
+) -> list[dict]:
+    """`accel-signs train` on `store` in a subprocess (the real CLI, this interpreter, the
+    inherited environment: `accelerate launch`'s mixed precision too), of the package in
+    `checkout` if given; its metrics.jsonl lines."""
+    cmd = [sys.executable, "-m", "accel_signs", "-q", "train", "--data", str(store), "--model-size", size]
+    cmd += ["--batch-size", str(batch), "--num-epochs", str(epochs), "--no-eval", "--output-dir", str(out)]
+    cmd += ["--run-name", "run"]
+    if args.compile:
+        cmd += ["--compile", "--compile-mode", args.compile_mode]
+    env = None
+    if checkout is not None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        sys.exit(f"train failed ({' '.join(cmd)}):\n{done.stderr[-3000:]}")
+    return [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+
+
+def epoch_row(rep: int, seed: float, tmp: Path, size: str, batch: int, args) -> dict:
+    """One repetition's train epochs (and the baseline's), against the seed epoch just timed."""
+    row = {"repeat": rep + 1, "seed_epoch_samples_per_s": round(seed, 1)}
+    runs = [("", None)] + ([("baseline_", args.baseline)] if args.baseline is not None else [])
+    for tag, checkout in runs if rep % 2 == 0 else runs[::-1]:  # each goes first in turn
+        out = tmp / f"runs{rep}{tag}"
+        metrics = train_epochs(tmp / "store", out, size, batch, args.epochs_per_run, args, checkout)
+        later = statistics.median(m["samples_per_s"] for m in metrics[1:])
+        row[f"{tag}train_epoch1_samples_per_s"] = metrics[0]["samples_per_s"]
+        row[f"{tag}train_later_epochs_samples_per_s"] = later
+        row[f"{tag}ratio_to_seed"] = round(later / seed, 3)
+        row[f"{tag}epoch1_ratio_to_seed"] = round(metrics[0]["samples_per_s"] / seed, 3)
+    return row
+
+
+def epoch_mode(args, accelerator, name: str, seed_loop) -> None:
+    """Seed-loop epochs and `accel-signs train` epochs, alternating, on one store; the ratio."""
+    device = accelerator.device
+    size, batch = args.sizes.split(",")[0], int(args.batches.split(",")[0])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        frames, offsets, lengths, labels = build_store(Path(tmp) / "store", args.clips, seed_loop)
+        steps = len(labels) // batch  # one epoch of the seed's loader (drop_last)
+        for rep in range(args.repeats):
+            seed = seed_loop.samples_per_second(
+                frames,
+                offsets,
+                lengths,
+                labels,
+                device=device.type,
+                batch_size=batch,
+                steps=3 + steps,
+                warmup=3,
+                size=size,
+            )
+            rows.append(epoch_row(rep, seed, Path(tmp), size, batch, args))
+            print(json.dumps(rows[-1]), flush=True)
+    ratio = statistics.median(r["ratio_to_seed"] for r in rows)
+    compiled = f", torch.compile {args.compile_mode}" if args.compile else ""
+    pairs = ", ".join(f"{r['ratio_to_seed']:.2f}" for r in rows)
+    first = statistics.median(r["epoch1_ratio_to_seed"] for r in rows)
+    print(
+        f"\n{name}, mixed precision {accelerator.mixed_precision}{compiled}, torch {torch.__version__}, {size}, "
+        f"batch {batch}, {args.clips} clips, torch threads {torch.get_num_threads()}\n"
+        f"train epoch (epochs 2-{args.epochs_per_run} of each run) / seed loop epoch, median of {len(rows)} "
+        f"alternating pairs: {ratio:.2f}x (pairs: {pairs}); epoch 1 (one-time costs included): {first:.2f}x"
+    )
+    summary = {"median_ratio_to_seed": ratio, "size": size, "batch": batch, "clips": args.clips}
+    if args.baseline is not None:
+        base = statistics.median(r["baseline_ratio_to_seed"] for r in rows)
+        summary["baseline"], summary["baseline_median_ratio_to_seed"] = str(args.baseline), base
+        pairs = ", ".join(f"{r['baseline_ratio_to_seed']:.2f}" for r in rows)
+        print(f"baseline {args.baseline}, the same way in the same run: {base:.2f}x (pairs: {pairs})")
+    write_result(args, accelerator, name, "epoch", {"summary": summary, "rows": rows})
+
+
+def write_result(args, accelerator, name: str, mode: str, table: dict) -> None:
+    """bench/results/throughput-<device>[-compile-<mode>][-<mode>]-<time>.json."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    tag = (f"-compile-{args.compile_mode}" if args.compile else "") + (f"-{mode}" if mode else "")
+    out = args.out / f"throughput-{name.replace(' ', '_')}{tag}-{datetime.now():%Y%m%d-%H%M%S}.json"
+    head = {
+        "device": name,
+        "mixed_precision": accelerator.mixed_precision,
+        "compile": f", torch.compile {args.compile_mode}" if args.compile else "",
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
+    out.write_text(json.dumps({**head, **table}, indent=2) + "\n")
+    print(f"\nwritten: {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="s_4_2")
@@ -170,6 +280,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--compile", action="store_true", help="torch.compile our model (as train --compile)")
     ap.add_argument("--compile-mode", default="default", help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
+    ap.add_argument("--epoch", action="store_true", help="time whole epochs: the seed loop's and `accel-signs train`'s")
+    ap.add_argument("--repeats", type=int, default=3, help="--epoch: seed/train pairs, alternating")
+    ap.add_argument(
+        "--epochs-per-run", type=int, default=2, help="--epoch: epochs of each train run (the first is apart)"
+    )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="--epoch: also time train from the accel_signs in this checkout (e.g. a `git worktree` of the code "
+        "before a change), in each repetition, for a before/after ratio from one run",
+    )
     args = ap.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # seed_loop.py, beside this file
@@ -188,6 +310,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     if args.workers is None:
         args.workers = 0 if device.type == "cpu" else min(4, os.cpu_count() or 1)
+    if args.epoch:
+        return epoch_mode(args, accelerator, name, seed_loop)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         frames, offsets, lengths, labels = build_store(Path(tmp) / "store", args.clips, seed_loop)
@@ -235,24 +359,7 @@ def main() -> None:
             f"{r['stream_samples_per_s']:9.1f} {r['model_resident_samples_per_s']:9.1f} {r['ours_vs_model_resident']:10.2f} "
             f"{r['eval_samples_per_s']:9.1f} {r['peak_mib']:9d}"
         )
-    args.out.mkdir(parents=True, exist_ok=True)
-    tag = f"-compile-{args.compile_mode}" if args.compile else ""
-    out = args.out / f"throughput-{name.replace(' ', '_')}{tag}-{datetime.now():%Y%m%d-%H%M%S}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "device": name,
-                "mixed_precision": accelerator.mixed_precision,
-                "compile": compiled,
-                "torch": torch.__version__,
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"\nwritten: {out}")
+    write_result(args, accelerator, name, "", {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -61,9 +61,7 @@ class Augmenter:
         index = self._index(dev)
         if cfg.mirror_p > 0:
             flip = torch.rand(b, device=dev) < cfg.mirror_p
-            mirrored, mirrored_present = mirror_centred(coords, present, index["mirror"])
-            coords = torch.where(flip[:, None, None, None], mirrored, coords)
-            present = torch.where(flip[:, None, None], mirrored_present, present)
+            coords, present = mirror_centred(coords, present, index["mirror"], flip)
         if cfg.hand_p > 0:
             coords = self._hand_shapes(coords, index)
         if cfg.affine_p > 0:

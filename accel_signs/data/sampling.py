@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def tsn_positions(
@@ -81,13 +82,23 @@ def mirror(x: torch.Tensor, mirror_index: torch.Tensor) -> torch.Tensor:
 
 
 def mirror_centred(
-    coords: torch.Tensor, present: torch.Tensor, mirror_index: torch.Tensor
+    coords: torch.Tensor, present: torch.Tensor, mirror_index: torch.Tensor, flip: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mirror (B, T, P, 3) coordinates in a centred frame and their (B, T, P) presence left-right:
-    every point takes its partner's place and x -> -x. The model's handedness canonicalisation
+    every point takes its partner's place and x -> -x. With `flip` (B,) bool, only the clips
+    where it is true; the others stay as they are. The model's handedness canonicalisation
     and the mirror augmentation both use it, so the two cannot disagree."""
-    flip = torch.tensor([-1.0, 1.0, 1.0], device=coords.device, dtype=coords.dtype)
-    return coords[:, :, mirror_index] * flip, present[:, :, mirror_index]
+    if flip is None:
+        sign = torch.tensor([-1.0, 1.0, 1.0], device=coords.device, dtype=coords.dtype)
+        return coords[:, :, mirror_index] * sign, present[:, :, mirror_index]
+    # One gather in which each clip reads its points in its own order (its mirror partners' or
+    # its own), then x times -1 or 1: the same values as mirroring every clip and choosing with
+    # where(), without that second (B, T, P, 3) copy and the choice.
+    b, t, p = present.shape
+    own = torch.arange(p, device=coords.device)
+    order = torch.where(flip[:, None], mirror_index, own)[:, None, :].expand(b, t, p)  # (B, P) -> (B, T, P)
+    sign = F.pad(torch.where(flip, -1.0, 1.0).to(coords.dtype)[:, None], (0, 2), value=1.0)  # (B, 3): x, y, z
+    return coords.gather(2, order[..., None].expand(b, t, p, 3)) * sign[:, None, None, :], present.gather(2, order)
 
 
 def affine(x: torch.Tensor, angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from accel_signs.config import InputConfig
@@ -119,9 +120,10 @@ class KeypointFeatures(nn.Module):
             half_width = 0.5 * aspect if aspect is not None else torch.full(x.shape[:1], 0.5, device=x.device)
             centre = torch.stack([half_width, torch.full_like(half_width, 0.5)], dim=-1)
             scale = torch.ones_like(half_width)
-        xy = (xyz[..., :2] - centre[:, None, None, :]) / scale[:, None, None, None]
-        z = xyz[..., 2:] / scale[:, None, None, None]  # depth: scaled, not centred (each part has its own origin)
-        coords = torch.where(present[..., None], torch.cat([xy, z], dim=-1), 0.0)
+        # Depth is scaled, not centred (each part has its own origin): its centre is 0, and z - 0 is z
+        # exactly, so one subtraction and one division serve all three axes.
+        centre = F.pad(centre, (0, 1))  # (B, 2) -> (B, 3)
+        coords = torch.where(present[..., None], (xyz - centre[:, None, None, :]) / scale[:, None, None, None], 0.0)
         if self.cfg.handedness:
             coords, present = self._dominant_hand_right(coords, present)
         return coords, present
@@ -179,9 +181,7 @@ class KeypointFeatures(nn.Module):
             return coords, present
         score = self.dominance(coords, present)  # (B, 2)
         flip = score[:, 1] > score[:, 0]  # (B,) ties keep the clip as recorded
-        mirrored, mirrored_present = self.mirror(coords, present)
-        flip = flip[:, None, None]  # (B, 1, 1); logical ops, not where(): ONNX Runtime has no boolean Where
-        return (torch.where(flip[..., None], mirrored, coords), (flip & mirrored_present) | (~flip & present))
+        return mirror_centred(coords, present, self.mirror_index, flip)
 
     def encode(self, coords: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """Canonical coordinates and presence -> (B, T, F): per part, positions (hands: local
@@ -192,7 +192,7 @@ class KeypointFeatures(nn.Module):
             return torch.cat(
                 [coords[:, :, getattr(self, f"part_{g}")].flatten(2) for g in range(len(self.part_names))], dim=-1
             )  # (B, T, P, C) -> (B, T, P*C), part by part
-        out = []
+        values, masks, presence = [], [], []
         for g, name in enumerate(self.part_names):
             index = self.part_slices[g] or getattr(self, f"part_{g}")
             pts, seen = coords[:, :, index], present[:, :, index]  # (B, T, n, 3), (B, T, n)
@@ -205,22 +205,31 @@ class KeypointFeatures(nn.Module):
                 palm = torch.where(palm > 0, palm, torch.ones_like(palm))
                 valid = seen & wrist_seen[..., None]  # (B, T, n)
                 local = torch.where(valid[..., None], (pts - wrist[:, :, None]) / palm[:, None, None, None], 0.0)
-                values = torch.cat([local.flatten(2), wrist[..., :2] * wrist_seen[..., None]], dim=-1)  # (B, T, 3n+2)
-                mask = torch.cat(
-                    [valid[..., None].expand(-1, -1, -1, 3).flatten(2), wrist_seen[..., None].expand(-1, -1, 2)], dim=-1
-                )
+                values.append(torch.cat([local.flatten(2), wrist[..., :2] * wrist_seen[..., None]], dim=-1))
+                masks.append(
+                    torch.cat(
+                        [valid[..., None].expand(-1, -1, -1, 3).flatten(2), wrist_seen[..., None].expand(-1, -1, 2)],
+                        dim=-1,
+                    )
+                )  # (B, T, 3n+2) values and their mask
             else:
-                values = pts[..., :2].flatten(2)  # (B, T, n, 2) -> (B, T, 2n)
-                mask = seen[..., None].expand(-1, -1, -1, 2).flatten(2)
-            feats = [values]
-            if self.cfg.motion:
-                d1, m1 = _difference(values, mask)
-                d2, _ = _difference(d1, m1)
-                feats += [d1, d2]
+                values.append(pts[..., :2].flatten(2))  # (B, T, n, 2) -> (B, T, 2n)
+                masks.append(seen[..., None].expand(-1, -1, -1, 2).flatten(2))
             if self.cfg.presence:
-                feats.append(seen.float().mean(-1, keepdim=True))
-            out.append(torch.cat(feats, dim=-1))
-        return torch.cat(out, dim=-1)
+                presence.append(seen.float().mean(-1, keepdim=True))  # (B, T, 1)
+        widths = [v.shape[-1] for v in values]
+        columns = [[v] for v in values]  # per part, its feature blocks in order
+        if self.cfg.motion:
+            # Every part's differences at once, over its values side by side (B, T, V), then
+            # split back: a few whole-width ops instead of a dozen per part.
+            d1, m1 = _difference(torch.cat(values, dim=-1), torch.cat(masks, dim=-1))
+            d2, _ = _difference(d1, m1)
+            for column, a, b in zip(columns, d1.split(widths, dim=-1), d2.split(widths, dim=-1)):
+                column += [a, b]
+        for column, p in zip(columns, presence):
+            column.append(p)
+        # One copy into the output, part by part: [values, d1, d2, presence] of each part.
+        return torch.cat([block for column in columns for block in column], dim=-1)
 
 
 def _difference(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
