@@ -17,7 +17,7 @@ Source facts (checked on the files):
 - image coordinates are rebuilt with the shoulder midpoint at (0.5, 0.5): pose x, y + 0.5;
   hand = points x scale + meta[:3], then x, y + 0.5; undetected points stay 0.
 - the videos' sizes differ from clip to clip, even within one signer (S3: 1080x1920,
-  1280x720 and 1920x1080; S2: 3840x2160, 1920x1080 and 77 other sizes), so no single
+  1280x720 and 1920x1080; S2: 3840x2160, 1920x1080 and 68 other sizes), so no single
   `--frame-size` fits the set: the npz route carries each clip's size.
 
 `convert` writes the store directly; `convert_npz` writes the same clips in the original
