@@ -148,3 +148,27 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             out.append(int(stat.parent.name))
     return out
+
+
+def test_a_resume_with_loader_workers_is_exact(tiny_store, tmp_path):
+    """With a loader worker (persistent, started again by the resumed run), a run stopped by
+    SIGTERM and resumed still ends bit-identical to one never stopped."""
+    args = [*ARGS, "--num-workers", "1"]
+    env = cli_env(tmp_path)
+    cmd = [sys.executable, "-m", "accel_signs", "train", "--data", str(tiny_store), "--run-name", "r", *args]
+    ref = subprocess.run([*cmd, "--output-dir", str(tmp_path / "ref")], env=env, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    run = tmp_path / "runs" / "r"
+    proc = subprocess.Popen(
+        [*cmd, "--output-dir", str(run.parent)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _wait_for_epoch(run, proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err[-3000:]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "accel_signs", "train", "--resume", str(run)], env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_same_run(run, tmp_path / "ref" / "r")

@@ -210,6 +210,10 @@ def make_loader(
         data,
         batch_size=batch_size,
         shuffle=train,
+        # The seed of the loader's worker processes is drawn from a generator of its own, not from
+        # the global RNG: a loader whose workers start later (a resumed run) leaves augmentation's
+        # and dropout's draws where an uninterrupted run has them.
+        generator=torch.Generator().manual_seed(seed),
         drop_last=False,
         collate_fn=data.collate,
         num_workers=num_workers,
