@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 import helpers
 from helpers import accelerate_launch, cli_env, free_port, read_metrics
+from kill_and_resume import ranks_of
 
 pytestmark = pytest.mark.multiprocess
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +119,7 @@ def test_sigusr1_saves_the_state_mid_epoch_and_resume_ends_identically(tiny_stor
     proc = _launch_bg(tmp_path, tiny_store, out, "--run-name", "r", *ARGS, **ignore)
     _wait_for_epoch(run, proc)
     time.sleep(0.3)
-    ranks = _children(proc.pid)
+    ranks = ranks_of(proc.pid)
     assert len(ranks) == 2
     for pid in [proc.pid, *ranks]:
         os.kill(pid, signal.SIGUSR1)
@@ -136,18 +137,6 @@ def test_sigusr1_saves_the_state_mid_epoch_and_resume_ends_identically(tiny_stor
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"after step {progress['partial']['step']}" in resumed.stderr
     _assert_same_run(run, two_process_run)
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
 
 
 def test_a_resume_with_loader_workers_is_exact(tiny_store, tmp_path):

@@ -38,6 +38,16 @@ COORDS = ("normalized", "pixels")
 _GISLR_TYPES = {"face": 468, "left_hand": 21, "pose": 33, "right_hand": 21}
 
 
+def _read_csv(path: Path, encoding: str, name: str) -> tuple[list[str], list[dict[str, str]]]:
+    """(header, rows) of a CSV file; one that cannot be read is a DatasetError naming `name`."""
+    try:
+        with open(path, newline="", encoding=encoding) as f:
+            reader = csv.DictReader(f)
+            return list(reader.fieldnames or []), list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"{name}: cannot be read as CSV ({e})") from None
+
+
 def _layout(spec: str | None, default: str) -> KeypointLayout:
     try:
         return load_layout(spec) if spec else builtin_layout(default)
@@ -128,13 +138,7 @@ def _read_manifest(manifest: Path, coords: str) -> list[dict[str, str]]:
             if not manifest.exists()
             else f"--from clips reads a manifest CSV file; {manifest} is a folder"
         )
-    try:
-        with open(manifest, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = list(reader.fieldnames or [])
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DatasetError(f"manifest {manifest}: cannot be read as CSV ({e})") from None
+    header, rows = _read_csv(manifest, "utf-8-sig", f"manifest {manifest}")
     twice = next((c for c in header if header.count(c) > 1), None)
     if twice is not None:  # csv.DictReader would keep the last one's values without a word
         raise DatasetError(f"manifest {manifest}: column {twice!r} twice in the header")
@@ -282,13 +286,7 @@ class GislrPlan:
         index = root / "train.csv"
         if not index.is_file():
             raise DatasetError(f"{root}: no train.csv (a GISLR folder holds train.csv and the parquet files it lists)")
-        try:
-            with open(index, newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                header = list(reader.fieldnames or [])
-                rows = list(reader)
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise DatasetError(f"{index}: cannot be read as CSV ({e})") from None
+        header, rows = _read_csv(index, "utf-8", str(index))
         if not {"path", "participant_id", "sign"} <= set(header):
             raise DatasetError(
                 f"{index}: expected columns path, participant_id, sequence_id, sign; got {', '.join(header)}"
