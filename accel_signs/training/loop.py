@@ -54,8 +54,8 @@ class TrainState:
     best_val_acc: float = -1.0  # of the best epoch
     best_epoch: int = 0
     # Where the next epoch starts when the run stopped inside it (a signal; see stop.py): the
-    # steps it did and their loss sum and sample count, and the lr the epoch began with. None
-    # when the last save was at an epoch's end.
+    # steps it did, each process's (loss sum, sample count) so far, and the lr the epoch began
+    # with. None when the last save was at an epoch's end.
     partial: dict[str, Any] | None = None
     stopped_by: str | None = None  # the signal that stopped the run at its last save, if one did
 
