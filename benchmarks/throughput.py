@@ -127,7 +127,7 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
 
     model, optimizer = accelerator.prepare(model, optimizer)
     schedule = Schedule(cfg.optim, optimizer, steps, 1)
-    augment = Augmenter(cfg.data.augment, layout, cfg.model.input.kind)
+    augment = Augmenter(cfg.data.augment, layout, cfg.model.input.kind, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     out = {}

@@ -35,6 +35,24 @@ def test_training_step_backpropagates_everywhere(inp):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+def test_a_compiled_training_forward_compiles_once():
+    """The augmenter's per-device index tensors exist before the first compiled call: filling
+    them inside it made dynamo compile the whole model twice (seen with --compile on a GPU)."""
+    from torch._dynamo.testing import CompileCounter
+
+    from accel_signs.config import AugmentConfig
+    from accel_signs.data.augment import Augmenter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    model = STTransformer(5, "t_2_2", layout=keypoint_layout(), input=InputConfig())
+    augment = Augmenter(AugmentConfig(), keypoint_layout(), "normalized", torch.device("cpu"))
+    compiled = torch.compile(model, backend=counter)
+    for _ in range(3):
+        compiled(_keypoints(4), augment=augment).sum().backward()
+    assert counter.frame_count == 1
+
+
 def test_drop_path_skips_branches_for_some_samples_in_training_only():
     from accel_signs.model.transformer import Block
 

@@ -29,7 +29,9 @@ class Augmenter:
     """`augment(coords, present) -> (coords, present)` for (B, T, P, 3|C) coordinates and (B, T, P)
     presence; the model calls it between canonicalisation and the features."""
 
-    def __init__(self, cfg: AugmentConfig, layout: KeypointLayout, kind: str = "normalized"):
+    def __init__(
+        self, cfg: AugmentConfig, layout: KeypointLayout, kind: str = "normalized", device: torch.device | None = None
+    ):
         self.cfg, self.kind = cfg, kind
         hands = layout.hands or ()
         self.hands = [(hand, list(layout.parts[hand.part])) for hand in hands if hand.part is not None]
@@ -48,6 +50,10 @@ class Augmenter:
             **{f"hand_{i}": torch.tensor(idx) for i, (_, idx) in enumerate(self.hands)},
         }
         self._on: dict[torch.device, dict[str, torch.Tensor]] = {}
+        if device is not None:
+            # Copied here, not at the first call: a first call inside a torch.compile'd forward
+            # that fills the dict costs a second compilation of the whole model.
+            self._index(torch.device(device))
 
     def _index(self, device: torch.device) -> dict[str, torch.Tensor]:
         if device not in self._on:  # once per device: a host-to-device copy every step would wait for the device

@@ -218,7 +218,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: ResumePlan | None
         (optimizer, schedule),
         prepared_train,
         prepared_val,
-        Augmenter(cfg.data.augment, data.layout, cfg.model.input.kind),
+        Augmenter(cfg.data.augment, data.layout, cfg.model.input.kind, accelerator.device),
         run,
         state,
         lambda epoch, metrics: checkpoint_meta(
