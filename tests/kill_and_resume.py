@@ -11,8 +11,8 @@ one `error:` line), and SIGTERM the launcher in the middle of an epoch (it forwa
 the ranks must save their state at a step boundary inside the epoch and exit with code 75).
 The kills and SIGTERMs come in a random order.
 
-The kill window is calibrated: a first run times its start-up (launch to the end of the first
-epoch, less one epoch) and an epoch. A fifth of the kills (seeded) come during start-up, at a
+The kill window is calibrated: the uninterrupted run, which comes first, times its start-up
+(launch to the end of the first epoch, less one epoch) and an epoch. A fifth of the kills (seeded) come during start-up, at a
 random point of the measured start-up time; the others at a random point of the 3 epochs after
 the (re)started run saved its first epoch, so they interrupt training after a saved epoch however
 slow a start was on a loaded machine. The script counts the interruptions that came after the
@@ -111,27 +111,27 @@ def wait_for(condition, timeout: float) -> bool:
     return condition()
 
 
-def calibrate(store: Path, work: Path, env: dict[str, str], processes: int) -> tuple[float, float]:
-    """(start-up seconds, seconds per epoch) of this machine, from a real 3-epoch run."""
-    run = work / "calibrate" / "r"
+def reference(store: Path, out: Path, env: dict[str, str], processes: int, epochs: int) -> tuple[float, float, float]:
+    """The uninterrupted run, timed as it goes: (start-up seconds, seconds per epoch, seconds in
+    all). Its first epochs calibrate the kill window, so no separate run is needed for that."""
+    run = out / "r"
     start = time.monotonic()
     proc = subprocess.Popen(
-        train_cmd(store, work / "calibrate", 3, False, processes),
+        train_cmd(store, out, epochs, False, processes),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     seen = []
-    while proc.poll() is None or len(seen) < 3:
-        while len(metrics(run)) > len(seen):
+    while proc.poll() is None:
+        while len(seen) < 3 and len(metrics(run)) > len(seen):
             seen.append(time.monotonic() - start)
-        if proc.poll() is not None and len(metrics(run)) == len(seen):
-            break
         time.sleep(0.02)
+    total = time.monotonic() - start
     if proc.returncode != 0 or len(seen) < 3:
-        raise SystemExit(f"the calibration run failed (exit {proc.returncode}, {len(seen)} epochs)")
+        raise SystemExit(f"the uninterrupted run failed (exit {proc.returncode}, {len(metrics(run))} epochs)")
     epoch_s = (seen[2] - seen[0]) / 2
-    return max(0.0, seen[0] - epoch_s), epoch_s
+    return max(0.0, seen[0] - epoch_s), epoch_s, total
 
 
 def main() -> int:
@@ -150,20 +150,15 @@ def main() -> int:
     store = write_synthetic(work / "store", SynthSpec(classes=6, signers=2, reps=6, seed=1))
     rng = random.Random(args.seed)
 
-    startup_s, epoch_s = calibrate(store, work, env, args.processes)
     events = ["kill"] * args.kills + ["sigterm"] * args.sigterms
     rng.shuffle(events)
     kill_at = [i for i, e in enumerate(events) if e == "kill"]
     early = set(rng.sample(kill_at, k=len(kill_at) // 5))  # kills during start-up
     # A start trains at most 5 epochs before its interruption: ask for more than all of them.
     epochs = 5 * len(events) + 6
+    startup_s, epoch_s, reference_s = reference(store, work / "ref", env, args.processes, epochs)
     print(json.dumps({"startup_s": round(startup_s, 2), "epoch_s": round(epoch_s, 3), "epochs": epochs}), flush=True)
     timeout = 10 * (startup_s + 5 * epoch_s) + 60  # for a start to save its first epoch, on a loaded machine
-
-    start = time.perf_counter()
-    ref_cmd = train_cmd(store, work / "ref", epochs, False, args.processes)
-    subprocess.run(ref_cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    reference_s = time.perf_counter() - start
 
     run, log, problems = work / "killed" / "r", [], []
     fresh_starts = 0

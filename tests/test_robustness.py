@@ -80,9 +80,10 @@ def test_resume_latest_and_refusals(tiny_store, tmp_path):
 
 @pytest.mark.multiprocess
 def test_kill_and_resume_script(tmp_path):
-    """The interruption script, short, with 2 real ranks: a SIGKILL of one rank (the other exits
-    with one line) and a SIGTERM to the launcher mid-epoch, each resumed, then equality with the
-    uninterrupted 2-process run."""
+    """The interruption script, short, with 2 real ranks: a SIGKILL of one rank after a saved
+    epoch (the other exits with one line; the resume starts from an epoch's state) and a SIGTERM
+    to the launcher mid-epoch (the resume starts inside an epoch), then equality with the
+    uninterrupted 2-process run: metrics, best and final weights."""
     proc = subprocess.run(
         [
             sys.executable,

@@ -18,26 +18,28 @@ def test_show_writes_an_animation(tiny_store, tmp_path, suffix):
         if not FFMpegWriter.isAvailable():
             pytest.importorskip("cv2", reason="MP4 needs ffmpeg or OpenCV (the extract extra)")
     out = tmp_path / f"clip{suffix}"
-    result = runner.invoke(app, ["show", str(tiny_store), "--clip", "3", "--out", str(out), "--fps", "10"])
+    # The shortest clip: each frame takes matplotlib about 0.4 s to draw on a 2-core machine.
+    clip = int(np.argmin(np.load(tiny_store / "train" / "clips.npy")[:, 1]))
+    result = runner.invoke(app, ["show", str(tiny_store), "--clip", str(clip), "--out", str(out), "--fps", "10"])
     assert result.exit_code == 0, result.stderr
-    assert out.stat().st_size > 10_000
+    assert out.stat().st_size > 5_000
     if suffix == ".gif":
         from PIL import Image
 
         with Image.open(out) as im:
-            clip_frames = int(np.load(tiny_store / "train" / "clips.npy")[3, 1])
+            clip_frames = int(np.load(tiny_store / "train" / "clips.npy")[clip, 1])
             assert im.n_frames == clip_frames
     else:
         cv2 = pytest.importorskip("cv2")
         capture = cv2.VideoCapture(str(out))
-        assert capture.isOpened() and capture.get(cv2.CAP_PROP_FRAME_COUNT) > 5
+        assert capture.isOpened() and capture.get(cv2.CAP_PROP_FRAME_COUNT) >= 5
 
 
 def test_show_a_clip_file_with_its_layout(tmp_path):
     from accel_signs.data.synth import SynthSpec, _Generator
 
     clip = _Generator(SynthSpec(classes=2, signers=1, layout="pose33")).clip(0, 0, np.random.default_rng(0))
-    np.save(tmp_path / "c.npy", clip)
+    np.save(tmp_path / "c.npy", clip[:10])  # (frames, 33, C): 10 frames are enough to draw
     result = runner.invoke(
         app, ["show", str(tmp_path / "c.npy"), "--layout", "pose33", "--out", str(tmp_path / "c.gif")]
     )
