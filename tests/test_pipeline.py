@@ -47,7 +47,11 @@ def test_workers_give_the_same_eval_batches(store):
     cmap = class_map(store, None)
     common = dict(seq_len=50, batch_size=10, train=False, pin_memory=False)
     serial = list(make_loader(split, ids, cmap, num_workers=0, **common))
-    parallel = list(make_loader(split, ids, cmap, num_workers=2, **common))
+    loader = make_loader(split, ids, cmap, num_workers=2, **common)
+    # Workers come from a fork server, not forked from this process with its threads (CPython
+    # gh-112275: such a child can hang in fork()); the split reaches them without its memory map.
+    assert loader.multiprocessing_context.get_start_method() == "forkserver"
+    parallel = list(loader)
     assert len(serial) == len(parallel) == 8
     for (xa, _, ya, ia), (xb, _, yb, ib) in zip(serial, parallel):
         assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(ia, ib)

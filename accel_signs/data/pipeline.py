@@ -3,6 +3,7 @@ that gather whole batches from the memory map or from clips resident on the devi
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -219,7 +220,19 @@ def make_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        # Workers forked from the training process itself can hang in fork(): twice in 23 2-rank
+        # runs with one worker each on Python 3.11.7, a validation worker waited forever in
+        # PyOS_AfterFork_Child for the interpreter's HEAD_LOCK, which another of the parent's
+        # threads held when it forked (CPython gh-112275, fixed in 3.12), and the other rank waited
+        # in a collective. A fork server forks them from a process of one thread instead. The
+        # split pickles without its memory map.
+        multiprocessing_context=_worker_context() if num_workers > 0 else None,
     )
+
+
+def _worker_context() -> str | None:
+    """ "forkserver" where the platform has it (Linux, macOS); else the platform's default."""
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else None
 
 
 def format_ranges(values: Sequence[int]) -> str:
