@@ -142,7 +142,7 @@ def test_compiled_training_saves_plain_weights_with_the_same_outputs(tiny_store,
 
 
 def test_cpu_dropout_is_dropout():
-    """model.Dropout's CPU mask (torch.rand) keeps nn.Dropout's meaning: a share p zeroed, the
+    """model.Dropout's CPU mask (keep_mask) keeps nn.Dropout's meaning: a share p zeroed, the
     rest scaled by 1 / (1 - p), identity in eval mode."""
     from accel_signs.model.transformer import Dropout
 
@@ -152,3 +152,33 @@ def test_cpu_dropout_is_dropout():
     assert set(y.unique().tolist()) == {0.0, 1.25}
     assert (y == 0).float().mean().item() == pytest.approx(0.2, abs=0.01)
     assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+
+
+def test_keep_mask_keeps_each_entry_with_its_probability():
+    from accel_signs.model.transformer import keep_mask
+
+    torch.manual_seed(0)
+    for keep in (0.5, 0.8, 0.99):
+        mask = keep_mask(torch.Size([1001, 7]), keep)  # an odd count: not a whole number of draws
+        assert mask.shape == (1001, 7) and mask.dtype == torch.bool
+        assert mask.float().mean().item() == pytest.approx(keep, abs=0.01)
+    # Every 16-bit slice of a 64-bit draw counts: no lane is stuck.
+    lanes = keep_mask(torch.Size([100_000, 4]), 0.5).float().mean(0)
+    assert torch.allclose(lanes, torch.full((4,), 0.5), atol=0.01)
+
+
+def test_residual_branch_dropout_and_drop_path_keep_their_meaning():
+    """Block._residual: in training a share p of entries zeroed and whole samples' branches
+    skipped with probability drop_path, the rest scaled by 1 / ((1 - p)(1 - drop_path));
+    in eval the plain sum."""
+    from accel_signs.model.transformer import Block
+
+    torch.manual_seed(0)
+    block = Block(8, 2, dropout=0.2, drop_path=0.5).train()
+    x, y = torch.zeros(400, 4, 10, 8), torch.ones(400, 4, 10, 8)
+    out = block._residual(x, y)
+    assert set(out.unique().tolist()) == {0.0, 2.5}
+    skipped = (out == 0).flatten(1).all(1)  # (B,) whole branch skipped
+    assert skipped.float().mean().item() == pytest.approx(0.5, abs=0.08)
+    assert (out[~skipped] == 0).float().mean().item() == pytest.approx(0.2, abs=0.01)
+    assert torch.equal(block.eval()._residual(x + 1, y), x + 2)

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from accel_signs.config import EvalConfig, TrainConfig
 from accel_signs.core.collective import on_main
 from accel_signs.core.errors import AccelSignsError, ConfigError, LaunchError, Stopped, TrainingError
+from accel_signs.core.memory import keep_freed_memory
 from accel_signs.core.progress import progress_bar
 from accel_signs.data.augment import Augmenter
 from accel_signs.data.training import TrainData, training_data
@@ -145,6 +146,7 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike[str] | Resum
     elif cfg is None:
         raise ConfigError("train() needs a TrainConfig, or resume=<run folder>")
     cfg = resume.config if resume is not None else cfg
+    keep_freed_memory()  # a CPU step reuses its tensors' memory instead of faulting it in again (core/memory.py)
     stop = StopRequest()
     stop.install()  # before the process group: a signal during start-up is noted, not fatal
     try:
