@@ -7,6 +7,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -619,4 +620,23 @@ def synth(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        ranks = 1  # the launch check (training/loop.make_accelerator) reports it where it matters
+    if ranks <= 1:
+        app()
+        return
+    # One rank of several (`accelerate launch` and torchrun set WORLD_SIZE): leave without
+    # finalizing the interpreter, which can abort a rank whose files are all written
+    # (core/collective.exit_rank).
+    from accel_signs.core.collective import exit_rank
+
+    try:
+        app()
+        code = 0
+    except SystemExit as done:
+        if isinstance(done.code, str):  # sys.exit("message"): Python prints it and exits 1
+            typer.echo(done.code, err=True)
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    exit_rank(code)

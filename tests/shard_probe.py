@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from accel_signs.config import DataConfig, TrainConfig
+from accel_signs.core.collective import exit_rank
 from accel_signs.data.layout import keypoint_layout
 from accel_signs.data.training import training_data
 from accel_signs.model.transformer import STTransformer
@@ -40,7 +41,8 @@ def main() -> None:
         }
     (out / f"rank{accelerator.process_index}.json").write_text(json.dumps(result))
     accelerator.wait_for_everyone()
-    accelerator.end_training()  # destroys the process group: gloo may abort a process that exits holding it
+    accelerator.end_training()
+    exit_rank(0)  # as the CLI leaves a rank: a finalizing interpreter can abort it (core/collective.py)
 
 
 if __name__ == "__main__":

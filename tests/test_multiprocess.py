@@ -161,3 +161,26 @@ def test_a_failed_final_evaluation_reaches_every_process(tiny_store, tmp_path):
     # when the other's exit came first, as SIGTERMed by the launcher after its error line.)
     assert stderr.count("Traceback") == 1 and "ChildFailedError" in stderr and "exitcode  : 1 " in stderr
     assert "Connection closed by peer" not in stderr and "terminate called" not in stderr
+
+
+def test_a_rank_leaves_with_its_code_and_its_output_flushed(tmp_path):
+    """core/collective.exit_rank (how the CLI ends a rank of several): the exit code is kept, and
+    what Python would flush at exit (log handlers, a block-buffered stdout) is written first."""
+    import os
+    import subprocess
+    import sys
+
+    log = tmp_path / "run.log"
+    code = (
+        "import logging, sys\n"
+        "from accel_signs.core.collective import exit_rank\n"
+        f"logging.basicConfig(filename={str(log)!r})\n"
+        "logging.warning('kept in the log')\n"
+        "sys.stdout.write('still buffered')\n"
+        "exit_rank(3)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a pipe's stdout is block-buffered
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == "still buffered"
+    assert "kept in the log" in log.read_text()

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from accel_signs.config import AugmentConfig, DataConfig, OptimConfig, TrainConfig
+from accel_signs.core.collective import exit_rank
 from accel_signs.data.augment import Augmenter
 from accel_signs.data.training import training_data
 from accel_signs.training.loop import make_accelerator, train_one_epoch
@@ -53,6 +54,7 @@ def main() -> None:
         )
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    exit_rank(0)  # as the CLI leaves a rank: a finalizing interpreter can abort it (core/collective.py)
 
 
 if __name__ == "__main__":
