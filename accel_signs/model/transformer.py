@@ -83,7 +83,7 @@ def keep_mask(shape: torch.Size, keep: float) -> torch.Tensor:
     """A bool CPU tensor of `shape`, each entry True with probability `keep` (to 1 / 65536).
 
     PyTorch's CPU generator makes a float for every entry of torch.rand (15 ms for a
-    (64, 4, 50, 128) tensor; an s_4_2 step draws seven, 15% of the step); 64-bit integers
+    (64, 4, 50, 128) tensor; an s_4_2 step draws seven, 10% of the step); 64-bit integers
     filled at full range give 16 uniform bits for four entries at once (3 ms).
     """
     if torch.compiler.is_compiling():  # random_ breaks a compiled graph; inductor draws its own way
