@@ -2,8 +2,11 @@
 # Multi-node training on SLURM with `accelerate launch` (torch.distributed underneath; no
 # home-made launcher). One task per node; each task starts one process per GPU. Preemptible:
 # 3 minutes before the time limit (or when SLURM preempts the job) every rank gets SIGUSR1,
-# saves the state at the next step, inside the epoch, and exits with code 75; the job then
-# requeues itself and the next start resumes from that step (docs/training.md, "Preemption").
+# saves the state at the next step, inside the epoch, writes $RUN/stopped.json and exits with
+# code 75; the job then requeues itself and the next start resumes from that step
+# (docs/training.md, "Preemption"). The decision reads stopped.json, not the launcher's exit
+# code: `accelerate launch` returns 1 after a clean stop up to Accelerate 1.15, 128 + the signal
+# from 1.16.
 #
 #   sbatch examples/slurm_multinode.sh /shared/karsl502_store /shared/runs
 #
@@ -49,9 +52,11 @@ exec accelerate launch \
   -m accel_signs train '"$TRAIN"'
 ' || status=$?
 
-# A run stopped by a signal says so in its state (`stopped_by`): back into the queue.
-if [ "$status" -ne 0 ] && grep -q '"stopped_by": "SIG' "$RUN/state/trainer.json" 2>/dev/null; then
+# A run stopped by a signal with its state saved leaves stopped.json (why, where, the resume
+# command): back into the queue. Anything else (a crash, a bad option) fails the job.
+if [ "$status" -ne 0 ] && [ -f "$RUN/stopped.json" ]; then
   echo "stopped by a signal with its state saved: requeueing job $SLURM_JOB_ID"
+  cat "$RUN/stopped.json"
   scontrol requeue "$SLURM_JOB_ID"
   exit 0
 fi

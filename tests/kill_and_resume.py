@@ -8,8 +8,15 @@ exactly where an uninterrupted run ends.
 One process: SIGKILL the run. Two processes (`accelerate launch --multi_gpu`, gloo on CPU):
 SIGKILL one rank chosen at random (the other must exit by itself within --grace seconds, with
 one `error:` line), and SIGTERM the launcher in the middle of an epoch (it forwards the signal;
-the ranks must save their state at a step boundary inside the epoch and exit with code 75).
-The kills and SIGTERMs come in a random order.
+every rank must save its state at a step boundary inside the epoch, say `stopped:` and exit
+with code 75). The kills and SIGTERMs come in a random order.
+
+After a SIGTERM the next start is decided the way examples/slurm_multinode.sh decides to
+requeue: by the run folder's stopped.json, never by the exit code. The launcher's code is
+only checked to be one that a clean stop gives: 75 without a launcher; under `accelerate
+launch`, 1 up to Accelerate 1.15 (torchrun reports the ranks' 75 as its own failure) or 143
+(128 + SIGTERM) from 1.16. A stop fails the run when the record is missing or disagrees with
+the saved state, or when a rank did not say `stopped:`.
 
 The kill window is calibrated: the uninterrupted run, which comes first, times its start-up
 (launch to the end of the first epoch, less one epoch) and an epoch. A fifth of the kills (seeded) come during start-up, at a
@@ -46,6 +53,10 @@ from accel_signs.model.checkpoint import load_checkpoint
 
 KEYS = ("epoch", "train_loss", "val_loss", "val_acc", "lr")
 STOPPED = 75  # the exit code of a run that saved its state on a signal (errors.Stopped)
+# What `accelerate launch` of several processes returns once every rank stopped cleanly on a
+# SIGTERM: 1 up to Accelerate 1.15 (torchrun's ChildFailedError for the ranks' 75), 128 + 15
+# from 1.16 (it exits with the signal's code). Neither says whether the state was saved.
+LAUNCHER_STOPPED = {1, 128 + signal.SIGTERM}
 
 
 def free_port() -> int:
@@ -79,6 +90,12 @@ def same_weights(a: Path, b: Path) -> bool:
 def resumable(run: Path) -> bool:
     # A kill between the two renames of a state swap leaves only state.old: resume recovers it.
     return (run / "state" / "trainer.json").exists() or (run / "state.old" / "trainer.json").exists()
+
+
+def stop_record(run: Path) -> dict | None:
+    """The run's stopped.json: what a requeue script reads (None when there is none)."""
+    path = run / "stopped.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def ranks_of(launcher: int) -> list[int]:
@@ -162,8 +179,12 @@ def main() -> int:
 
     run, log, problems = work / "killed" / "r", [], []
     fresh_starts = 0
+    requeue = False  # what the last SIGTERM's record said: requeue (resume) the run
     for n, event in enumerate(events, 1):
-        resume = resumable(run)
+        # As the SLURM example decides: a stop record means requeue with --resume; after a kill,
+        # --resume whenever a state was saved.
+        resume = requeue or resumable(run)
+        requeue = False
         if not resume:  # interrupted before its first epoch was saved: nothing to resume, start again
             shutil.rmtree(run, ignore_errors=True)
             fresh_starts += n > 1
@@ -220,9 +241,21 @@ def main() -> int:
                 proc.wait()
                 partial = json.loads((run / "state" / "trainer.json").read_text())["progress"].get("partial")
                 entry.update(exit=proc.returncode, stopped_mid_epoch=bool(partial), step=partial and partial["step"])
-                ranks_exit = {STOPPED} if args.processes == 1 else {STOPPED, 1}  # torchrun reports 1
-                if proc.returncode not in ranks_exit:
+                clean = {STOPPED} if args.processes == 1 else {STOPPED, *LAUNCHER_STOPPED}
+                if proc.returncode not in clean:
                     problems.append(f"event {n}: exit code {proc.returncode} after SIGTERM")
+                record = stop_record(run)
+                said = sum(line.startswith("stopped: SIGTERM") for line in err.read_text(errors="replace").splitlines())
+                entry.update(record=bool(record), ranks_stopped=said)
+                if record is None:
+                    problems.append(f"event {n}: no stopped.json after SIGTERM")
+                elif (record["signal"], record["processes"]) != ("SIGTERM", args.processes) or record["step"] != (
+                    partial["step"] if partial else record["steps"]
+                ):
+                    problems.append(f"event {n}: stopped.json {record} disagrees with the saved state {partial}")
+                if said != args.processes:
+                    problems.append(f"event {n}: {said} of {args.processes} processes said `stopped:`")
+                requeue = record is not None
         done = len(metrics(run))
         text = err.read_text(errors="replace")
         lines = [line for line in text.splitlines() if line.startswith(("error:", "stopped:"))]
@@ -278,6 +311,8 @@ def main() -> int:
         "reference_seconds": round(reference_s, 1),
         "problems": problems,
     }
+    if stop_record(run) is not None:
+        problems.append("the finished run still has a stopped.json")
     if len(log) and interrupted_training * 2 < len(log):
         problems.append(f"only {interrupted_training} of {len(log)} interruptions came after a saved epoch")
     if result["sigterms_mid_epoch"] < len(terms):

@@ -132,16 +132,23 @@ def test_sigusr1_saves_the_state_mid_epoch_and_resume_ends_identically(tiny_stor
     assert progress["stopped_by"] == "SIGUSR1" and 1 <= progress["partial"]["step"] < 15
     assert len(progress["partial"]["sums"]) == 2  # each rank's own sums
     assert not list(run.glob("*.tmp"))
+    # What a requeue script reads, whatever the launcher returned.
+    record = json.loads((run / "stopped.json").read_text())
+    assert (record["signal"], record["epoch"], record["step"]) == ("SIGUSR1", 2, progress["partial"]["step"])
+    assert record["processes"] == 2 and record["resume_args"] == ["train", "--resume", str(run)]
 
-    resumed = accelerate_launch(["train", "--resume", str(run)], tmp_path)
+    resumed = accelerate_launch(record["resume_args"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"after step {progress['partial']['step']}" in resumed.stderr
+    assert not (run / "stopped.json").exists()  # resumed and finished: no longer stopped
     _assert_same_run(run, two_process_run)
 
 
 def test_a_resume_with_loader_workers_is_exact(tiny_store, tmp_path):
     """With a loader worker (persistent, started again by the resumed run), a run stopped by
-    SIGTERM and resumed still ends bit-identical to one never stopped."""
+    SIGTERM and resumed still ends bit-identical to one never stopped. The signal goes to the
+    whole process group, workers included, as SLURM's --signal and Accelerate 1.16's launcher
+    send it: the worker ignores it and the step it serves completes."""
     args = [*ARGS, "--num-workers", "1"]
     env = cli_env(tmp_path)
     cmd = [sys.executable, "-m", "accel_signs", "train", "--data", str(tiny_store), "--run-name", "r", *args]
@@ -149,15 +156,79 @@ def test_a_resume_with_loader_workers_is_exact(tiny_store, tmp_path):
     assert ref.returncode == 0, ref.stderr[-3000:]
     run = tmp_path / "runs" / "r"
     proc = subprocess.Popen(
-        [*cmd, "--output-dir", str(run.parent)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*cmd, "--output-dir", str(run.parent)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     _wait_for_epoch(run, proc)
     time.sleep(0.3)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err[-3000:]
+    assert json.loads((run / "stopped.json").read_text())["signal"] == "SIGTERM"
     resumed = subprocess.run(
         [sys.executable, "-m", "accel_signs", "train", "--resume", str(run)], env=env, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_same_run(run, tmp_path / "ref" / "r")
+
+
+# The job script of examples/slurm_multinode.sh, its decisions unchanged, with a loop where SLURM
+# would requeue the job: --resume when the run folder has a state; requeue when the launcher
+# failed and the run left stopped.json (whatever code the launcher returned: it depends on
+# Accelerate's version).
+REQUEUE_LOOP = r"""
+RUN="$OUT/r"
+for attempt in 1 2 3; do
+  if [ -f "$RUN/state/trainer.json" ] || [ -f "$RUN/state.old/trainer.json" ]; then
+    TRAIN="--resume $RUN"
+  else
+    TRAIN="--data $STORE --output-dir $OUT --run-name r $ARGS"
+  fi
+  status=0
+  $LAUNCH -m accel_signs train $TRAIN || status=$?
+  echo "attempt $attempt: exit $status"
+  if [ "$status" -ne 0 ] && [ -f "$RUN/stopped.json" ]; then
+    continue  # scontrol requeue
+  fi
+  exit "$status"
+done
+exit 3
+"""
+
+
+def test_a_requeue_loop_like_the_slurm_example_ends_identically(tiny_store, tmp_path, two_process_run):
+    """SIGTERM to the launcher mid-epoch; the job script sees stopped.json, not the exit code, and
+    starts again with --resume; the run ends bit-identical to one never stopped."""
+    out = tmp_path / "runs"
+    env = {
+        **cli_env(tmp_path, ACCELERATE_USE_CPU="1"),
+        "OUT": str(out),
+        "STORE": str(tiny_store),
+        "ARGS": " ".join(ARGS),
+        "LAUNCH": " ".join(helpers.launch_command([], processes=2)),
+    }
+    job = subprocess.Popen(
+        ["bash", "-c", REQUEUE_LOOP],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    _wait_for_epoch(out / "r", job)
+    time.sleep(0.3)
+    (launcher,) = ranks_of(job.pid)  # bash's one child
+    os.kill(launcher, signal.SIGTERM)
+    stdout, err = job.communicate(timeout=300)
+    assert job.returncode == 0, stdout + err[-3000:]
+    attempts = [line for line in stdout.splitlines() if line.startswith("attempt")]
+    # 1 up to Accelerate 1.15, 143 (128 + SIGTERM) from 1.16: either way the record decided.
+    assert attempts[0] in ("attempt 1: exit 1", "attempt 1: exit 143") and attempts[1:] == ["attempt 2: exit 0"], stdout
+    assert sum(line.startswith("stopped: SIGTERM in epoch") for line in err.splitlines()) == 2, err[-3000:]
+    assert not (out / "r" / "stopped.json").exists()
+    _assert_same_run(out / "r", two_process_run)

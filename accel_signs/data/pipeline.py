@@ -4,6 +4,7 @@ that gather whole batches from the memory map or from clips resident on the devi
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -227,7 +228,20 @@ def make_loader(
         # in a collective. A fork server forks them from a process of one thread instead. The
         # split pickles without its memory map.
         multiprocessing_context=_worker_context() if num_workers > 0 else None,
+        worker_init_fn=_ignore_stop_signals if num_workers > 0 else None,
     )
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """A loader worker ignores SIGTERM and SIGUSR1: they are the training process's to handle
+    (it saves its state at the next step, training/stop.py). Some senders signal the whole
+    process tree, workers included: SLURM's `--signal` and `scancel --signal` every process of
+    the job step, Accelerate 1.16's single-process launcher its child's descendants. A worker
+    that died of it would fail the step before the state is saved. The workers still end with
+    their training process (PyTorch's loader shuts them down, or they see their parent gone)."""
+    for name in ("SIGTERM", "SIGUSR1"):  # Windows has no SIGUSR1
+        if (sig := getattr(signal, name, None)) is not None:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _worker_context() -> str | None:

@@ -39,7 +39,7 @@ from accel_signs.model.transfer import Freeze, init_from_checkpoint
 from accel_signs.model.transformer import STTransformer
 from accel_signs.training.evaluate import evaluate_checkpoint, format_summary
 from accel_signs.training.optim import Schedule, make_optimizer
-from accel_signs.training.run import ResumePlan, Run, Runtime, plan_resume
+from accel_signs.training.run import STOP_RECORD, ResumePlan, Run, Runtime, StopRecord, plan_resume
 from accel_signs.training.state import RngState, capture_rng, restore_rng
 from accel_signs.training.stop import StopRequest
 
@@ -243,7 +243,8 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: ResumePlan | None
         if signal := stop.agreed(accelerator):  # it came during validation or the save
             state.stopped_by = signal  # saved again with it, for a job script to see why it stopped
             run.save_state(model, optimizer, schedule, state.state_dict())
-            raise _stopped(signal, run, f"after epoch {epoch}")
+            steps = len(prepared_train)
+            raise _stopped(run, StopRecord(signal, epoch, steps, steps, accelerator.num_processes, str(run.path)))
     logger.info(
         f"best epoch {state.best_epoch} (by {cfg.best_metric}): val_loss {state.best_val_loss:.4f}, "
         f"val_acc {state.best_val_acc:.4f}; checkpoint {run.best_dir}"
@@ -296,10 +297,18 @@ class Loop:
     resume_rng: RngState | None = None  # a run stopped mid-epoch: its RNG where it stopped
 
 
-def _stopped(signal: str, run: Run, where: str) -> Stopped:
+def _stopped(run: Run, record: StopRecord) -> Stopped:
+    """Record the stop in the run folder (stopped.json, for a requeue script), and the error that
+    ends the run with exit code 75."""
+    run.record_stop(record)
+    where = (
+        f"after epoch {record.epoch}"
+        if record.step == record.steps
+        else f"in epoch {record.epoch}, after step {record.step} of {record.steps}"
+    )
     return Stopped(
-        f"{signal} {where}: the state is saved in {run.path / 'state'}; continue with "
-        f"`accel-signs train --resume {run.path}` (exit code {Stopped.exit_code})"
+        f"{record.signal} {where}: the state is saved in {run.path / 'state'} ({STOP_RECORD} says so); "
+        f"continue with `{record.resume_command}` (exit code {Stopped.exit_code})"
     )
 
 
@@ -329,7 +338,8 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
         state.partial = {"step": e.step, "sums": e.sums, "lr": lr}
         state.stopped_by = e.signal
         run.save_state(loop.model, optimizer, schedule, state.state_dict())
-        raise _stopped(e.signal, run, f"in epoch {epoch}, after step {e.step} of {len(loop.prepared_train)}") from None
+        steps, processes = len(loop.prepared_train), accelerator.num_processes
+        raise _stopped(run, StopRecord(e.signal, epoch, e.step, steps, processes, str(run.path))) from None
     loop.resume_rng = None
     state.partial, state.stopped_by = None, None
     new = seen - (int(sum(c for _, c in partial["sums"])) if partial else 0)  # samples trained by this launch

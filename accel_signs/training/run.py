@@ -9,6 +9,9 @@ A run folder::
     metrics.jsonl        one JSON line per epoch
     best/                the best model so far: model.safetensors + config.json
     state/               the resumable training state (state.py)
+    stopped.json         only while the run stands stopped by a signal with its state saved: why,
+                         where, and the command that resumes it (StopRecord; what a requeue
+                         script reads, whatever exit code the launcher returned)
 
 Only the main process writes files, except the state, where every process writes its own RNG
 state; every write that can fail reports to all processes alike (collective.py). Folders are
@@ -23,7 +26,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,46 @@ class Runtime:
         return cls(
             n, accelerator.device.type, accelerator.mixed_precision, lr, num_workers, data_on_device, batch_size * n
         )
+
+
+STOP_RECORD = "stopped.json"
+
+
+@dataclass(frozen=True)
+class StopRecord:
+    """Why and where a run stopped on a signal, with its state saved (the run folder's
+    stopped.json). A requeue script checks for this file instead of the exit code: the ranks exit
+    75, but what `accelerate launch` returns after a signal depends on its version (75 up to
+    1.15, 128 + the signal from 1.16)."""
+
+    signal: str  # "SIGTERM" or "SIGUSR1"
+    epoch: int  # the epoch the run stopped in (step < steps) or after (step == steps)
+    step: int  # the training steps of that epoch done and saved
+    steps: int  # the epoch's steps (per process)
+    processes: int
+    run: str  # the run folder
+    reason: str = "signal"
+    exit_code: int = 75  # what every rank (and a run without a launcher) exits with
+
+    @property
+    def resume_args(self) -> list[str]:
+        return ["train", "--resume", self.run]
+
+    @property
+    def resume_command(self) -> str:
+        """Without a launcher; under one, its own command takes the place of `accel-signs`
+        (`accelerate launch [its options] -m accel_signs train --resume RUN`)."""
+        return "accel-signs " + " ".join(self.resume_args)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            **dataclasses.asdict(self),
+            "state": str(Path(self.run) / "state"),
+            "resume_args": self.resume_args,
+            "resume_command": self.resume_command,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
 
 
 # Settings a resumed run takes from its first launch when they were left to "auto": they decide
@@ -260,6 +303,14 @@ class Run:
         run = cls(accelerator, path)
         # The resumed config (e.g. more epochs) becomes the run's, so a second resume keeps it.
         run.write_json("config.json", _config_record(cfg, runtime, path.name))
+        # Resumed: no longer stopped. A stop before this line (a signal during start-up) leaves the
+        # record, so the job is requeued again.
+        on_main(
+            accelerator,
+            lambda: (path / STOP_RECORD).unlink(missing_ok=True),
+            f"cannot remove {path / STOP_RECORD}",
+            CheckpointError,
+        )
         return run
 
     def write_json(self, name: str, data: Any) -> None:
@@ -269,6 +320,10 @@ class Run:
             f"cannot write {self.path / name}",
             CheckpointError,
         )
+
+    def record_stop(self, record: StopRecord) -> None:
+        """Write stopped.json (after the state it points to is saved)."""
+        self.write_json(STOP_RECORD, record.to_dict())
 
     def load_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
         """Restore the saved state; drop metrics.jsonl lines of epochs after it. Returns the progress."""

@@ -61,7 +61,9 @@ class StopRequest:
         same answer (a collective when there are several: call it on every rank at once)."""
         got = self.signal or 0
         if accelerator.num_processes > 1:
-            got = int(accelerator.reduce(torch.tensor([got], device=accelerator.device), reduction="max")[0])
+            # A gather, not reduce(reduction="max"): Accelerate before 1.14 had only "sum" and
+            # "mean" and summed for any other name (15 + 15 became 30, SIGPWR).
+            got = int(accelerator.gather(torch.tensor([got], device=accelerator.device)).max())
         return signal.Signals(got).name if got else None
 
 
