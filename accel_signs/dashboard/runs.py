@@ -112,7 +112,7 @@ def run_summary(path: Path) -> dict[str, Any]:
         "epochs": epochs,
         "num_epochs": total,
         "model_size": model.get("size") if isinstance(model, dict) else None,
-        "store": data.get("store") if isinstance(data, dict) else None,
+        "store": data.get("path") if isinstance(data, dict) else None,
         "best_epoch": (best or {}).get("epoch"),
         "best": (best or {}).get("metrics") or {},
         "has_checkpoint": best is not None and (path / "best" / "model.safetensors").exists(),

@@ -120,9 +120,9 @@ function drawCurves() {
   const series = (key, dash) => state.curves.map((c) => ({
     color: state.colors[c.name], dash, points: (c.columns[key] || []).map((v, i) => [c.columns.epoch[i], v]),
   }));
-  lineChart($("chart-loss"), [...series("train_loss", false), ...series("val_loss", true)], { yLabel: "loss" });
-  lineChart($("chart-acc"), series("val_acc", false), { yLabel: "accuracy" });
-  lineChart($("chart-lr"), series("lr", false), { yLabel: "lr", log: true });
+  lineChart($("chart-loss"), [...series("train_loss", false), ...series("val_loss", true)]);
+  lineChart($("chart-acc"), series("val_acc", false));
+  lineChart($("chart-lr"), series("lr", false), { log: true });
   $("legend").innerHTML = state.curves.map((c) => `<span><i style="background:${state.colors[c.name]}"></i>${esc(c.name)}
      ${c.problems.map((p) => `<span class="problem">${esc(p)}</span>`).join(" ")}</span>`).join("");
   mark("curves", state.curves.filter((c) => (c.columns.epoch || []).length).length);
@@ -173,6 +173,7 @@ async function startEval() {
     mark("evalState", "failed");
     throw new Error(job.message);
   }
+  mark("evalKey", job.key);
   bar.querySelector(".bar > div").style.width = "100%";
   bar.querySelector("span").textContent = "done";
   const t0 = performance.now();
@@ -426,7 +427,7 @@ async function loadData() {
   });
   $("data-body").innerHTML = `<div class="card"><h2>store</h2>
       <p>${s.classes.length} signs (${s.classes[0]?.sign}–${s.classes[s.classes.length - 1]?.sign}), signers ${s.signers.map(esc).join(", ")}, dtype ${esc(s.dtype)},
-      layout ${esc(s.layout.name)} (${s.layout.points} points; parts ${s.parts.map(esc).join(", ")})${s.source ? `, source ${esc(s.source)}` : ""}</p>
+      layout ${esc(s.layout.name)} (${s.layout.points} points; parts ${s.parts.map(esc).join(", ")})${s.source ? `, source ${esc(typeof s.source === "object" ? JSON.stringify(s.source) : s.source)}` : ""}</p>
       <p class="small">duplicate clips: ${esc(s.duplicates)}</p></div>${splits.join("")}
       <div class="card"><h2>signs</h2><div class="scroll"><table class="table"><thead><tr><th>sign</th><th>English</th><th>Arabic</th>${Object.keys(s.splits).map((n) => `<th class="num">${esc(n)}</th>`).join("")}</tr></thead><tbody>
       ${s.classes.map((c, i) => `<tr><td class="num">${c.sign}</td><td><bdi>${esc(c.en)}</bdi></td><td dir="rtl"><bdi>${esc(c.ar)}</bdi></td>${Object.values(s.splits).map((sp) => `<td class="num">${sp.clips_per_class[i]}</td>`).join("")}</tr>`).join("")}

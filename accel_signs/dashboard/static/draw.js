@@ -23,7 +23,7 @@ function niceTicks(lo, hi, n = 4) {
 }
 
 // series: [{color, dash, points: [[x, y], ...]}]; the axes fit every series.
-export function lineChart(canvas, series, { yLabel = "", log = false } = {}) {
+export function lineChart(canvas, series, { log = false } = {}) {
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, pad = { l: 54, r: 10, t: 10, b: 26 };
   ctx.clearRect(0, 0, w, h);
@@ -50,7 +50,6 @@ export function lineChart(canvas, series, { yLabel = "", log = false } = {}) {
     ctx.fillText(Math.abs(v) < 1e-3 && v !== 0 ? v.toExponential(0) : String(+v.toPrecision(3)), 4, y + 4);
   }
   for (const t of niceTicks(x0, x1, 6).filter(Number.isInteger)) ctx.fillText(String(t), X(t) - 3, h - 8);
-  ctx.fillText(yLabel, pad.l + 4, pad.t + 10);
   for (const s of series) {
     ctx.strokeStyle = s.color;
     ctx.lineWidth = 2;
@@ -155,13 +154,15 @@ export class Matrix {
       ctx.stroke();
     }
     if (cell >= 22) {  // counts inside the cells when zoomed in far enough
-      ctx.fillStyle = css("--text");
+      const max = Math.max(1, ...this.counts);
       ctx.font = `${Math.min(14, cell / 2.4)}px system-ui, sans-serif`;
       ctx.textAlign = "center";
       for (let i = Math.floor(view.y); i < Math.min(this.n, view.y + view.size); i++)
         for (let j = Math.floor(view.x); j < Math.min(this.n, view.x + view.size); j++) {
           const v = this.counts[i * this.n + j];
-          if (v) ctx.fillText(String(v), (j - view.x + 0.5) * cell, (i - view.y + 0.5) * cell + 4);
+          if (!v) continue;
+          ctx.fillStyle = Math.log1p(v) / Math.log1p(max) > 0.45 ? "#fff" : css("--text");  // readable on dark cells
+          ctx.fillText(String(v), (j - view.x + 0.5) * cell, (i - view.y + 0.5) * cell + 4);
         }
       ctx.textAlign = "start";
     }
