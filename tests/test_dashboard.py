@@ -47,7 +47,9 @@ class Server:
 
         self.port = free_port()
         cfg = DashboardConfig(runs_dir=runs, port=self.port, cache_dir=cache)
-        self.server = uvicorn.Server(uvicorn.Config(create_app(cfg), host="127.0.0.1", port=self.port, log_level="warning"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(create_app(cfg), host="127.0.0.1", port=self.port, log_level="warning")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
@@ -149,7 +151,8 @@ def test_clip_and_augmentation_payloads(world):
     values = {c["name"]: c["value"] for c in controls}
     calm = server.get("/api/augment", {"run": "a", "split": "test", "clip": 3, "values": values, "seed": 1})[1]
     turned = server.get(
-        "/api/augment", {"run": "a", "split": "test", "clip": 3, "values": values | {"affine_p": 1.0, "rotate_deg": 60}, "seed": 1}
+        "/api/augment",
+        {"run": "a", "split": "test", "clip": 3, "values": values | {"affine_p": 1.0, "rotate_deg": 60}, "seed": 1},
     )[1]
     assert calm["original"] == turned["original"] and calm["augmented"] != turned["augmented"]
     assert json.loads(turned["snippet"])["data"]["augment"]["rotate_deg"] == 60
@@ -192,7 +195,10 @@ def test_a_corrupt_run(world):
             "best/config.json: not a JSON object",
         ]
         code, body = server.get("/api/evaluate", {"run": "corrupt", "split": "test"})
-        assert code == 400 and body["message"] == f"{bad / 'best' / 'config.json'}: not an accel_signs checkpoint description"
+        assert (
+            code == 400
+            and body["message"] == f"{bad / 'best' / 'config.json'}: not an accel_signs checkpoint description"
+        )
         _still_up(server)
         assert snapshot(runs) == before
     finally:
@@ -221,7 +227,9 @@ def test_a_torn_metrics_line(world):
 
 def test_a_checkpoint_of_another_layout(world):
     root, _, runs, server = world
-    other = write_synthetic(root / "pose33", SynthSpec(classes=6, signers=2, reps=1, seed=5, first_sign=160, layout="pose33"))
+    other = write_synthetic(
+        root / "pose33", SynthSpec(classes=6, signers=2, reps=1, seed=5, first_sign=160, layout="pose33")
+    )
     before = snapshot(runs)
     job = server.evaluate("a", data=str(other))
     assert job["state"] == "failed"

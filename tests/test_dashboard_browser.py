@@ -58,7 +58,17 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
     log = open(root / "dashboard.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "accel_signs", "dashboard", str(runs), "--port", str(port), "--cache-dir", str(root / "cache")],
+        [
+            sys.executable,
+            "-m",
+            "accel_signs",
+            "dashboard",
+            str(runs),
+            "--port",
+            str(port),
+            "--cache-dir",
+            str(root / "cache"),
+        ],
         env=cli_env(root),
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -186,7 +196,12 @@ def test_runs_evaluation_matrix_inspector_and_lab(server, browser, tmp_path):
 
     # The inspector animates a clip: frames advance, pause stops them, the slider moves them.
     items[0].click()
-    _wait(browser, "return document.body.dataset.view === 'inspect' && document.body.dataset.clip !== undefined", 20, "the inspector")
+    _wait(
+        browser,
+        "return document.body.dataset.view === 'inspect' && document.body.dataset.clip !== undefined",
+        20,
+        "the inspector",
+    )
     f0 = int(browser.execute_script("return document.body.dataset.clipFrame"))
     _wait(browser, f"return Number(document.body.dataset.clipFrame) !== {f0}", 5, "the clip animating")
     assert int(browser.execute_script("return document.body.dataset.clipPoints")) > 20
@@ -211,7 +226,9 @@ def test_runs_evaluation_matrix_inspector_and_lab(server, browser, tmp_path):
     box = browser.find_element("css selector", "#lab-controls [data-for=rotate_deg]")
     box.clear()
     box.send_keys("80\n")
-    browser.execute_script("document.getElementById('aug-affine_p').value = 1; document.querySelector('[data-for=affine_p]').value = 1; document.getElementById('aug-affine_p').dispatchEvent(new Event('change'))")
+    browser.execute_script(
+        "document.getElementById('aug-affine_p').value = 1; document.querySelector('[data-for=affine_p]').value = 1; document.getElementById('aug-affine_p').dispatchEvent(new Event('change'))"
+    )
     _wait(browser, f"return Number(document.body.dataset.labDraws) >= {draws + 2}", 30, "the lab redrawn")
     assert browser.execute_script("return document.body.dataset.labSum") != first
     snippet = json.loads(browser.find_element("id", "lab-snippet").text)

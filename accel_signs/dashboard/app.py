@@ -91,7 +91,9 @@ class Dashboard:
         cfg = augment_config(values)
         meta = read_checkpoint_meta(self.checkpoint(run))
         store = self.cache.store(self.store_path(run, body.get("data")))
-        return augment_clip(meta, store, str(body.get("split", "test")), int(body.get("clip", 0)), cfg, int(body.get("seed", 0)))
+        return augment_clip(
+            meta, store, str(body.get("split", "test")), int(body.get("clip", 0)), cfg, int(body.get("seed", 0))
+        )
 
     def data(self, run: str, data: str | None) -> dict[str, Any]:
         return store_summary(self.cache.store(self.store_path(run, data)))
@@ -116,7 +118,9 @@ def create_app(cfg: DashboardConfig) -> FastAPI:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, e: Exception) -> JSONResponse:
         logger.exception("%s failed", request.url.path)
-        return JSONResponse({"type": "error", "message": f"{request.url.path}: {type(e).__name__}: {e}"}, status_code=500)
+        return JSONResponse(
+            {"type": "error", "message": f"{request.url.path}: {type(e).__name__}: {e}"}, status_code=500
+        )
 
     @app.get("/")
     async def index() -> FileResponse:

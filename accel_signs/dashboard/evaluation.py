@@ -131,7 +131,9 @@ class Evaluations:
         if job is None:
             if (self.folder(key) / "metrics.json").is_file():
                 return Job(key, "done")
-            raise CheckpointError(f"no evaluation {key} (the server restarted, or its cache was removed): start it again")
+            raise CheckpointError(
+                f"no evaluation {key} (the server restarted, or its cache was removed): start it again"
+            )
         return job
 
     def result(self, key: str) -> dict[str, Any]:
@@ -149,13 +151,18 @@ class Evaluations:
         with open(folder / "predictions.csv", encoding="utf-8", newline="") as f:
             reader = csv.reader(f)
             next(reader)
-            predictions = [[int(c), s, int(t), int(p), float(q), [int(x) for x in top.split()]] for c, s, t, p, q, top in reader]
+            predictions = [
+                [int(c), s, int(t), int(p), float(q), [int(x) for x in top.split()]] for c, s, t, p, q, top in reader
+            ]
         return {
             "key": key,
             "metrics": metrics,
             "classes": classes,
             "confusion": confusion,
-            "predictions": {"columns": ["clip", "signer", "true_sign", "pred_sign", "confidence", "top_signs"], "rows": predictions},
+            "predictions": {
+                "columns": ["clip", "signer", "true_sign", "pred_sign", "confidence", "top_signs"],
+                "rows": predictions,
+            },
         }
 
     def close(self) -> None:

@@ -220,7 +220,9 @@ def store_summary(store: ClipStore) -> dict:
             "clips": len(split),
             "frames": split.num_frames,
             "clips_per_class": np.bincount(split.labels, minlength=len(store.classes)).tolist(),
-            "clips_per_signer": dict(zip(store.signers, np.bincount(split.signer_index, minlength=len(store.signers)).tolist())),
+            "clips_per_signer": dict(
+                zip(store.signers, np.bincount(split.signer_index, minlength=len(store.signers)).tolist())
+            ),
             "length_percentiles": dict(zip(("min", "5%", "median", "95%", "max"), q.tolist())),
             "detected": rates,
             "detected_by_signer": _detection_by_signer(split, store),

@@ -6,8 +6,8 @@ import csv
 import json
 import logging
 import shutil
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
