@@ -275,6 +275,10 @@ async function openClip(run, split, clip) {
   showView("inspect");
   const data = $("eval-data").value.trim();
   state.clip = await api(`/api/clip?run=${encodeURIComponent(run)}&split=${encodeURIComponent(split)}&clip=${clip}${data ? `&data=${encodeURIComponent(data)}` : ""}`);
+  // x is a fraction of the video's width, y of its height: drawn in units of the height, a
+  // portrait video's signer is not squeezed.
+  const aspect = state.clip.aspect;
+  state.clip.xy = state.clip.xy.map((f) => f.map((p) => (p && p[0] !== null ? [p[0] * aspect, p[1]] : p)));
   state.clip.box = bounds(state.clip.xy);
   state.clip.frame = 0;
   state.parts = Object.fromEntries(state.clip.layout.parts.map((p) => [p, true]));

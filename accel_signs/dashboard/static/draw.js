@@ -250,7 +250,7 @@ export function presence(canvas, rows, sampled, frames, current) {
     });
     ctx.globalAlpha = 1;
   });
-  ctx.fillStyle = css("--text");
+  ctx.fillStyle = "#e7ebf2";  // the strip is dark in both themes, as the skeleton's canvas
   for (const s of sampled) ctx.fillRect(left + (s + 0.5) * colW - 0.5, h - tick + 2, 1, tick - 2);
   ctx.fillStyle = css("--accent");
   ctx.fillRect(left + (current + 0.5) * colW - 1, 0, 2, h);
