@@ -16,21 +16,10 @@ from pathlib import Path
 import pytest
 
 from accel_signs.data.synth import SynthSpec, write_synthetic
-from helpers import FAST, free_port
+from helpers import free_port, train_tiny_run
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'accel-signs[serve]')")
 uvicorn = pytest.importorskip("uvicorn")
-
-
-def train(store: Path, runs: Path, name: str, *args: str) -> Path:
-    from typer.testing import CliRunner
-
-    from accel_signs.cli import app
-
-    argv = ["train", "--data", str(store), "--output-dir", str(runs), "--run-name", name, *FAST, "--no-eval", *args]
-    result = CliRunner().invoke(app, argv)
-    assert result.exit_code == 0, result.stderr
-    return runs / name
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -89,8 +78,8 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("dashboard")
     store = write_synthetic(root / "store", SynthSpec(classes=6, signers=2, reps=4, seed=5, first_sign=160))
     runs = root / "runs"
-    train(store, runs, "a", "--num-epochs", "2")
-    train(store, runs, "b", "--num-epochs", "2", "--lr", "0.003")
+    train_tiny_run(store, runs, "--num-epochs", "2", "--no-eval", name="a")
+    train_tiny_run(store, runs, "--num-epochs", "2", "--lr", "0.003", "--no-eval", name="b")
     server = Server(runs, root / "cache")
     yield root, store, runs, server
     server.stop()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from accel_signs.data.synth import SynthSpec, write_synthetic
-from helpers import FAST, cli_env, free_port
+from helpers import cli_env, free_port, train_tiny_run
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'accel-signs[serve]')")
 webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the dev extra)")
@@ -37,24 +37,14 @@ if not (CHROMIUM and CHROMEDRIVER):
     )
 
 
-def _train(store: Path, runs: Path, name: str, *args: str) -> None:
-    from typer.testing import CliRunner
-
-    from accel_signs.cli import app
-
-    argv = ["train", "--data", str(store), "--output-dir", str(runs), "--run-name", name, *FAST, "--no-eval", *args]
-    result = CliRunner().invoke(app, argv)
-    assert result.exit_code == 0, result.stderr
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     """`accel-signs dashboard` on two small runs of KArSL signs 160-165 (eat, drink, sleep, ...)."""
     root = tmp_path_factory.mktemp("dashboard_browser")
     store = write_synthetic(root / "store", SynthSpec(classes=6, signers=2, reps=4, seed=7, first_sign=160))
     runs = root / "runs"
-    _train(store, runs, "base", "--num-epochs", "2")
-    _train(store, runs, "high-lr", "--num-epochs", "2", "--lr", "0.003")
+    train_tiny_run(store, runs, "--num-epochs", "2", "--no-eval", name="base")
+    train_tiny_run(store, runs, "--num-epochs", "2", "--lr", "0.003", "--no-eval", name="high-lr")
     port = free_port()
     log = open(root / "dashboard.log", "wb")
     proc = subprocess.Popen(
