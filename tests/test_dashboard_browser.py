@@ -219,7 +219,14 @@ def test_runs_evaluation_matrix_inspector_and_lab(server, browser, tmp_path):
     browser.execute_script(
         "document.getElementById('aug-affine_p').value = 1; document.querySelector('[data-for=affine_p]').value = 1; document.getElementById('aug-affine_p').dispatchEvent(new Event('change'))"
     )
-    _wait(browser, f"return Number(document.body.dataset.labDraws) >= {draws + 2}", 30, "the lab redrawn")
+    # Two changes, two requests: the page draws the answer to the newer one only.
+    _wait(browser, f"return Number(document.body.dataset.labDraws) > {draws}", 30, "the lab redrawn")
+    _wait(
+        browser,
+        "return document.getElementById('lab-snippet').textContent.includes('\"affine_p\": 1')",
+        30,
+        "the snippet",
+    )
     assert browser.execute_script("return document.body.dataset.labSum") != first
     snippet = json.loads(browser.find_element("id", "lab-snippet").text)
     assert snippet["data"]["augment"]["rotate_deg"] == 80 and snippet["data"]["augment"]["affine_p"] == 1

@@ -370,6 +370,8 @@ function labValues() {
 }
 
 async function labChanged() {
+  // Answers can overtake each other: only the newest request's is drawn.
+  const seq = (state.labSeq = (state.labSeq || 0) + 1);
   try {
     const values = labValues();
     for (const c of state.controls) $(`aug-${c.name}`).previousSibling.classList.toggle("changed", values[c.name] !== c.value);
@@ -380,6 +382,7 @@ async function labChanged() {
       data: $("eval-data").value.trim() || null,
     };
     const lab = await api("/api/augment", body);
+    if (seq !== state.labSeq) return;
     showError("");
     lab.box = bounds(lab.original, lab.augmented);
     lab.frame = state.lab ? Math.min(state.lab.frame, lab.original.length - 1) : 0;
@@ -391,7 +394,7 @@ async function labChanged() {
     mark("labDraws", Number(document.body.dataset.labDraws || 0) + 1);
     mark("labSum", checksum(lab.augmented));
   } catch (e) {
-    showError(e.message);
+    if (seq === state.labSeq) showError(e.message);
   }
 }
 
