@@ -247,3 +247,19 @@ def test_runs_evaluation_matrix_inspector_and_lab(server, browser, tmp_path):
     browser.find_element("id", "theme").click()
     # Nothing in the run folders changed.
     assert {str(p): p.stat().st_mtime_ns for p in runs.rglob("*")} == before
+
+    # A run that is training: a new epoch in its metrics.jsonl reaches the list and the curves.
+    live = runs / "live"
+    shutil.copytree(runs / "base", live)
+    config = json.loads((live / "config.json").read_text("utf-8"))
+    (live / "config.json").write_text(json.dumps(config | {"num_epochs": 10}), "utf-8")
+    browser.find_element("css selector", "nav button[data-view=runs]").click()
+    _wait(browser, "return document.body.dataset.runs === '3'", 15, "the new run listed")
+    browser.find_element("css selector", "#runs tr[data-run=live] input").click()
+    _wait(browser, "return document.body.dataset.curves === '3'", 15, "three runs' curves")
+    last = json.loads((live / "metrics.jsonl").read_text("utf-8").splitlines()[-1])
+    with open(live / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(last | {"epoch": last["epoch"] + 1}) + "\n")
+    row = "return document.querySelector('#runs tr[data-run=live] td.num').textContent"
+    _wait(browser, f"return ({row}).startsWith('{last['epoch'] + 1}')", 15, "the new epoch on the page")
+    assert "training" in browser.find_element("css selector", "#runs tr[data-run=live]").text
