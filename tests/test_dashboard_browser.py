@@ -260,6 +260,6 @@ def test_runs_evaluation_matrix_inspector_and_lab(server, browser, tmp_path):
     last = json.loads((live / "metrics.jsonl").read_text("utf-8").splitlines()[-1])
     with open(live / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(last | {"epoch": last["epoch"] + 1}) + "\n")
-    row = "return document.querySelector('#runs tr[data-run=live] td.num').textContent"
+    row = "document.querySelector('#runs tr[data-run=live] td.num').textContent"
     _wait(browser, f"return ({row}).startsWith('{last['epoch'] + 1}')", 15, "the new epoch on the page")
     assert "training" in browser.find_element("css selector", "#runs tr[data-run=live]").text
