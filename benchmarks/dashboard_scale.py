@@ -15,10 +15,13 @@ chromedriver, as the tests use) opens the Evaluation view and measures:
 Make the data with e.g. (1 epoch of t_2_1 is enough: the numbers measured do not depend on
 the accuracy):
 
-    accel-signs synth store --classes 502 --signers 10 --reps 1        # 5,020 train + 5,020 test clips
+    accel-signs synth store --classes 502 --signers 11 --reps 1        # 5,522 train + 5,522 test clips
     accel-signs train --data store --output-dir runs --run-name k502 --model-size t_2_1 \\
-        --batch-size 64 --num-workers 0 --num-epochs 1 --no-eval
-    python benchmarks/dashboard_scale.py runs k502
+        --batch-size 64 --num-workers 0 --num-epochs 1 --val-signers 11 --no-eval
+
+(one clip per sign and signer leaves none for a random validation split: signer 11 validates, and
+the evaluation names every signer, as `evaluate --signers` would)
+    python benchmarks/dashboard_scale.py runs k502 --signers 01,02,03,04,05,06,07,08,09,10,11
 """
 
 from __future__ import annotations
@@ -90,13 +93,15 @@ def _wait(driver, script: str, timeout: float) -> object:
     raise TimeoutError(script)
 
 
-def page_figures(url: str, hovers: int) -> dict[str, object]:
+def page_figures(url: str, hovers: int, signers: str | None) -> dict[str, object]:
     from selenium.webdriver.common.action_chains import ActionChains
 
     driver = _browser()
     try:
         driver.get(url + "#eval")
         _wait(driver, "return document.body.dataset.ready === '1'", 60)
+        if signers:
+            driver.find_element("id", "eval-signers").send_keys(signers)
         started = time.perf_counter()
         driver.find_element("id", "eval-start").click()
         # matrix draws: the Matrix marks each drawn frame on the canvas.
@@ -160,6 +165,9 @@ def main() -> None:
     parser.add_argument("runs_dir", type=Path)
     parser.add_argument("run")
     parser.add_argument("--hovers", type=int, default=200)
+    parser.add_argument(
+        "--signers", help="as evaluate's --signers, e.g. 01,02 (default: the checkpoint's test signers)"
+    )
     parser.add_argument("--cache-dir", type=Path, default=None, help="default: a fresh temporary folder")
     args = parser.parse_args()
     cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="dashboard-cache-"))
@@ -191,7 +199,7 @@ def main() -> None:
                 time.sleep(0.3)
         idle = _memory(proc.pid)
         started = time.perf_counter()
-        job = _get(url + "api/evaluate", {"run": args.run, "split": "test"})
+        job = _get(url + "api/evaluate", {"run": args.run, "split": "test", "signers": args.signers})
         while job["state"] == "running":
             time.sleep(0.5)
             job = _get(url + f"api/evaluate/{job['key']}")
@@ -209,7 +217,7 @@ def main() -> None:
             "server_rss_after_eval_mib": round(after_eval["VmRSS"], 1),
             "server_peak_rss_mib": round(after_eval["VmHWM"], 1),
         }
-        figures |= page_figures(url, args.hovers)
+        figures |= page_figures(url, args.hovers, args.signers)
         figures["server_rss_after_page_mib"] = round(_memory(proc.pid)["VmRSS"], 1)
     finally:
         proc.terminate()

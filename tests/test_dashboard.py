@@ -58,7 +58,11 @@ class Server:
             return e.code, json.loads(e.read())
 
     def evaluate(self, run: str, split: str = "test", data: str | None = None) -> dict:
-        code, job = self.get("/api/evaluate", {"run": run, "split": split, "data": data})
+        return self.evaluate_with({"run": run, "split": split, "data": data})
+
+    def evaluate_with(self, body: dict) -> dict:
+        """POST /api/evaluate, then its progress until it ends."""
+        code, job = self.get("/api/evaluate", body)
         if code != 200:
             return job
         deadline = time.monotonic() + 120
@@ -122,6 +126,17 @@ def test_the_page_metrics_are_evaluate_s_exactly(world, tmp_path):
     # Cached: the same checkpoint, data and split is done at once, under the same key.
     again = server.get("/api/evaluate", {"run": "a", "split": "test"})[1]
     assert again == {**job, "state": "done"} | {"done": again["done"], "total": again["total"]}
+
+
+def test_an_evaluation_of_chosen_signers(world):
+    _, store, _, server = world
+    job = server.evaluate_with({"run": "a", "split": "test", "signers": "1"})
+    assert job["state"] == "done", job
+    metrics = server.get(f"/api/evaluate/{job['key']}/result")[1]["metrics"]
+    assert metrics["signers"] == ["01"] and list(metrics["per_signer"]) == ["01"]
+    job = server.evaluate_with({"run": "a", "split": "test", "signers": "07"})
+    assert job["state"] == "failed"
+    assert job["message"] == f"--signers: unknown signer(s) 07 in store {store.resolve()} (it has 01, 02)"
 
 
 def test_clip_and_augmentation_payloads(world):

@@ -15,6 +15,7 @@ from fastapi import Body, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from accel_signs.config import parse_signers
 from accel_signs.config.io import default_cache_dir
 from accel_signs.core.errors import AccelSignsError, CheckpointError
 from accel_signs.dashboard.clips import Cache, augment_clip, augment_config, augment_controls, inspect_clip
@@ -69,8 +70,10 @@ class Dashboard:
             "test_signers": recorded.get("test_signers"),
         }
 
-    def evaluate(self, run: str, split: str, data: str | None) -> dict[str, Any]:
-        return self.evaluations.start(self.checkpoint(run), data or None, split).status()
+    def evaluate(self, run: str, split: str, data: str | None, signers: str | None) -> dict[str, Any]:
+        """`signers` as evaluate's --signers takes them (01,03); none: the checkpoint's test signers."""
+        chosen = parse_signers(signers) if signers and signers.strip() else None
+        return self.evaluations.start(self.checkpoint(run), data or None, split, chosen).status()
 
     def clip(self, run: str, split: str, clip: int, data: str | None) -> dict[str, Any]:
         ckpt = self.cache.checkpoint(self.checkpoint(run))
@@ -148,7 +151,8 @@ def create_app(cfg: DashboardConfig) -> FastAPI:
 
     @app.post("/api/evaluate")
     def evaluate(body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-        return dash.evaluate(str(body.get("run", "")), str(body.get("split") or "test"), body.get("data") or None)
+        split = str(body.get("split") or "test")
+        return dash.evaluate(str(body.get("run", "")), split, body.get("data") or None, body.get("signers"))
 
     @app.get("/api/evaluate/{key}")
     def evaluation(key: str) -> dict[str, Any]:

@@ -156,7 +156,10 @@ async function loadSplits(runSel, splitSel, dataInput) {
 
 async function startEval() {
   showError("");
-  const body = { run: $("eval-run").value, split: $("eval-split").value || "test", data: $("eval-data").value.trim() || null };
+  const body = {
+    run: $("eval-run").value, split: $("eval-split").value || "test",
+    data: $("eval-data").value.trim() || null, signers: $("eval-signers").value.trim() || null,
+  };
   mark("evalState", "running");
   let job = await api("/api/evaluate", body);
   const bar = $("eval-progress");
