@@ -108,9 +108,9 @@ def _command(
     params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
     for o in options:
         default = "" if o.default == () else o.default  # a tuple option is typed as text: "" is empty
-        if o.argument:
-            info = typer.Argument(help=o.help, show_default=False)
-            default = inspect.Parameter.empty
+        if o.argument:  # required unless its field has a default (dashboard's RUNS_DIR)
+            info = typer.Argument(help=o.help, show_default=o.default is not ...)
+            default = inspect.Parameter.empty if o.default is ... else o.default
         else:
             info = typer.Option(*o.flag.split(" "), help=o.help)
         params.append(_keyword(o.name, Annotated[o.type, info], default))
@@ -206,6 +206,17 @@ def _serve(ctx: typer.Context, values: dict[str, Any]) -> None:
     serve(cfg)
 
 
+def _dashboard(ctx: typer.Context, values: dict[str, Any]) -> None:
+    from accel_signs.dashboard.config import DASHBOARD_HINT, DashboardConfig
+
+    cfg = _from_values(DashboardConfig, values)
+    try:
+        from accel_signs.dashboard.app import serve as serve_dashboard
+    except ImportError as e:
+        raise ConfigError(f"{DASHBOARD_HINT} ({e})") from None
+    serve_dashboard(cfg)
+
+
 # train's own options, beside its config fields.
 TRAIN_ONLY = {
     "config": Annotated[
@@ -225,6 +236,7 @@ TRAIN_ONLY = {
 
 def _register() -> None:
     from accel_signs.config import EvalConfig, TrainConfig, config_options
+    from accel_signs.dashboard.config import DashboardConfig
     from accel_signs.serve.config import ServeConfig
 
     _command(
@@ -254,6 +266,16 @@ def _register() -> None:
     accepted signs into a sentence. Needs the `serve` extra (FastAPI, uvicorn, MediaPipe).""",
         config_options(ServeConfig),
         _serve,
+    )
+    _command(
+        "dashboard",
+        """A page for runs, evaluations, clips, augmentation and data, on 127.0.0.1:8050.
+
+    Training curves of several runs, config diffs, a checkpoint evaluated on a split (the same
+    code as `evaluate`, cached outside the runs), the confusion matrix, a clip's skeleton and
+    top-5, the augmentation lab and the store's summary. Needs the `serve` extra's FastAPI and uvicorn.""",
+        config_options(DashboardConfig),
+        _dashboard,
     )
 
 

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 FAST = ["--model-size", "t_2_1", "--batch-size", "8", "--num-workers", "0"]
 
 
-def train_tiny_run(store: Path, out: Path, *args: str) -> Path:
-    """Train run `r` on `store` with the FAST settings through the CLI (in this process); returns
-    its folder. Options in `args` win over FAST's."""
+def train_tiny_run(store: Path, out: Path, *args: str, name: str = "r") -> Path:
+    """Train run `name` on `store` with the FAST settings through the CLI (in this process);
+    returns its folder. Options in `args` win over FAST's."""
     from typer.testing import CliRunner
 
     from accel_signs.cli import app
@@ -32,13 +32,13 @@ def train_tiny_run(store: Path, out: Path, *args: str) -> Path:
             "--output-dir",
             str(out),
             "--run-name",
-            "r",
+            name,
             *FAST,
             *args,
         ],
     )
     assert result.exit_code == 0, result.stderr
-    return out / "r"
+    return out / name
 
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "accel_signs"
-LAYERS = {"core": 0, "config": 1, "data": 2, "model": 3, "training": 4, "tools": 5, "serve": 6}
+LAYERS = {"core": 0, "config": 1, "data": 2, "model": 3, "training": 4, "tools": 5, "serve": 6, "dashboard": 6}
 TOP = 7  # cli.py, __main__.py and the root __init__ (the public API) sit above everything
 
 

@@ -207,3 +207,59 @@ def _checkpoint_lines(spec: Path | str, path: Path, meta: dict) -> str:
             f"mixed precision {cfg['mixed_precision']}, best by {cfg.get('best_metric', 'val_loss')}"
         )
     return "\n".join(lines)
+
+
+def store_summary(store: ClipStore) -> dict:
+    """What describe_store prints, as data (the dashboard's Data page), with the detection
+    rates per signer besides per part."""
+    splits = {}
+    for name, split in store.splits.items():
+        rates, sampled = _detection_rates(split, store.layout)
+        q = np.percentile(split.lengths, [0, 5, 50, 95, 100]) if len(split) else np.zeros(5)
+        splits[name] = {
+            "clips": len(split),
+            "frames": split.num_frames,
+            "clips_per_class": np.bincount(split.labels, minlength=len(store.classes)).tolist(),
+            "clips_per_signer": dict(
+                zip(store.signers, np.bincount(split.signer_index, minlength=len(store.signers)).tolist())
+            ),
+            "length_percentiles": dict(zip(("min", "5%", "median", "95%", "max"), q.tolist())),
+            "detected": rates,
+            "detected_by_signer": _detection_by_signer(split, store),
+            "sampled_frames": sampled,
+            "frame_sizes": _frame_sizes(split),
+        }
+    checks = _clip_checks(store.meta.get("clip_checks")) or _scan_clip_checks(store)
+    return {
+        "path": str(store.path),
+        "classes": [{"sign": c.sign, "en": c.en, "ar": c.ar} for c in store.classes],
+        "signers": list(store.signers),
+        "dtype": store.dtype,
+        "layout": {"name": store.layout.name, "id": store.layout.id, "points": store.layout.num_points},
+        "parts": list(store.layout.part_names),
+        "source": store.meta.get("source"),
+        "splits": splits,
+        "empty_clips": {name: _empty_clips(checks, name) for name in store.splits},
+        "duplicates": _duplicates(checks),
+    }
+
+
+def _detection_by_signer(split: StoreSplit, store: ClipStore) -> dict[str, dict[str, float]]:
+    """Per signer and part, the share of frames where the part was detected (at most
+    _SAMPLE_FRAMES frames read per split, evenly spaced clips)."""
+    layout, out = store.layout, {}
+    for s, signer in enumerate(store.signers):
+        ids = np.flatnonzero(split.signer_index == s)
+        if not len(ids):
+            continue
+        budget = max(1, _SAMPLE_FRAMES // max(len(store.signers), 1))
+        step = max(1, int(split.lengths[ids].sum()) // budget)
+        present = {p: 0 for p in layout.parts}
+        seen = 0
+        for i in ids[:: max(1, step)]:
+            clip = split.clip(int(i))
+            for part, points in layout.parts.items():
+                present[part] += int((clip[:, list(points)] != 0).any(axis=(1, 2)).sum())
+            seen += len(clip)
+        out[signer] = {p: present[p] / max(seen, 1) for p in layout.parts}
+    return out

@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,16 +68,23 @@ def check_layout(store: ClipStore, ckpt: Checkpoint) -> None:
         )
 
 
-def evaluate_checkpoint(cfg: EvalConfig, accelerator: Accelerator | None = None) -> EvalResult:
+# progress(batches done, batches in all), called after each batch (the dashboard's progress bar).
+Progress = Callable[[int, int], None]
+
+
+def evaluate_checkpoint(
+    cfg: EvalConfig, accelerator: Accelerator | None = None, progress: Progress | None = None, card: bool = True
+) -> EvalResult:
     """Evaluate `cfg.checkpoint`, write metrics.json, per_class.csv, confusion.csv,
     predictions.csv (and plots) to the output folder from the main process, and return the
     results on every process. Without an `accelerator` (the `evaluate` command), it makes one
-    and leaves the process group at the end."""
+    and leaves the process group at the end. `card`: a test-split evaluation of a local
+    checkpoint updates its model card (the dashboard, which never writes to a run, says False)."""
     if accelerator is not None:
-        return _evaluate(cfg, accelerator)
+        return _evaluate(cfg, accelerator, progress, card)
     accelerator = Accelerator(mixed_precision="no")
     try:
-        return _evaluate(cfg, accelerator)
+        return _evaluate(cfg, accelerator, progress, card)
     finally:
         # A gloo group left to the interpreter's exit can abort a rank ("terminate called
         # without an active exception") after its work is done.
@@ -98,7 +106,7 @@ class _Predictions:
     confidence: np.ndarray  # the top-1 probability
 
 
-def _evaluate(cfg: EvalConfig, accelerator: Accelerator) -> EvalResult:
+def _evaluate(cfg: EvalConfig, accelerator: Accelerator, progress: Progress | None, card: bool) -> EvalResult:
     ckpt = load_checkpoint(cfg.checkpoint)
     data_path = cfg.data or ckpt.meta.get("data", {}).get("store")
     if data_path is None:
@@ -126,7 +134,7 @@ def _evaluate(cfg: EvalConfig, accelerator: Accelerator) -> EvalResult:
         num_workers=workers,
         pin_memory=accelerator.device.type == "cuda",
     )
-    table = _predict(cfg, ckpt, accelerator.prepare(loader), accelerator, min(5, classes.num_classes))
+    table = _predict(cfg, ckpt, accelerator.prepare(loader), accelerator, min(5, classes.num_classes), progress)
     clip_ids, labels = table[:, 0].astype(np.int64), table[:, 1].astype(np.int64)
     topk = table[:, 4:].astype(np.int64)
     clip_signers = store_split.signer_index[clip_ids]
@@ -142,7 +150,7 @@ def _evaluate(cfg: EvalConfig, accelerator: Accelerator) -> EvalResult:
         f"cannot write the evaluation results to {output}",
         DatasetError,
     )
-    if cfg.split == "test" and (ckpt.source is None or ckpt.source.repo_id is None):
+    if card and cfg.split == "test" and (ckpt.source is None or ckpt.source.repo_id is None):
         on_main(
             accelerator,
             lambda: _update_card(ckpt.path, output),
@@ -152,7 +160,9 @@ def _evaluate(cfg: EvalConfig, accelerator: Accelerator) -> EvalResult:
     return EvalResult(report, class_rows, summary, output)
 
 
-def _predict(cfg: EvalConfig, ckpt: Checkpoint, loader: Any, accelerator: Accelerator, k: int) -> np.ndarray:
+def _predict(
+    cfg: EvalConfig, ckpt: Checkpoint, loader: Any, accelerator: Accelerator, k: int, progress: Progress | None
+) -> np.ndarray:
     """(clips, 4 + k) rows of clip id, label, loss, top-1 probability and top-k classes,
     gathered from every process and sorted by clip id."""
     model = ckpt.model.to(accelerator.device).eval()
@@ -162,13 +172,15 @@ def _predict(cfg: EvalConfig, ckpt: Checkpoint, loader: Any, accelerator: Accele
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
     autocast = torch.autocast(accelerator.device.type, dtype=dtype, enabled=dtype is not None)
     with torch.no_grad(), autocast:
-        for x, aspect, y, clip in loader:
+        for done, (x, aspect, y, clip) in enumerate(loader, 1):
             logits = model(x.flatten(2), aspect).float()  # (B, T, P, C) -> (B, T, P*C)
             loss = F.cross_entropy(logits, y, reduction="none")
             probs, top = logits.softmax(-1).topk(k, dim=-1)
             columns = [clip[:, None], y[:, None], loss[:, None], probs[:, :1], top]
             row = torch.cat([c.double() for c in columns], dim=1)  # (B, 4 + k)
             rows.append(accelerator.gather_for_metrics(row))  # drops the padding repeats
+            if progress is not None:
+                progress(done, len(loader))
     table = torch.cat(rows).cpu().numpy()
     return table[np.argsort(table[:, 0], kind="stable")]  # clip order: the same sums on any number of processes
 
