@@ -3,7 +3,9 @@
 The original project's sources (this package grew out of it; `--from seed-mmap` is its
 memory-map format, the name kept from then):
 
-- `npz`: `{root}/{signer}-{split}/{sign:04}.npz`, one float array (frames, 184, 4) per video.
+- `npz`: `{root}/{signer}-{split}/{sign:04}.npz`, one float array (frames, 184, 4) per video,
+  or (frames, 184, 3) without visibility (its files before 2026-01-23; data/seed_files.py
+  derives visibility from detection). Files of its "adjusted" option are refused.
   An optional array named `frame_size` (not a clip) gives the videos' width, height in
   pixels: shape (2,) for every clip of the file, or (clips, 2), one row per clip in the
   order of the file's other arrays (0, 0: unknown).
@@ -40,6 +42,7 @@ from accel_signs.core.errors import ConfigError, DatasetError
 from accel_signs.core.progress import progress_bar
 from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, builtin_layout, karsl_glosses
 from accel_signs.data.pipeline import format_ranges
+from accel_signs.data.seed_files import check_not_adjusted, with_detected_visibility
 from accel_signs.data.store import NUMPY_LOAD_ERRORS, ClassInfo, StoreWriter
 
 logger = logging.getLogger(__name__)
@@ -93,6 +96,7 @@ class PrepareReport:
     # Groups of identical clips (the same file listed twice, or byte-identical frames): [(split, where), ...].
     duplicates: list[list[tuple[str, str]]] = field(default_factory=list)
     unknown_sizes: dict[str, int] = field(default_factory=dict)  # per split: clips without a frame size
+    derived_visibility: int = 0  # clips read from 3-channel (x, y, z) files: visibility from detection
 
     def summary(self) -> str:
         found = ", ".join(f"{s}: {self.clips[s]} clips / {self.frames[s]} frames" for s in self.clips)
@@ -108,6 +112,8 @@ class PrepareReport:
                 f"; {len(self.duplicates)} group(s) of duplicate clips "
                 f"({sum(len(g) for g in self.duplicates)} clips, {len(self.cross_split())} across splits)"
             )
+        if self.derived_visibility:
+            text += f"; {self.derived_visibility} clip(s) had 3 channels (x, y, z): visibility derived from detection"
         unknown = sum(self.unknown_sizes.values())
         if unknown:
             text += f"; frame size unknown for {unknown} of {sum(self.clips.values())} clips (taken as square)"
@@ -334,6 +340,8 @@ def _write_store(
             report.clips[split_name], report.frames[split_name] = clips, frames
             report.unknown_sizes[split_name] = unknown
             logger.info("%s: %d clips, %d frames", split_name, clips, frames)
+        if report.derived_visibility:  # written into meta.json's source when the writer closes
+            source["visibility"] = {"derived_from_detection": report.derived_visibility}
         _check_clips(writer, wheres, files, report, allow_duplicates)
 
 
@@ -457,7 +465,13 @@ class _NpzPlan(_OriginalPlan):
                         # File order = recording order, as the original project concatenated them.
                         for key, size in zip(keys, sizes):
                             where = f"{path} [{key}]"
-                            yield check_clip(npz[key], where), sign, signer, _size_or_none(size), where, None
+                            clip = npz[key]
+                            if isinstance(clip, np.ndarray) and clip.ndim == 3 and clip.shape[2] == 3:
+                                clip = with_detected_visibility(clip)  # the seed's files before 2026-01-23
+                                report.derived_visibility += 1
+                            clip = check_clip(clip, where)
+                            check_not_adjusted(clip, where, self.layout)
+                            yield clip, sign, signer, _size_or_none(size), where, None
                 except NUMPY_LOAD_ERRORS as e:
                     raise DatasetError(f"{path}: not a readable numeric .npz file ({e})") from None
 
@@ -578,8 +592,9 @@ class _OriginalMmapPlan(_OriginalPlan):
                     clip = clip.reshape(n, NUM_POINTS, NUM_CHANNELS)  # (frames * 184 * 4,) -> (frames, 184, 4)
                     advance(1)
                     where = f"{path} clip {position}, frames {offset}-{offset + n} (sign {sign}, signer {signer})"
+                    check_not_adjusted(check_clip(clip, where), where, self.layout)
                     yield (
-                        check_clip(clip, where),
+                        clip,
                         sign,
                         signer,
                         None if sizes is None else _size_or_none(sizes[position]),
