@@ -356,12 +356,19 @@ def prepare(
         bool,
         typer.Option("--drop-empty", help="Leave out clips in which no keypoint is detected in any frame."),
     ] = False,
+    extractor: Annotated[
+        str | None,
+        typer.Option(
+            help="Which extractor made the keypoints, recorded in the store: seed, tasks, tasks-image, holistic (default: what the files say; npz and seed-mmap: seed, the original project's recipe)."
+        ),
+    ] = None,
 ) -> None:
     """Convert keypoints into a clip store, streaming in bounded memory: the original project's
     formats, a manifest of .npy/.npz clips in any layout, or the Kaggle GISLR parquet files."""
     from accel_signs.config import parse_signers, parse_signs
     from accel_signs.data.prepare import parse_frame_size
     from accel_signs.data.prepare import prepare as run_prepare
+    from accel_signs.extractors.choose import named_record
 
     report = run_prepare(
         src,
@@ -378,6 +385,7 @@ def prepare(
         frame_size=parse_frame_size(frame_size),
         allow_duplicates=allow_duplicates,
         drop_empty=drop_empty,
+        extractor=None if extractor is None else named_record(extractor),
     )
     typer.echo(report.summary(), err=True)
     typer.echo(str(out_dir))

@@ -29,7 +29,7 @@ def _clip(rng, frames):
         clip[:, list(points), :2] = (cx, cy) + drift + rng.normal(0, spread, (frames, len(points), 2))
         clip[:, list(points), 2] = rng.normal(0, 0.05, (frames, len(points)))
         clip[:, list(points), 3] = 1
-    clip[rng.random(frames) < 0.3, list(LAYOUT.parts["left_hand"])] = 0
+    clip[np.ix_(rng.random(frames) < 0.3, LAYOUT.parts["left_hand"])] = 0
     return clip
 
 
@@ -53,7 +53,9 @@ def _tree(root, transform, signs=(1, 2), signers=("01", "02")):
             folder = root / f"{signer}-{split}"
             folder.mkdir(parents=True)
             for sign in signs:
-                np.savez(folder / f"{sign:04d}.npz", *[transform(_clip(rng, int(rng.integers(20, 60)))) for _ in range(2)])
+                np.savez(
+                    folder / f"{sign:04d}.npz", *[transform(_clip(rng, int(rng.integers(20, 60)))) for _ in range(2)]
+                )
     return root
 
 
@@ -89,7 +91,7 @@ def test_adjusted_tree_is_refused_with_what_to_do(tmp_path):
     assert_one_line_error(
         result.stderr, "01-train/0001.npz [arr_0]", "centred at (0, 0)", "'adjusted'", "Extract these videos again"
     )
-    assert not out.exists() and not list(out.parent.iterdir())
+    assert not out.parent.exists()  # nothing left behind, not even the folder made for it
 
 
 def test_one_adjusted_file_among_image_coordinates_is_refused(tmp_path):
@@ -136,3 +138,35 @@ def test_old_store_without_extractor_opens_as_unknown(tmp_path):
     assert open_store(tmp_path / "s").extractor is None
     info = runner.invoke(app, ["info", str(tmp_path / "s")]).stdout
     assert "extractor: unknown" in info
+
+
+def _extracted(tmp_path, records):
+    """npz files as `extract` writes them (keypoints + the extractor record) and their manifest."""
+    from accel_signs.data.extractor import npz_entry
+
+    rng = np.random.default_rng(3)
+    rows = ["path,sign,signer"]
+    for i, record in enumerate(records):
+        np.savez(tmp_path / f"c{i}.npz", keypoints=_clip(rng, 20), extractor=npz_entry(record))
+        rows.append(f"c{i}.npz,{1 + i % 2},01")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path / "manifest.csv"
+
+
+def test_extracted_clips_give_the_store_their_extractor_and_may_not_mix(tmp_path):
+    from accel_signs.data.extractor import ExtractorRecord
+
+    tasks = ExtractorRecord("tasks", "1.2.3", "video", "tasks", 2)
+    holistic = ExtractorRecord("holistic", "0.10.21", "video", "holistic")
+    (tmp_path / "a").mkdir()
+    manifest = _extracted(tmp_path / "a", [tasks, tasks])
+    assert _prepare(manifest, tmp_path / "s", "--from", "clips").exit_code == 0
+    assert open_store(tmp_path / "s").extractor == tasks
+    result = _prepare(manifest, tmp_path / "s2", "--from", "clips", "--extractor", "holistic")
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, "its files record tasks", "not holistic")
+    (tmp_path / "b").mkdir()
+    result = _prepare(_extracted(tmp_path / "b", [tasks, holistic]), tmp_path / "s3", "--from", "clips")
+    assert result.exit_code == 1
+    assert_one_line_error(result.stderr, "c0.npz was extracted with tasks", "c1.npz with holistic", "one extractor")
+    assert not (tmp_path / "s2").exists() and not (tmp_path / "s3").exists()

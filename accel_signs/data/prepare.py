@@ -40,6 +40,7 @@ import numpy as np
 
 from accel_signs.core.errors import ConfigError, DatasetError
 from accel_signs.core.progress import progress_bar
+from accel_signs.data.extractor import SEED_RECIPE, ExtractorRecord
 from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, builtin_layout, karsl_glosses
 from accel_signs.data.pipeline import format_ranges
 from accel_signs.data.seed_files import check_not_adjusted, with_detected_visibility
@@ -79,6 +80,10 @@ class SourcePlan(Protocol):
 
     def clips(self, split_name: str, report: PrepareReport, advance: Callable[[int], None]) -> Iterator[SourceClip]:
         """Each clip of the split in store order; counts the files it reads in `report`."""
+        ...
+
+    def extractor(self) -> ExtractorRecord | None:
+        """The extractor that made the clips read so far, where the source says (None: unknown)."""
         ...
 
 
@@ -221,6 +226,7 @@ def prepare(
     frame_size: tuple[float, float] | None = None,
     allow_duplicates: bool = False,
     drop_empty: bool = False,
+    extractor: ExtractorRecord | None = None,
 ) -> PrepareReport:
     """Convert `src` into a new clip store at `out` (atomically: a failure leaves nothing).
 
@@ -233,7 +239,11 @@ def prepare(
     Checks while writing: clips in which nothing is ever detected are listed (a warning) or,
     with `drop_empty`, left out; duplicates (one file listed twice, or byte-identical frames)
     within a split or across train and val are listed (a warning), and across the test split
-    and any other are an error unless `allow_duplicates`."""
+    and any other are an error unless `allow_duplicates`.
+
+    The store records the extractor that made the keypoints: `extractor` where given, else what
+    the source says (the original project's files: its recipe, SEED_RECIPE; extracted npz files:
+    the record they carry), else none (unknown)."""
     src, out = Path(src), Path(out)
     if source not in SOURCES:
         raise DatasetError(f"--from must be one of {', '.join(SOURCES)}, got {source!r}")
@@ -264,7 +274,7 @@ def prepare(
     if frame_size is not None:
         record["frame_size"] = list(frame_size)
     report.dropped_empty = drop_empty
-    _write_store(plan, src, out, dtype, record, report, frame_size, allow_duplicates)
+    _write_store(plan, src, out, dtype, record, report, frame_size, allow_duplicates, extractor)
     logger.info("prepared %s: %s", out, report.summary())
     return report
 
@@ -307,6 +317,7 @@ def _write_store(
     report: PrepareReport,
     frame_size: tuple[float, float] | None = None,
     allow_duplicates: bool = False,
+    extractor: ExtractorRecord | None = None,
 ) -> None:
     """Every split of the plan into a new store at `out`, counted and checked in `report`;
     `frame_size` for the clips the source gives no size for. A failed check raises before
@@ -342,7 +353,21 @@ def _write_store(
             logger.info("%s: %d clips, %d frames", split_name, clips, frames)
         if report.derived_visibility:  # written into meta.json's source when the writer closes
             source["visibility"] = {"derived_from_detection": report.derived_visibility}
+        writer.extractor = _store_extractor(plan.extractor(), extractor, src)
         _check_clips(writer, wheres, files, report, allow_duplicates)
+
+
+def _store_extractor(found: ExtractorRecord | None, given: ExtractorRecord | None, src: Path) -> ExtractorRecord | None:
+    """The record the store keeps: `given` (prepare --extractor) over what the source says, except
+    where the files themselves record another extractor (extract's npz files)."""
+    if given is None:
+        return found
+    if found is not None and found is not SEED_RECIPE and found.differences(given):
+        raise DatasetError(
+            f"{src}: its files record {found.describe()}, not {given.describe()} (--extractor); "
+            "drop --extractor to keep what the files say"
+        )
+    return given
 
 
 def _check_clips(
@@ -400,6 +425,10 @@ class _OriginalPlan:
     @property
     def classes(self) -> list[ClassInfo]:
         return _classes(self.signs)
+
+    def extractor(self) -> ExtractorRecord | None:
+        """The original project's files do not record it; they were made by its recipe."""
+        return SEED_RECIPE
 
 
 class _NpzPlan(_OriginalPlan):

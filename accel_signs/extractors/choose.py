@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from accel_signs.core.errors import ConfigError
-from accel_signs.data.extractor import ExtractorRecord
+from accel_signs.data.extractor import SEED_RECIPE, ExtractorRecord
 from accel_signs.data.layout import KeypointLayout
 from accel_signs.extractors import CHOICES, holistic, tasks
 from accel_signs.extractors.base import Tracker
@@ -97,3 +97,16 @@ def warn_if_other(checkpoint: ExtractorRecord | None, used: ExtractorRecord, whe
         checkpoint.recipe,
     )
     return True
+
+
+def named_record(name: str) -> ExtractorRecord:
+    """The record of keypoints said to come from extractor `name` (prepare --extractor), without
+    running it: the MediaPipe version is not known."""
+    if name == "seed":
+        return SEED_RECIPE
+    if name == "holistic":
+        return ExtractorRecord("holistic", None, "video", "holistic")
+    if name not in TASKS_RECIPES:
+        raise ConfigError(f"--extractor must be one of seed, {', '.join(TASKS_RECIPES)}, holistic, got {name!r}")
+    mode, hands = TASKS_RECIPES[name]
+    return ExtractorRecord("tasks", None, mode, name, hands)
