@@ -581,7 +581,8 @@ def show(
     from accel_signs.data.layout import keypoint_layout, load_layout
     from accel_signs.tools.inference import parse_frame_size, read_inputs
     from accel_signs.tools.inference import predict as run_predict
-    from accel_signs.tools.show import render, store_clip
+    from accel_signs.tools.inference import is_video
+    from accel_signs.tools.show import render, store_clip, video_frames
 
     ckpt_layout = None
     if checkpoint is not None:
@@ -605,7 +606,8 @@ def show(
             np.save(np_path, frames)
             top = run_predict(checkpoint, np_path, top_k=3, frame_size=size)[0]["top"]
         title += "\n" + ", ".join(f"{t['en']} {t['probability']:.2f}" for t in top)
-    written = render(frames, lay, out, size, title, fps)
+    background = video_frames(clip) if is_video(clip) else None  # a video: the skeleton over its frames
+    written = render(frames, lay, out, size, title, fps, background)
     typer.echo(str(written))
 
 
