@@ -579,9 +579,8 @@ def show(
     """Draw a clip as an animated skeleton (bones, hands enlarged, undetected points hidden): to
     check that keypoints are right before training on them."""
     from accel_signs.data.layout import keypoint_layout, load_layout
-    from accel_signs.tools.inference import parse_frame_size, read_inputs
+    from accel_signs.tools.inference import is_video, parse_frame_size, read_inputs
     from accel_signs.tools.inference import predict as run_predict
-    from accel_signs.tools.inference import is_video
     from accel_signs.tools.show import render, store_clip, video_frames
 
     ckpt_layout = None
