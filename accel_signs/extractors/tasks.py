@@ -216,11 +216,13 @@ class TasksTracker(Tracker):
             return landmarker.detect_for_video(image, self._t_ms)
         return landmarker.detect(image)
 
-    def sources(self, image: np.ndarray) -> dict[str, np.ndarray | None]:
+    def sources(self, image: np.ndarray, at: float | None = None) -> dict[str, np.ndarray | None]:
         mp = self._mp
-        # VIDEO mode needs strictly increasing timestamps: the frame's place in the stream at its fps.
+        # VIDEO mode needs strictly increasing timestamps (its tracking and smoothing read them):
+        # the frame's time where known, else its place in the stream at the stream's fps.
         self._frame += 1
-        self._t_ms = round(self._frame * self._step_ms)
+        t_ms = round(at * 1000) if at is not None else round(self._frame * self._step_ms)
+        self._t_ms = max(t_ms, self._t_ms + 1) if self._frame else t_ms
         frame = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
         out: dict[str, np.ndarray | None] = {}
         if "pose" in self._landmarkers:

@@ -201,7 +201,7 @@ class LiveSession:
             with self.lock:  # a new size is a new stream (another camera): its frames start over
                 self.buffer.clear()
                 self.size = (float(width), float(height))
-        frame = self.tracker(image)
+        frame = self.tracker(image, at=t)
         moving = self._moving(frame.keypoints, t)
         with self.lock:
             self.buffer.append((seq, t, frame.keypoints))
