@@ -582,8 +582,8 @@ def show(
     extractor: EXTRACTOR = "auto",
     landmarkers: LANDMARKERS = None,
 ) -> None:
-    """Draw a clip as an animated skeleton (bones, hands enlarged, undetected points hidden): to
-    check that keypoints are right before training on them."""
+    """Draw a clip as an animated skeleton (bones, hands enlarged, undetected points hidden; a video:
+    over its own frames): to check that keypoints are right before training on them."""
     from accel_signs.data.layout import keypoint_layout, load_layout
     from accel_signs.extractors.choose import ExtractorChoice
     from accel_signs.tools.inference import is_video, parse_frame_size, read_inputs
