@@ -185,7 +185,7 @@ def cost(checkpoint: str, clips: dict[str, dict[str, tuple[np.ndarray, float]]],
     ckpt = load_checkpoint(checkpoint)
     face = list(builtin_layout("karsl184").parts["face"])
     classes = len(ckpt.classes)
-    agree, changes = 0, []
+    agree, changes, tops = 0, [], []
     for by in clips.values():
         (a, aspect), (b, _) = by[ref], by[other]
         for start, end in windows(len(a), args.window, args.stride):
@@ -195,6 +195,7 @@ def cost(checkpoint: str, clips: dict[str, dict[str, tuple[np.ndarray, float]]],
                 top = classify(ckpt, clip, (aspect, 1.0), top_k=classes)
                 probs.append(np.array([t["probability"] for t in sorted(top, key=lambda t: t["class_id"])]))
             pick = int(probs[0].argmax())
+            tops.append(float(probs[0][pick]))
             agree += int(probs[1].argmax() == pick)
             changes.append(abs(float(probs[1][pick] - probs[0][pick])))
     return {
@@ -202,6 +203,7 @@ def cost(checkpoint: str, clips: dict[str, dict[str, tuple[np.ndarray, float]]],
         "videos": len(clips),
         "top1_agreement": agree / len(changes),
         "mean_abs_change": float(np.mean(changes)),
+        "mean_top_probability": float(np.mean(tops)),
     }
 
 
@@ -260,7 +262,8 @@ def main() -> None:
     for other, c in report.get("cost", {}).items():
         print(
             f"holistic -> {other}: {c['clips']} clips of {c['videos']} videos, top-1 agreement "
-            f"{c['top1_agreement']:.3f}, mean |change| in the top class's probability {c['mean_abs_change']:.3f}"
+            f"{c['top1_agreement']:.3f}, mean |change| in the top class's probability {c['mean_abs_change']:.3f} "
+            f"(its mean on holistic: {c['mean_top_probability']:.3f})"
         )
 
 
