@@ -167,45 +167,25 @@ class TasksTracker(Tracker):
         self._mp, self._step_ms, self._frame, self._t_ms = mp, 1000.0 / (fps or 30.0), -1, 0
         self._landmarkers: dict = {}
 
-        def base(name: str) -> BaseOptions:
-            return BaseOptions(model_asset_path=str(folder / BUNDLES[name].file))
+        # bundle -> (the landmarker's class name, the word in its option names, how many to find)
+        kinds = {"pose": ("PoseLandmarker", "pose", 1), "face": ("FaceLandmarker", "face", 1)}
+        kinds["hands"] = ("HandLandmarker", "hand", num_hands)
 
-        makers = {
-            "pose": lambda: vision.PoseLandmarker.create_from_options(
-                vision.PoseLandmarkerOptions(
-                    base_options=base("pose"),
-                    running_mode=running,
-                    num_poses=1,
-                    min_pose_detection_confidence=CONFIDENCE,
-                    min_pose_presence_confidence=CONFIDENCE,
-                    min_tracking_confidence=CONFIDENCE,
-                )
-            ),
-            "face": lambda: vision.FaceLandmarker.create_from_options(
-                vision.FaceLandmarkerOptions(
-                    base_options=base("face"),
-                    running_mode=running,
-                    num_faces=1,
-                    min_face_detection_confidence=CONFIDENCE,
-                    min_face_presence_confidence=CONFIDENCE,
-                    min_tracking_confidence=CONFIDENCE,
-                )
-            ),
-            "hands": lambda: vision.HandLandmarker.create_from_options(
-                vision.HandLandmarkerOptions(
-                    base_options=base("hands"),
-                    running_mode=running,
-                    num_hands=num_hands,
-                    min_hand_detection_confidence=CONFIDENCE,
-                    min_hand_presence_confidence=CONFIDENCE,
-                    min_tracking_confidence=CONFIDENCE,
-                )
-            ),
-        }
+        def make(name: str):
+            kind, word, count = kinds[name]
+            options = getattr(vision, f"{kind}Options")(
+                base_options=BaseOptions(model_asset_path=str(folder / BUNDLES[name].file)),
+                running_mode=running,
+                **{f"num_{word}s": count, f"min_{word}_detection_confidence": CONFIDENCE},
+                **{f"min_{word}_presence_confidence": CONFIDENCE},
+                min_tracking_confidence=CONFIDENCE,
+            )
+            return getattr(vision, kind).create_from_options(options)
+
         try:
             with _quiet_native_logs():
                 for name in names:
-                    self._landmarkers[name] = makers[name]()
+                    self._landmarkers[name] = make(name)
         except (RuntimeError, ValueError) as e:  # MediaPipe's words for a bundle it cannot load
             self.close()
             raise ConfigError(f"{folder / BUNDLES[name].file}: MediaPipe cannot load it ({e})") from None
