@@ -205,17 +205,19 @@ class TasksTracker(Tracker):
         self._t_ms = max(t_ms, self._t_ms + 1) if self._frame else t_ms
         frame = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
         out: dict[str, np.ndarray | None] = {}
-        if "pose" in self._landmarkers:
-            r = self._detect("pose", frame)
-            out["pose"] = _array(r.pose_landmarks[0], 33, visibility=True) if r.pose_landmarks else None
-        if "face" in self._landmarkers:
-            r = self._detect("face", frame)
-            out["face"] = _array(r.face_landmarks[0], 478, visibility=False) if r.face_landmarks else None
-        if "hands" in self._landmarkers:
-            r = self._detect("hands", frame)
-            hands = [_array(points, 21, visibility=False) for points in r.hand_landmarks]
-            labels = [h[0].category_name for h in r.handedness]
-            out["left_hand"], out["right_hand"] = _slots(hands, labels, out.get("pose"))
+        # The first frame also prints MediaPipe's one-time notes (memory alignment, ROI projection).
+        with _quiet_native_logs() if self._frame == 0 else contextlib.nullcontext():
+            if "pose" in self._landmarkers:
+                r = self._detect("pose", frame)
+                out["pose"] = _array(r.pose_landmarks[0], 33, visibility=True) if r.pose_landmarks else None
+            if "face" in self._landmarkers:
+                r = self._detect("face", frame)
+                out["face"] = _array(r.face_landmarks[0], 478, visibility=False) if r.face_landmarks else None
+            if "hands" in self._landmarkers:
+                r = self._detect("hands", frame)
+                hands = [_array(points, 21, visibility=False) for points in r.hand_landmarks]
+                labels = [h[0].category_name for h in r.handedness]
+                out["left_hand"], out["right_hand"] = _slots(hands, labels, out.get("pose"))
         return out
 
     def close(self) -> None:
