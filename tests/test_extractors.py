@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
+from accel_signs.core.errors import ConfigError
 from accel_signs.data.extractor import SEED_RECIPE, ExtractorRecord, record_from_npz
 from accel_signs.data.layout import load_layout
 from accel_signs.extractors.base import read_frames
@@ -239,3 +240,23 @@ def test_serve_uses_the_checkpoints_extractor_and_warns_once_on_another(seed_che
         assert text.count(WARNING) == warnings, text
         if warnings:
             assert record.describe() in text and "tasks, MediaPipe" in text
+
+
+def test_auto_is_the_checkpoints_extractor_where_it_runs(monkeypatch):
+    from accel_signs.extractors import choose
+
+    holistic_made = ExtractorRecord("holistic", "0.10.21", "video", "holistic", None, {"model_complexity": 1})
+    seed_made = ExtractorRecord("tasks", None, "image", "seed", 1, {})
+    monkeypatch.setattr(choose.holistic, "available", lambda: False)  # MediaPipe >= 0.10.30 installed
+    monkeypatch.setattr(choose.tasks, "available", lambda: True)
+    monkeypatch.setattr(choose, "_version", lambda: (1, 2, 3))
+    assert ExtractorChoice().resolved(seed_made).name == "seed"
+    assert ExtractorChoice().resolved(holistic_made).name == "tasks"  # cannot run it: the installed one, warned
+    assert ExtractorChoice().resolved(None).name == "tasks"
+    assert ExtractorChoice("tasks-image").resolved(seed_made).name == "tasks-image"  # the user's choice stands
+    monkeypatch.setattr(choose.holistic, "available", lambda: True)  # MediaPipe 0.10.21
+    monkeypatch.setattr(choose, "_version", lambda: (0, 10, 21))
+    assert ExtractorChoice().resolved(None).name == "holistic"
+    assert ExtractorChoice().resolved(holistic_made).name == "holistic"
+    with pytest.raises(ConfigError, match="--extractor must be one of auto, tasks, tasks-image, seed, holistic"):
+        ExtractorChoice("openpose")
