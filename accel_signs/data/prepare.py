@@ -495,7 +495,12 @@ class _NpzPlan(_OriginalPlan):
                         for key, size in zip(keys, sizes):
                             where = f"{path} [{key}]"
                             clip = npz[key]
-                            if isinstance(clip, np.ndarray) and clip.ndim == 3 and clip.shape[2] == 3:
+                            if (
+                                isinstance(clip, np.ndarray)
+                                and clip.dtype.kind in "fiu"
+                                and clip.ndim == 3
+                                and clip.shape[2] == 3
+                            ):
                                 clip = with_detected_visibility(clip)  # the seed's files before 2026-01-23
                                 report.derived_visibility += 1
                             clip = check_clip(clip, where)

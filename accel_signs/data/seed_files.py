@@ -7,11 +7,12 @@
   points are taken relative to that part's own centre in the frame, not image coordinates. The
   model's input (model/features.py) needs image coordinates: the body frame, the hands' places
   relative to the shoulders and the motion all come from them, and re-centred parts would train
-  a model that sees every hand at the shoulders' midpoint. Such files are refused.
+  a model that sees every part, both hands included, at one place. Such files are refused.
 
 How an adjusted clip is recognised: in image coordinates a detected part's centre (the mean
-x, y of its present points) lies inside the picture, where the signer is. Re-centred about itself, every detected part's centre sits at the
-origin (0, 0), with about half its points negative. A clip is adjusted when most of its
+x, y of its present points) lies inside the picture, where the signer is. Re-centred about
+itself, every detected part's centre sits at the origin (0, 0), with about half its points
+negative. A clip is adjusted when most of its
 detected part-frames (one part in one frame) have their centre within CENTRED_RADIUS of the
 origin: a part there in image coordinates would be in the top-left corner of the picture, cut
 by both edges, frame after frame, which no signer recording shows.
