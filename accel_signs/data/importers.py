@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -27,12 +28,14 @@ import numpy as np
 
 from accel_signs.config import normalize_signer
 from accel_signs.core.errors import ConfigError, DatasetError
+from accel_signs.data.extractor import NPZ_KEY, ExtractorRecord, record_from_npz
 from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, builtin_layout, load_layout
 from accel_signs.data.store import NUMPY_LOAD_ERRORS, ClassInfo
 
 if TYPE_CHECKING:
     from accel_signs.data.prepare import SourceClip
 
+logger = logging.getLogger(__name__)
 COORDS = ("normalized", "pixels")
 # The GISLR parquet's landmark types, in the order of its 543 points.
 _GISLR_TYPES = {"face": 468, "left_hand": 21, "pose": 33, "right_hand": 21}
@@ -101,19 +104,21 @@ def to_store_frames(
     return out
 
 
-def _read_array(path: Path, where: str) -> np.ndarray:
+def _read_array(path: Path, where: str) -> tuple[np.ndarray, ExtractorRecord | None]:
+    """The clip array of an .npy/.npz file, and the extractor record an npz of `extract` carries."""
     try:
         loaded = np.load(path, allow_pickle=False)  # an .npy array or an .npz archive, whatever the name says
         if not isinstance(loaded, np.lib.npyio.NpzFile):
-            return loaded
+            return loaded, None
         with loaded as npz:
-            if "keypoints" not in npz.files and len(npz.files) != 1:
+            record = record_from_npz(npz, f"{where}: {path}")
+            if "keypoints" not in npz.files and len(npz.files) != 1 + (record is not None):
                 raise DatasetError(f"{where}: {path} holds {len(npz.files)} arrays; give one, or name it 'keypoints'")
-            key = "keypoints" if "keypoints" in npz.files else npz.files[0]
+            key = "keypoints" if "keypoints" in npz.files else next(k for k in npz.files if k != NPZ_KEY)
             array = npz[key]
             if not isinstance(array, np.ndarray):  # np.load gives the bytes of a member that is no .npy
                 raise DatasetError(f"{where}: {path} holds {key!r}, which is not an .npy array")
-            return array
+            return array, record
     except FileNotFoundError:
         raise DatasetError(f"{where}: {path} does not exist") from None
     except NUMPY_LOAD_ERRORS as e:
@@ -205,6 +210,7 @@ class ClipsPlan:
             raise DatasetError(f"--coords must be one of {', '.join(COORDS)}, got {coords!r}")
         rows = _read_manifest(manifest, coords)
         self.layout, self.coords, self.missing = _layout(layout, "karsl184"), coords, []
+        self.records: list[tuple[ExtractorRecord | None, str]] = []  # per clip read: its npz's record, its file
         entries = _manifest_rows(manifest, rows, coords)
         glosses: dict[str, str] = {}
         for e in entries:
@@ -240,14 +246,35 @@ class ClipsPlan:
     def total(self, split_name: str) -> int:
         return sum(e.split_name == split_name for e in self.entries)
 
+    def extractor(self) -> ExtractorRecord | None:
+        """The extractor every clip read records (npz files of `extract`), or None where some record
+        none. Clips of two extractors in one store is an error: a model would learn both."""
+        recorded = [(r, f) for r, f in self.records if r is not None]
+        for record, file in recorded[1:]:
+            if record.differences(recorded[0][0]):
+                raise DatasetError(
+                    f"{recorded[0][1]} was extracted with {recorded[0][0].describe()}, but {file} with "
+                    f"{record.describe()}; one store holds keypoints of one extractor: extract them again alike, "
+                    "or prepare them into separate stores"
+                )
+        if recorded and len(recorded) < len(self.records):
+            logger.warning(
+                "%d of %d clips record no extractor; the store records none",
+                len(self.records) - len(recorded),
+                len(self.records),
+            )
+        return recorded[0][0] if recorded and len(recorded) == len(self.records) else None
+
     def clips(self, split_name: str, report: Any, advance: Callable[[int], None]) -> Iterator[SourceClip]:
         for where, path, sign, signer, s, size, _ in self.entries:
             if s != split_name:
                 continue
             report.files += 1
             advance(1)
+            array, record = _read_array(path, where)
+            self.records.append((record, str(path)))
             clip = to_store_frames(
-                _read_array(path, where),
+                array,
                 self.layout.num_points,
                 f"{where} ({path.name})",
                 size if self.coords == "pixels" else None,
@@ -274,6 +301,10 @@ class GislrPlan:
     """Kaggle's isolated-sign parquet files (train.csv + one parquet per sequence)."""
 
     unit = "sequences"
+
+    def extractor(self) -> ExtractorRecord | None:
+        """Kaggle's files do not say which MediaPipe made them."""
+        return None
 
     def __init__(self, root: Path, layout: str | None, signs: Sequence[int] | None, signers: Sequence[str] | None):
         try:

@@ -3,7 +3,9 @@
 The original project's sources (this package grew out of it; `--from seed-mmap` is its
 memory-map format, the name kept from then):
 
-- `npz`: `{root}/{signer}-{split}/{sign:04}.npz`, one float array (frames, 184, 4) per video.
+- `npz`: `{root}/{signer}-{split}/{sign:04}.npz`, one float array (frames, 184, 4) per video,
+  or (frames, 184, 3) without visibility (its files before 2026-01-23; data/seed_files.py
+  derives visibility from detection). Files of its "adjusted" option are refused.
   An optional array named `frame_size` (not a clip) gives the videos' width, height in
   pixels: shape (2,) for every clip of the file, or (clips, 2), one row per clip in the
   order of the file's other arrays (0, 0: unknown).
@@ -38,8 +40,10 @@ import numpy as np
 
 from accel_signs.core.errors import ConfigError, DatasetError
 from accel_signs.core.progress import progress_bar
+from accel_signs.data.extractor import SEED_RECIPE, ExtractorRecord
 from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, builtin_layout, karsl_glosses
 from accel_signs.data.pipeline import format_ranges
+from accel_signs.data.seed_files import check_not_adjusted, with_detected_visibility
 from accel_signs.data.store import NUMPY_LOAD_ERRORS, ClassInfo, StoreWriter
 
 logger = logging.getLogger(__name__)
@@ -78,6 +82,10 @@ class SourcePlan(Protocol):
         """Each clip of the split in store order; counts the files it reads in `report`."""
         ...
 
+    def extractor(self) -> ExtractorRecord | None:
+        """The extractor that made the clips read so far, where the source says (None: unknown)."""
+        ...
+
 
 @dataclass
 class PrepareReport:
@@ -93,6 +101,7 @@ class PrepareReport:
     # Groups of identical clips (the same file listed twice, or byte-identical frames): [(split, where), ...].
     duplicates: list[list[tuple[str, str]]] = field(default_factory=list)
     unknown_sizes: dict[str, int] = field(default_factory=dict)  # per split: clips without a frame size
+    derived_visibility: int = 0  # clips read from 3-channel (x, y, z) files: visibility from detection
 
     def summary(self) -> str:
         found = ", ".join(f"{s}: {self.clips[s]} clips / {self.frames[s]} frames" for s in self.clips)
@@ -108,6 +117,8 @@ class PrepareReport:
                 f"; {len(self.duplicates)} group(s) of duplicate clips "
                 f"({sum(len(g) for g in self.duplicates)} clips, {len(self.cross_split())} across splits)"
             )
+        if self.derived_visibility:
+            text += f"; {self.derived_visibility} clip(s) had 3 channels (x, y, z): visibility derived from detection"
         unknown = sum(self.unknown_sizes.values())
         if unknown:
             text += f"; frame size unknown for {unknown} of {sum(self.clips.values())} clips (taken as square)"
@@ -215,6 +226,7 @@ def prepare(
     frame_size: tuple[float, float] | None = None,
     allow_duplicates: bool = False,
     drop_empty: bool = False,
+    extractor: ExtractorRecord | None = None,
 ) -> PrepareReport:
     """Convert `src` into a new clip store at `out` (atomically: a failure leaves nothing).
 
@@ -227,7 +239,11 @@ def prepare(
     Checks while writing: clips in which nothing is ever detected are listed (a warning) or,
     with `drop_empty`, left out; duplicates (one file listed twice, or byte-identical frames)
     within a split or across train and val are listed (a warning), and across the test split
-    and any other are an error unless `allow_duplicates`."""
+    and any other are an error unless `allow_duplicates`.
+
+    The store records the extractor that made the keypoints: `extractor` where given, else what
+    the source says (the original project's files: its recipe, SEED_RECIPE; extracted npz files:
+    the record they carry), else none (unknown)."""
     src, out = Path(src), Path(out)
     if source not in SOURCES:
         raise DatasetError(f"--from must be one of {', '.join(SOURCES)}, got {source!r}")
@@ -258,7 +274,7 @@ def prepare(
     if frame_size is not None:
         record["frame_size"] = list(frame_size)
     report.dropped_empty = drop_empty
-    _write_store(plan, src, out, dtype, record, report, frame_size, allow_duplicates)
+    _write_store(plan, src, out, dtype, record, report, frame_size, allow_duplicates, extractor)
     logger.info("prepared %s: %s", out, report.summary())
     return report
 
@@ -301,6 +317,7 @@ def _write_store(
     report: PrepareReport,
     frame_size: tuple[float, float] | None = None,
     allow_duplicates: bool = False,
+    extractor: ExtractorRecord | None = None,
 ) -> None:
     """Every split of the plan into a new store at `out`, counted and checked in `report`;
     `frame_size` for the clips the source gives no size for. A failed check raises before
@@ -334,7 +351,23 @@ def _write_store(
             report.clips[split_name], report.frames[split_name] = clips, frames
             report.unknown_sizes[split_name] = unknown
             logger.info("%s: %d clips, %d frames", split_name, clips, frames)
+        if report.derived_visibility:  # written into meta.json's source when the writer closes
+            source["visibility"] = {"derived_from_detection": report.derived_visibility}
+        writer.extractor = _store_extractor(plan.extractor(), extractor, src)
         _check_clips(writer, wheres, files, report, allow_duplicates)
+
+
+def _store_extractor(found: ExtractorRecord | None, given: ExtractorRecord | None, src: Path) -> ExtractorRecord | None:
+    """The record the store keeps: `given` (prepare --extractor) over what the source says, except
+    where the files themselves record another extractor (extract's npz files)."""
+    if given is None:
+        return found
+    if found is not None and found is not SEED_RECIPE and found.differences(given):
+        raise DatasetError(
+            f"{src}: its files record {found.describe()}, not {given.describe()} (--extractor); "
+            "drop --extractor to keep what the files say"
+        )
+    return given
 
 
 def _check_clips(
@@ -392,6 +425,10 @@ class _OriginalPlan:
     @property
     def classes(self) -> list[ClassInfo]:
         return _classes(self.signs)
+
+    def extractor(self) -> ExtractorRecord | None:
+        """The original project's files do not record it; they were made by its recipe."""
+        return SEED_RECIPE
 
 
 class _NpzPlan(_OriginalPlan):
@@ -457,7 +494,18 @@ class _NpzPlan(_OriginalPlan):
                         # File order = recording order, as the original project concatenated them.
                         for key, size in zip(keys, sizes):
                             where = f"{path} [{key}]"
-                            yield check_clip(npz[key], where), sign, signer, _size_or_none(size), where, None
+                            clip = npz[key]
+                            if (
+                                isinstance(clip, np.ndarray)
+                                and clip.dtype.kind in "fiu"
+                                and clip.ndim == 3
+                                and clip.shape[2] == 3
+                            ):
+                                clip = with_detected_visibility(clip)  # the seed's files before 2026-01-23
+                                report.derived_visibility += 1
+                            clip = check_clip(clip, where)
+                            check_not_adjusted(clip, where, self.layout)
+                            yield clip, sign, signer, _size_or_none(size), where, None
                 except NUMPY_LOAD_ERRORS as e:
                     raise DatasetError(f"{path}: not a readable numeric .npz file ({e})") from None
 
@@ -578,8 +626,9 @@ class _OriginalMmapPlan(_OriginalPlan):
                     clip = clip.reshape(n, NUM_POINTS, NUM_CHANNELS)  # (frames * 184 * 4,) -> (frames, 184, 4)
                     advance(1)
                     where = f"{path} clip {position}, frames {offset}-{offset + n} (sign {sign}, signer {signer})"
+                    check_not_adjusted(check_clip(clip, where), where, self.layout)
                     yield (
-                        check_clip(clip, where),
+                        clip,
                         sign,
                         signer,
                         None if sizes is None else _size_or_none(sizes[position]),

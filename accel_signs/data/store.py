@@ -12,7 +12,8 @@ A store is a directory::
                             0 where unknown; optional (absent: every clip unknown)
 
 `label` indexes `meta.json`'s classes and `signer` its signers. Plain `.npy` files, never
-pickles. `meta.json`'s optional `clip_checks` records what the writer saw while writing:
+pickles. `meta.json`'s optional `extractor` records which extractor made the keypoints
+(data/extractor.ExtractorRecord.to_json(); null or absent: not known). Its optional `clip_checks` records what the writer saw while writing:
 `empty` (split -> indices of clips in which no point was ever detected, i.e. all zeros) and
 `duplicates` (groups of [split, index] whose frames are byte-identical). MediaPipe divides x by the frame's width and y by its height, so the frame size is
 what turns a clip back into undistorted shapes (see features.py); a clip of unknown size is
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from accel_signs.core.errors import ConfigError, DatasetError
+from accel_signs.data.extractor import ExtractorRecord
 from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, keypoint_layout, layout_from_record
 
 # What np.load raises for a damaged file: a bad header (ValueError, SyntaxError, tokenize's
@@ -185,6 +187,8 @@ class ClipStore:
     splits: dict[str, StoreSplit]
     meta: dict[str, Any] = field(repr=False)
     layout: KeypointLayout = field(default_factory=keypoint_layout, repr=False)
+    # Which extractor made the keypoints (meta.json's "extractor"); None: not recorded (older stores).
+    extractor: ExtractorRecord | None = field(default=None, repr=False)
 
     def split(self, name: str) -> StoreSplit:
         if name not in self.splits:
@@ -306,7 +310,8 @@ def open_store(path: str | os.PathLike[str]) -> ClipStore:
         splits[name] = _open_split(path, name, info, dtype, len(classes), len(signers), layout.num_points)
     if not splits:
         raise _fail(meta_path, "the store has no splits")
-    return ClipStore(path, classes, signers, meta["dtype"], splits, meta, layout)
+    extractor = None if meta.get("extractor") is None else ExtractorRecord.from_json(meta["extractor"], str(meta_path))
+    return ClipStore(path, classes, signers, meta["dtype"], splits, meta, layout, extractor)
 
 
 def _open_split(
@@ -443,6 +448,7 @@ class StoreWriter:
         dtype: str = "float32",
         source: dict[str, Any] | None = None,
         layout: KeypointLayout | None = None,
+        extractor: ExtractorRecord | None = None,
     ):
         self.path = Path(path)
         self.layout = layout or keypoint_layout()
@@ -452,7 +458,7 @@ class StoreWriter:
         if dtype not in FRAME_DTYPES:
             raise DatasetError(f"store dtype must be one of {', '.join(FRAME_DTYPES)}, got {dtype!r}")
         self.classes, self.signers, self.dtype = tuple(classes), tuple(signers), np.dtype(dtype)
-        self.source = source or {}
+        self.source, self.extractor = source or {}, extractor
         # The folders made for the store, deepest first: abort() removes them again.
         self._made = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -563,6 +569,7 @@ class StoreWriter:
                 "signers": list(self.signers),
                 "splits": self._splits,
                 "source": self.source,
+                "extractor": None if self.extractor is None else self.extractor.to_json(),
                 "clip_checks": {
                     "empty": self.empty_clips(),
                     "duplicates": [[list(c) for c in group] for group in self.duplicates()],

@@ -30,6 +30,7 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from accel_signs.extractors.choose import ExtractorChoice, warn_if_other
 from accel_signs.model.checkpoint import Checkpoint
 from accel_signs.serve.config import ServeConfig
 from accel_signs.serve.pipeline import FrameError, LiveSession, Timings, Window
@@ -41,6 +42,11 @@ MAX_QUEUED = 256  # frames of an upload waiting at once: the page keeps a few in
 
 def static_dir() -> Path:
     return Path(str(resources.files("accel_signs.serve") / "static"))
+
+
+def serve_extractor(ckpt: Checkpoint, cfg: ServeConfig) -> ExtractorChoice:
+    """The extractor every connection runs: --extractor, by default the checkpoint's."""
+    return ExtractorChoice(cfg.extractor, cfg.landmarkers, cfg.model_complexity).resolved(ckpt.extractor)
 
 
 def model_info(ckpt: Checkpoint, cfg: ServeConfig) -> dict[str, Any]:
@@ -61,6 +67,8 @@ def model_info(ckpt: Checkpoint, cfg: ServeConfig) -> dict[str, Any]:
             "part_of_point": [part_of.get(i, "other") for i in range(layout.num_points)],
         },
         "val_acc": metrics.get("val_acc"),
+        "extractor": serve_extractor(ckpt, cfg).name,
+        "trained_extractor": ckpt.extractor.describe() if ckpt.extractor is not None else None,
         "live": asdict(cfg.live),
         "limits": {
             "max_frame_bytes": cfg.max_frame_bytes,
@@ -114,7 +122,9 @@ class Connection:
         return await asyncio.shield(future)
 
     async def run(self) -> None:
-        self.session = await self.offload(lambda: LiveSession(self.ckpt, self.cfg.live, self.cfg.model_complexity))
+        self.session = await self.offload(
+            lambda: LiveSession(self.ckpt, self.cfg.live, serve_extractor(self.ckpt, self.cfg))
+        )
         try:
             await self.send(model_info(self.ckpt, self.cfg))
             tasks = {asyncio.create_task(self.receive()), asyncio.create_task(self.work())}
@@ -368,7 +378,9 @@ def serve(cfg: ServeConfig) -> None:
     # MediaPipe runs its own threads beside the model: one torch thread per classification
     # measured faster end to end on 2 cores (README, "Live recognition").
     torch.set_num_threads(1)
-    LiveSession(ckpt, cfg.live, cfg.model_complexity).close()  # fail now if MediaPipe cannot run
+    session = LiveSession(ckpt, cfg.live, serve_extractor(ckpt, cfg))  # fail now if MediaPipe cannot run
+    warn_if_other(ckpt.extractor, session.tracker.record)  # once, for every connection to come
+    session.close()
     server = make_server(ckpt, cfg)
     logger.info(
         "serving %s (%d classes, layout %s) on http://%s:%d/  (Ctrl-C stops)",

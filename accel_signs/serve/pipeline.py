@@ -2,7 +2,7 @@
 in the checkpoint's layout -> a ring buffer of the signing so far -> the model on a sliding
 window -> a sign accepted once, at its peak.
 
-The keypoints, the window's sampling and the model are exactly `predict`'s (extract.Tracker,
+The keypoints, the window's sampling and the model are exactly `predict`'s (the extractor's Tracker,
 inference.classify), so a window covering a whole clip gives predict's answer for it.
 """
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from accel_signs.core.errors import AccelSignsError
 from accel_signs.data.layout import KeypointLayout
+from accel_signs.extractors.choose import ExtractorChoice
 from accel_signs.model.checkpoint import Checkpoint
 from accel_signs.serve.config import LiveConfig
 from accel_signs.tools.inference import classify
@@ -154,7 +155,7 @@ class LiveSession:
 
     ckpt: Checkpoint
     cfg: LiveConfig
-    model_complexity: int = 1
+    extractor: ExtractorChoice = field(default_factory=ExtractorChoice)  # serve resolves it once
     whole_clip: bool = False  # upload mode: keep every frame, no idle gating, classify at the end
     tracker: Any = None
     buffer: deque = field(default_factory=deque)  # (seq, t, keypoints (P, 4))
@@ -168,9 +169,7 @@ class LiveSession:
     )  # the buffer: tracked into on one thread, read on another
 
     def __post_init__(self) -> None:
-        from accel_signs.tools.extract import Tracker
-
-        self.tracker = self.tracker or Tracker(self.ckpt.layout, self.model_complexity)
+        self.tracker = self.tracker or self.extractor.open(self.ckpt.layout)
         self.hands = hand_points(self.ckpt.layout)
         self.shoulders = self.ckpt.layout.shoulders
         self.acceptor = SignAcceptor(self.cfg.threshold)
@@ -181,10 +180,8 @@ class LiveSession:
 
     def restart(self, whole_clip: bool) -> None:
         """A new stream (another upload, or back to the camera): tracking and buffer start over."""
-        from accel_signs.tools.extract import Tracker
-
         self.tracker.close()
-        self.tracker = Tracker(self.ckpt.layout, self.model_complexity)
+        self.tracker = self.extractor.open(self.ckpt.layout)
         self.whole_clip, self.size, self.signing, self.still_since, self.last_hands = (
             whole_clip,
             None,
@@ -204,7 +201,7 @@ class LiveSession:
             with self.lock:  # a new size is a new stream (another camera): its frames start over
                 self.buffer.clear()
                 self.size = (float(width), float(height))
-        frame = self.tracker(image)
+        frame = self.tracker(image, at=t)
         moving = self._moving(frame.keypoints, t)
         with self.lock:
             self.buffer.append((seq, t, frame.keypoints))

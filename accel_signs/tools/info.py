@@ -50,6 +50,12 @@ def describe_store(store: ClipStore) -> str:
     ]
     if store.meta.get("source"):
         lines.append(f"  source: {store.meta['source']}")
+    lines.append(f"  extractor: {_extractor_text(store)}")
+    source = store.meta.get("source")
+    visibility = source.get("visibility") if isinstance(source, dict) else None
+    derived = visibility.get("derived_from_detection") if isinstance(visibility, dict) else None
+    if derived:
+        lines.append(f"  visibility: derived from detection (3-channel x, y, z source files) for {derived} clips")
     checks = _clip_checks(store.meta.get("clip_checks")) or _scan_clip_checks(store)
     for name, split in store.splits.items():
         lengths = split.lengths
@@ -82,6 +88,12 @@ def describe_store(store: ClipStore) -> str:
 _UNKNOWN_SIZE = (
     "taken as square: the x/y of a 16:9 video come out stretched; give the size with `prepare --frame-size WxH`"
 )
+
+
+def _extractor_text(store: ClipStore) -> str:
+    if store.extractor is None:
+        return "unknown (the store does not record which extractor made its keypoints)"
+    return store.extractor.describe()
 
 
 def _frame_sizes(split) -> str:

@@ -2,7 +2,7 @@
 keypoints are right (hands swapped, face missing, coordinates upside down).
 
 Left: the whole frame, with the layout's bones, undetected points hidden, in the video's own
-proportions. Right: each hand enlarged around its wrist, so its shape can be read. With a
+proportions; given a video, over its frames (as the original project's MediaPipe script drew them). Right: each hand enlarged around its wrist, so its shape can be read. With a
 checkpoint, the title carries the model's top-3.
 """
 
@@ -34,10 +34,12 @@ class _Drawing:
     about 0.4 s a frame, most of the time a GIF took.
     """
 
-    def __init__(self, fig: Any, clip: np.ndarray, layout: KeypointLayout, aspect: float) -> None:
+    def __init__(
+        self, fig: Any, clip: np.ndarray, layout: KeypointLayout, aspect: float, background: np.ndarray | None = None
+    ) -> None:
         from matplotlib.collections import LineCollection
 
-        self.clip, self.layout, self.aspect = clip, layout, aspect
+        self.clip, self.layout, self.aspect, self.background = clip, layout, aspect, background
         self.present = (clip != 0).any(-1)  # (T, P)
         self.part_of = np.empty(layout.num_points, dtype=object)
         for name, points in layout.parts.items():
@@ -50,6 +52,8 @@ class _Drawing:
         ax.set_xlim(0, aspect)
         ax.set_ylim(1, 0)  # image y points down
         self._bare(ax)
+        # The video's frame under the skeleton, in the same units (x: 0..aspect, y: 0..1 downwards).
+        self.image = None if background is None else ax.imshow(background[0], extent=(0, aspect, 1, 0), zorder=0)
         self.body_title = ax.set_title("", fontsize=9)
         self.body_lines = ax.add_collection(LineCollection([], linewidths=1))
         self.body_points = {
@@ -87,6 +91,8 @@ class _Drawing:
     def _body(self, t: int) -> None:
         present = self.present[t]
         self.body_title.set_text(f"frame {t + 1}/{len(self.clip)}")
+        if self.image is not None:
+            self.image.set_data(self.background[t])
         xy = self.clip[t, :, :2] * [self.aspect, 1]  # (P, 2)
         shown = present[self.bones].all(1)  # bones with both ends detected
         self.body_lines.set_segments(xy[self.bones[shown]])  # (bones shown, 2, 2)
@@ -119,8 +125,10 @@ def render(
     frame_size: tuple[float, float] | None = None,
     title: str = "",
     fps: float = 15.0,
+    background: np.ndarray | None = None,
 ) -> Path:
-    """Write `clip` (frames, points, 4) as an animated GIF or MP4 (by `out`'s suffix)."""
+    """Write `clip` (frames, points, 4) as an animated GIF or MP4 (by `out`'s suffix); with
+    `background` (frames, height, width, 3) uint8, the skeleton is drawn over those frames."""
     # A Figure on its own Agg canvas, no pyplot: no global backend state (as core/plots.py).
     from matplotlib.animation import FuncAnimation, PillowWriter
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -131,7 +139,9 @@ def render(
     width, height = frame_size or (1.0, 1.0)
     fig = Figure(figsize=(9, 5), dpi=80)
     FigureCanvasAgg(fig)
-    draw = _Drawing(fig, clip, layout, width / height)
+    if background is not None and len(background) != len(clip):
+        raise ConfigError(f"the video has {len(background)} frames, its keypoints {len(clip)}")
+    draw = _Drawing(fig, clip, layout, width / height, background)
     fig.suptitle(title, fontsize=10)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
@@ -172,6 +182,19 @@ def _save_mp4(fig, draw, frames: int, path: Path, fps: float) -> None:
             writer.write(cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGR))
     finally:
         writer.release()
+
+
+def video_frames(path: Path, max_side: int = 480) -> np.ndarray:
+    """The frames of a video (or frame folder) as `extract` reads them, RGB uint8, scaled down so
+    their longer side is at most `max_side` pixels: what `show` draws the skeleton over."""
+    import cv2
+
+    from accel_signs.extractors.base import read_frames
+
+    frames, width, height, _ = read_frames(path)
+    factor = min(1.0, max_side / max(width, height))
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) if factor < 1 else f for f in frames])
 
 
 def store_clip(store_path: Path, clip_id: int, split_name: str) -> tuple[np.ndarray, KeypointLayout, tuple | None, str]:
