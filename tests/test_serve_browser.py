@@ -41,7 +41,12 @@ if not (CHROMIUM and CHROMEDRIVER):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    """`accel-signs serve` on a small model of KArSL signs 160-165 (eat, drink, sleep, ...)."""
+    """`accel-signs serve` on a small model of KArSL signs 160-165 (eat, drink, sleep, ...); or a
+    server already running at ACCEL_SIGNS_TEST_URL that serves ACCEL_SIGNS_TEST_CHECKPOINT, made
+    the same way (deploy/test_container.sh: the container)."""
+    if os.environ.get("ACCEL_SIGNS_TEST_URL"):
+        yield os.environ["ACCEL_SIGNS_TEST_URL"], Path(os.environ["ACCEL_SIGNS_TEST_CHECKPOINT"])
+        return
     root = tmp_path_factory.mktemp("browser")
     store = write_synthetic(root / "store", SynthSpec(classes=6, signers=2, reps=4, seed=7, first_sign=160))
     best = train_tiny_run(store, root / "runs", "--num-epochs", "2") / "best"
@@ -85,6 +90,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
         "--autoplay-policy=no-user-gesture-required",
     ):
         options.add_argument(arg)
+    if os.environ.get("ACCEL_SIGNS_TEST_URL", "").startswith("https:"):
+        options.add_argument("--ignore-certificate-errors")  # deploy/test_container.sh's proxy: self-signed
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
     yield driver
     driver.quit()
