@@ -25,12 +25,13 @@ COPY pyproject.toml README.md /src/
 COPY accel_signs /src/accel_signs
 RUN if [ -f /local/ca.crt ]; then export PIP_CERT=/local/ca.crt; fi \
     && /opt/venv/bin/pip install --find-links /local "/src[$EXTRAS]"
-# MediaPipe's wheel asks for jax and jaxlib (330 MB, for its model maker: the landmarkers never
-# import them) and for OpenCV's GUI build (which needs libGL and X11: 400 MB of Mesa and LLVM in
-# the image). A server needs neither: the headless OpenCV of the same version replaces it.
+# MediaPipe's wheel asks for jax and jaxlib (and so SciPy: 440 MB together, for its model maker:
+# the landmarkers never import them) and for OpenCV's GUI build (which needs libGL and X11: 400 MB
+# of Mesa and LLVM in the image). A server needs none of them: the headless OpenCV of the same
+# version replaces the GUI build.
 RUN if [ -f /local/ca.crt ]; then export PIP_CERT=/local/ca.crt; fi \
     && opencv=$(/opt/venv/bin/python -c "import importlib.metadata as m; print(m.version('opencv-contrib-python'))") \
-    && /opt/venv/bin/pip uninstall -y -q jax jaxlib opencv-contrib-python \
+    && /opt/venv/bin/pip uninstall -y -q jax jaxlib scipy opencv-contrib-python \
     && /opt/venv/bin/pip install --no-deps "opencv-contrib-python-headless==$opencv"
 
 FROM ${BASE}

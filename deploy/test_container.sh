@@ -18,13 +18,17 @@ IMAGE=${IMAGE:-accel-signs-serve:test}
 PROJECT=accel-signs-test
 WORK=$(mktemp -d /tmp/accel-signs-container.XXXXXX)
 log() { echo "[test_container $(date -u +%H:%M:%S)] $*"; }
+free_port() { "$PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
+check() { if [ "$2" != "$3" ]; then echo "container: $1 is $2, expected $3" >&2; exit 1; fi; }
 
 if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose); else COMPOSE=(docker-compose); fi
-STARTED_DOCKERD=
+STARTED_DOCKERD= NGINX_STARTED=
+compose() { "${COMPOSE[@]}" -p "$PROJECT" --env-file "$WORK/test.env" -f compose.yaml "$@"; }
 cleanup() {
   set +e
+  if [ -n "$NGINX_STARTED" ]; then nginx -c "$WORK/nginx.conf" -s stop; fi
   if [ -f "$WORK/test.env" ]; then
-    "${COMPOSE[@]}" -p "$PROJECT" --env-file "$WORK/test.env" -f compose.yaml down -v --remove-orphans >/dev/null 2>&1
+    compose down -v --remove-orphans >/dev/null 2>&1
   fi
   if [ -n "$STARTED_DOCKERD" ]; then kill "$STARTED_DOCKERD" && wait "$STARTED_DOCKERD" 2>/dev/null; fi
   rm -rf "$WORK"
@@ -80,7 +84,7 @@ train_tiny_run(store, root / "runs", "--num-epochs", "2")
 EOF
 MODEL=$WORK/runs/r/best
 chmod -R a+rX "$WORK"  # the container's user is not root
-PORT=$("$PY" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+PORT=$(free_port)
 cat >"$WORK/test.env" <<EOF
 IMAGE=$IMAGE
 MODEL_DIR=$MODEL
@@ -90,19 +94,22 @@ ACCEL_SIGNS_SERVE_MAX_CLIENTS=2
 EOF
 
 # 4. Up, and the time until /readyz answers 200.
+up() {  # compose up (again: recreated when .env changed), until /readyz answers 200
+  start=$(date +%s.%N)
+  compose up -d --no-build >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log"; exit 1; }
+  CID=$(compose ps -q serve)
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/readyz")" = 200 ]; do
+    if [ "$(docker inspect -f '{{.State.Running}}' "$CID")" != true ] || (($(date +%s) - ${start%.*} > 180)); then
+      docker logs "$CID" 2>&1 | tail -30
+      exit 1
+    fi
+    sleep 0.2
+  done
+  READY=$("$PY" -c "print(round($(date +%s.%N) - $start, 1))")
+}
 log "compose up on port $PORT"
-start=$(date +%s.%N)
-"${COMPOSE[@]}" -p "$PROJECT" --env-file "$WORK/test.env" -f compose.yaml up -d --no-build >"$WORK/up.log" 2>&1 \
-  || { cat "$WORK/up.log"; exit 1; }
-CID=$("${COMPOSE[@]}" -p "$PROJECT" --env-file "$WORK/test.env" -f compose.yaml ps -q serve)
-until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/readyz")" = 200 ]; do
-  if [ "$(docker inspect -f '{{.State.Running}}' "$CID")" != true ] || (($(date +%s) - ${start%.*} > 180)); then
-    docker logs "$CID" 2>&1 | tail -30
-    exit 1
-  fi
-  sleep 0.2
-done
-READY=$("$PY" -c "print(round($(date +%s.%N) - $start, 1))")
+up
+FIRST_READY=$READY
 log "ready $READY s after compose up: $(curl -s "http://127.0.0.1:$PORT/readyz")"
 for _ in $(seq 60); do
   [ "$(docker inspect -f '{{.State.Health.Status}}' "$CID")" = healthy ] && break
@@ -110,7 +117,6 @@ for _ in $(seq 60); do
 done
 
 # 5. What compose.yaml promises.
-check() { if [ "$2" != "$3" ]; then echo "container: $1 is $2, expected $3" >&2; exit 1; fi; }
 check "health" "$(docker inspect -f '{{.State.Health.Status}}' "$CID")" healthy
 check "user id" "$(docker exec "$CID" id -u)" 10001
 check "read-only root" "$(docker inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$CID")" true
@@ -125,9 +131,54 @@ log "Chromium test of the live page against the container"
 ACCEL_SIGNS_TEST_URL="http://127.0.0.1:$PORT/" ACCEL_SIGNS_TEST_CHECKPOINT=$MODEL \
   "$PY" -m pytest -n 0 -q -p no:cacheprovider tests/test_serve_browser.py
 
-# 7. Down leaves nothing running.
-"${COMPOSE[@]}" -p "$PROJECT" --env-file "$WORK/test.env" -f compose.yaml down -v --remove-orphans >/dev/null 2>&1
+# 7. Behind nginx with TLS under /signs, configured by docs/deploy.md's own server block (taken
+# from the page; a self-signed certificate and free ports instead of the domain's).
+if command -v nginx >/dev/null; then
+  log "behind nginx (docs/deploy.md's server block), over TLS, under /signs"
+  echo "ACCEL_SIGNS_SERVE_ROOT_PATH=/signs" >>"$WORK/test.env"
+  up
+  log "ready again $READY s after compose up (the container recreated with the root path)"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" >/dev/null 2>&1
+  TLS_PORT=$(free_port)
+  "$PY" - "$WORK" "$TLS_PORT" "$PORT" <<'EOF'
+import re
+import sys
+from pathlib import Path
+
+work, tls_port, port = sys.argv[1:]
+block = re.search(r"```nginx\n(.*?)```", Path("docs/deploy.md").read_text("utf-8"), re.S)[1]
+block = (
+    block.replace("listen 443 ssl;", f"listen 127.0.0.1:{tls_port} ssl;")
+    .replace("/etc/letsencrypt/live/example.org/fullchain.pem", f"{work}/cert.pem")
+    .replace("/etc/letsencrypt/live/example.org/privkey.pem", f"{work}/key.pem")
+    .replace("http://127.0.0.1:8000/", f"http://127.0.0.1:{port}/")
+)
+assert f"127.0.0.1:{port}" in block and f"{work}/key.pem" in block, block
+Path(work, "nginx.conf").write_text(
+    f"user root;\npid {work}/nginx.pid;\nerror_log {work}/nginx-error.log;\nevents {{}}\n"
+    f"http {{\n  access_log {work}/nginx-access.log;\n  client_body_temp_path {work}/nginx-body;\n"
+    f"  proxy_temp_path {work}/nginx-proxy;\n{block}}}\n"
+)
+EOF
+  nginx -c "$WORK/nginx.conf"
+  NGINX_STARTED=1
+  URL="https://127.0.0.1:$TLS_PORT/signs/"
+  check "nginx /signs redirect" "$(curl -sk -o /dev/null -w '%{http_code} %{redirect_url}' "${URL%/}")" \
+    "301 https://127.0.0.1:$TLS_PORT/signs/"
+  check "readyz through nginx" "$(curl -sk -o /dev/null -w '%{http_code}' "${URL}readyz")" 200
+  log "Chromium test of the live page at $URL"
+  ACCEL_SIGNS_TEST_URL=$URL ACCEL_SIGNS_TEST_CHECKPOINT=$MODEL \
+    "$PY" -m pytest -n 0 -q -p no:cacheprovider tests/test_serve_browser.py
+  nginx -c "$WORK/nginx.conf" -s stop
+  NGINX_STARTED=
+else
+  log "nginx is not installed: the proxy of docs/deploy.md is not tested (apt-get install nginx-light)"
+fi
+
+# 8. Down leaves nothing running.
+compose down -v --remove-orphans >/dev/null 2>&1
 left=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT")
 if [ -n "$left" ]; then echo "containers left after compose down: $left" >&2; exit 1; fi
 rm "$WORK/test.env"
-log "ok: image $((SIZE / 1000000)) MB, ready in $READY s, the page's Chromium test passed, nothing left running"
+log "ok: image $((SIZE / 1000000)) MB, ready in $FIRST_READY s, the page's Chromium tests passed, nothing left running"
