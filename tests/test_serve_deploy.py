@@ -135,6 +135,24 @@ def test_a_model_that_fails_to_load_keeps_the_server_unready(tmp_path):
         assert _get(f"http://{where}/healthz")[0] == 200
 
 
+def test_weights_that_fail_to_load_stop_the_server_with_one_line(checkpoint, tmp_path):
+    """config.json reads (checked before listening), the weights do not (loaded after): the
+    server stops, exit 1, one line naming the file."""
+    import shutil
+
+    broken = shutil.copytree(checkpoint, tmp_path / "broken")
+    (broken / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes()[:100])
+    result = subprocess.run(
+        [sys.executable, "-m", "accel_signs", "serve", str(broken), "--port", str(free_port())],
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert_one_line_error(result.stderr, "model.safetensors")
+
+
 @contextlib.contextmanager
 def _cli_serving(tmp_path: Path, args: list[str], **env: str):
     """`accel-signs serve` as a user starts it, until /readyz says ready."""
