@@ -27,12 +27,15 @@ RUN if [ -f /local/ca.crt ]; then export PIP_CERT=/local/ca.crt; fi \
     && /opt/venv/bin/pip install --find-links /local "/src[$EXTRAS]"
 # MediaPipe's wheel asks for jax and jaxlib (and so SciPy: 440 MB together, for its model maker:
 # the landmarkers never import them) and for OpenCV's GUI build (which needs libGL and X11: 400 MB
-# of Mesa and LLVM in the image). A server needs none of them: the headless OpenCV of the same
-# version replaces the GUI build.
+# of Mesa and LLVM in the image). A server needs none of them: SciPy goes when nothing else needs
+# it, and the headless OpenCV of the same version replaces the GUI build.
 RUN if [ -f /local/ca.crt ]; then export PIP_CERT=/local/ca.crt; fi \
-    && opencv=$(/opt/venv/bin/python -c "import importlib.metadata as m; print(m.version('opencv-contrib-python'))") \
-    && /opt/venv/bin/pip uninstall -y -q jax jaxlib scipy opencv-contrib-python \
-    && /opt/venv/bin/pip install --no-deps "opencv-contrib-python-headless==$opencv"
+    && pip=/opt/venv/bin/pip \
+    && $pip uninstall -y -q jax jaxlib \
+    && if [ -z "$($pip show scipy 2>/dev/null | sed -n 's/^Required-by: *//p')" ]; then $pip uninstall -y -q scipy; fi \
+    && opencv=$($pip show opencv-contrib-python 2>/dev/null | sed -n 's/^Version: *//p') \
+    && if [ -n "$opencv" ]; then \
+         $pip uninstall -y -q opencv-contrib-python && $pip install --no-deps "opencv-contrib-python-headless==$opencv"; fi
 
 FROM ${BASE}
 ENV DEBIAN_FRONTEND=noninteractive
