@@ -78,6 +78,19 @@ class ServeConfig(Section):
     max_clip_seconds: float = option(
         60.0, "Longest uploaded video classified whole (upload mode), in seconds.", flag="--max-clip-seconds"
     )
+    max_keypoint_bytes: int = option(
+        64_000,
+        "Largest keypoint message accepted (browser-keypoint mode), in bytes; a holistic543 frame is about 25 kB.",
+        flag="--max-keypoint-bytes",
+    )
+    max_keypoint_rate: float = option(
+        60.0,
+        "Keypoint messages a connection may send per second (browser-keypoint mode); faster ones are dropped.",
+        flag="--max-keypoint-rate",
+    )
+    max_batch: int = option(
+        64, "Windows of all connections classified together in one forward pass, at most.", flag="--max-batch"
+    )
     model_complexity: Literal[0, 1, 2] = option(
         1, "MediaPipe Holistic's pose model; 1 is the one its wheel ships and extract uses.", flag="--model-complexity"
     )
@@ -85,5 +98,13 @@ class ServeConfig(Section):
 
     def _validate(self) -> None:
         self.require("port", 0 <= self.port < 65536, "in 0..65535")
-        for name in ("max_clients", "max_frame_bytes", "max_frame_pixels", "max_clip_seconds"):
+        for name in (
+            "max_clients",
+            "max_frame_bytes",
+            "max_frame_pixels",
+            "max_clip_seconds",
+            "max_keypoint_bytes",
+            "max_keypoint_rate",
+            "max_batch",
+        ):
             self.require(name, getattr(self, name) > 0, "> 0")
