@@ -16,6 +16,8 @@ import typer
 from typer.core import TyperCommand
 
 from accel_signs.core.errors import AccelSignsError, ConfigError, Stopped
+from accel_signs.extractors import HELP as EXTRACTOR_HELP
+from accel_signs.extractors import LANDMARKERS_HELP
 
 app = typer.Typer(
     name="accel-signs",
@@ -477,9 +479,12 @@ EXTRACT_PATTERN = Annotated[
 EXTRACT_COMPLEXITY = Annotated[
     int,
     typer.Option(
-        help="MediaPipe Holistic's pose model: 1 (the KArSL pipeline's, in MediaPipe's wheel); 0 (fast) and 2 (accurate) need model files the wheel does not ship."
+        help="The holistic extractor's pose model: 1 (in MediaPipe 0.10.21's wheel); 0 (fast) and 2 (accurate) need model files the wheel does not ship."
     ),
 ]
+# --extractor and --landmarkers, for extract, predict and show (serve's are in serve/config.py).
+EXTRACTOR = Annotated[str, typer.Option(help=EXTRACTOR_HELP)]
+LANDMARKERS = Annotated[Path | None, typer.Option(help=LANDMARKERS_HELP)]
 
 
 @command()
@@ -505,9 +510,13 @@ def extract(
         typer.Option(help="Also write a clip store from the extracted clips (needs sign and signer for each)."),
     ] = None,
     model_complexity: EXTRACT_COMPLEXITY = 1,
+    extractor: EXTRACTOR = "auto",
+    landmarkers: LANDMARKERS = None,
 ) -> None:
-    """Extract MediaPipe Holistic keypoints from videos: one clip per video, resumable (clips
-    already written are skipped), parallel over videos. Needs the `extract` extra."""
+    """Extract MediaPipe keypoints from videos: one clip per video, resumable (clips already
+    written are skipped), parallel over videos; each clip records its extractor. Needs the
+    `extract` extra (or `holistic`)."""
+    from accel_signs.extractors.choose import ExtractorChoice
     from accel_signs.tools.extract import extract as run_extract
 
     report, written = run_extract(
@@ -517,7 +526,7 @@ def extract(
         workers=workers,
         manifest=manifest,
         pattern=pattern,
-        model_complexity=model_complexity,
+        extractor=ExtractorChoice(extractor, landmarkers, model_complexity),
     )
     extracted = bool(report.done or report.skipped)
     if extracted:  # else the error lines below say all there is

@@ -1,0 +1,197 @@
+"""The current backend: MediaPipe's Tasks landmarkers (PoseLandmarker, FaceLandmarker,
+HandLandmarker; MediaPipe >= 0.10.30 has only these).
+
+Each runs from its `.task` bundle (`bundles.py`), only those the layout needs. VIDEO mode tracks
+from frame to frame (videos, live streams); IMAGE mode takes each frame on its own (what the
+seed's extraction did). The hand landmarker finds up to `num_hands` hands and labels each
+"Left" or "Right"; on unmirrored video the label "Left" is the signer's left hand (checked on
+tests/data/signer_video.mp4: its wrist lies on the pose's left wrist, point 15), so it fills the
+layout's left-hand slot, as Holistic's `left_hand` does.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from accel_signs.core.errors import ConfigError
+from accel_signs.data.extractor import ExtractorRecord
+from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout
+from accel_signs.extractors.base import Tracker, check_layout, used_sources
+from accel_signs.extractors.bundles import BUNDLES, bundle_dir, sha256_of
+
+HINT = "the tasks extractor needs MediaPipe 0.10.30 or later: pip install 'accel-signs[extract]'"
+CONFIDENCE = 0.5
+# Which bundle each layout source needs.
+BUNDLE_OF = {"pose": "pose", "face": "face", "left_hand": "hands", "right_hand": "hands"}
+
+
+def available() -> bool:
+    """Whether the installed MediaPipe has the Tasks vision API (without importing it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("mediapipe.tasks.python.vision") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def mediapipe():
+    try:
+        import cv2  # noqa: F401 - MediaPipe brings OpenCV; videos are read with it
+        import mediapipe as mp
+        from mediapipe.tasks.python import vision  # noqa: F401
+    except ImportError:
+        raise ConfigError(HINT) from None
+    return mp
+
+
+def needed_bundles(layout: KeypointLayout) -> list[str]:
+    """The bundles ("pose", "face", "hands") a layout's points come from."""
+    return sorted({BUNDLE_OF[s] for s in used_sources(layout)})
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime key the cache
+    return sha256_of(Path(path))
+
+
+def file_sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256(str(path), st.st_size, st.st_mtime_ns)
+
+
+def record(
+    layout: KeypointLayout, recipe: str, mode: str, num_hands: int, landmarkers: Path | None
+) -> tuple[ExtractorRecord, Path]:
+    """The record of this set-up and the folder of its bundles (fetched into the cache if needed)."""
+    mp = mediapipe()
+    names = needed_bundles(layout)
+    folder = bundle_dir(landmarkers, names)
+    rec = ExtractorRecord(
+        backend="tasks",
+        mediapipe=getattr(mp, "__version__", None),
+        mode=mode,
+        recipe=recipe,
+        num_hands=num_hands if "hands" in names else None,
+        options={
+            "landmarkers": [BUNDLES[n].file.removesuffix(".task") for n in names],
+            "bundles": {BUNDLES[n].file: file_sha256(folder / BUNDLES[n].file) for n in names},
+            "min_confidence": CONFIDENCE,
+        },
+    )
+    return rec, folder
+
+
+def _array(landmarks, count: int, visibility: bool) -> np.ndarray:
+    out = np.zeros((count, NUM_CHANNELS), dtype=np.float32)
+    for i, lm in enumerate(landmarks[:count]):
+        v = lm.visibility if visibility and lm.visibility is not None else 1.0
+        out[i] = (lm.x, lm.y, lm.z, v)
+    return out
+
+
+class TasksTracker(Tracker):
+    """The Tasks landmarkers a layout needs, over one stream of frames."""
+
+    def __init__(
+        self,
+        layout: KeypointLayout,
+        recipe: str = "tasks",
+        mode: str = "video",
+        num_hands: int = 2,
+        landmarkers: Path | None = None,
+        fps: float = 0.0,
+    ):
+        check_layout(layout)
+        if mode not in ("video", "image"):
+            raise ConfigError(f"tasks extractor mode must be video or image, got {mode!r}")
+        self.layout, self.mode = layout, mode
+        self.record, folder = record(layout, recipe, mode, num_hands, landmarkers)
+        mp = mediapipe()
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        running = vision.RunningMode.VIDEO if mode == "video" else vision.RunningMode.IMAGE
+        names = needed_bundles(layout)
+        self._mp, self._step_ms, self._frame, self._t_ms = mp, 1000.0 / (fps or 30.0), -1, 0
+        self._landmarkers: dict = {}
+
+        def base(name: str) -> BaseOptions:
+            return BaseOptions(model_asset_path=str(folder / BUNDLES[name].file))
+
+        makers = {
+            "pose": lambda: vision.PoseLandmarker.create_from_options(
+                vision.PoseLandmarkerOptions(
+                    base_options=base("pose"),
+                    running_mode=running,
+                    num_poses=1,
+                    min_pose_detection_confidence=CONFIDENCE,
+                    min_pose_presence_confidence=CONFIDENCE,
+                    min_tracking_confidence=CONFIDENCE,
+                )
+            ),
+            "face": lambda: vision.FaceLandmarker.create_from_options(
+                vision.FaceLandmarkerOptions(
+                    base_options=base("face"),
+                    running_mode=running,
+                    num_faces=1,
+                    min_face_detection_confidence=CONFIDENCE,
+                    min_face_presence_confidence=CONFIDENCE,
+                    min_tracking_confidence=CONFIDENCE,
+                )
+            ),
+            "hands": lambda: vision.HandLandmarker.create_from_options(
+                vision.HandLandmarkerOptions(
+                    base_options=base("hands"),
+                    running_mode=running,
+                    num_hands=num_hands,
+                    min_hand_detection_confidence=CONFIDENCE,
+                    min_hand_presence_confidence=CONFIDENCE,
+                    min_tracking_confidence=CONFIDENCE,
+                )
+            ),
+        }
+        try:
+            for name in names:
+                self._landmarkers[name] = makers[name]()
+        except (RuntimeError, ValueError) as e:  # MediaPipe's words for a bundle it cannot load
+            self.close()
+            raise ConfigError(f"{folder / BUNDLES[name].file}: MediaPipe cannot load it ({e})") from None
+
+    def _detect(self, name: str, image):
+        landmarker = self._landmarkers[name]
+        if self.mode == "video":
+            return landmarker.detect_for_video(image, self._t_ms)
+        return landmarker.detect(image)
+
+    def sources(self, image: np.ndarray) -> dict[str, np.ndarray | None]:
+        mp = self._mp
+        # VIDEO mode needs strictly increasing timestamps: the frame's place in the stream at its fps.
+        self._frame += 1
+        self._t_ms = round(self._frame * self._step_ms)
+        frame = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+        out: dict[str, np.ndarray | None] = {}
+        if "pose" in self._landmarkers:
+            r = self._detect("pose", frame)
+            out["pose"] = _array(r.pose_landmarks[0], 33, visibility=True) if r.pose_landmarks else None
+        if "face" in self._landmarkers:
+            r = self._detect("face", frame)
+            out["face"] = _array(r.face_landmarks[0], 478, visibility=False) if r.face_landmarks else None
+        if "hands" in self._landmarkers:
+            r = self._detect("hands", frame)
+            out["left_hand"] = out["right_hand"] = None
+            # Most confident first; a hand whose label's slot is taken goes to the other slot.
+            found = sorted(zip(r.hand_landmarks, r.handedness), key=lambda h: -h[1][0].score)
+            for points, labels in found:
+                slot = "left_hand" if labels[0].category_name == "Left" else "right_hand"
+                if out[slot] is not None:
+                    slot = "right_hand" if slot == "left_hand" else "left_hand"
+                out[slot] = _array(points, 21, visibility=False)
+        return out
+
+    def close(self) -> None:
+        for landmarker in self._landmarkers.values():
+            landmarker.close()
+        self._landmarkers = {}
