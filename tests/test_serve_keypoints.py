@@ -35,12 +35,12 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tracked(checkpoint) -> tuple[list[np.ndarray], tuple[float, float]]:
     """The real video's keypoints in the checkpoint's layout, by the server's own tracker."""
+    from accel_signs.extractors.base import read_frames
     from accel_signs.model.checkpoint import load_checkpoint
     from accel_signs.serve.config import LiveConfig
     from accel_signs.serve.pipeline import LiveSession
-    from accel_signs.tools.extract import _frames
 
-    frames, width, height, _ = _frames(VIDEO)
+    frames, width, height, _ = read_frames(VIDEO)
     session = LiveSession(load_checkpoint(checkpoint), LiveConfig(), whole_clip=True)
     try:
         for i, image in enumerate(frames):

@@ -33,6 +33,7 @@ from fastapi import FastAPI, HTTPException, WebSocket
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from accel_signs.extractors.choose import ExtractorChoice, warn_if_other
 from accel_signs.model.checkpoint import Checkpoint
 from accel_signs.serve.batcher import Batcher
 from accel_signs.serve.config import ServeConfig
@@ -46,6 +47,25 @@ MAX_QUEUED = 256  # frames of an upload waiting at once: the page keeps a few in
 
 def static_dir() -> Path:
     return Path(str(resources.files("accel_signs.serve") / "static"))
+
+
+def serve_extractor(ckpt: Checkpoint, cfg: ServeConfig) -> ExtractorChoice:
+    """The extractor every connection runs: --extractor, by default the checkpoint's."""
+    return ExtractorChoice(cfg.extractor, cfg.landmarkers, cfg.model_complexity).resolved(ckpt.extractor)
+
+
+def browser_landmarkers(ckpt: Checkpoint, choice: ExtractorChoice) -> dict[str, Path]:
+    """The bundles a page needs to run MediaPipe itself (name -> .task file): the very files of the
+    server's landmarker cache (or --landmarkers), offered when the server extracts with the
+    `tasks` recipe, the one the page runs (VIDEO mode, 2 hands); none for the others."""
+    if choice.name != "tasks":
+        return {}
+    from accel_signs.extractors.bundles import BUNDLES, bundle_dir
+    from accel_signs.extractors.tasks import needed_bundles
+
+    names = needed_bundles(ckpt.layout)
+    folder = bundle_dir(choice.landmarkers, names)
+    return {name: folder / BUNDLES[name].file for name in names}
 
 
 def model_info(ckpt: Checkpoint, cfg: ServeConfig, landmarkers: dict[str, Path] | None = None) -> dict[str, Any]:
@@ -70,6 +90,8 @@ def model_info(ckpt: Checkpoint, cfg: ServeConfig, landmarkers: dict[str, Path] 
         # The page runs MediaPipe itself when every bundle its layout needs is here.
         "landmarkers": {name: f"landmarkers/{path.name}" for name, path in (landmarkers or {}).items()},
         "val_acc": metrics.get("val_acc"),
+        "extractor": serve_extractor(ckpt, cfg).name,
+        "trained_extractor": ckpt.extractor.describe() if ckpt.extractor is not None else None,
         "live": asdict(cfg.live),
         "limits": {
             "max_frame_bytes": cfg.max_frame_bytes,
@@ -128,7 +150,9 @@ class Connection:
         return await asyncio.shield(future)
 
     async def run(self) -> None:
-        self.session = await self.offload(lambda: LiveSession(self.ckpt, self.cfg.live, self.cfg.model_complexity))
+        self.session = await self.offload(
+            lambda: LiveSession(self.ckpt, self.cfg.live, serve_extractor(self.ckpt, self.cfg))
+        )
         try:
             await self.send(model_info(self.ckpt, self.cfg, self.landmarkers))
             tasks = {asyncio.create_task(self.receive()), asyncio.create_task(self.work())}
@@ -429,10 +453,12 @@ def serve(cfg: ServeConfig) -> None:
     # MediaPipe runs its own threads beside the model: one torch thread per classification
     # measured faster end to end on 2 cores (README, "Live recognition").
     torch.set_num_threads(1)
-    session = LiveSession(ckpt, cfg.live, cfg.model_complexity)
-    session.open_tracker()  # fail now if MediaPipe cannot run: it is the fallback for browsers without it
+    choice = serve_extractor(ckpt, cfg)
+    session = LiveSession(ckpt, cfg.live, choice)
+    # Fail now if MediaPipe cannot run: it is the fallback for browsers without it, and uploads use it.
+    warn_if_other(ckpt.extractor, session.open_tracker().record)  # once, for every connection to come
     session.close()
-    server = make_server(ckpt, cfg)
+    server = make_server(ckpt, cfg, browser_landmarkers(ckpt, choice))
     logger.info(
         "serving %s (%d classes, layout %s) on http://%s:%d/  (Ctrl-C stops)",
         ckpt.path,

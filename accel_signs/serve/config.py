@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from accel_signs.config import Section, option
+from accel_signs.extractors import HELP as EXTRACTOR_HELP
+from accel_signs.extractors import LANDMARKERS_HELP
 
 SERVE_HINT = "live recognition needs the serve extra: pip install 'accel-signs[serve]' (FastAPI, uvicorn, MediaPipe)"
 
@@ -92,11 +95,18 @@ class ServeConfig(Section):
         64, "Windows of all connections classified together in one forward pass, at most.", flag="--max-batch"
     )
     model_complexity: Literal[0, 1, 2] = option(
-        1, "MediaPipe Holistic's pose model; 1 is the one its wheel ships and extract uses.", flag="--model-complexity"
+        1,
+        "The holistic extractor's pose model; 1 is the one its wheel ships and extract uses.",
+        flag="--model-complexity",
     )
+    extractor: Literal["auto", "tasks", "tasks-image", "seed", "holistic"] = option(
+        "auto", EXTRACTOR_HELP, flag="--extractor"
+    )
+    landmarkers: Path | None = option(None, LANDMARKERS_HELP, flag="--landmarkers")
     live: LiveConfig = option(factory=LiveConfig)
 
     def _validate(self) -> None:
+        self.landmarkers = Path(self.landmarkers) if self.landmarkers is not None else None
         self.require("port", 0 <= self.port < 65536, "in 0..65535")
         for name in (
             "max_clients",

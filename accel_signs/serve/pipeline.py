@@ -2,7 +2,7 @@
 in the checkpoint's layout -> a ring buffer of the signing so far -> the model on a sliding
 window -> a sign accepted once, at its peak.
 
-The keypoints, the window's sampling and the model are exactly `predict`'s (extract.Tracker,
+The keypoints, the window's sampling and the model are exactly `predict`'s (the extractor's Tracker,
 inference.classify), so a window covering a whole clip gives predict's answer for it.
 """
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from accel_signs.core.errors import AccelSignsError
 from accel_signs.data.layout import KeypointLayout
+from accel_signs.extractors.choose import ExtractorChoice
 from accel_signs.model.checkpoint import Checkpoint
 from accel_signs.serve.config import LiveConfig
 from accel_signs.tools.inference import classify_batch
@@ -154,7 +155,7 @@ class LiveSession:
 
     ckpt: Checkpoint
     cfg: LiveConfig
-    model_complexity: int = 1
+    extractor: ExtractorChoice = field(default_factory=ExtractorChoice)  # serve resolves it once
     whole_clip: bool = False  # upload mode: keep every frame, no idle gating, classify at the end
     tracker: Any = None
     buffer: deque = field(default_factory=deque)  # (seq, t, keypoints (P, 4))
@@ -177,9 +178,7 @@ class LiveSession:
         """The connection's MediaPipe tracker, made on its first image: a connection whose
         browser runs MediaPipe itself (keypoint messages) never needs one."""
         if self.tracker is None:
-            from accel_signs.tools.extract import Tracker
-
-            self.tracker = Tracker(self.ckpt.layout, self.model_complexity)
+            self.tracker = self.extractor.open(self.ckpt.layout)
         return self.tracker
 
     def close(self) -> None:
