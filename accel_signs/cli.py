@@ -412,12 +412,16 @@ def predict(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    extractor: EXTRACTOR = "auto",
+    landmarkers: LANDMARKERS = None,
 ) -> None:
     """Classify keypoint clips with a trained checkpoint: the top-k glosses (English and Arabic) with probabilities."""
+    from accel_signs.extractors.choose import ExtractorChoice
     from accel_signs.tools.inference import format_predictions, parse_frame_size
     from accel_signs.tools.inference import predict as run_predict
 
-    results = run_predict(checkpoint, clip, top_k, parse_frame_size(frame_size))
+    choice = ExtractorChoice(extractor, landmarkers)
+    results = run_predict(checkpoint, clip, top_k, parse_frame_size(frame_size), choice)
     typer.echo(json.dumps(results, ensure_ascii=False, indent=2) if as_json else format_predictions(results))
 
 
@@ -567,24 +571,28 @@ def show(
         str | None, typer.Option(help="WIDTHxHEIGHT of the clip's video (default: recorded, else square).")
     ] = None,
     fps: Annotated[float, typer.Option(help="Frames per second of the animation.")] = 15.0,
+    extractor: EXTRACTOR = "auto",
+    landmarkers: LANDMARKERS = None,
 ) -> None:
     """Draw a clip as an animated skeleton (bones, hands enlarged, undetected points hidden): to
     check that keypoints are right before training on them."""
     from accel_signs.data.layout import keypoint_layout, load_layout
+    from accel_signs.extractors.choose import ExtractorChoice
     from accel_signs.tools.inference import parse_frame_size, read_inputs
     from accel_signs.tools.inference import predict as run_predict
     from accel_signs.tools.show import render, store_clip
 
-    ckpt_layout = None
+    ckpt_layout, trained_on, choice = None, None, ExtractorChoice(extractor, landmarkers)
     if checkpoint is not None:
         from accel_signs.model.checkpoint import load_checkpoint
 
-        ckpt_layout = load_checkpoint(checkpoint).layout
+        ckpt = load_checkpoint(checkpoint)
+        ckpt_layout, trained_on = ckpt.layout, ckpt.extractor
     if (clip / "meta.json").exists():
         frames, lay, size, title = store_clip(clip, clip_id, split)
     else:
         lay = load_layout(layout) if layout else ckpt_layout or keypoint_layout()
-        name, frames, size = read_inputs(clip, lay)[0]
+        name, frames, size = read_inputs(clip, lay, choice, trained_on)[0]
         title = f"{name} ({len(frames)} frames, layout {lay.name})"
     size = parse_frame_size(frame_size) or size
     if checkpoint is not None:

@@ -53,7 +53,29 @@ def fetch_wheel(into: Path) -> Path:
     return next(into.glob(f"mediapipe-{WHEEL_VERSION}-*.whl"))
 
 
+def _parser_version_helper() -> None:
+    """MediaPipe >= 0.10.30's wheels lack the one compiled helper of its metadata writer, which
+    only computes the minimum metadata-parser version to write in the file; the image
+    normalisation fields written here date from the first version of the schema, 1.0.0."""
+    import sys
+    import types
+
+    name = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
+    try:
+        __import__(name)
+        return
+    except ImportError:
+        pass
+    parts = name.split(".")
+    for i in range(3, len(parts) + 1):  # mediapipe.tasks exists; its missing packages, then the helper
+        sys.modules.setdefault(".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
+    for i in range(3, len(parts)):
+        setattr(sys.modules[".".join(parts[:i])], parts[i], sys.modules[".".join(parts[: i + 1])])
+    sys.modules[name].GetMinimumMetadataParserVersion = lambda *args: "1.0.0"
+
+
 def with_image_metadata(model: bytes, name: str, mean: float, std: float) -> bytes:
+    _parser_version_helper()
     from mediapipe.tasks.python.metadata.metadata_writers import metadata_writer
 
     writer = metadata_writer.MetadataWriter.create(bytearray(model))

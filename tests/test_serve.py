@@ -25,6 +25,9 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed (pip ins
 websockets_sync = pytest.importorskip("websockets.sync.client")
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
+# The default extractor runs: with the Tasks API installed, on the test bundles (conftest).
+pytestmark = pytest.mark.usefixtures("with_landmarkers")
+
 VIDEO = Path(__file__).parent / "data" / "signer_video.mp4"
 
 

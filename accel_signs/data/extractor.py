@@ -151,3 +151,10 @@ def record_from_npz(npz: Any, where: str) -> ExtractorRecord | None:
             f"{where}: {NPZ_KEY!r} must be the extractor record's JSON text, got {value.dtype} {value.shape}"
         )
     return ExtractorRecord.from_json(str(value), where)
+
+
+def record_from_meta(meta: dict[str, Any], where: str) -> ExtractorRecord | None:
+    """The record under META_KEY of a store's meta.json or a checkpoint's config.json; None where
+    it has none (made before records, or by an importer that cannot know)."""
+    raw = meta.get(META_KEY)
+    return None if raw is None else ExtractorRecord.from_json(raw, where)

@@ -3,15 +3,18 @@ HandLandmarker; MediaPipe >= 0.10.30 has only these).
 
 Each runs from its `.task` bundle (`bundles.py`), only those the layout needs. VIDEO mode tracks
 from frame to frame (videos, live streams); IMAGE mode takes each frame on its own (what the
-seed's extraction did). The hand landmarker finds up to `num_hands` hands and labels each
-"Left" or "Right"; on unmirrored video the label "Left" is the signer's left hand (checked on
-tests/data/signer_video.mp4: its wrist lies on the pose's left wrist, point 15), so it fills the
-layout's left-hand slot, as Holistic's `left_hand` does.
+seed's extraction did). The hand landmarker finds up to `num_hands` hands; each goes into the
+layout's slot for the signer's left or right hand by the pose's wrists (see `_slots`), as
+Holistic's `left_hand` / `right_hand` do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +56,25 @@ def needed_bundles(layout: KeypointLayout) -> list[str]:
     return sorted({BUNDLE_OF[s] for s in used_sources(layout)})
 
 
+@contextlib.contextmanager
+def _quiet_native_logs():
+    """MediaPipe's LiteRT runtime prints dozens of INFO/WARNING lines to stderr when a landmarker
+    loads or closes, with no switch to turn them off (GLOG_minloglevel does not reach it): stderr's
+    file descriptor goes to /dev/null for that moment, unless --verbose. Failures still raise."""
+    if logging.getLogger(__name__).isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 @functools.lru_cache(maxsize=16)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime key the cache
     return sha256_of(Path(path))
@@ -91,6 +113,33 @@ def _array(landmarks, count: int, visibility: bool) -> np.ndarray:
         v = lm.visibility if visibility and lm.visibility is not None else 1.0
         out[i] = (lm.x, lm.y, lm.z, v)
     return out
+
+
+def _slots(
+    hands: list[np.ndarray], labels: list[str], pose: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(left, right): the signer's left and right hand among the detected ones.
+
+    With a pose, by the wrists, as Holistic does (it crops each hand around the pose's wrist): the
+    pairing of hands to the pose's left (15) and right (16) wrist with the smaller total distance.
+    On tests/data/signer_video.mp4 the label put the signer's right hand in the left slot in 3 of
+    23 frames; the wrists never did. Without a pose, by the label ("Left": the signer's left on
+    unmirrored video, as checked there)."""
+    if not hands:
+        return None, None
+    if pose is not None:
+        wrists = pose[[15, 16], :2]
+        if len(hands) == 1:
+            d = np.linalg.norm(wrists - hands[0][0, :2], axis=1)
+            return (hands[0], None) if d[0] < d[1] else (None, hands[0])
+        a, b = hands[0][0, :2], hands[1][0, :2]
+        straight = np.linalg.norm(a - wrists[0]) + np.linalg.norm(b - wrists[1])
+        crossed = np.linalg.norm(a - wrists[1]) + np.linalg.norm(b - wrists[0])
+        return (hands[0], hands[1]) if straight <= crossed else (hands[1], hands[0])
+    if len(hands) == 1:
+        return (hands[0], None) if labels[0] == "Left" else (None, hands[0])
+    first = 0 if labels[0] == "Left" or labels[1] != "Left" else 1  # both the same label: as found
+    return hands[first], hands[1 - first]
 
 
 class TasksTracker(Tracker):
@@ -154,8 +203,9 @@ class TasksTracker(Tracker):
             ),
         }
         try:
-            for name in names:
-                self._landmarkers[name] = makers[name]()
+            with _quiet_native_logs():
+                for name in names:
+                    self._landmarkers[name] = makers[name]()
         except (RuntimeError, ValueError) as e:  # MediaPipe's words for a bundle it cannot load
             self.close()
             raise ConfigError(f"{folder / BUNDLES[name].file}: MediaPipe cannot load it ({e})") from None
@@ -181,17 +231,13 @@ class TasksTracker(Tracker):
             out["face"] = _array(r.face_landmarks[0], 478, visibility=False) if r.face_landmarks else None
         if "hands" in self._landmarkers:
             r = self._detect("hands", frame)
-            out["left_hand"] = out["right_hand"] = None
-            # Most confident first; a hand whose label's slot is taken goes to the other slot.
-            found = sorted(zip(r.hand_landmarks, r.handedness), key=lambda h: -h[1][0].score)
-            for points, labels in found:
-                slot = "left_hand" if labels[0].category_name == "Left" else "right_hand"
-                if out[slot] is not None:
-                    slot = "right_hand" if slot == "left_hand" else "left_hand"
-                out[slot] = _array(points, 21, visibility=False)
+            hands = [_array(points, 21, visibility=False) for points in r.hand_landmarks]
+            labels = [h[0].category_name for h in r.handedness]
+            out["left_hand"], out["right_hand"] = _slots(hands, labels, out.get("pose"))
         return out
 
     def close(self) -> None:
-        for landmarker in self._landmarkers.values():
-            landmarker.close()
+        with _quiet_native_logs():
+            for landmarker in self._landmarkers.values():
+                landmarker.close()
         self._landmarkers = {}

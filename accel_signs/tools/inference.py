@@ -15,9 +15,11 @@ import numpy as np
 import torch
 
 from accel_signs.core.errors import ConfigError, DatasetError, ExportError
+from accel_signs.data.extractor import ExtractorRecord, record_from_npz
 from accel_signs.data.prepare import check_clip
 from accel_signs.data.sampling import gather_frames, tsn_positions
 from accel_signs.data.store import NUMPY_LOAD_ERRORS
+from accel_signs.extractors.choose import ExtractorChoice, warn_if_other
 from accel_signs.model.checkpoint import Checkpoint, load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -71,26 +73,48 @@ def _recorded_size(value: Any, path: Path) -> tuple[float, float]:
 
 def is_video(path: Path) -> bool:
     """A video file or a folder of frame images (what `extract` reads)."""
-    from accel_signs.tools.extract import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    from accel_signs.extractors.base import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
     return (path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES) or (
         path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
     )
 
 
-def read_inputs(path: Path, layout) -> list[tuple[str, np.ndarray, tuple[float, float] | None]]:
+def read_inputs(
+    path: Path,
+    layout,
+    extractor: ExtractorChoice | None = None,
+    trained_on: ExtractorRecord | None = None,
+) -> list[tuple[str, np.ndarray, tuple[float, float] | None]]:
     """Clips to classify or draw: keypoint files as load_clips reads them, or a video / frame
-    folder, extracted with MediaPipe into `layout` first."""
+    folder, extracted into `layout` first by `extractor` (auto: `trained_on`'s, the checkpoint's
+    extractor, where this MediaPipe runs it). Keypoints from another extractor than `trained_on`
+    get one warning naming both."""
     if is_video(path):
         from accel_signs.tools.extract import Extractor
 
-        result = Extractor(layout)(path)
+        extract = Extractor(layout, (extractor or ExtractorChoice()).resolved(trained_on))
+        warn_if_other(trained_on, extract.record)
+        result = extract(path)
         if result.pose_frames == 0:
             logger.warning("%s: no person detected in any of its %d frames", path, len(result.keypoints))
         return [(path.stem, result.keypoints, (float(result.width), float(result.height)))]
     if path.is_dir():
         raise DatasetError(f"{path} is a folder without frame images; give a clip (.npy/.npz) or a video")
+    if trained_on is not None and path.suffix == ".npz" and path.is_file():
+        _warn_if_extracted_otherwise(path, trained_on)
     return load_clips(path, layout.num_points)
+
+
+def _warn_if_extracted_otherwise(path: Path, trained_on: ExtractorRecord) -> None:
+    """An npz from `extract` records its extractor: warn when it is not the checkpoint's."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            record = record_from_npz(npz, str(path))
+    except NUMPY_LOAD_ERRORS:
+        return  # load_clips says what is wrong with the file
+    if record is not None:
+        warn_if_other(trained_on, record)
 
 
 def model_input(clip: np.ndarray, seq_len: int) -> torch.Tensor:
@@ -120,16 +144,18 @@ def predict(
     clip_path: str | os.PathLike[str],
     top_k: int = 5,
     frame_size: tuple[float, float] | None = None,
+    extractor: ExtractorChoice | None = None,
 ) -> list[dict[str, Any]]:
     """Top-k classes of every clip in `clip_path` (keypoints, or a video to extract first), best
     first. `frame_size` is the (width, height) of the video the keypoints come from: MediaPipe
     divides x by the width and y by the height, and the model undoes that stretch (None: what a
-    video or an extracted clip records, else square)."""
+    video or an extracted clip records, else square). A video is extracted by `extractor`, by
+    default the checkpoint's."""
     if top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {top_k}")
     ckpt = load_checkpoint(checkpoint)
     results = []
-    for name, clip, size in read_inputs(Path(clip_path), ckpt.layout):
+    for name, clip, size in read_inputs(Path(clip_path), ckpt.layout, extractor, ckpt.extractor):
         size = frame_size or size  # --frame-size wins over what a video or an extracted clip says
         results.append(
             {"clip": name, "frames": len(clip), "frame_size": list(size) if size else None}
