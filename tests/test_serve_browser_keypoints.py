@@ -5,10 +5,13 @@ same frames through the page's landmarkers and through the Python tasks extracto
 keypoints, to MediaPipe's own precision, and the same answer from the model.
 
 The bundles are the test bundles of tests/make_landmarkers.py (the conftest's landmarker cache).
-The figures this prints (-s) are the ones docs/live.md reports."""
+The figures this prints (-s) are the ones docs/live.md reports. Set
+ACCEL_SIGNS_SCREENSHOT=docs/live.png to also write the screenshot the docs show."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -129,12 +132,15 @@ def test_the_page_runs_mediapipe_and_sends_only_keypoints(server, browser, tmp_p
            let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;"""
     )
     assert drawn > 200  # the page drew the skeleton it found itself
+    shot = tmp_path / "live.png"
+    browser.save_screenshot(str(shot))
+    if os.environ.get("ACCEL_SIGNS_SCREENSHOT"):
+        shutil.copy(shot, os.environ["ACCEL_SIGNS_SCREENSHOT"])
     browser.find_element("id", "stop").click()
     sent = int(browser.execute_script("return document.body.dataset.keypointsSent"))
     assert counting.binary == binary_before == 0, "an image left the browser in keypoint mode"
     assert counting.text >= sent  # every keypoint message arrived (and the controls)
     print(f"\nbrowser mode: {sent} keypoint messages, {counting.binary} binary frames at the server")
-    browser.save_screenshot(str(tmp_path / "keypoints.png"))
 
 
 def test_the_page_and_the_python_extractor_agree_on_the_real_video(server, browser, frames_dir):

@@ -17,6 +17,8 @@ import pytest
 pytest.importorskip("mediapipe", reason="the serve extra is not installed (pip install 'accel-signs[serve]')")
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'accel-signs[serve]')")
 websockets_sync = pytest.importorskip("websockets.sync.client")
+# The default extractor runs: with the Tasks API installed, on the test bundles (conftest).
+pytestmark = pytest.mark.usefixtures("with_landmarkers")
 
 from test_serve import VIDEO, _recv, _until, running_server  # noqa: E402
 
@@ -33,15 +35,17 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tracked(checkpoint) -> tuple[list[np.ndarray], tuple[float, float]]:
+def tracked(checkpoint, landmarker_cache) -> tuple[list[np.ndarray], tuple[float, float]]:
     """The real video's keypoints in the checkpoint's layout, by the server's own tracker."""
     from accel_signs.extractors.base import read_frames
+    from accel_signs.extractors.choose import ExtractorChoice
     from accel_signs.model.checkpoint import load_checkpoint
     from accel_signs.serve.config import LiveConfig
     from accel_signs.serve.pipeline import LiveSession
 
     frames, width, height, _ = read_frames(VIDEO)
-    session = LiveSession(load_checkpoint(checkpoint), LiveConfig(), whole_clip=True)
+    choice = ExtractorChoice(landmarkers=landmarker_cache / "landmarkers" if landmarker_cache else None)
+    session = LiveSession(load_checkpoint(checkpoint), LiveConfig(), choice, whole_clip=True)
     try:
         for i, image in enumerate(frames):
             session.track(image, i, i / 30)

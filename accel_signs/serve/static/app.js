@@ -228,7 +228,7 @@ function voicesFor(lang) {
 function fillVoices() {
   const lang = ui.speechLang.value || "en";
   const voices = voicesFor(lang);
-  ui.voice.replaceChildren(new Option(voices.length ? "default voice" : "browser default (no voice listed)", ""),
+  ui.voice.replaceChildren(new Option(voices.length ? "default voice" : "default voice (none listed)", ""),
     ...voices.map((v) => new Option(`${v.name} (${v.lang})`, v.name)));
   const saved = pref(`voice.${lang}`, "");
   ui.voice.value = voices.some((v) => v.name === saved) ? saved : "";
@@ -389,6 +389,7 @@ async function startCamera() {
   ui.hint.hidden = true;
   $("start").disabled = true; $("stop").disabled = false;
   log.start();
+  renderSessions();
   state.timer = setInterval(async () => {
     if (state.capturing) return;
     state.capturing = true;
@@ -399,6 +400,7 @@ async function startCamera() {
 function stopCamera() {
   clearInterval(state.timer);
   log.end();
+  renderSessions();
   if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
   state.stream = null;
   ui.video.srcObject = null;

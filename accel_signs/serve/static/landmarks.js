@@ -67,14 +67,8 @@ export class BrowserTracker {
     }
     if (this.hand) {
       const r = this.hand.detectForVideo(image, t);
-      // As the Python backend does: the camera's own (unmirrored) frames, where the label "Left"
-      // is the signer's left hand; the surest first, and a hand whose slot is taken gets the other.
-      const hands = r.landmarks.map((hand, i) => [hand, r.handedness[i][0]]).sort((a, b) => b[1].score - a[1].score);
-      for (const [hand, label] of hands) {
-        let slot = label.categoryName === "Left" ? "left_hand" : "right_hand";
-        if (found[slot]) slot = slot === "left_hand" ? "right_hand" : "left_hand";
-        found[slot] = hand.map((p) => [p.x, p.y, p.z, 1]);
-      }
+      const hands = r.landmarks.map((hand) => hand.map((p) => [p.x, p.y, p.z, 1]));
+      [found.left_hand, found.right_hand] = slots(hands, r.handedness.map((h) => h[0].categoryName), found.pose);
     }
     const points = this.sources.map(([source, index]) => {
       const part = found[source];
@@ -86,6 +80,26 @@ export class BrowserTracker {
   close() {
     for (const task of [this.pose, this.hand, this.face]) if (task) task.close();
   }
+}
+
+// (left, right): the signer's left and right hand among those found, exactly as the Python tasks
+// backend decides (extractors/tasks.py, _slots). With a pose, by its wrists (15 left, 16 right):
+// the pairing with the smaller total distance, as Holistic crops each hand around a wrist.
+// Without one, by the label: "Left" is the signer's left hand in the camera's own (unmirrored)
+// frames, which are what MediaPipe sees here (the page's mirror is CSS only).
+export function slots(hands, labels, pose) {
+  if (!hands.length) return [null, null];
+  const dist = (a, b) => Math.hypot(a[0] - b[0], a[1] - b[1]);
+  if (pose) {
+    const [left, right] = [pose[15], pose[16]];
+    if (hands.length === 1) return dist(hands[0][0], left) < dist(hands[0][0], right) ? [hands[0], null] : [null, hands[0]];
+    const [a, b] = [hands[0][0], hands[1][0]];
+    const straight = dist(a, left) + dist(b, right), crossed = dist(a, right) + dist(b, left);
+    return straight <= crossed ? [hands[0], hands[1]] : [hands[1], hands[0]];
+  }
+  if (hands.length === 1) return labels[0] === "Left" ? [hands[0], null] : [null, hands[0]];
+  const first = labels[0] === "Left" || labels[1] !== "Left" ? 0 : 1;  // both the same label: as found
+  return [hands[first], hands[1 - first]];
 }
 
 // 6 decimals: a millionth of the frame, far under MediaPipe's own jitter, and short messages.

@@ -35,7 +35,8 @@ export class SessionLog {
   end() {
     if (!this.current) return;
     this.current.end = new Date().toISOString();
-    this.update();
+    if (this.current.signs.length) this.update();
+    else this.save(this.sessions().filter((s) => s.start !== this.current.start));  // nothing signed: not kept
     this.current = null;
   }
 
