@@ -111,10 +111,11 @@ def _command(
     for o in options:
         default = "" if o.default == () else o.default  # a tuple option is typed as text: "" is empty
         if o.argument:
-            info = typer.Argument(help=o.help, show_default=False)
+            # An argument that an environment variable can set is optional on the command line.
+            info = typer.Argument(help=o.help, show_default=False, envvar=o.envvar, show_envvar=bool(o.envvar))
             default = inspect.Parameter.empty
         else:
-            info = typer.Option(*o.flag.split(" "), help=o.help)
+            info = typer.Option(*o.flag.split(" "), help=o.help, envvar=o.envvar, show_envvar=bool(o.envvar))
         params.append(_keyword(o.name, Annotated[o.type, info], default))
     params += [_keyword(key, annotation, None) for key, annotation in (extra or {}).items()]
 

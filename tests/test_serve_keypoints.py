@@ -203,7 +203,7 @@ def test_the_landmarker_bundles_are_served_and_nothing_else(checkpoint, tmp_path
     (tmp_path / "secret.txt").write_text("not for the client")
     port = free_port()
     cfg = ServeConfig(checkpoint=str(checkpoint), port=port)
-    server = make_server(load_checkpoint(checkpoint), cfg, {"hands": bundle})
+    server = make_server(load_checkpoint(checkpoint), cfg, landmarkers={"hands": bundle})
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

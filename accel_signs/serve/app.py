@@ -1,4 +1,6 @@
-"""The live server's routes: the page, its static files, `/api/model`, and the `/ws` WebSocket.
+"""The live server's routes: the page, its static files, `/api/model`, `/healthz` (alive),
+`/readyz` (model loaded and MediaPipe started; 503 with the reason until then), and the `/ws`
+WebSocket, which refuses pages of other origins (--allowed-origins).
 
 Messages are small JSON objects with a `type`. The browser sends each frame either as a JPEG
 (a binary message: the server runs MediaPipe) or, where it runs MediaPipe itself, as a
@@ -20,23 +22,27 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import logging
+import os
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, WebSocket
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from accel_signs.core.errors import AccelSignsError, ConfigError
 from accel_signs.extractors.choose import ExtractorChoice, warn_if_other
 from accel_signs.model.checkpoint import Checkpoint
 from accel_signs.serve.batcher import Batcher
-from accel_signs.serve.config import ServeConfig
+from accel_signs.serve.config import ServeConfig, normalize_origin
 from accel_signs.serve.keypoints import RateLimit, keypoints_from, parse_message
 from accel_signs.serve.pipeline import FrameError, LiveSession, Timings, Window
 
@@ -369,56 +375,157 @@ def _ms(t: Timings) -> dict[str, float]:
     return {k: round(v * 1000, 2) for k, v in asdict(t).items() if v}
 
 
-def create_app(ckpt: Checkpoint, cfg: ServeConfig, landmarkers: dict[str, Path] | None = None):
-    """The FastAPI application for one checkpoint; `landmarkers` (bundle name -> .task file, those
-    of the server's landmarker cache that the layout needs) are served to pages that run MediaPipe."""
-    landmarkers = dict(landmarkers or {})
-    bundle_files = {path.name: path for path in landmarkers.values()}
+@dataclass
+class Readiness:
+    """What /readyz reports. The server listens at once; the model and MediaPipe load meanwhile
+    (a Hub checkpoint or a cold disk can take a while), so a proxy or an orchestrator can tell
+    "alive" (/healthz) from "ready for signers" (/readyz)."""
+
+    ckpt: Checkpoint | None = None
+    reason: str = "loading the checkpoint"
+    failed: BaseException | None = None
+    landmarkers: dict[str, Path] = field(default_factory=dict)  # the bundles for MediaPipe in the page
+
+
+def load_ready(cfg: ServeConfig, state: Readiness) -> Checkpoint:
+    """Load the checkpoint and start MediaPipe once (fails now if it cannot run), saying which."""
+    from accel_signs.model.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(cfg.checkpoint)
+    state.reason = "starting MediaPipe"
+    choice = serve_extractor(ckpt, cfg)
+    session = LiveSession(ckpt, cfg.live, choice)
+    # MediaPipe must run here: it is the fallback for browsers without it, and uploads use it.
+    warn_if_other(ckpt.extractor, session.open_tracker().record)  # once, for every connection to come
+    session.close()
+    state.landmarkers = browser_landmarkers(ckpt, choice)
+    return ckpt
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
+    """Whether a WebSocket handshake's Origin may open a session: its own page's origin (the host
+    the browser addressed, as the Host header says), one of --allowed-origins, or none at all (not
+    a browser: cross-site WebSocket hijacking needs a victim's browser, which always sends Origin)."""
+    if origin is None or "*" in allowed:
+        return True
+    try:
+        origin = normalize_origin(origin)
+    except ConfigError:  # "null" (a sandboxed frame, a file:// page) or garbage
+        return False
+    if origin in allowed:
+        return True
+    scheme, _, netloc = origin.partition("://")
+    if not host:
+        return False
+    host = host.strip().lower()
+    default = ":443" if scheme == "https" else ":80"
+    return netloc == (host[: -len(default)] if host.endswith(default) else host)
+
+
+def create_app(
+    ckpt: Checkpoint | None,
+    cfg: ServeConfig,
+    *,
+    loader: Callable[[ServeConfig, Readiness], Checkpoint] = load_ready,
+    on_failure: Callable[[BaseException], None] | None = None,
+    landmarkers: dict[str, Path] | None = None,
+):
+    """The FastAPI application for one checkpoint: `ckpt` when loaded already, else the app
+    loads cfg.checkpoint with `loader` after it starts (/readyz says 503 until then; when the
+    load fails, /readyz says why and `on_failure` is called, e.g. to stop the server).
+    `landmarkers` (bundle name -> .task file) are served to pages that run MediaPipe themselves;
+    the loader finds them in the server's landmarker cache."""
     # Each connection uses about two threads: MediaPipe, and the model beside it.
     pool = concurrent.futures.ThreadPoolExecutor(2 * cfg.max_clients + 2, thread_name_prefix="live")
+    state = Readiness(
+        ckpt, "ready" if ckpt is not None else "loading the checkpoint", landmarkers=dict(landmarkers or {})
+    )
+
+    async def load() -> None:
+        try:
+            state.ckpt = await asyncio.to_thread(loader, cfg, state)
+            state.reason = "ready"
+            logger.info("ready: %s (%d classes)", state.ckpt.path, len(state.ckpt.classes))
+        except Exception as e:  # noqa: BLE001 - whatever it is, /readyz reports it and the server stops
+            state.failed, state.reason = e, f"failed: {e}"
+            logger.error("cannot serve %s: %s", cfg.checkpoint, e)
+            if on_failure is not None:
+                on_failure(e)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        loading = asyncio.create_task(load()) if state.ckpt is None else None
         yield
+        if loading is not None:
+            loading.cancel()  # the thread itself finishes on its own; nothing waits for it
         await batcher.close()
         pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="accel_signs live", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.readiness = state
     clients: set[Connection] = set()
     batcher = Batcher(ckpt, pool, cfg.max_batch)
     static = static_dir()
+    # Behind a proxy under a sub-path, the page's relative URLs (static files, the WebSocket)
+    # resolve against <base>, whether the browser asked for /signs or /signs/.
+    base = f'<head>\n  <base href="{cfg.root_path}/">'
+    index_html = (static / "index.html").read_text("utf-8").replace("<head>", base, 1)
+
+    def not_ready() -> JSONResponse:
+        return JSONResponse({"ready": False, "reason": state.reason}, status_code=503)
 
     @app.get("/")
-    async def index() -> FileResponse:
-        return FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
+    async def index() -> HTMLResponse:
+        return HTMLResponse(index_html, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"alive": True})
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        if state.ckpt is None:
+            return not_ready()
+        return JSONResponse(
+            {"ready": True, "checkpoint": state.ckpt.path.name, "clients": len(clients), "max_clients": cfg.max_clients}
+        )
 
     @app.get("/api/model")
     async def model() -> JSONResponse:
-        return JSONResponse(model_info(ckpt, cfg, landmarkers))
+        if state.ckpt is None:
+            return not_ready()
+        return JSONResponse(model_info(state.ckpt, cfg, state.landmarkers))
 
     @app.get("/landmarkers/{name}")
     async def landmarker(name: str) -> FileResponse:
-        if name not in bundle_files:  # only the named bundles: never a path the client makes up
+        files = {path.name: path for path in state.landmarkers.values()}
+        if name not in files:  # only the named bundles: never a path the client makes up
             raise HTTPException(404, f"no landmarker bundle {name!r}")
-        return FileResponse(bundle_files[name], media_type="application/octet-stream")
+        return FileResponse(files[name], media_type="application/octet-stream")
 
     @app.websocket("/ws")
     async def live(ws: WebSocket) -> None:
-        await ws.accept()
-        if len(clients) >= cfg.max_clients:
-            await ws.send_text(
-                json.dumps(
-                    {
-                        "type": "error",
-                        "code": "busy",
-                        "message": f"the server is serving its limit of {cfg.max_clients} client(s) "
-                        "(--max-clients); try again when one leaves",
-                    }
-                )
-            )
-            await ws.close(code=CLOSE_BUSY, reason="server busy")
+        origin = ws.headers.get("origin")
+        if not origin_allowed(origin, ws.headers.get("host"), cfg.allowed_origins):
+            # Closing before accepting refuses the handshake: the browser sees HTTP 403.
+            logger.warning("refused a WebSocket from origin %r (--allowed-origins)", origin)
+            await ws.close(code=CLOSE_POLICY)
             return
-        conn = Connection(ws, ckpt, cfg, pool, batcher, landmarkers)
+        await ws.accept()
+        if state.ckpt is None:
+            await _refuse(ws, "not_ready", f"the server is not ready yet ({state.reason}); try again shortly")
+            return
+        if len(clients) >= cfg.max_clients:
+            await _refuse(
+                ws,
+                "busy",
+                f"the server is serving its limit of {cfg.max_clients} client(s) "
+                "(--max-clients); try again when one leaves",
+            )
+            return
+        if batcher.ckpt is None:
+            batcher.ckpt = state.ckpt
+        conn = Connection(ws, state.ckpt, cfg, pool, batcher, state.landmarkers)
         clients.add(conn)
         logger.info("client connected (%d of %d)", len(clients), cfg.max_clients)
         try:
@@ -431,40 +538,76 @@ def create_app(ckpt: Checkpoint, cfg: ServeConfig, landmarkers: dict[str, Path] 
     return app
 
 
-def make_server(ckpt: Checkpoint, cfg: ServeConfig, landmarkers: dict[str, Path] | None = None):
-    """A uvicorn server for the app; a frame up to twice the byte limit gets an error message,
+async def _refuse(ws: WebSocket, code: str, message: str) -> None:
+    await ws.send_text(json.dumps({"type": "error", "code": code, "message": message}))
+    await ws.close(code=CLOSE_BUSY, reason=code.replace("_", " "))
+
+
+def _uvicorn_options(cfg: ServeConfig) -> dict[str, Any]:
+    """uvicorn's settings from ours: a frame up to twice the byte limit gets an error message,
     a larger message is refused by the WebSocket layer itself (close code 1009)."""
+    return {
+        "host": cfg.host,
+        "port": cfg.port,
+        "root_path": cfg.root_path,
+        "ws_max_size": 2 * cfg.max_frame_bytes,
+        "log_level": "warning",
+        "lifespan": "on",
+    }
+
+
+def make_server(ckpt: Checkpoint | None, cfg: ServeConfig, **app_options: Any):
+    """A uvicorn server for the app (one process); app_options go to create_app."""
     import uvicorn
 
-    app = create_app(ckpt, cfg, landmarkers)
-    config = uvicorn.Config(
-        app, host=cfg.host, port=cfg.port, ws_max_size=2 * cfg.max_frame_bytes, log_level="warning", lifespan="on"
-    )
-    return uvicorn.Server(config)
+    return uvicorn.Server(uvicorn.Config(create_app(ckpt, cfg, **app_options), **_uvicorn_options(cfg)))
+
+
+# How `serve --workers N` hands its config to the worker processes uvicorn spawns: they import
+# worker_app by name and call it, so the config travels in their environment, as JSON.
+WORKER_CONFIG = "ACCEL_SIGNS_SERVE_WORKER_CONFIG"
+
+
+def worker_app():
+    """The app in one of `serve --workers N`'s processes (uvicorn's factory)."""
+    import torch
+
+    from accel_signs.config import from_dict
+
+    torch.set_num_threads(1)  # as serve() does: see there
+    return create_app(None, from_dict(ServeConfig, json.loads(os.environ[WORKER_CONFIG])))
 
 
 def serve(cfg: ServeConfig) -> None:
-    """Load the checkpoint and serve until interrupted."""
+    """Check the checkpoint, then serve until interrupted; the model loads once the server listens."""
     import torch
+    import uvicorn
 
-    from accel_signs.model.checkpoint import load_checkpoint
+    from accel_signs.model.checkpoint import checkpoint_folder, read_checkpoint_meta
 
-    ckpt = load_checkpoint(cfg.checkpoint)
+    # A wrong path or Hub id fails now, with one line; a Hub checkpoint is fetched once, here,
+    # and every worker loads the same local snapshot.
+    folder = checkpoint_folder(cfg.checkpoint).path
+    read_checkpoint_meta(folder)
+    cfg = dataclasses.replace(cfg, checkpoint=str(folder))
+    shown = f"http://{cfg.host}:{cfg.port}{cfg.root_path}/"
+    if cfg.workers > 1:
+        logger.info("serving %s with %d workers on %s  (Ctrl-C stops)", folder, cfg.workers, shown)
+        os.environ[WORKER_CONFIG] = json.dumps(dataclasses.asdict(cfg), default=str)
+        uvicorn.run("accel_signs.serve.app:worker_app", factory=True, workers=cfg.workers, **_uvicorn_options(cfg))
+        return
     # MediaPipe runs its own threads beside the model: one torch thread per classification
     # measured faster end to end on 2 cores (README, "Live recognition").
     torch.set_num_threads(1)
-    choice = serve_extractor(ckpt, cfg)
-    session = LiveSession(ckpt, cfg.live, choice)
-    # Fail now if MediaPipe cannot run: it is the fallback for browsers without it, and uploads use it.
-    warn_if_other(ckpt.extractor, session.open_tracker().record)  # once, for every connection to come
-    session.close()
-    server = make_server(ckpt, cfg, browser_landmarkers(ckpt, choice))
-    logger.info(
-        "serving %s (%d classes, layout %s) on http://%s:%d/  (Ctrl-C stops)",
-        ckpt.path,
-        len(ckpt.classes),
-        ckpt.layout.name,
-        cfg.host,
-        cfg.port,
-    )
+    failed: list[BaseException] = []
+
+    def stop(error: BaseException) -> None:
+        failed.append(error)
+        server.should_exit = True
+
+    server = make_server(None, cfg, on_failure=stop)
+    logger.info("serving %s on %s  (Ctrl-C stops; /readyz says when the model is loaded)", folder, shown)
     server.run()
+    if failed:
+        error = failed[0]
+        raise error if isinstance(error, AccelSignsError) else AccelSignsError(f"cannot serve {folder}: {error}")

@@ -46,7 +46,10 @@ $("theme").onclick = () => setTheme(document.documentElement.dataset.theme === "
 
 // ---- connection ----------------------------------------------------------------------------
 function connect() {
-  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  // Relative to the page's <base>: the server's --root-path behind a proxy, "/" otherwise.
+  const url = new URL("ws", document.baseURI);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
   state.ws = ws;
   state.seq = 0; state.acked = -1; state.sent.clear();
