@@ -66,8 +66,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, landmarker_cache, frames_di
     from fastapi.staticfiles import StaticFiles
 
     from accel_signs.extractors.choose import ExtractorChoice
-    from accel_signs.model.checkpoint import load_checkpoint
-    from accel_signs.serve.app import browser_landmarkers, create_app
+    from accel_signs.serve.app import create_app
     from accel_signs.serve.config import ServeConfig
 
     if landmarker_cache is None:
@@ -75,21 +74,21 @@ def server(tmp_path_factory: pytest.TempPathFactory, landmarker_cache, frames_di
     root = tmp_path_factory.mktemp("browser-keypoints")
     store = write_synthetic(root / "store", SynthSpec(classes=6, signers=2, reps=4, seed=7, first_sign=160))
     best = train_tiny_run(store, root / "runs", "--num-epochs", "2") / "best"
-    ckpt = load_checkpoint(best)
     bundles = landmarker_cache / "landmarkers"
     cfg = ServeConfig(checkpoint=str(best), port=free_port(), extractor="tasks", landmarkers=bundles)
-    choice = ExtractorChoice("tasks", bundles)
-    app = create_app(ckpt, cfg, browser_landmarkers(ckpt, choice))
+    app = create_app(None, cfg)  # loads as `serve` does: the model, MediaPipe, the page's bundles
     app.mount("/testframes", StaticFiles(directory=frames_dir[0]), name="testframes")
     counting = CountingApp(app)
     server = uvicorn.Server(uvicorn.Config(counting, host="127.0.0.1", port=cfg.port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{cfg.port}/", counting, ckpt, choice
+    deadline = time.monotonic() + 120
+    while app.state.readiness.ckpt is None:
+        assert time.monotonic() < deadline and thread.is_alive(), f"not ready: {app.state.readiness.reason}"
+        time.sleep(0.1)
+    ckpt = app.state.readiness.ckpt
+    assert set(app.state.readiness.landmarkers) == {"pose", "hands", "face"}
+    yield f"http://127.0.0.1:{cfg.port}/", counting, ckpt, ExtractorChoice("tasks", bundles)
     server.should_exit = True
     thread.join(30)
 
