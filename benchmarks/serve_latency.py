@@ -185,7 +185,7 @@ def measure(
     server = start_server(checkpoint, port, clients, workers)
     try:
         time.sleep(1.0)  # the workers' start-up is not the clients' cost
-        cpu0 = cpu_seconds(server.pid)
+        cpu0, mine0, load0 = cpu_seconds(server.pid), time.process_time(), os.getloadavg()[0]
         runs = [Client(frames, fps) for _ in range(clients)]
 
         async def all_clients():
@@ -193,6 +193,7 @@ def measure(
 
         asyncio.run(all_clients())
         cpu = cpu_seconds(server.pid) - cpu0
+        clients_cpu, load = time.process_time() - mine0, (load0 + os.getloadavg()[0]) / 2
         peak = peak_rss_mb(server.pid)
     finally:
         server.terminate()
@@ -228,6 +229,8 @@ def measure(
         "held": bool(percentile(while_signing, 95) <= HELD_P95_MS and min(fps_each) >= HELD_FPS),
         "server_cpu_cores": cpu / seconds,
         "server_cpu_cores_per_client": cpu / seconds / clients,
+        "clients_cpu_cores": clients_cpu / seconds,  # this process: every simulated client
+        "load_average": load,  # the machine's 1-minute load, at the start and the end (mean)
         "mean_batch": float(np.mean(batches)) if batches else float("nan"),
         "fps_per_client": fps_each,
         "frames_processed": processed,
@@ -353,7 +356,8 @@ def main() -> None:
         print(
             f"{n} client(s){' HELD' if r['held'] else ''}: frames/s processed per client min {min(fps):.1f} "
             f"mean {np.mean(fps):.1f}; server CPU {r['server_cpu_cores']:.2f} cores "
-            f"({r['server_cpu_cores_per_client']:.3f} per client); mean batch {r['mean_batch']:.1f}; "
+            f"({r['server_cpu_cores_per_client']:.3f} per client), clients {r['clients_cpu_cores']:.2f} cores, "
+            f"load average {r['load_average']:.1f}; mean batch {r['mean_batch']:.1f}; "
             f"to prediction p50 {r['latency_to_prediction_ms']['p50']:.0f} ms, p95 {r['latency_to_prediction_ms']['p95']:.0f} ms "
             f"(first 10 s p50 {r['latency_p50_first_10s_ms']:.0f}, last 10 s {r['latency_p50_last_10s_ms']:.0f}; "
             f"pre-roll frames included: p95 {r['latency_to_prediction_with_preroll_ms']['p95']:.0f}); "

@@ -194,3 +194,64 @@ def test_the_page_and_the_python_extractor_agree_on_the_real_video(server, brows
     assert np.median(diff) < 0.005  # the same models, WASM vs native: MediaPipe's own precision
     assert top_page[0]["class_id"] == top_python[0]["class_id"]
     assert largest < 0.05
+
+
+# Before the page's own scripts: keep its WebSocket reachable (to play the server's part) and
+# record what it would speak instead of speaking.
+SPY = """
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = class extends NativeWebSocket {
+  constructor(...args) { super(...args); window.__ws = this; }
+};
+window.__spoken = [];
+window.speechSynthesis.speak = (u) => window.__spoken.push([u.text, u.lang]);
+window.confirm = () => true;
+"""
+
+
+def test_daily_use_sentence_speech_drawing_and_session_log(server, browser):
+    """The page's own features, in the real browser: the sentence skips a sign repeated back to
+    back, each new sign is spoken in the chosen language, the drawing controls and the choices
+    survive a reload, and the session log is kept in the browser and exported as text."""
+    url, _, ckpt, _ = server
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": SPY})
+    browser.get(url)
+    _wait(browser, "return document.body.dataset.ready === '1'", 120, "the page got the model's hello")
+    browser.execute_script("localStorage.clear()")
+    browser.get(url)
+    _wait(browser, "return document.body.dataset.ready === '1'", 120, "the page got the model's hello")
+    from selenium.webdriver.support.ui import Select as select
+
+    select(browser.find_element("id", "speech-lang")).select_by_value("ar")
+    browser.find_element("id", "auto-speak").click()
+    browser.find_element("id", "draw-face").click()
+    select(browser.find_element("id", "draw-style")).select_by_value("points")
+    eat, drink = ({"rank": 1, "probability": 0.9, **c, "class_id": i} for i, c in enumerate(ckpt.classes[:2]))
+    for sign in (eat, eat, drink):  # as the server sends them
+        browser.execute_script(
+            "window.__ws.onmessage({data: JSON.stringify(Object.assign({type: 'accepted', seq: 1}, arguments[0]))})",
+            sign,
+        )
+    chips = browser.execute_script("return [...document.querySelectorAll('#sentence .chip')].map(c => c.textContent)")
+    assert chips == [eat["ar"], drink["ar"]]  # the repeat is skipped
+    assert len(browser.find_elements("css selector", "#history li")) == 3  # the history keeps each
+    assert browser.execute_script("return window.__spoken") == [[eat["ar"], "ar"], [drink["ar"], "ar"]]
+
+    browser.get(url)  # another visit: the choices and the log are still there
+    _wait(browser, "return document.body.dataset.ready === '1'", 120, "the page got the model's hello")
+    assert browser.find_element("id", "speech-lang").get_attribute("value") == "ar"
+    assert browser.find_element("id", "auto-speak").is_selected()
+    assert not browser.find_element("id", "draw-face").is_selected()
+    assert browser.find_element("id", "draw-pose").is_selected()
+    assert browser.find_element("id", "draw-style").get_attribute("value") == "points"
+    assert "1 kept" in browser.find_element("id", "sessions-count").get_attribute("textContent")
+    assert eat["en"] in browser.find_element("id", "sessions").text
+    text = browser.execute_async_script(
+        """const done = arguments[arguments.length - 1];
+        HTMLAnchorElement.prototype.click = function () { fetch(this.href).then(r => r.text()).then(done); };
+        document.getElementById('export-log').click();"""
+    )
+    assert "3 sign(s)" in text and eat["ar"] in text and drink["en"] in text, text
+    browser.find_element("id", "clear-log").click()
+    assert "0 kept" in browser.find_element("id", "sessions-count").get_attribute("textContent")
+    assert browser.execute_script("return localStorage.getItem('accel_signs.sessions')") is None
