@@ -156,13 +156,15 @@ def peak_rss_mb(pid: int) -> float:
     return total
 
 
-def start_server(checkpoint: str, port: int, clients: int, workers: int = 1) -> subprocess.Popen:
+def start_server(checkpoint: str, port: int, clients: int, workers: int = 1, extra=()) -> subprocess.Popen:
     env = dict(os.environ, GLOG_minloglevel="2", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "accel_signs", "-q", "serve", checkpoint, "--port", str(port)]
-    if workers > 1:  # each worker takes --max-clients
+    if workers > 1:
         cmd += ["--workers", str(workers)]
-    per_worker = -(-clients // workers)
-    server = subprocess.Popen([*cmd, "--max-clients", str(per_worker)], env=env, stderr=subprocess.DEVNULL)
+    # --max-clients is per worker, and the kernel, not uvicorn, spreads the connections over the
+    # workers (not evenly): each may take them all.
+    cmd += ["--max-clients", str(clients), *extra]
+    server = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     for _ in range(300):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=1).read()
@@ -180,9 +182,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure(
-    checkpoint: str, frames: list[bytes | str], clients: int, seconds: float, port: int, workers: int = 1, fps=30.0
+    checkpoint: str,
+    frames: list[bytes | str],
+    clients: int,
+    seconds: float,
+    port: int,
+    workers: int = 1,
+    fps: float = 30.0,
+    extra: tuple[str, ...] = (),
 ) -> dict:
-    server = start_server(checkpoint, port, clients, workers)
+    server = start_server(checkpoint, port, clients, workers, extra)
     try:
         time.sleep(1.0)  # the workers' start-up is not the clients' cost
         cpu0, mine0, load0 = cpu_seconds(server.pid), time.process_time(), os.getloadavg()[0]
@@ -327,6 +336,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=("jpeg", "keypoints"), default="jpeg", help="What the clients send.")
     parser.add_argument("--workers", type=int, default=1, help="serve --workers (server processes).")
     parser.add_argument("--fps", type=float, default=30.0, help="Frames per second each client sends.")
+    parser.add_argument("--max-batch", type=int, default=None, help="serve --max-batch (1: no batching).")
     parser.add_argument("--skip-jpeg-check", action="store_true", help="Skip the JPEG-vs-exact top-5 comparison.")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
@@ -345,11 +355,13 @@ def main() -> None:
         "mode": args.mode,
         "workers": args.workers,
         "fps": args.fps,
+        "max_batch": args.max_batch,
         "cpu_count": os.cpu_count(),
         "runs": [],
     }
     for n in (int(v) for v in args.clients.split(",")):
-        r = measure(args.checkpoint, encoded, n, args.seconds, args.port, args.workers, args.fps)
+        extra = ("--max-batch", str(args.max_batch)) if args.max_batch else ()
+        r = measure(args.checkpoint, encoded, n, args.seconds, args.port, args.workers, args.fps, extra)
         results["runs"].append(r)
         c = r["cpu_ms_per_frame"]
         fps = r["fps_per_client"]
