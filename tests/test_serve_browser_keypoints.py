@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_serve_browser import CHROMEDRIVER, CHROMIUM, VIDEO, _wait, webdriver
+import test_serve_browser
+from test_serve_browser import VIDEO, _wait
 
 from accel_signs.data.synth import SynthSpec, write_synthetic
-from helpers import free_port, train_tiny_run, write_y4m
+from helpers import free_port, train_tiny_run
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'accel-signs[serve]')")
 cv2 = pytest.importorskip("cv2")
@@ -93,26 +94,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, landmarker_cache, frames_di
     thread.join(30)
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory):
-    camera = write_y4m(VIDEO, tmp_path_factory.mktemp("camera") / "signer.y4m")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1000",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={camera}",
-        "--autoplay-policy=no-user-gesture-required",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    driver.set_script_timeout(300)
-    yield driver
-    driver.quit()
+browser = test_serve_browser.browser  # the same headless Chromium, its fake camera playing the video
 
 
 def test_the_page_runs_mediapipe_and_sends_only_keypoints(server, browser, tmp_path):
@@ -151,6 +133,7 @@ def test_the_page_and_the_python_extractor_agree_on_the_real_video(server, brows
     folder, frames = frames_dir
     browser.get(url)
     _wait(browser, "return document.body.dataset.ready === '1'", 120, "the page loaded MediaPipe")
+    browser.set_script_timeout(300)  # 58 frames through MediaPipe in WebAssembly
     found = browser.execute_async_script(
         """const [count, done] = [arguments[0], arguments[arguments.length - 1]];
         (async () => {

@@ -20,18 +20,12 @@ websockets_sync = pytest.importorskip("websockets.sync.client")
 # The default extractor runs: with the Tasks API installed, on the test bundles (conftest).
 pytestmark = pytest.mark.usefixtures("with_landmarkers")
 
+import test_serve  # noqa: E402
 from test_serve import VIDEO, _recv, _until, running_server  # noqa: E402
 
-from accel_signs.data.synth import SynthSpec, write_synthetic  # noqa: E402
-from helpers import free_port, train_tiny_run  # noqa: E402
+from helpers import free_port  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small karsl184 model of KArSL signs 160-163."""
-    root = tmp_path_factory.mktemp("keypoints")
-    store = write_synthetic(root / "store", SynthSpec(classes=4, signers=2, reps=4, seed=5, first_sign=160))
-    return train_tiny_run(store, root / "runs", "--num-epochs", "2") / "best"
+checkpoint = test_serve.checkpoint  # a small karsl184 model of KArSL signs 160-163
 
 
 @pytest.fixture(scope="module")

@@ -231,7 +231,7 @@ function voicesFor(lang) {
 function fillVoices() {
   const lang = ui.speechLang.value || "en";
   const voices = voicesFor(lang);
-  ui.voice.replaceChildren(new Option(voices.length ? "default voice" : "default voice (none listed)", ""),
+  ui.voice.replaceChildren(new Option("default voice", ""),
     ...voices.map((v) => new Option(`${v.name} (${v.lang})`, v.name)));
   const saved = pref(`voice.${lang}`, "");
   ui.voice.value = voices.some((v) => v.name === saved) ? saved : "";
