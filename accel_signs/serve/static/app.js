@@ -369,7 +369,16 @@ async function sendFrame(inFlight, jpeg = false) {
 // MediaPipe in this page on the camera's frame; the server gets the keypoints, never the image.
 function sendKeypoints(ws, video) {
   const start = performance.now();
-  const found = state.tracker.detect(video, start);
+  let found;
+  try {
+    found = state.tracker.detect(video, start);
+  } catch (e) {  // MediaPipe failed on this browser's frames: the server takes over
+    state.trackerFailed = String(e.message || e);
+    state.tracker = null;
+    chooseWhere("browser");
+    showError({ code: "mediapipe", message: `MediaPipe stopped in this page (${state.trackerFailed}); the server runs it now` });
+    return false;
+  }
   const took = performance.now() - start;
   state.mpMs = state.mpMs == null ? took : 0.9 * state.mpMs + 0.1 * took;
   ui.mpTime.textContent = `MediaPipe here ${Math.round(state.mpMs)} ms`;
