@@ -41,9 +41,9 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def video_frames() -> tuple[list[np.ndarray], float]:
-    from accel_signs.tools.extract import _frames
+    from accel_signs.extractors.base import read_frames
 
-    frames, _, _, fps = _frames(VIDEO)
+    frames, _, _, fps = read_frames(VIDEO)
     return list(frames), fps
 
 

@@ -54,19 +54,20 @@ class Tracker(ABC):
     record: ExtractorRecord
 
     @abstractmethod
-    def sources(self, image: np.ndarray) -> dict[str, np.ndarray | None]:
+    def sources(self, image: np.ndarray, at: float | None = None) -> dict[str, np.ndarray | None]:
         """MediaPipe's landmarks of the next frame per source ("pose", "face", "left_hand",
         "right_hand"), each (n, 4) x, y, z, visibility in image units, or None if not detected.
-        Only the sources the layout uses need be given."""
+        Only the sources the layout uses need be given. `at`: the frame's time in seconds, where
+        the stream knows it (live frames); else the frame's place at the stream's fps."""
 
     @abstractmethod
     def close(self) -> None:
         """Release MediaPipe's graphs; the tracker is not used after."""
 
-    def __call__(self, image: np.ndarray) -> TrackedFrame:
-        """image: (H, W, 3) uint8 RGB, the next frame of the stream."""
+    def __call__(self, image: np.ndarray, at: float | None = None) -> TrackedFrame:
+        """image: (H, W, 3) uint8 RGB, the next frame of the stream (at `at` seconds, if known)."""
         image.flags.writeable = False
-        found = self.sources(image)
+        found = self.sources(image, at)
         arrays = {
             k: (v if v is not None else np.zeros((SOURCE_POINTS[k], NUM_CHANNELS), np.float32))
             for k, v in found.items()

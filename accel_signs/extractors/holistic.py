@@ -97,8 +97,8 @@ class HolisticTracker(Tracker):
             min_tracking_confidence=CONFIDENCE,
         )
 
-    def sources(self, image: np.ndarray) -> dict[str, np.ndarray | None]:
-        r = self._holistic.process(image)
+    def sources(self, image: np.ndarray, at: float | None = None) -> dict[str, np.ndarray | None]:
+        r = self._holistic.process(image)  # Holistic keeps its own clock
         return {
             "pose": _points(r.pose_landmarks, 33, visibility=True),
             "face": _points(r.face_landmarks, 478, visibility=False),

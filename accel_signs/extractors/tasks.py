@@ -167,45 +167,25 @@ class TasksTracker(Tracker):
         self._mp, self._step_ms, self._frame, self._t_ms = mp, 1000.0 / (fps or 30.0), -1, 0
         self._landmarkers: dict = {}
 
-        def base(name: str) -> BaseOptions:
-            return BaseOptions(model_asset_path=str(folder / BUNDLES[name].file))
+        # bundle -> (the landmarker's class name, the word in its option names, how many to find)
+        kinds = {"pose": ("PoseLandmarker", "pose", 1), "face": ("FaceLandmarker", "face", 1)}
+        kinds["hands"] = ("HandLandmarker", "hand", num_hands)
 
-        makers = {
-            "pose": lambda: vision.PoseLandmarker.create_from_options(
-                vision.PoseLandmarkerOptions(
-                    base_options=base("pose"),
-                    running_mode=running,
-                    num_poses=1,
-                    min_pose_detection_confidence=CONFIDENCE,
-                    min_pose_presence_confidence=CONFIDENCE,
-                    min_tracking_confidence=CONFIDENCE,
-                )
-            ),
-            "face": lambda: vision.FaceLandmarker.create_from_options(
-                vision.FaceLandmarkerOptions(
-                    base_options=base("face"),
-                    running_mode=running,
-                    num_faces=1,
-                    min_face_detection_confidence=CONFIDENCE,
-                    min_face_presence_confidence=CONFIDENCE,
-                    min_tracking_confidence=CONFIDENCE,
-                )
-            ),
-            "hands": lambda: vision.HandLandmarker.create_from_options(
-                vision.HandLandmarkerOptions(
-                    base_options=base("hands"),
-                    running_mode=running,
-                    num_hands=num_hands,
-                    min_hand_detection_confidence=CONFIDENCE,
-                    min_hand_presence_confidence=CONFIDENCE,
-                    min_tracking_confidence=CONFIDENCE,
-                )
-            ),
-        }
+        def make(name: str):
+            kind, word, count = kinds[name]
+            options = getattr(vision, f"{kind}Options")(
+                base_options=BaseOptions(model_asset_path=str(folder / BUNDLES[name].file)),
+                running_mode=running,
+                **{f"num_{word}s": count, f"min_{word}_detection_confidence": CONFIDENCE},
+                **{f"min_{word}_presence_confidence": CONFIDENCE},
+                min_tracking_confidence=CONFIDENCE,
+            )
+            return getattr(vision, kind).create_from_options(options)
+
         try:
             with _quiet_native_logs():
                 for name in names:
-                    self._landmarkers[name] = makers[name]()
+                    self._landmarkers[name] = make(name)
         except (RuntimeError, ValueError) as e:  # MediaPipe's words for a bundle it cannot load
             self.close()
             raise ConfigError(f"{folder / BUNDLES[name].file}: MediaPipe cannot load it ({e})") from None
@@ -216,24 +196,28 @@ class TasksTracker(Tracker):
             return landmarker.detect_for_video(image, self._t_ms)
         return landmarker.detect(image)
 
-    def sources(self, image: np.ndarray) -> dict[str, np.ndarray | None]:
+    def sources(self, image: np.ndarray, at: float | None = None) -> dict[str, np.ndarray | None]:
         mp = self._mp
-        # VIDEO mode needs strictly increasing timestamps: the frame's place in the stream at its fps.
+        # VIDEO mode needs strictly increasing timestamps (its tracking and smoothing read them):
+        # the frame's time where known, else its place in the stream at the stream's fps.
         self._frame += 1
-        self._t_ms = round(self._frame * self._step_ms)
+        t_ms = round(at * 1000) if at is not None else round(self._frame * self._step_ms)
+        self._t_ms = max(t_ms, self._t_ms + 1) if self._frame else t_ms
         frame = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
         out: dict[str, np.ndarray | None] = {}
-        if "pose" in self._landmarkers:
-            r = self._detect("pose", frame)
-            out["pose"] = _array(r.pose_landmarks[0], 33, visibility=True) if r.pose_landmarks else None
-        if "face" in self._landmarkers:
-            r = self._detect("face", frame)
-            out["face"] = _array(r.face_landmarks[0], 478, visibility=False) if r.face_landmarks else None
-        if "hands" in self._landmarkers:
-            r = self._detect("hands", frame)
-            hands = [_array(points, 21, visibility=False) for points in r.hand_landmarks]
-            labels = [h[0].category_name for h in r.handedness]
-            out["left_hand"], out["right_hand"] = _slots(hands, labels, out.get("pose"))
+        # The first frame also prints MediaPipe's one-time notes (memory alignment, ROI projection).
+        with _quiet_native_logs() if self._frame == 0 else contextlib.nullcontext():
+            if "pose" in self._landmarkers:
+                r = self._detect("pose", frame)
+                out["pose"] = _array(r.pose_landmarks[0], 33, visibility=True) if r.pose_landmarks else None
+            if "face" in self._landmarkers:
+                r = self._detect("face", frame)
+                out["face"] = _array(r.face_landmarks[0], 478, visibility=False) if r.face_landmarks else None
+            if "hands" in self._landmarkers:
+                r = self._detect("hands", frame)
+                hands = [_array(points, 21, visibility=False) for points in r.hand_landmarks]
+                labels = [h[0].category_name for h in r.handedness]
+                out["left_hand"], out["right_hand"] = _slots(hands, labels, out.get("pose"))
         return out
 
     def close(self) -> None:

@@ -205,7 +205,7 @@ class LiveSession:
         state; returns what the page draws: the keypoints (x, y; undetected null) and the state."""
         height, width = image.shape[:2]
         self._resize((float(width), float(height)))
-        frame = self.open_tracker()(image)
+        frame = self.open_tracker()(image, at=t)
         drawn = self.add(frame.keypoints, seq, t)
         points = np.round(frame.keypoints[:, :2], 4)
         detected = (frame.keypoints[:, :2] != 0).any(1)

@@ -155,10 +155,13 @@ def predict(
         raise ConfigError(f"--top-k must be >= 1, got {top_k}")
     ckpt = load_checkpoint(checkpoint)
     results = []
+    # For a video: the extractor that made its keypoints (--extractor, by default the checkpoint's).
+    made_by = (extractor or ExtractorChoice()).resolved(ckpt.extractor).name if is_video(Path(clip_path)) else None
     for name, clip, size in read_inputs(Path(clip_path), ckpt.layout, extractor, ckpt.extractor):
         size = frame_size or size  # --frame-size wins over what a video or an extracted clip says
         results.append(
             {"clip": name, "frames": len(clip), "frame_size": list(size) if size else None}
+            | ({"extractor": made_by} if made_by else {})
             | {"top": classify(ckpt, clip, size, top_k)}
         )
     return results
@@ -203,7 +206,8 @@ def classify_batch(
 def format_predictions(results: list[dict[str, Any]]) -> str:
     lines = []
     for res in results:
-        lines.append(f"{res['clip']} ({res['frames']} frames):")
+        made_by = f", keypoints by the {res['extractor']} extractor" if res.get("extractor") else ""
+        lines.append(f"{res['clip']} ({res['frames']} frames{made_by}):")
         lines += [
             f"  {t['rank']}. {t['probability']:.4f}  {t['en']}  {t['ar']}  (sign {t['sign']})" for t in res["top"]
         ]
