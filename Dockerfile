@@ -24,20 +24,27 @@ RUN if [ -f /local/ca.crt ]; then export PIP_CERT=/local/ca.crt; fi \
 COPY pyproject.toml README.md /src/
 COPY accel_signs /src/accel_signs
 RUN if [ -f /local/ca.crt ]; then export PIP_CERT=/local/ca.crt; fi \
-    && /opt/venv/bin/pip install --find-links /local "/src[$EXTRAS]" \
-    && /opt/venv/bin/python -c "import accel_signs.serve.app, mediapipe, cv2"
+    && /opt/venv/bin/pip install --find-links /local "/src[$EXTRAS]"
+# MediaPipe's wheel asks for jax and jaxlib (and so SciPy: 440 MB together, for its model maker:
+# the landmarkers never import them) and for OpenCV's GUI build (which needs libGL and X11: 400 MB
+# of Mesa and LLVM in the image). A server needs none of them: the headless OpenCV of the same
+# version replaces the GUI build.
+RUN if [ -f /local/ca.crt ]; then export PIP_CERT=/local/ca.crt; fi \
+    && opencv=$(/opt/venv/bin/python -c "import importlib.metadata as m; print(m.version('opencv-contrib-python'))") \
+    && /opt/venv/bin/pip uninstall -y -q jax jaxlib scipy opencv-contrib-python \
+    && /opt/venv/bin/pip install --no-deps "opencv-contrib-python-headless==$opencv"
 
 FROM ${BASE}
 ENV DEBIAN_FRONTEND=noninteractive
-# OpenCV (MediaPipe's dependency) needs libGL and GLib; python3 where the base lacks it.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
-       $(command -v python3 >/dev/null || echo python3) \
-    && rm -rf /var/lib/apt/lists/* \
+# python3 where the base lacks it (the venv's interpreter is the base's).
+RUN if ! command -v python3 >/dev/null; then \
+      apt-get update && apt-get install -y --no-install-recommends python3 && rm -rf /var/lib/apt/lists/*; fi \
     && useradd --system --uid 10001 --create-home --home-dir /home/signs signs \
     && mkdir -p /cache/huggingface /cache/accel_signs /model \
     && chown -R signs: /cache
 COPY --from=build /opt/venv /opt/venv
+# Fail the build, not the first start, when a library is missing.
+RUN /opt/venv/bin/python -c "import accel_signs.serve.app, mediapipe, cv2, torch"
 # Every `serve` option can be set as ACCEL_SIGNS_SERVE_<OPTION> (compose.yaml's .env).
 # The model: a folder mounted at /model, or ACCEL_SIGNS_SERVE_CHECKPOINT=hf://USER/NAME.
 # /cache is a volume: the Hub's downloads and the MediaPipe landmarker bundles stay there.

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from accel_signs.cli import app
 from accel_signs.data.synth import SynthSpec, write_synthetic
-from helpers import assert_one_line_error, cli_env, free_port, train_tiny_run
+from helpers import assert_one_line_error, cli_env, free_port, serving, train_tiny_run
 
 pytest.importorskip("mediapipe", reason="the serve extra is not installed (pip install 'accel-signs[serve]')")
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'accel-signs[serve]')")
@@ -42,24 +42,6 @@ def _get(url: str) -> tuple[int, dict | str]:
     except urllib.error.HTTPError as e:
         status, body, kind = e.code, e.read().decode(), e.headers.get("content-type", "")
     return status, json.loads(body) if kind.startswith("application/json") else body
-
-
-@contextlib.contextmanager
-def _server(ckpt, cfg, **app_options):
-    from accel_signs.serve.app import make_server
-
-    server = make_server(ckpt, cfg, **app_options)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"127.0.0.1:{cfg.port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def test_origins_are_compared_as_browsers_send_them():
@@ -95,7 +77,7 @@ def test_a_websocket_from_another_origin_is_refused(checkpoint):
     port = free_port()
     # Room for every client: each one left may still be closing when the next comes.
     cfg = ServeConfig(checkpoint=str(checkpoint), port=port, allowed_origins="https://friend.example", max_clients=5)
-    with _server(load_checkpoint(checkpoint), cfg) as where:
+    with serving(load_checkpoint(checkpoint), cfg) as where:
         url = f"ws://{where}/ws"
         for evil in ("https://evil.example", f"http://127.0.0.1:{port + 1}", "null"):
             with pytest.raises(InvalidStatus) as refused:
@@ -117,7 +99,7 @@ def test_healthz_and_readyz_before_and_after_the_model_loads(checkpoint):
         return load_ready(cfg, state)
 
     cfg = ServeConfig(checkpoint=str(checkpoint), port=free_port())
-    with _server(None, cfg, loader=held) as where:
+    with serving(None, cfg, loader=held) as where:
         base = f"http://{where}"
         assert _get(base + "/healthz") == (200, {"alive": True})
         assert _get(base + "/readyz") == (503, {"ready": False, "reason": "loading the checkpoint"})
@@ -143,7 +125,7 @@ def test_a_model_that_fails_to_load_keeps_the_server_unready(tmp_path):
 
     failures = []
     cfg = ServeConfig(checkpoint=str(tmp_path / "gone"), port=free_port())
-    with _server(None, cfg, loader=load_ready, on_failure=failures.append) as where:
+    with serving(None, cfg, loader=load_ready, on_failure=failures.append) as where:
         deadline = time.monotonic() + 30
         while not failures:
             assert time.monotonic() < deadline
@@ -153,8 +135,26 @@ def test_a_model_that_fails_to_load_keeps_the_server_unready(tmp_path):
         assert _get(f"http://{where}/healthz")[0] == 200
 
 
+def test_weights_that_fail_to_load_stop_the_server_with_one_line(checkpoint, tmp_path):
+    """config.json reads (checked before listening), the weights do not (loaded after): the
+    server stops, exit 1, one line naming the file."""
+    import shutil
+
+    broken = shutil.copytree(checkpoint, tmp_path / "broken")
+    (broken / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes()[:100])
+    result = subprocess.run(
+        [sys.executable, "-m", "accel_signs", "serve", str(broken), "--port", str(free_port())],
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert_one_line_error(result.stderr, "model.safetensors")
+
+
 @contextlib.contextmanager
-def _cli_server(tmp_path: Path, args: list[str], **env: str):
+def _cli_serving(tmp_path: Path, args: list[str], **env: str):
     """`accel-signs serve` as a user starts it, until /readyz says ready."""
     port = free_port()
     log = open(tmp_path / "serve.log", "wb")
@@ -194,7 +194,7 @@ def test_options_from_the_environment_and_the_root_path(checkpoint, tmp_path):
         "ACCEL_SIGNS_SERVE_MAX_CLIENTS": "9",
         "ACCEL_SIGNS_SERVE_THRESHOLD": "0.25",
     }
-    with _cli_server(tmp_path, ["--max-clients", "3"], **env) as (port, _):
+    with _cli_serving(tmp_path, ["--max-clients", "3"], **env) as (port, _):
         base = f"http://127.0.0.1:{port}"
         assert _get(base + "/readyz")[1]["max_clients"] == 3  # the flag, not the variable
         assert _get(base + "/api/model")[1]["live"]["threshold"] == 0.25  # a nested (live) option
@@ -215,7 +215,7 @@ def test_options_from_the_environment_and_the_root_path(checkpoint, tmp_path):
 
 def test_workers_share_the_port(checkpoint, tmp_path):
     psutil = pytest.importorskip("psutil")
-    with _cli_server(tmp_path, [str(checkpoint), "--workers", "2", "--max-clients", "1"]) as (port, proc):
+    with _cli_serving(tmp_path, [str(checkpoint), "--workers", "2", "--max-clients", "1"]) as (port, proc):
         workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "spawn" in " ".join(p.cmdline())]
         assert len(workers) == 2, [p.cmdline() for p in psutil.Process(proc.pid).children(recursive=True)]
         # Each worker has its own limit: two signers at once, one per worker, wherever they land.

@@ -383,7 +383,6 @@ class Readiness:
 
     ckpt: Checkpoint | None = None
     reason: str = "loading the checkpoint"
-    failed: BaseException | None = None
     landmarkers: dict[str, Path] = field(default_factory=dict)  # the bundles for MediaPipe in the page
 
 
@@ -447,7 +446,7 @@ def create_app(
             state.reason = "ready"
             logger.info("ready: %s (%d classes)", state.ckpt.path, len(state.ckpt.classes))
         except Exception as e:  # noqa: BLE001 - whatever it is, /readyz reports it and the server stops
-            state.failed, state.reason = e, f"failed: {e}"
+            state.reason = f"failed: {e}"
             logger.error("cannot serve %s: %s", cfg.checkpoint, e)
             if on_failure is not None:
                 on_failure(e)
@@ -462,7 +461,6 @@ def create_app(
         pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="accel_signs live", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    app.state.readiness = state
     clients: set[Connection] = set()
     batcher = Batcher(ckpt, pool, cfg.max_batch)
     static = static_dir()

@@ -66,7 +66,7 @@ class ServeConfig(Section):
     ENV_PREFIX: ClassVar[str] = "ACCEL_SIGNS_SERVE_"
 
     checkpoint: str = option(
-        help="Checkpoint folder (model.safetensors + config.json), e.g. runs/<run>/best.",
+        help="Checkpoint folder (model.safetensors + config.json), e.g. runs/<run>/best, or a Hub model hf://USER/NAME[@REVISION].",
         flag="checkpoint",
         argument=True,
     )
