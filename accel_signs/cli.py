@@ -16,6 +16,8 @@ import typer
 from typer.core import TyperCommand
 
 from accel_signs.core.errors import AccelSignsError, ConfigError, Stopped
+from accel_signs.extractors import HELP as EXTRACTOR_HELP
+from accel_signs.extractors import LANDMARKERS_HELP
 
 app = typer.Typer(
     name="accel-signs",
@@ -411,12 +413,16 @@ def predict(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    extractor: EXTRACTOR = "auto",
+    landmarkers: LANDMARKERS = None,
 ) -> None:
     """Classify keypoint clips with a trained checkpoint: the top-k glosses (English and Arabic) with probabilities."""
+    from accel_signs.extractors.choose import ExtractorChoice
     from accel_signs.tools.inference import format_predictions, parse_frame_size
     from accel_signs.tools.inference import predict as run_predict
 
-    results = run_predict(checkpoint, clip, top_k, parse_frame_size(frame_size))
+    choice = ExtractorChoice(extractor, landmarkers)
+    results = run_predict(checkpoint, clip, top_k, parse_frame_size(frame_size), choice)
     typer.echo(json.dumps(results, ensure_ascii=False, indent=2) if as_json else format_predictions(results))
 
 
@@ -478,9 +484,12 @@ EXTRACT_PATTERN = Annotated[
 EXTRACT_COMPLEXITY = Annotated[
     int,
     typer.Option(
-        help="MediaPipe Holistic's pose model: 1 (the KArSL pipeline's, in MediaPipe's wheel); 0 (fast) and 2 (accurate) need model files the wheel does not ship."
+        help="The holistic extractor's pose model: 1 (in MediaPipe 0.10.21's wheel); 0 (fast) and 2 (accurate) need model files the wheel does not ship."
     ),
 ]
+# --extractor and --landmarkers, for extract, predict and show (serve's are in serve/config.py).
+EXTRACTOR = Annotated[str, typer.Option(help=EXTRACTOR_HELP)]
+LANDMARKERS = Annotated[Path | None, typer.Option(help=LANDMARKERS_HELP)]
 
 
 @command()
@@ -506,9 +515,13 @@ def extract(
         typer.Option(help="Also write a clip store from the extracted clips (needs sign and signer for each)."),
     ] = None,
     model_complexity: EXTRACT_COMPLEXITY = 1,
+    extractor: EXTRACTOR = "auto",
+    landmarkers: LANDMARKERS = None,
 ) -> None:
-    """Extract MediaPipe Holistic keypoints from videos: one clip per video, resumable (clips
-    already written are skipped), parallel over videos. Needs the `extract` extra."""
+    """Extract MediaPipe keypoints from videos: one clip per video, resumable (clips already
+    written are skipped), parallel over videos; each clip records its extractor. Needs the
+    `extract` extra (or `holistic`)."""
+    from accel_signs.extractors.choose import ExtractorChoice
     from accel_signs.tools.extract import extract as run_extract
 
     report, written = run_extract(
@@ -518,7 +531,7 @@ def extract(
         workers=workers,
         manifest=manifest,
         pattern=pattern,
-        model_complexity=model_complexity,
+        extractor=ExtractorChoice(extractor, landmarkers, model_complexity),
     )
     extracted = bool(report.done or report.skipped)
     if extracted:  # else the error lines below say all there is
@@ -559,24 +572,28 @@ def show(
         str | None, typer.Option(help="WIDTHxHEIGHT of the clip's video (default: recorded, else square).")
     ] = None,
     fps: Annotated[float, typer.Option(help="Frames per second of the animation.")] = 15.0,
+    extractor: EXTRACTOR = "auto",
+    landmarkers: LANDMARKERS = None,
 ) -> None:
     """Draw a clip as an animated skeleton (bones, hands enlarged, undetected points hidden): to
     check that keypoints are right before training on them."""
     from accel_signs.data.layout import keypoint_layout, load_layout
+    from accel_signs.extractors.choose import ExtractorChoice
     from accel_signs.tools.inference import parse_frame_size, read_inputs
     from accel_signs.tools.inference import predict as run_predict
     from accel_signs.tools.show import render, store_clip
 
-    ckpt_layout = None
+    ckpt_layout, trained_on, choice = None, None, ExtractorChoice(extractor, landmarkers)
     if checkpoint is not None:
         from accel_signs.model.checkpoint import load_checkpoint
 
-        ckpt_layout = load_checkpoint(checkpoint).layout
+        ckpt = load_checkpoint(checkpoint)
+        ckpt_layout, trained_on = ckpt.layout, ckpt.extractor
     if (clip / "meta.json").exists():
         frames, lay, size, title = store_clip(clip, clip_id, split)
     else:
         lay = load_layout(layout) if layout else ckpt_layout or keypoint_layout()
-        name, frames, size = read_inputs(clip, lay)[0]
+        name, frames, size = read_inputs(clip, lay, choice, trained_on)[0]
         title = f"{name} ({len(frames)} frames, layout {lay.name})"
     size = parse_frame_size(frame_size) or size
     if checkpoint is not None:

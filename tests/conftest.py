@@ -23,3 +23,29 @@ def store_copy(tiny_store: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "store"
     shutil.copytree(tiny_store, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def landmarker_cache(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """A cache folder (for ACCEL_SIGNS_CACHE) whose landmarkers/ holds test bundles for the tasks
+    extractor, built from the models MediaPipe 0.10.21's wheel ships (tests/make_landmarkers.py);
+    None where the installed MediaPipe has no Tasks API or is the legacy one (auto: holistic).
+    Nothing is downloaded from Google: the tests run the real Tasks code on these."""
+    from accel_signs.extractors.choose import installed_default
+    from accel_signs.extractors.tasks import available
+
+    if not available() or installed_default() != "tasks":
+        return None
+    from make_landmarkers import make_bundles
+
+    cache = tmp_path_factory.mktemp("landmarker-cache")
+    make_bundles(cache / "landmarkers")
+    return cache
+
+
+@pytest.fixture
+def with_landmarkers(landmarker_cache: Path | None, monkeypatch: pytest.MonkeyPatch) -> Path | None:
+    """The test bundles as this process's landmarker cache (for the default extractor)."""
+    if landmarker_cache is not None:
+        monkeypatch.setenv("ACCEL_SIGNS_CACHE", str(landmarker_cache))
+    return landmarker_cache

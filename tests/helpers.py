@@ -44,7 +44,8 @@ def train_tiny_run(store: Path, out: Path, *args: str) -> Path:
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "WORLD_SIZE", "RANK", "LOCAL_RANK"))}
-    env.update(ACCEL_SIGNS_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **extra)
+    env.update(ACCEL_SIGNS_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.update(extra)  # may name another ACCEL_SIGNS_CACHE: the test landmarker bundles' (conftest)
     return env
 
 

@@ -13,10 +13,15 @@ import pytest
 from typer.testing import CliRunner
 
 from accel_signs.cli import app
+from accel_signs.data.extractor import record_from_npz
+from accel_signs.extractors.choose import installed_default
 from helpers import train_tiny_run
 
 mp = pytest.importorskip("mediapipe", reason="the extract extra is not installed (pip install 'accel-signs[extract]')")
 cv2 = pytest.importorskip("cv2")
+
+# The default extractor runs: with the Tasks API installed, on the test bundles (conftest).
+pytestmark = pytest.mark.usefixtures("with_landmarkers")
 
 runner = CliRunner()
 REAL = Path(__file__).parent / "data" / "signer_video.mp4"
@@ -106,9 +111,14 @@ def test_real_signer_video(tmp_path, tiny_store):
     with np.load(out / "signer_video.npz") as d:
         keypoints, size = d["keypoints"], d["frame_size"].tolist()
         assert int(d["pose_frames"]) == len(keypoints) == 58 and int(d["hand_frames"]) > 10
+        record = record_from_npz(d, "signer_video.npz")
     assert size == [540, 720]
+    assert record is not None and record.recipe == installed_default()  # auto: the installed MediaPipe's
     present = (keypoints != 0).any(-1)
-    assert present[:, 0].all() and present[:, 6:142].any(1).all()  # shoulders and face in every frame
+    assert present[:, 0].all()  # shoulders in every frame
+    # The face in every frame with Holistic; the test bundles' face model (conftest) finds it in
+    # about half of them (29 of 58), and real bundles are not available here.
+    assert present[:, 6:142].any(1).sum() >= (58 if record.backend == "holistic" else 20)
     run = train_tiny_run(tiny_store, tmp_path / "runs", "--num-epochs", "1", "--no-eval")
     on_video = runner.invoke(app, ["predict", str(run / "best"), str(REAL), "--json"])
     on_npz = runner.invoke(app, ["predict", str(run / "best"), str(out / "signer_video.npz"), "--json"])

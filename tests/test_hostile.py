@@ -86,6 +86,23 @@ def _prepared(case: hostile.Case, work: Path, assets: hostile.Assets) -> list[st
     return args
 
 
+@pytest.fixture(autouse=True)
+def _video_landmarkers(request, monkeypatch):
+    """Video cases run the default extractor: where that is tasks, on the test bundles (conftest)."""
+    params = request.node.callspec.params if hasattr(request.node, "callspec") else {}
+    case = params.get("case")
+    if (case is not None and case.reader == "video") or str(params.get("name", "")).startswith("video-"):
+        cache = request.getfixturevalue("landmarker_cache")
+        if cache is not None:
+            monkeypatch.setenv("ACCEL_SIGNS_CACHE", str(cache))
+
+
+def _landmarker_env() -> dict[str, str]:
+    """The landmarker cache _video_landmarkers chose, for a subprocess (cli_env sets its own cache)."""
+    cache = os.environ.get("ACCEL_SIGNS_CACHE")
+    return {"ACCEL_SIGNS_CACHE": cache} if cache and Path(cache, "landmarkers").is_dir() else {}
+
+
 def test_the_corpus_covers_every_reader():
     readers = {c.reader for c in hostile.CASES}
     assert len(hostile.CASES) >= 50 and len({c.id for c in hostile.CASES}) == len(hostile.CASES)
@@ -131,7 +148,7 @@ def test_hostile_input_in_a_real_process(name, assets, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "accel_signs", "--quiet", *args],
         cwd=work,
-        env=cli_env(tmp_path, TMPDIR=str(work / "tmp")),
+        env=cli_env(tmp_path, TMPDIR=str(work / "tmp"), **_landmarker_env()),
         capture_output=True,
         text=True,
         timeout=120,

@@ -25,6 +25,9 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed (pip ins
 websockets_sync = pytest.importorskip("websockets.sync.client")
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
+# The default extractor runs: with the Tasks API installed, on the test bundles (conftest).
+pytestmark = pytest.mark.usefixtures("with_landmarkers")
+
 VIDEO = Path(__file__).parent / "data" / "signer_video.mp4"
 
 
@@ -38,9 +41,9 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def video_frames() -> tuple[list[np.ndarray], float]:
-    from accel_signs.tools.extract import _frames
+    from accel_signs.extractors.base import read_frames
 
-    frames, _, _, fps = _frames(VIDEO)
+    frames, _, _, fps = read_frames(VIDEO)
     return list(frames), fps
 
 

@@ -7,6 +7,7 @@ Set ACCEL_SIGNS_SCREENSHOT=docs/live.png to also write the screenshot the README
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -39,21 +40,32 @@ if not (CHROMIUM and CHROMEDRIVER):
     )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    """`accel-signs serve` on a small model of KArSL signs 160-165 (eat, drink, sleep, ...); or a
+@pytest.fixture(scope="module", params=["tasks", "holistic"])
+def server(request, tmp_path_factory: pytest.TempPathFactory, landmarker_cache):
+    """`accel-signs serve --extractor X` on a small model of KArSL signs 160-165 (eat, drink,
+    sleep, ...): tasks on the test bundles (conftest), holistic where MediaPipe <= 0.10.21 is; or a
     server already running at ACCEL_SIGNS_TEST_URL that serves ACCEL_SIGNS_TEST_CHECKPOINT, made
-    the same way (deploy/test_container.sh: the container)."""
+    the same way (deploy/test_container.sh: the container), tested once with its own extractor."""
+    from accel_signs.extractors.choose import runnable
+
+    extractor = request.param
     if os.environ.get("ACCEL_SIGNS_TEST_URL"):
+        if extractor != "tasks":
+            pytest.skip("a server already running is tested once, with its own extractor")
         yield os.environ["ACCEL_SIGNS_TEST_URL"], Path(os.environ["ACCEL_SIGNS_TEST_CHECKPOINT"])
         return
+    if not runnable(extractor) or (extractor == "tasks" and landmarker_cache is None):
+        pytest.skip(f"the installed MediaPipe does not run the {extractor} extractor")
+    chosen = ["--extractor", extractor]
+    if extractor == "tasks":
+        chosen += ["--landmarkers", str(landmarker_cache / "landmarkers")]
     root = tmp_path_factory.mktemp("browser")
     store = write_synthetic(root / "store", SynthSpec(classes=6, signers=2, reps=4, seed=7, first_sign=160))
     best = train_tiny_run(store, root / "runs", "--num-epochs", "2") / "best"
     port = free_port()
     log = open(root / "serve.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "accel_signs", "serve", str(best), "--port", str(port)],
+        [sys.executable, "-m", "accel_signs", "serve", str(best), "--port", str(port), *chosen],
         env=cli_env(root, GLOG_minloglevel="2"),
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -62,12 +74,13 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     deadline = time.monotonic() + 90
     while True:
         try:
-            urllib.request.urlopen(url + "api/model", timeout=2).read()
+            info = json.loads(urllib.request.urlopen(url + "api/model", timeout=2).read())
             break
         except OSError:
             assert proc.poll() is None, (root / "serve.log").read_text(errors="replace")[-2000:]
             assert time.monotonic() < deadline, "the server did not start in 90 s"
             time.sleep(0.3)
+    assert info["extractor"] == extractor
     yield url, best
     proc.terminate()
     proc.wait(30)

@@ -7,6 +7,9 @@ from typer.testing import CliRunner
 from accel_signs.cli import app
 from helpers import assert_one_line_error
 
+# The default extractor runs: with the Tasks API installed, on the test bundles (conftest).
+pytestmark = pytest.mark.usefixtures("with_landmarkers")
+
 runner = CliRunner()
 
 

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from accel_signs.config import TrainConfig, default_cache_dir
 from accel_signs.core.errors import DatasetError
+from accel_signs.data.extractor import ExtractorRecord, record_from_meta
 from accel_signs.data.layout import KeypointLayout
 from accel_signs.data.pipeline import ClassMap, class_map, make_loader, select_clips, signer_indices, stratified_split
 from accel_signs.data.resident import ResidentClips, keep_on_device, resident_bytes
@@ -67,6 +68,7 @@ class TrainData:
     on_device: bool  # the clips are held in the device's memory (--data-on-device)
     layout: KeypointLayout  # the store's keypoint layout: the model is built for it
     profile: dict[str, Any] = dataclasses.field(default_factory=dict)  # data_profile of the training clips
+    extractor: ExtractorRecord | None = None  # what made the store's keypoints (its meta.json), if known
 
     def record(self) -> dict[str, Any]:
         """What a checkpoint records about its data (its config.json's `data`)."""
@@ -193,6 +195,7 @@ def training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
         layout=store.layout,
         profile=profile,
         partition=partition,
+        extractor=record_from_meta(store.meta, str(Path(path) / "meta.json")),
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from accel_signs.core.files import write_text
+from accel_signs.data.extractor import record_from_meta
 from accel_signs.model.checkpoint import CONFIG_FILE, init_source
 
 logger = logging.getLogger(__name__)
@@ -224,11 +225,23 @@ def _inputs(meta: dict[str, Any]) -> list[str]:
         f"- Keypoint layout `{layout.get('name')}` (id `{layout.get('id')}`): {layout.get('points', '?')} points "
         f"per frame, x/y/z/visibility as MediaPipe writes them (x, y in 0..1 of the frame; 0 where undetected); "
         f"parts (one token each): {', '.join(parts) if parts else '?'}",
+        f"- Keypoints made by: {_extractor(meta)}",
         f"- {m['seq_len']} frames are sampled from each clip (TSN: evenly spread segments)",
         "- Features computed inside the model: " + ", ".join(f"{k} {v}" for k, v in inp.items()),
         f"- Features per part: {m.get('part_sizes')}",
         "",
     ]
+
+
+def _extractor(meta: dict[str, Any]) -> str:
+    """The extractor line: what made the training keypoints, which `predict` and `serve` use by default."""
+    record = record_from_meta(meta, CONFIG_FILE)
+    if record is None:
+        return "not recorded (a store made before extractors were recorded, or from files that do not say)"
+    return (
+        f"{record.describe()} (`--extractor {record.recipe}`; `predict` and `serve` use it by default and "
+        "warn when keypoints come from another)"
+    )
 
 
 def _limitations(meta: dict[str, Any], test: dict[str, Any] | None) -> list[str]:

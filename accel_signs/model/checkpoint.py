@@ -24,8 +24,9 @@ from safetensors.torch import load_file, save_file
 
 from accel_signs.config import InputConfig, TrainConfig
 from accel_signs.core import __version__
-from accel_signs.core.errors import CheckpointError, ConfigError
+from accel_signs.core.errors import CheckpointError, ConfigError, DatasetError
 from accel_signs.core.files import fresh_dir, fsync_file, readable_dir, replace_dir, write_json
+from accel_signs.data.extractor import META_KEY, ExtractorRecord, record_from_meta
 from accel_signs.data.layout import KeypointLayout, layout_from_record
 from accel_signs.data.store import ClassInfo
 from accel_signs.model.features import KeypointFeatures
@@ -45,8 +46,10 @@ def checkpoint_meta(
     data: dict[str, Any],
     runtime: dict[str, Any],
     layout: KeypointLayout,
+    extractor: ExtractorRecord | None = None,
 ) -> dict[str, Any]:
-    """The `config.json` of a checkpoint: enough to rebuild the model and name its classes."""
+    """The `config.json` of a checkpoint: enough to rebuild the model and name its classes, and
+    the extractor that made its training keypoints (copied from the store; None: not known)."""
     features = KeypointFeatures(layout, cfg.model.input)
     return {
         "format": CHECKPOINT_FORMAT,
@@ -65,6 +68,7 @@ def checkpoint_meta(
             "part_sizes": features.part_sizes(),
         },
         "layout": layout.record(),
+        META_KEY: extractor.to_json() if extractor is not None else None,
         "classes": [{"id": i, "sign": c.sign, "en": c.en, "ar": c.ar} for i, c in enumerate(classes)],
         "epoch": epoch,
         "metrics": metrics,
@@ -110,6 +114,11 @@ class Checkpoint:
     @property
     def layout(self) -> KeypointLayout:
         return checkpoint_layout(self.meta)
+
+    @property
+    def extractor(self) -> ExtractorRecord | None:
+        """The extractor that made the training keypoints; None where not recorded."""
+        return record_from_meta(self.meta, str(self.path / CONFIG_FILE))
 
 
 def checkpoint_folder(spec: str | os.PathLike[str]) -> CheckpointSource:
@@ -213,6 +222,10 @@ def _check_description(meta: dict[str, Any], cfg_path: Path) -> None:
     for key in ("metrics", "data", "train_config", "runtime"):
         if not isinstance(meta.get(key), (dict, type(None))):
             raise CheckpointError(f"{cfg_path}: {key} must be an object, got {type(meta[key]).__name__}")
+    try:
+        record_from_meta(meta, str(cfg_path))
+    except DatasetError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def checkpoint_layout(meta: dict[str, Any]) -> KeypointLayout:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
 from accel_signs.config import Section, option
 from accel_signs.core.errors import ConfigError
+from accel_signs.extractors import HELP as EXTRACTOR_HELP
+from accel_signs.extractors import LANDMARKERS_HELP
 
 SERVE_HINT = "live recognition needs the serve extra: pip install 'accel-signs[serve]' (FastAPI, uvicorn, MediaPipe)"
 
@@ -99,14 +102,43 @@ class ServeConfig(Section):
     max_clip_seconds: float = option(
         60.0, "Longest uploaded video classified whole (upload mode), in seconds.", flag="--max-clip-seconds"
     )
-    model_complexity: Literal[0, 1, 2] = option(
-        1, "MediaPipe Holistic's pose model; 1 is the one its wheel ships and extract uses.", flag="--model-complexity"
+    max_keypoint_bytes: int = option(
+        64_000,
+        "Largest keypoint message accepted (browser-keypoint mode), in bytes; a holistic543 frame is about 25 kB.",
+        flag="--max-keypoint-bytes",
     )
+    max_keypoint_rate: float = option(
+        60.0,
+        "Keypoint messages a connection may send per second (browser-keypoint mode); faster ones are dropped.",
+        flag="--max-keypoint-rate",
+    )
+    max_batch: int = option(
+        64, "Windows of all connections classified together in one forward pass, at most.", flag="--max-batch"
+    )
+    model_complexity: Literal[0, 1, 2] = option(
+        1,
+        "The holistic extractor's pose model; 1 is the one its wheel ships and extract uses.",
+        flag="--model-complexity",
+    )
+    extractor: Literal["auto", "tasks", "tasks-image", "seed", "holistic"] = option(
+        "auto", EXTRACTOR_HELP, flag="--extractor"
+    )
+    landmarkers: Path | None = option(None, LANDMARKERS_HELP, flag="--landmarkers")
     live: LiveConfig = option(factory=LiveConfig)
 
     def _validate(self) -> None:
+        self.landmarkers = Path(self.landmarkers) if self.landmarkers is not None else None
         self.require("port", 0 <= self.port < 65536, "in 0..65535")
-        for name in ("max_clients", "workers", "max_frame_bytes", "max_frame_pixels", "max_clip_seconds"):
+        for name in (
+            "max_clients",
+            "workers",
+            "max_frame_bytes",
+            "max_frame_pixels",
+            "max_clip_seconds",
+            "max_keypoint_bytes",
+            "max_keypoint_rate",
+            "max_batch",
+        ):
             self.require(name, getattr(self, name) > 0, "> 0")
         self.root_path = self.root_path.rstrip("/")
         self.require(

@@ -1,15 +1,9 @@
-"""Videos -> MediaPipe Holistic keypoints (`accel-signs extract`, `predict` on a video).
+"""Videos -> keypoint clips (`accel-signs extract`): one npz per video, a manifest, resumable.
 
-Each video (or folder of frame images) becomes one clip: MediaPipe Holistic runs on every
-frame in video mode (tracking between frames), as the KArSL pipeline did, with the face
-mesh's iris rings (refine_face_landmarks) that the karsl184 layout includes. The landmarks
-are arranged in a layout whose points name their MediaPipe source (karsl184, holistic543,
-pose33-hands42, pose33). An undetected part is zeros; the pose's visibility is kept, face
-and hand points get 1 where detected.
-
-MediaPipe is the optional `extract` extra. Its wheels up to 0.10.21 ship the Holistic models
-(0.10.30 and later dropped `mediapipe.solutions` and its bundled models), so nothing is
-downloaded at run time.
+The keypoints come from an extractor of `accel_signs.extractors` (`--extractor`: MediaPipe's
+Tasks landmarkers, or legacy Holistic), arranged in a layout whose points name their MediaPipe
+source (karsl184, holistic543, pose33-hands42, pose33). Each npz records which extractor made it
+(`data/extractor.py`), and a folder holds clips of one extractor only.
 """
 
 from __future__ import annotations
@@ -29,16 +23,15 @@ import numpy as np
 
 from accel_signs.core.errors import ConfigError, DatasetError
 from accel_signs.core.progress import progress_bar
-from accel_signs.data.layout import NUM_CHANNELS, KeypointLayout, load_layout
+from accel_signs.data.extractor import ExtractorRecord, npz_entry, record_from_npz
+from accel_signs.data.layout import KeypointLayout, load_layout
+from accel_signs.extractors.base import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_frames
+from accel_signs.extractors.choose import ExtractorChoice
 
 logger = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-# The largest video frame read: 8K UHD (7680x4320), in either orientation. A header that claims
-# more is refused before a frame is decoded (one such frame, decoded, is gigabytes).
-MAX_PIXELS = 7680 * 4320
-MEDIAPIPE_HINT = "extracting keypoints needs MediaPipe: pip install 'accel-signs[extract]' (mediapipe 0.10.14-0.10.21)"
+__all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "ExtractResult", "Extractor", "extract", "find_inputs", "labels_for"]
+
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = (
     "path",
@@ -65,6 +58,7 @@ class ExtractResult:
     fps: float
     pose_frames: int  # frames with a person (pose) detected
     hand_frames: int  # frames with at least one hand detected
+    record: ExtractorRecord  # the extractor that made them
 
 
 @dataclass
@@ -75,12 +69,15 @@ class ExtractReport:
     failed: list[str] = field(default_factory=list)  # "path: problem"
     frames: int = 0
     hand_frames: int = 0
+    record: ExtractorRecord | None = None
 
     def summary(self) -> str:
         text = (
             f"extracted {len(self.done)} clip(s), {len(self.skipped)} already done; hands detected in "
             f"{self.hand_frames}/{self.frames} frames ({self.hand_frames / max(self.frames, 1):.1%})"
         )
+        if self.record is not None:
+            text += f"; extractor: {self.record.describe()}"
         if self.no_person:
             text += f"; no person detected in {len(self.no_person)}: {', '.join(self.no_person[:5])}" + (
                 " ..." if len(self.no_person) > 5 else ""
@@ -90,187 +87,22 @@ class ExtractReport:
         return text
 
 
-def _mediapipe():
-    try:
-        import cv2  # noqa: F401 - MediaPipe brings OpenCV; videos are read with it
-        import mediapipe as mp
-    except ImportError:
-        raise ConfigError(MEDIAPIPE_HINT) from None
-    if not hasattr(mp, "solutions"):
-        raise ConfigError(
-            f"mediapipe {getattr(mp, '__version__', '?')} has no Holistic solution (0.10.30 and later "
-            f"dropped it and its models); {MEDIAPIPE_HINT}"
-        )
-    return mp
-
-
-def _frames(path: Path):
-    """(RGB frames iterator, width, height, fps) of a video file or a folder of images."""
-    import cv2
-
-    if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise DatasetError(f"{path}: no frame images ({', '.join(IMAGE_SUFFIXES)})")
-        first = cv2.imread(str(images[0]))
-        if first is None:
-            raise DatasetError(f"{images[0]}: not a readable image")
-        height, width = first.shape[:2]
-
-        def read_images():
-            for p in images:
-                image = cv2.imread(str(p))
-                if image is None:
-                    raise DatasetError(f"{p}: not a readable image")
-                if image.shape[:2] != (height, width):
-                    raise DatasetError(
-                        f"{p}: {image.shape[1]}x{image.shape[0]}, but the folder's first frame is {width}x{height}"
-                    )
-                yield cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-        return read_images(), width, height, 0.0
-    if not logger.isEnabledFor(logging.DEBUG):
-        # FFmpeg reports a damaged file on stderr itself, beside the one error line that says
-        # what matters; --verbose keeps its messages. Read when OpenCV first opens a video.
-        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise DatasetError(f"{path}: not a readable video")
-    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    if width <= 0 or height <= 0:  # what FFmpeg reports for a size it refuses to decode
-        capture.release()
-        raise DatasetError(f"{path}: not a readable video (no valid frame size in its header)")
-    if width * height > MAX_PIXELS:
-        capture.release()
-        raise DatasetError(f"{path}: {width}x{height} frames, larger than 8K (7680x4320); scale the video down first")
-    fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-    listed = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)  # 0 or less: the container does not say
-
-    def read_video():
-        read = 0
-        try:
-            while True:
-                ok, image = capture.read()
-                if not ok:
-                    break
-                read += 1
-                yield cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        finally:
-            capture.release()
-        # Decoding stops without an error at a damaged or missing part; some containers give
-        # only an estimate of the count (duration x fps), hence the margin.
-        if 0 < read < listed - max(1, listed // 50):
-            raise DatasetError(
-                f"{path}: truncated or damaged: {read} of the {listed} frames its header lists could be decoded"
-            )
-
-    return read_video(), width, height, fps
-
-
-def _points(landmarks, count: int, visibility: bool) -> np.ndarray:
-    out = np.zeros((count, NUM_CHANNELS), dtype=np.float32)
-    if landmarks is None:
-        return out
-    for i, lm in enumerate(landmarks.landmark[:count]):
-        out[i] = (lm.x, lm.y, lm.z, lm.visibility if visibility else 1.0)
-    return out
-
-
-POSE_MODELS = {0: "pose_landmark_lite.tflite", 1: "pose_landmark_full.tflite", 2: "pose_landmark_heavy.tflite"}
-
-
-@dataclass
-class TrackedFrame:
-    """One frame's keypoints in a layout, and what MediaPipe found in it."""
-
-    keypoints: np.ndarray  # (points, 4) float32; undetected points are 0
-    person: bool  # a pose was detected
-    hands: bool  # at least one hand was detected
-
-
-class Tracker:
-    """MediaPipe Holistic in video mode over one stream of frames (a video, or one live
-    connection): tracking carries over from frame to frame, so every stream needs its own."""
-
-    def __init__(self, layout: KeypointLayout, model_complexity: int = 1):
-        mp = _checked_mediapipe(layout, model_complexity)
-        self.layout = layout
-        self._holistic = mp.solutions.holistic.Holistic(
-            static_image_mode=False,
-            model_complexity=model_complexity,
-            refine_face_landmarks=True,
-            min_detection_confidence=0.5,
-            min_tracking_confidence=0.5,
-        )
-
-    def __call__(self, image: np.ndarray) -> TrackedFrame:
-        """image: (H, W, 3) uint8 RGB, the next frame of the stream."""
-        image.flags.writeable = False
-        r = self._holistic.process(image)
-        sources = {
-            "pose": _points(r.pose_landmarks, 33, visibility=True),
-            "face": _points(r.face_landmarks, 478, visibility=False),
-            "left_hand": _points(r.left_hand_landmarks, 21, visibility=False),
-            "right_hand": _points(r.right_hand_landmarks, 21, visibility=False),
-        }
-        frame = self.layout.assemble({k: v[None] for k, v in sources.items()})[0]  # (1, P, 4) -> (P, 4)
-        hands = r.left_hand_landmarks is not None or r.right_hand_landmarks is not None
-        return TrackedFrame(frame, r.pose_landmarks is not None, hands)
-
-    def close(self) -> None:
-        if self._holistic is not None:
-            self._holistic.close()
-            self._holistic = None
-
-    def __enter__(self) -> Tracker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _checked_mediapipe(layout: KeypointLayout, model_complexity: int):
-    """MediaPipe, once the layout and the pose model are known to work. Its wheels ship only the
-    complexity-1 pose model and download the others on first use; nothing may download at run
-    time here, so a missing model is an error."""
-    if any(s is None for s in layout.sources):
-        raise ConfigError(
-            f"layout {layout.name} does not name each point's MediaPipe source; extract needs one "
-            "that does (karsl184, holistic543, pose33-hands42, pose33)"
-        )
-    mp = _mediapipe()
-    if model_complexity not in POSE_MODELS:
-        raise ConfigError(f"--model-complexity must be 0, 1 or 2, got {model_complexity}")
-    model = Path(mp.__file__).parent / "modules" / "pose_landmark" / POSE_MODELS[model_complexity]
-    if not model.exists():
-        raise ConfigError(
-            f"--model-complexity {model_complexity} needs MediaPipe's {model.name}, which its wheel does not "
-            "ship (MediaPipe would download it); use --model-complexity 1, or put the file at " + str(model)
-        )
-    return mp
-
-
 class Extractor:
-    """MediaPipe Holistic, set up once, for clips in one layout."""
+    """An extractor, checked once (MediaPipe, bundles, layout), for clips in one layout."""
 
-    def __init__(self, layout: KeypointLayout, model_complexity: int = 1):
-        _checked_mediapipe(layout, model_complexity)  # fail now, not on the first clip
-        self.layout, self.model_complexity = layout, model_complexity
+    def __init__(self, layout: KeypointLayout, choice: ExtractorChoice | None = None):
+        self.layout, self.choice = layout, (choice or ExtractorChoice()).resolved()
+        self.record = self.choice.record(layout)  # fail now, not on the first clip
 
     def __call__(self, path: Path) -> ExtractResult:
-        frames, width, height, fps = _frames(path)
+        frames, width, height, fps = read_frames(path)
         # A new tracker per clip: its tracking state must not carry over from the previous video.
-        with Tracker(self.layout, self.model_complexity) as track:
-            tracked = [track(image) for image in frames]
-        if not tracked:
+        with self.choice.open(self.layout, fps) as tracker:
+            tracked = tracker.track(frames)
+        if not len(tracked.keypoints):
             raise DatasetError(f"{path}: holds no frames")
         return ExtractResult(
-            np.stack([t.keypoints for t in tracked]),  # (T, P, 4)
-            width,
-            height,
-            fps,
-            sum(t.person for t in tracked),
-            sum(t.hands for t in tracked),
+            tracked.keypoints, width, height, fps, tracked.pose_frames, tracked.hand_frames, tracker.record
         )
 
 
@@ -349,10 +181,10 @@ def labels_for(found: list[tuple[Path, str]], manifest: Path | None, pattern: st
 _WORKER: Extractor | None = None
 
 
-def _init_worker(layout: KeypointLayout, model_complexity: int) -> None:
+def _init_worker(layout: KeypointLayout, choice: ExtractorChoice) -> None:
     global _WORKER
     os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging: warnings and worse only
-    _WORKER = Extractor(layout, model_complexity)
+    _WORKER = Extractor(layout, choice)
 
 
 def _run_one(path: Path, target: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -372,9 +204,24 @@ def _run_one(path: Path, target: Path) -> tuple[dict[str, Any] | None, str | Non
         fps=np.array(result.fps, dtype=np.float32),
         pose_frames=np.array(result.pose_frames),
         hand_frames=np.array(result.hand_frames),
+        extractor=npz_entry(result.record),
     )
     os.replace(tmp, target)
     return _stats(target), None
+
+
+def _check_same_extractor(target: Path, record: ExtractorRecord) -> None:
+    """An npz already in the output folder must come from this run's extractor (or predate records)."""
+    try:
+        with np.load(target, allow_pickle=False) as npz:
+            theirs = record_from_npz(npz, str(target))
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{target}: not a readable npz ({e}); delete it to extract it again") from None
+    if theirs is not None and theirs.differences(record):
+        raise DatasetError(
+            f"{target} was extracted with {theirs.describe()}, this run uses {record.describe()}; "
+            "extract into another folder (one folder, one extractor), or pass that folder's --extractor"
+        )
 
 
 def _stats(npz_path: Path) -> dict[str, Any]:
@@ -397,30 +244,34 @@ def extract(
     workers: int = 1,
     manifest: Path | None = None,
     pattern: str | None = None,
-    model_complexity: int = 1,
+    extractor: ExtractorChoice | None = None,
 ) -> tuple[ExtractReport, Path]:
     """Extract every input into out/<name>.npz (keypoints, frame_size, fps, detection counts)
     and write out/manifest.csv, which `prepare --from clips` reads. Inputs whose npz exists are
     skipped (resumable); a failing input is recorded in the report (not logged: the caller
-    says it) and the others go on. When none is extracted or skipped, nothing is written."""
+    says it) and the others go on. When none is extracted or skipped, nothing is written.
+    A clip already there from another extractor is an error: one folder, one extractor."""
     lay = load_layout(layout)
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     found = find_inputs(inputs)
     labels = labels_for(found, manifest, pattern)
-    Extractor(lay, model_complexity)  # fail now, in this process, if MediaPipe is missing or the layout can't be made
+    # Fail now, in this process, if MediaPipe or a bundle is missing or the layout can't be made.
+    checked = Extractor(lay, extractor)
+    choice, record = checked.choice, checked.record
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out} is a file; the output is a folder")
-    report = ExtractReport()
+    report = ExtractReport(record=record)
     todo, rows = [], {}
     for path, name in found:
         target = out / f"{name}.npz"
         if target.exists():
+            _check_same_extractor(target, record)
             report.skipped.append(name)
             rows[name] = (path, _stats(target))
         else:
             todo.append((path, name, target))
-    for path, name, (stats, error) in _run_all(todo, lay, model_complexity, workers):
+    for path, name, (stats, error) in _run_all(todo, lay, choice, workers):
         if error is not None:
             report.failed.append(error)
         else:
@@ -437,12 +288,12 @@ def extract(
 
 
 def _run_all(
-    todo: list[tuple[Path, str, Path]], layout: KeypointLayout, model_complexity: int, workers: int
+    todo: list[tuple[Path, str, Path]], layout: KeypointLayout, choice: ExtractorChoice, workers: int
 ) -> Iterator[tuple[Path, str, tuple[dict[str, Any] | None, str | None]]]:
     """(path, name, (stats, error)) of each input as it is done, in `workers` processes."""
     with progress_bar("extract: videos", len(todo)) as advance:
         if workers == 1:
-            _init_worker(layout, model_complexity)
+            _init_worker(layout, choice)
             for path, name, target in todo:
                 yield path, name, _run_one(path, target)
                 advance(1)
@@ -450,7 +301,7 @@ def _run_all(
         # Spawned, not forked: MediaPipe's graph threads in this process do not survive a fork.
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_init_worker, initargs=(layout, model_complexity)
+            workers, mp_context=context, initializer=_init_worker, initargs=(layout, choice)
         ) as pool:
             futures = {pool.submit(_run_one, p, t): (p, n) for p, n, t in todo}
             for fut in concurrent.futures.as_completed(futures):

@@ -15,9 +15,11 @@ import numpy as np
 import torch
 
 from accel_signs.core.errors import ConfigError, DatasetError, ExportError
+from accel_signs.data.extractor import ExtractorRecord, record_from_npz
 from accel_signs.data.prepare import check_clip
 from accel_signs.data.sampling import gather_frames, tsn_positions
 from accel_signs.data.store import NUMPY_LOAD_ERRORS
+from accel_signs.extractors.choose import ExtractorChoice, warn_if_other
 from accel_signs.model.checkpoint import Checkpoint, load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -71,26 +73,48 @@ def _recorded_size(value: Any, path: Path) -> tuple[float, float]:
 
 def is_video(path: Path) -> bool:
     """A video file or a folder of frame images (what `extract` reads)."""
-    from accel_signs.tools.extract import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    from accel_signs.extractors.base import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
     return (path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES) or (
         path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
     )
 
 
-def read_inputs(path: Path, layout) -> list[tuple[str, np.ndarray, tuple[float, float] | None]]:
+def read_inputs(
+    path: Path,
+    layout,
+    extractor: ExtractorChoice | None = None,
+    trained_on: ExtractorRecord | None = None,
+) -> list[tuple[str, np.ndarray, tuple[float, float] | None]]:
     """Clips to classify or draw: keypoint files as load_clips reads them, or a video / frame
-    folder, extracted with MediaPipe into `layout` first."""
+    folder, extracted into `layout` first by `extractor` (auto: `trained_on`'s, the checkpoint's
+    extractor, where this MediaPipe runs it). Keypoints from another extractor than `trained_on`
+    get one warning naming both."""
     if is_video(path):
         from accel_signs.tools.extract import Extractor
 
-        result = Extractor(layout)(path)
+        extract = Extractor(layout, (extractor or ExtractorChoice()).resolved(trained_on))
+        warn_if_other(trained_on, extract.record)
+        result = extract(path)
         if result.pose_frames == 0:
             logger.warning("%s: no person detected in any of its %d frames", path, len(result.keypoints))
         return [(path.stem, result.keypoints, (float(result.width), float(result.height)))]
     if path.is_dir():
         raise DatasetError(f"{path} is a folder without frame images; give a clip (.npy/.npz) or a video")
+    if trained_on is not None and path.suffix == ".npz" and path.is_file():
+        _warn_if_extracted_otherwise(path, trained_on)
     return load_clips(path, layout.num_points)
+
+
+def _warn_if_extracted_otherwise(path: Path, trained_on: ExtractorRecord) -> None:
+    """An npz from `extract` records its extractor: warn when it is not the checkpoint's."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            record = record_from_npz(npz, str(path))
+    except NUMPY_LOAD_ERRORS:
+        return  # load_clips says what is wrong with the file
+    if record is not None:
+        warn_if_other(trained_on, record)
 
 
 def model_input(clip: np.ndarray, seq_len: int) -> torch.Tensor:
@@ -120,19 +144,24 @@ def predict(
     clip_path: str | os.PathLike[str],
     top_k: int = 5,
     frame_size: tuple[float, float] | None = None,
+    extractor: ExtractorChoice | None = None,
 ) -> list[dict[str, Any]]:
     """Top-k classes of every clip in `clip_path` (keypoints, or a video to extract first), best
     first. `frame_size` is the (width, height) of the video the keypoints come from: MediaPipe
     divides x by the width and y by the height, and the model undoes that stretch (None: what a
-    video or an extracted clip records, else square)."""
+    video or an extracted clip records, else square). A video is extracted by `extractor`, by
+    default the checkpoint's."""
     if top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {top_k}")
     ckpt = load_checkpoint(checkpoint)
     results = []
-    for name, clip, size in read_inputs(Path(clip_path), ckpt.layout):
+    # For a video: the extractor that made its keypoints (--extractor, by default the checkpoint's).
+    made_by = (extractor or ExtractorChoice()).resolved(ckpt.extractor).name if is_video(Path(clip_path)) else None
+    for name, clip, size in read_inputs(Path(clip_path), ckpt.layout, extractor, ckpt.extractor):
         size = frame_size or size  # --frame-size wins over what a video or an extracted clip says
         results.append(
             {"clip": name, "frames": len(clip), "frame_size": list(size) if size else None}
+            | ({"extractor": made_by} if made_by else {})
             | {"top": classify(ckpt, clip, size, top_k)}
         )
     return results
@@ -144,27 +173,41 @@ def classify(
     """Top-k of one clip (frames, points, 4) from a video of `size` (width, height; None:
     square), best first, with every gloss the checkpoint has. `predict` and the live server
     both classify through here, so they give the same answer for the same keypoints."""
-    aspect = torch.tensor([size[0] / size[1] if size else 1.0])
+    return classify_batch(ckpt, [clip], [size], top_k)[0]
+
+
+def classify_batch(
+    ckpt: Checkpoint, clips: list[np.ndarray], sizes: list[tuple[float, float] | None], top_k: int = 5
+) -> list[list[dict[str, Any]]]:
+    """`classify` of several clips in one forward pass (the live server batches all its
+    connections' windows): each clip is sampled to the model's length on its own, so the answer
+    of each is the one it gets alone."""
+    aspect = torch.tensor([size[0] / size[1] if size else 1.0 for size in sizes])
+    seq_len = ckpt.meta["model"]["seq_len"]
     with torch.no_grad():
-        probs = ckpt.model(model_input(clip, ckpt.meta["model"]["seq_len"]), aspect).softmax(-1)[0]  # (classes,)
-    p, idx = probs.topk(min(top_k, len(probs)))
+        probs = ckpt.model(torch.cat([model_input(c, seq_len) for c in clips]), aspect).softmax(-1)  # (N, classes)
+    p, idx = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
     return [
-        {
-            "rank": r + 1,
-            "class_id": int(i),
-            "sign": ckpt.classes[i]["sign"],
-            "en": ckpt.classes[i]["en"],
-            "ar": ckpt.classes[i]["ar"],
-            "probability": round(float(q), 6),
-        }
-        for r, (q, i) in enumerate(zip(p, idx))
+        [
+            {
+                "rank": r + 1,
+                "class_id": int(i),
+                "sign": ckpt.classes[i]["sign"],
+                "en": ckpt.classes[i]["en"],
+                "ar": ckpt.classes[i]["ar"],
+                "probability": round(float(q), 6),
+            }
+            for r, (q, i) in enumerate(zip(row_p, row_i))
+        ]
+        for row_p, row_i in zip(p, idx)
     ]
 
 
 def format_predictions(results: list[dict[str, Any]]) -> str:
     lines = []
     for res in results:
-        lines.append(f"{res['clip']} ({res['frames']} frames):")
+        made_by = f", keypoints by the {res['extractor']} extractor" if res.get("extractor") else ""
+        lines.append(f"{res['clip']} ({res['frames']} frames{made_by}):")
         lines += [
             f"  {t['rank']}. {t['probability']:.4f}  {t['en']}  {t['ar']}  (sign {t['sign']})" for t in res["top"]
         ]

@@ -224,7 +224,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: ResumePlan | None
         run,
         state,
         lambda epoch, metrics: checkpoint_meta(
-            cfg, data.classes.classes, epoch, metrics, data.record(), runtime.to_dict(), data.layout
+            cfg, data.classes.classes, epoch, metrics, data.record(), runtime.to_dict(), data.layout, data.extractor
         ),
         freeze,
         stop,
