@@ -110,11 +110,13 @@ def _command(
     params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
     for o in options:
         default = "" if o.default == () else o.default  # a tuple option is typed as text: "" is empty
-        if o.argument:  # required unless its field has a default (dashboard's RUNS_DIR)
-            info = typer.Argument(help=o.help, show_default=o.default is not ...)
+        if o.argument:  # required unless its field has a default (dashboard's RUNS_DIR) or its variable is set
+            info = typer.Argument(
+                help=o.help, show_default=o.default is not ..., envvar=o.envvar, show_envvar=bool(o.envvar)
+            )
             default = inspect.Parameter.empty if o.default is ... else o.default
         else:
-            info = typer.Option(*o.flag.split(" "), help=o.help)
+            info = typer.Option(*o.flag.split(" "), help=o.help, envvar=o.envvar, show_envvar=bool(o.envvar))
         params.append(_keyword(o.name, Annotated[o.type, info], default))
     params += [_keyword(key, annotation, None) for key, annotation in (extra or {}).items()]
 

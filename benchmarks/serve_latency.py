@@ -5,6 +5,15 @@ sends nothing).
 
     python benchmarks/serve_latency.py --checkpoint runs/<run>/best
     python benchmarks/serve_latency.py --checkpoint ... --video my_signing.mp4 --seconds 60 --clients 1,2
+    python benchmarks/serve_latency.py --checkpoint ... --mode keypoints --clients 10,20,30 --seconds 30
+
+Two modes, as the page has them. `--mode jpeg` (the server runs MediaPipe): JPEG frames.
+`--mode keypoints` (MediaPipe runs in the browser): the video's keypoints, extracted once here
+with the server's own tracker, sent as the page sends them (one `keypoints` message a frame,
+in the checkpoint's layout, with the frame size); the server runs only the model, and batches
+the windows of all clients into one forward pass. `--workers N` passes `serve --workers`.
+Every client runs in this one process (asyncio): on a small machine it competes with the
+server for the CPU, which the figures include.
 
 Prints, for 1 and for 2 concurrent clients: frames/s processed per client, p50/p95 latency from
 a frame's arrival to the first prediction whose window includes it, over the frames processed
@@ -40,6 +49,7 @@ from helpers import letterboxed_frames  # noqa: E402 - the page's camera picture
 
 JPEG_QUALITY = 80  # the page's canvas.toBlob("image/jpeg", 0.8)
 IN_FLIGHT = 2  # the page's LIVE_IN_FLIGHT
+HELD_P95_MS, HELD_FPS = 250.0, 15.0  # a client is held: p95 frame -> prediction and frames/s processed
 
 
 def jpeg(frame: np.ndarray) -> bytes:
@@ -51,7 +61,7 @@ def jpeg(frame: np.ndarray) -> bytes:
 class Client:
     """One browser tab: sends at 30 frames/s with at most IN_FLIGHT unanswered."""
 
-    def __init__(self, frames: list[bytes], fps: float):
+    def __init__(self, frames: list[bytes | str], fps: float):
         self.frames, self.fps = frames, fps
         self.sent: dict[int, float] = {}
         self.keypoints_at: dict[int, float] = {}
@@ -59,6 +69,7 @@ class Client:
         self.signing: set[int] = set()  # frames the server processed while the signer was signing
         self.timings: list[dict[str, float]] = []
         self.acked, self.skipped, self.predictions, self.dropped = -1, 0, 0, 0
+        self.batches: list[int] = []  # windows per forward pass, as the predictions report them
 
     async def run(self, url: str, seconds: float) -> None:
         import websockets
@@ -95,6 +106,7 @@ class Client:
                 self.dropped = msg["dropped"]
             elif msg["type"] == "prediction":
                 self.predictions += 1
+                self.batches.append(msg.get("batch", 1))
                 self.timings.append(msg["timing_ms"])
                 for s in range(msg["first_seq"], msg["seq"] + 1):
                     if s in self.keypoints_at:
@@ -103,22 +115,56 @@ class Client:
                 self.acked = max(self.acked, msg.get("seq", self.acked))
 
 
+def _tree(pid: int) -> list[int]:
+    """pid and its descendants (the worker processes of `serve --workers`)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of the server: its process and its workers (user + system, children reaped included)."""
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """The peak resident memory of the server's processes, summed."""
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            lines = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) / 1024 for line in lines if line.startswith("VmHWM:"))
+    return total
 
 
-def start_server(checkpoint: str, port: int, clients: int) -> subprocess.Popen:
+def start_server(checkpoint: str, port: int, clients: int, workers: int = 1, extra=()) -> subprocess.Popen:
     env = dict(os.environ, GLOG_minloglevel="2", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "accel_signs", "-q", "serve", checkpoint, "--port", str(port)]
-    server = subprocess.Popen([*cmd, "--max-clients", str(clients)], env=env, stderr=subprocess.DEVNULL)
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    # --max-clients is per worker, and the kernel, not uvicorn, spreads the connections over the
+    # workers (not evenly): each may take them all.
+    cmd += ["--max-clients", str(clients), *extra]
+    server = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     for _ in range(300):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=1).read()
@@ -135,17 +181,28 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def measure(checkpoint: str, frames: list[bytes], clients: int, seconds: float, port: int) -> dict:
-    server = start_server(checkpoint, port, clients)
+def measure(
+    checkpoint: str,
+    frames: list[bytes | str],
+    clients: int,
+    seconds: float,
+    port: int,
+    workers: int = 1,
+    fps: float = 30.0,
+    extra: tuple[str, ...] = (),
+) -> dict:
+    server = start_server(checkpoint, port, clients, workers, extra)
     try:
-        cpu0 = cpu_seconds(server.pid)
-        runs = [Client(frames, 30.0) for _ in range(clients)]
+        time.sleep(1.0)  # the workers' start-up is not the clients' cost
+        cpu0, mine0, load0 = cpu_seconds(server.pid), time.process_time(), os.getloadavg()[0]
+        runs = [Client(frames, fps) for _ in range(clients)]
 
         async def all_clients():
             await asyncio.gather(*(c.run(f"ws://127.0.0.1:{port}/ws", seconds) for c in runs))
 
         asyncio.run(all_clients())
         cpu = cpu_seconds(server.pid) - cpu0
+        clients_cpu, load = time.process_time() - mine0, (load0 + os.getloadavg()[0]) / 2
         peak = peak_rss_mb(server.pid)
     finally:
         server.terminate()
@@ -172,10 +229,19 @@ def measure(checkpoint: str, frames: list[bytes], clients: int, seconds: float, 
     }
     mediapipe_wall = sum(t.get("mediapipe", 0.0) for c in runs for t in c.timings) / max(processed, 1)
     cpu_ms = 1000 * cpu / max(processed, 1)
+    fps_each = [round(len(c.keypoints_at) / c.duration, 2) for c in runs]
+    batches = [b for c in runs for b in c.batches]
     return {
         "clients": clients,
+        "workers": workers,
         "seconds": seconds,
-        "fps_per_client": [round(len(c.keypoints_at) / c.duration, 2) for c in runs],
+        "held": bool(percentile(while_signing, 95) <= HELD_P95_MS and min(fps_each) >= HELD_FPS),
+        "server_cpu_cores": cpu / seconds,
+        "server_cpu_cores_per_client": cpu / seconds / clients,
+        "clients_cpu_cores": clients_cpu / seconds,  # this process: every simulated client
+        "load_average": load,  # the machine's 1-minute load, at the start and the end (mean)
+        "mean_batch": float(np.mean(batches)) if batches else float("nan"),
+        "fps_per_client": fps_each,
         "frames_processed": processed,
         "skipped_by_client": sum(c.skipped for c in runs),
         "dropped_by_server": sum(c.dropped for c in runs),
@@ -198,6 +264,28 @@ def measure(checkpoint: str, frames: list[bytes], clients: int, seconds: float, 
         "mediapipe_wall_ms_per_frame": mediapipe_wall,
         "peak_rss_mb": peak,
     }
+
+
+def keypoint_messages(checkpoint: str, frames: list[np.ndarray]) -> list[str]:
+    """The page's keypoint messages for the frames: the keypoints in the checkpoint's layout (by
+    the server's own tracker, once, before the clock starts), rounded as the page rounds them."""
+    import cv2
+
+    from accel_signs.model.checkpoint import load_checkpoint
+    from accel_signs.serve.config import LiveConfig
+    from accel_signs.serve.pipeline import LiveSession
+
+    session = LiveSession(load_checkpoint(checkpoint), LiveConfig(), whole_clip=True)
+    try:
+        for i, frame in enumerate(frames):
+            session.track(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), i, i / 30)
+        height, width = frames[0].shape[:2]
+        return [
+            json.dumps({"type": "keypoints", "width": width, "height": height, "points": np.round(k, 6).tolist()})
+            for _, _, k in session.buffer
+        ]
+    finally:
+        session.close()
 
 
 def jpeg_effect(checkpoint: str, frames: list[np.ndarray]) -> dict:
@@ -245,22 +333,43 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="Length of each replay.")
     parser.add_argument("--clients", default="1,2", help="Concurrent clients to measure, comma-separated.")
     parser.add_argument("--port", type=int, default=8769)
+    parser.add_argument("--mode", choices=("jpeg", "keypoints"), default="jpeg", help="What the clients send.")
+    parser.add_argument("--workers", type=int, default=1, help="serve --workers (server processes).")
+    parser.add_argument("--fps", type=float, default=30.0, help="Frames per second each client sends.")
+    parser.add_argument("--max-batch", type=int, default=None, help="serve --max-batch (1: no batching).")
+    parser.add_argument("--skip-jpeg-check", action="store_true", help="Skip the JPEG-vs-exact top-5 comparison.")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
     frames = letterboxed_frames(Path(args.video), size)
     if not frames:
         raise SystemExit(f"{args.video}: no frames")
-    encoded = [jpeg(f) for f in frames]
+    encoded = [jpeg(f) for f in frames] if args.mode == "jpeg" else keypoint_messages(args.checkpoint, frames)
     print(
-        f"{args.video}: {len(frames)} frames at {size[0]}x{size[1]}, JPEG q{JPEG_QUALITY} ~{np.mean([len(e) for e in encoded]) / 1000:.0f} kB"
+        f"{args.video}: {len(frames)} frames at {size[0]}x{size[1]}, {args.mode} messages "
+        f"~{np.mean([len(e) for e in encoded]) / 1000:.1f} kB, {args.fps:g} frames/s per client, "
+        f"{args.workers} worker(s)"
     )
-    results = {"video": args.video, "size": args.size, "cpu_count": os.cpu_count(), "runs": []}
+    results = {
+        "video": args.video,
+        "size": args.size,
+        "mode": args.mode,
+        "workers": args.workers,
+        "fps": args.fps,
+        "max_batch": args.max_batch,
+        "cpu_count": os.cpu_count(),
+        "runs": [],
+    }
     for n in (int(v) for v in args.clients.split(",")):
-        r = measure(args.checkpoint, encoded, n, args.seconds, args.port)
+        extra = ("--max-batch", str(args.max_batch)) if args.max_batch else ()
+        r = measure(args.checkpoint, encoded, n, args.seconds, args.port, args.workers, args.fps, extra)
         results["runs"].append(r)
         c = r["cpu_ms_per_frame"]
+        fps = r["fps_per_client"]
         print(
-            f"{n} client(s): {', '.join(f'{v:.1f}' for v in r['fps_per_client'])} frames/s processed; "
+            f"{n} client(s){' HELD' if r['held'] else ''}: frames/s processed per client min {min(fps):.1f} "
+            f"mean {np.mean(fps):.1f}; server CPU {r['server_cpu_cores']:.2f} cores "
+            f"({r['server_cpu_cores_per_client']:.3f} per client), clients {r['clients_cpu_cores']:.2f} cores, "
+            f"load average {r['load_average']:.1f}; mean batch {r['mean_batch']:.1f}; "
             f"to prediction p50 {r['latency_to_prediction_ms']['p50']:.0f} ms, p95 {r['latency_to_prediction_ms']['p95']:.0f} ms "
             f"(first 10 s p50 {r['latency_p50_first_10s_ms']:.0f}, last 10 s {r['latency_p50_last_10s_ms']:.0f}; "
             f"pre-roll frames included: p95 {r['latency_to_prediction_with_preroll_ms']['p95']:.0f}); "
@@ -269,13 +378,14 @@ def main() -> None:
             f"and server {c['mediapipe_and_server']:.1f} + features {c['features']:.1f} + model {c['model']:.1f} "
             f"(MediaPipe wall {r['mediapipe_wall_ms_per_frame']:.1f} ms); peak memory {r['peak_rss_mb']:.0f} MB"
         )
-    results["jpeg"] = jpeg_effect(args.checkpoint, frames)
-    j = results["jpeg"]
-    print(
-        f"JPEG q{JPEG_QUALITY} vs exact frames: same top-1 {j['same_top1']}, top-5 overlap {j['top5_overlap']}/5, "
-        f"largest probability change {j['max_probability_change']:.4f}"
-    )
-    out = ROOT / "bench" / "results" / f"serve_latency-{datetime.now():%Y%m%d-%H%M%S}.json"
+    if args.mode == "jpeg" and not args.skip_jpeg_check:
+        results["jpeg"] = jpeg_effect(args.checkpoint, frames)
+        j = results["jpeg"]
+        print(
+            f"JPEG q{JPEG_QUALITY} vs exact frames: same top-1 {j['same_top1']}, top-5 overlap {j['top5_overlap']}/5, "
+            f"largest probability change {j['max_probability_change']:.4f}"
+        )
+    out = ROOT / "bench" / "results" / f"serve_latency-{args.mode}-{datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
     print(out)

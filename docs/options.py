@@ -92,6 +92,8 @@ def config_rows(cls: type) -> list[tuple[str, str, str, str]]:
         meaning = o.help
         if values := choices(cls, tuple(o.path)):
             meaning += " Choices: " + ", ".join(f"`{v}`" for v in values) + "."
+        if getattr(o, "envvar", None):
+            meaning += f" Environment: `{o.envvar}`."
         required = argument and o.default is ...
         rows.append((_flag(o.flag, argument), "required" if required else _default(o.default), key, meaning))
     return rows

@@ -2,12 +2,13 @@
 Chromium whose fake camera plays tests/data/signer_video.mp4 (Debian's chromium and
 chromium-driver, and selenium from the dev extra).
 
-    python docs/screenshot.py runs/<run>/best docs/live.png [--theme dark]
+    python docs/screenshot.py runs/<run>/best docs/live.png [--theme dark] [--draw pose,hands]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--theme", choices=("light", "dark"), default="light")
     parser.add_argument("--seconds", type=float, default=12.0, help="Signing shown before the picture.")
+    parser.add_argument("--draw", default="face,pose,hands", help="The parts the page draws (its drawing controls).")
     args = parser.parse_args()
     from selenium import webdriver
 
@@ -53,8 +55,13 @@ def main() -> None:
                     time.sleep(0.2)
             driver.get(f"http://127.0.0.1:{port}/")
             driver.execute_script(f"localStorage.setItem('accel_signs.theme', '{args.theme}')")
+            parts = {part: part in args.draw.split(",") for part in ("face", "pose", "hands")}
+            driver.execute_script("localStorage.setItem('accel_signs.drawing', arguments[0])", json.dumps(parts))
             driver.get(f"http://127.0.0.1:{port}/")
-            time.sleep(2)
+            for _ in range(600):  # the page has the model, and MediaPipe where it runs it
+                if driver.execute_script("return document.body.dataset.ready === '1'"):
+                    break
+                time.sleep(0.2)
             driver.find_element("id", "start").click()
             time.sleep(args.seconds)
             driver.save_screenshot(str(args.out))

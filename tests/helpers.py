@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -103,6 +104,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(ckpt, cfg, **app_options):
+    """The live server (serve.app.make_server) on a thread, on 127.0.0.1:cfg.port, until the
+    block ends; yields "127.0.0.1:PORT". `ckpt` None: the app loads cfg.checkpoint itself."""
+    import threading
+    import time
+
+    from accel_signs.serve.app import make_server
+
+    server = make_server(ckpt, cfg, **app_options)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"127.0.0.1:{cfg.port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

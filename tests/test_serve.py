@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from accel_signs.cli import app
 from accel_signs.data.synth import SynthSpec, write_synthetic
-from helpers import assert_one_line_error, train_tiny_run
+from helpers import assert_one_line_error, free_port, serving, train_tiny_run
 
 mp = pytest.importorskip("mediapipe", reason="the serve extra is not installed (pip install 'accel-signs[serve]')")
 cv2 = pytest.importorskip("cv2")
@@ -143,25 +143,11 @@ def _huge_header(data: bytes, width: int, height: int) -> bytes:
 @contextlib.contextmanager
 def running_server(checkpoint: Path, **options):
     from accel_signs.model.checkpoint import load_checkpoint
-    from accel_signs.serve.app import make_server
     from accel_signs.serve.config import ServeConfig
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cfg = ServeConfig(checkpoint=str(checkpoint), port=port, **options)
-    server = make_server(load_checkpoint(checkpoint), cfg)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"ws://127.0.0.1:{port}/ws"
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    cfg = ServeConfig(checkpoint=str(checkpoint), port=free_port(), **options)
+    with serving(load_checkpoint(checkpoint), cfg) as where:
+        yield f"ws://{where}/ws"
 
 
 def _recv(ws, timeout: float = 30.0) -> dict:

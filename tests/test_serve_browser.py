@@ -43,10 +43,17 @@ if not (CHROMIUM and CHROMEDRIVER):
 @pytest.fixture(scope="module", params=["tasks", "holistic"])
 def server(request, tmp_path_factory: pytest.TempPathFactory, landmarker_cache):
     """`accel-signs serve --extractor X` on a small model of KArSL signs 160-165 (eat, drink,
-    sleep, ...): tasks on the test bundles (conftest), holistic where MediaPipe <= 0.10.21 is."""
+    sleep, ...): tasks on the test bundles (conftest), holistic where MediaPipe <= 0.10.21 is; or a
+    server already running at ACCEL_SIGNS_TEST_URL that serves ACCEL_SIGNS_TEST_CHECKPOINT, made
+    the same way (deploy/test_container.sh: the container), tested once with its own extractor."""
     from accel_signs.extractors.choose import runnable
 
     extractor = request.param
+    if os.environ.get("ACCEL_SIGNS_TEST_URL"):
+        if extractor != "tasks":
+            pytest.skip("a server already running is tested once, with its own extractor")
+        yield os.environ["ACCEL_SIGNS_TEST_URL"], Path(os.environ["ACCEL_SIGNS_TEST_CHECKPOINT"])
+        return
     if not runnable(extractor) or (extractor == "tasks" and landmarker_cache is None):
         pytest.skip(f"the installed MediaPipe does not run the {extractor} extractor")
     chosen = ["--extractor", extractor]
@@ -96,6 +103,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
         "--autoplay-policy=no-user-gesture-required",
     ):
         options.add_argument(arg)
+    if os.environ.get("ACCEL_SIGNS_TEST_URL", "").startswith("https:"):
+        options.add_argument("--ignore-certificate-errors")  # deploy/test_container.sh's proxy: self-signed
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
     yield driver
     driver.quit()

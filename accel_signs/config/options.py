@@ -21,6 +21,7 @@ class ConfigOption:
     type: Any  # what the command line reads
     resumable: bool
     argument: bool
+    envvar: str | None = None  # the environment variable that also sets it (a config's ENV_PREFIX)
 
     @property
     def name(self) -> str:
@@ -43,27 +44,31 @@ def _cli_type(f: dataclasses.Field, hint: Any) -> Any:
     return cli | None if f.default is None else cli
 
 
-def config_options(cls: type, prefix: tuple[str, ...] = ()) -> list[ConfigOption]:
-    """The fields of `cls` (nested configs included) that have a command-line flag."""
+def config_options(cls: type, prefix: tuple[str, ...] = (), env_prefix: str | None = None) -> list[ConfigOption]:
+    """The fields of `cls` (nested configs included) that have a command-line flag. When `cls`
+    has an ENV_PREFIX (e.g. ACCEL_SIGNS_SERVE_), each can also be set by the environment variable
+    ENV_PREFIX + its name in capitals (ACCEL_SIGNS_SERVE_MAX_CLIENTS), nested fields included."""
     out = []
+    env_prefix = env_prefix or getattr(cls, "ENV_PREFIX", None) or None
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         hint, meta = hints[f.name], f.metadata
         if dataclasses.is_dataclass(hint):
-            out += config_options(hint, (*prefix, f.name))
+            out += config_options(hint, (*prefix, f.name), env_prefix)
         elif meta.get("flag"):
             default = f.default if f.default is not dataclasses.MISSING else ...
-            out.append(
-                ConfigOption(
-                    (*prefix, f.name),
-                    meta["flag"],
-                    meta["help"],
-                    default,
-                    _cli_type(f, hint),
-                    meta.get("resumable", False),
-                    meta.get("argument", False),
-                )
+            option = ConfigOption(
+                (*prefix, f.name),
+                meta["flag"],
+                meta["help"],
+                default,
+                _cli_type(f, hint),
+                meta.get("resumable", False),
+                meta.get("argument", False),
             )
+            if env_prefix:
+                option = dataclasses.replace(option, envvar=env_prefix + option.name.upper())
+            out.append(option)
     return out
 
 

@@ -22,7 +22,7 @@ from accel_signs.data.layout import KeypointLayout
 from accel_signs.extractors.choose import ExtractorChoice
 from accel_signs.model.checkpoint import Checkpoint
 from accel_signs.serve.config import LiveConfig
-from accel_signs.tools.inference import classify
+from accel_signs.tools.inference import classify_batch
 
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 # Start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry the size.
@@ -169,19 +169,26 @@ class LiveSession:
     )  # the buffer: tracked into on one thread, read on another
 
     def __post_init__(self) -> None:
-        self.tracker = self.tracker or self.extractor.open(self.ckpt.layout)
         self.hands = hand_points(self.ckpt.layout)
         self.shoulders = self.ckpt.layout.shoulders
         self.acceptor = SignAcceptor(self.cfg.threshold)
         _time_features(self.ckpt.model)
 
+    def open_tracker(self) -> Any:
+        """The connection's MediaPipe tracker, made on its first image: a connection whose
+        browser runs MediaPipe itself (keypoint messages) never needs one."""
+        if self.tracker is None:
+            self.tracker = self.extractor.open(self.ckpt.layout)
+        return self.tracker
+
     def close(self) -> None:
-        self.tracker.close()
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
 
     def restart(self, whole_clip: bool) -> None:
         """A new stream (another upload, or back to the camera): tracking and buffer start over."""
-        self.tracker.close()
-        self.tracker = self.extractor.open(self.ckpt.layout)
+        self.close()
         self.whole_clip, self.size, self.signing, self.still_since, self.last_hands = (
             whole_clip,
             None,
@@ -197,26 +204,38 @@ class LiveSession:
         """Run MediaPipe on the next frame (seq, at t seconds) and update the buffer and the idle
         state; returns what the page draws: the keypoints (x, y; undetected null) and the state."""
         height, width = image.shape[:2]
-        if self.size != (width, height):
-            with self.lock:  # a new size is a new stream (another camera): its frames start over
-                self.buffer.clear()
-                self.size = (float(width), float(height))
-        frame = self.tracker(image, at=t)
-        moving = self._moving(frame.keypoints, t)
-        with self.lock:
-            self.buffer.append((seq, t, frame.keypoints))
-            stopped = self._update_state(moving, t)
-            self.since_classified += 1
+        self._resize((float(width), float(height)))
+        frame = self.open_tracker()(image, at=t)
+        drawn = self.add(frame.keypoints, seq, t)
         points = np.round(frame.keypoints[:, :2], 4)
         detected = (frame.keypoints[:, :2] != 0).any(1)
-        return {
-            "seq": seq,
-            "state": "signing" if self.signing else "idle",
+        return drawn | {
             "person": frame.person,
             "hands": frame.hands,
             "points": [p.tolist() if d else None for p, d in zip(points, detected)],
-            "stopped": stopped,
         }
+
+    def add_keypoints(self, keypoints: np.ndarray, size: tuple[float, float], seq: int, t: float) -> dict[str, Any]:
+        """A frame whose keypoints the browser made (points, 4) in the layout, from a frame of
+        `size`: the buffer and the idle state as `track` updates them, without MediaPipe here."""
+        self._resize(size)
+        return self.add(keypoints, seq, t)
+
+    def _resize(self, size: tuple[float, float]) -> None:
+        if self.size != size:
+            with self.lock:  # a new size is a new stream (another camera): its frames start over
+                self.buffer.clear()
+                self.size = size
+
+    def add(self, keypoints: np.ndarray, seq: int, t: float) -> dict[str, Any]:
+        """One frame's keypoints into the buffer and the idle state: seq, idle or signing, and
+        whether the signer has just stopped."""
+        moving = self._moving(keypoints, t)
+        with self.lock:
+            self.buffer.append((seq, t, keypoints))
+            stopped = self._update_state(moving, t)
+            self.since_classified += 1
+        return {"seq": seq, "state": "signing" if self.signing else "idle", "stopped": stopped}
 
     def _moving(self, keypoints: np.ndarray, t: float) -> bool:
         """Whether the hands moved faster than cfg.motion (shoulder widths per second) since the
@@ -292,11 +311,7 @@ class LiveSession:
     def classify(self, window: Window, top_k: int = 5) -> tuple[list[dict[str, Any]], Timings]:
         """The window's top-k (predict's answer for the same keypoints), and its CPU time split
         into the input features (inside the model) and the rest (sampling, the transformer)."""
-        _clock.features = 0.0
-        cpu = time.thread_time()
-        top = classify(self.ckpt, window.clip, window.size, top_k)
-        total = time.thread_time() - cpu
-        return top, Timings(features=_clock.features, model=total - _clock.features)
+        return classify_windows(self.ckpt, [window], top_k)[0]
 
     def accept(self, top: list[dict[str, Any]]) -> dict[str, Any] | None:
         return self.acceptor.update(top[0])
@@ -304,6 +319,20 @@ class LiveSession:
     def stop(self) -> dict[str, Any] | None:
         """The signer went idle: the last sign's peak, if it was not accepted yet."""
         return self.acceptor.flush()
+
+
+def classify_windows(
+    ckpt: Checkpoint, windows: list[Window], top_k: int = 5
+) -> list[tuple[list[dict[str, Any]], Timings]]:
+    """The top-k of several windows (of any connections) in one forward pass, each with its share
+    of the pass's CPU time: features (inside the model) and the rest (sampling, the transformer)."""
+    _time_features(ckpt.model)
+    _clock.features = 0.0
+    cpu = time.thread_time()
+    tops = classify_batch(ckpt, [w.clip for w in windows], [w.size for w in windows], top_k)
+    n = len(windows)
+    total, features = (time.thread_time() - cpu) / n, _clock.features / n
+    return [(top, Timings(features=features, model=total - features)) for top in tops]
 
 
 def _time_features(model) -> None:

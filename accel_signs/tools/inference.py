@@ -173,20 +173,33 @@ def classify(
     """Top-k of one clip (frames, points, 4) from a video of `size` (width, height; None:
     square), best first, with every gloss the checkpoint has. `predict` and the live server
     both classify through here, so they give the same answer for the same keypoints."""
-    aspect = torch.tensor([size[0] / size[1] if size else 1.0])
+    return classify_batch(ckpt, [clip], [size], top_k)[0]
+
+
+def classify_batch(
+    ckpt: Checkpoint, clips: list[np.ndarray], sizes: list[tuple[float, float] | None], top_k: int = 5
+) -> list[list[dict[str, Any]]]:
+    """`classify` of several clips in one forward pass (the live server batches all its
+    connections' windows): each clip is sampled to the model's length on its own, so the answer
+    of each is the one it gets alone."""
+    aspect = torch.tensor([size[0] / size[1] if size else 1.0 for size in sizes])
+    seq_len = ckpt.meta["model"]["seq_len"]
     with torch.no_grad():
-        probs = ckpt.model(model_input(clip, ckpt.meta["model"]["seq_len"]), aspect).softmax(-1)[0]  # (classes,)
-    p, idx = probs.topk(min(top_k, len(probs)))
+        probs = ckpt.model(torch.cat([model_input(c, seq_len) for c in clips]), aspect).softmax(-1)  # (N, classes)
+    p, idx = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
     return [
-        {
-            "rank": r + 1,
-            "class_id": int(i),
-            "sign": ckpt.classes[i]["sign"],
-            "en": ckpt.classes[i]["en"],
-            "ar": ckpt.classes[i]["ar"],
-            "probability": round(float(q), 6),
-        }
-        for r, (q, i) in enumerate(zip(p, idx))
+        [
+            {
+                "rank": r + 1,
+                "class_id": int(i),
+                "sign": ckpt.classes[i]["sign"],
+                "en": ckpt.classes[i]["en"],
+                "ar": ckpt.classes[i]["ar"],
+                "probability": round(float(q), 6),
+            }
+            for r, (q, i) in enumerate(zip(row_p, row_i))
+        ]
+        for row_p, row_i in zip(p, idx)
     ]
 
 
