@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -25,6 +26,15 @@ pytest.importorskip("mediapipe", reason="the serve extra is not installed (pip i
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'accel-signs[serve]')")
 websockets_sync = pytest.importorskip("websockets.sync.client")
 from websockets.exceptions import InvalidStatus  # noqa: E402
+
+# The default extractor starts when the model loads: with the Tasks API installed, on the test
+# bundles (conftest), in this process and in the servers it starts (_cache).
+pytestmark = pytest.mark.usefixtures("with_landmarkers")
+
+
+def _cache() -> dict[str, str]:
+    """The landmarker cache of this process (the test bundles') for a server it starts."""
+    return {"ACCEL_SIGNS_CACHE": os.environ["ACCEL_SIGNS_CACHE"]} if "ACCEL_SIGNS_CACHE" in os.environ else {}
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +170,7 @@ def _cli_serving(tmp_path: Path, args: list[str], **env: str):
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "accel_signs", "serve", *args],
-        env=cli_env(tmp_path, GLOG_minloglevel="2", ACCEL_SIGNS_SERVE_PORT=str(port), **env),
+        env=cli_env(tmp_path, GLOG_minloglevel="2", ACCEL_SIGNS_SERVE_PORT=str(port), **_cache(), **env),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
