@@ -25,26 +25,33 @@ COPY pyproject.toml README.md /src/
 COPY accel_signs /src/accel_signs
 RUN if [ -f /local/ca.crt ]; then export PIP_CERT=/local/ca.crt; fi \
     && /opt/venv/bin/pip install --find-links /local "/src[$EXTRAS]"
-# MediaPipe's wheel asks for jax and jaxlib (and so SciPy: 440 MB together, for its model maker:
-# the landmarkers never import them) and for OpenCV's GUI build (which needs libGL and X11: 400 MB
-# of Mesa and LLVM in the image). A server needs none of them: the headless OpenCV of the same
-# version replaces the GUI build.
+# MediaPipe's wheels ask for OpenCV's GUI build (which needs libGL and X11: 400 MB of Mesa and
+# LLVM in the image), and up to 0.10.21 for jax and jaxlib (and so SciPy: 440 MB, for its model
+# maker). A server imports none of them: the headless OpenCV of the same version replaces the GUI
+# build, and SciPy goes when nothing else needs it.
 RUN if [ -f /local/ca.crt ]; then export PIP_CERT=/local/ca.crt; fi \
-    && opencv=$(/opt/venv/bin/python -c "import importlib.metadata as m; print(m.version('opencv-contrib-python'))") \
-    && /opt/venv/bin/pip uninstall -y -q jax jaxlib scipy opencv-contrib-python \
-    && /opt/venv/bin/pip install --no-deps "opencv-contrib-python-headless==$opencv"
+    && pip=/opt/venv/bin/pip \
+    && $pip uninstall -y -q jax jaxlib \
+    && if [ -z "$($pip show scipy 2>/dev/null | sed -n 's/^Required-by: *//p')" ]; then $pip uninstall -y -q scipy; fi \
+    && opencv=$($pip show opencv-contrib-python 2>/dev/null | sed -n 's/^Version: *//p') \
+    && if [ -n "$opencv" ]; then \
+         $pip uninstall -y -q opencv-contrib-python && $pip install --no-deps "opencv-contrib-python-headless==$opencv"; fi
 
 FROM ${BASE}
 ENV DEBIAN_FRONTEND=noninteractive
-# python3 where the base lacks it (the venv's interpreter is the base's).
-RUN if ! command -v python3 >/dev/null; then \
-      apt-get update && apt-get install -y --no-install-recommends python3 && rm -rf /var/lib/apt/lists/*; fi \
+# MediaPipe's Tasks load libEGL and libGLESv2 even on the CPU: the GL dispatchers (libglvnd, no
+# Mesa: nothing draws); python3 where the base lacks it (the venv's interpreter is the base's).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libegl1 libgles2 $(command -v python3 >/dev/null || echo python3) \
+    && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --create-home --home-dir /home/signs signs \
     && mkdir -p /cache/huggingface /cache/accel_signs /model \
     && chown -R signs: /cache
 COPY --from=build /opt/venv /opt/venv
-# Fail the build, not the first start, when a library is missing.
-RUN /opt/venv/bin/python -c "import accel_signs.serve.app, mediapipe, cv2, torch"
+# Fail the build, not the first start, when a library is missing (MediaPipe's Tasks C library
+# links the system's libEGL and libGLESv2).
+RUN /opt/venv/bin/python -c "import ctypes, pathlib, accel_signs.serve.app, cv2, torch, mediapipe as mp; \
+[ctypes.CDLL(str(so)) for so in pathlib.Path(mp.__file__).parent.glob('tasks/c/*.so')]"
 # Every `serve` option can be set as ACCEL_SIGNS_SERVE_<OPTION> (compose.yaml's .env).
 # The model: a folder mounted at /model, or ACCEL_SIGNS_SERVE_CHECKPOINT=hf://USER/NAME.
 # /cache is a volume: the Hub's downloads and the MediaPipe landmarker bundles stay there.

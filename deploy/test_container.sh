@@ -23,7 +23,7 @@ check() { if [ "$2" != "$3" ]; then echo "container: $1 is $2, expected $3" >&2;
 
 if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose); else COMPOSE=(docker-compose); fi
 STARTED_DOCKERD= NGINX_STARTED=
-compose() { "${COMPOSE[@]}" -p "$PROJECT" --env-file "$WORK/test.env" -f compose.yaml "$@"; }
+compose() { "${COMPOSE[@]}" -p "$PROJECT" --env-file "$WORK/test.env" -f compose.yaml -f "$WORK/bundles.yaml" "$@"; }
 cleanup() {
   set +e
   if [ -n "$NGINX_STARTED" ]; then nginx -c "$WORK/nginx.conf" -s stop; fi
@@ -83,6 +83,16 @@ store = write_synthetic(root / "store", SynthSpec(classes=6, signers=2, reps=4, 
 train_tiny_run(store, root / "runs", "--num-epochs", "2")
 EOF
 MODEL=$WORK/runs/r/best
+# The tasks extractor's bundles: Google's cannot be fetched from here, so the test bundles
+# (tests/make_landmarkers.py) are mounted read-only, as on a server without internet (docs/deploy.md).
+"$PY" tests/make_landmarkers.py "$WORK/landmarkers" >"$WORK/landmarkers.log" 2>&1 \
+  || { tail -20 "$WORK/landmarkers.log"; exit 1; }
+cat >"$WORK/bundles.yaml" <<EOF
+services:
+  serve:
+    volumes:
+      - $WORK/landmarkers:/landmarkers:ro
+EOF
 chmod -R a+rX "$WORK"  # the container's user is not root
 PORT=$(free_port)
 cat >"$WORK/test.env" <<EOF
@@ -91,6 +101,8 @@ MODEL_DIR=$MODEL
 PORT=$PORT
 ENV_FILE=$WORK/test.env
 ACCEL_SIGNS_SERVE_MAX_CLIENTS=2
+ACCEL_SIGNS_SERVE_EXTRACTOR=tasks
+ACCEL_SIGNS_SERVE_LANDMARKERS=/landmarkers
 EOF
 
 # 4. Up, and the time until /readyz answers 200.

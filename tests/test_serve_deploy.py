@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -26,15 +25,6 @@ pytest.importorskip("mediapipe", reason="the serve extra is not installed (pip i
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'accel-signs[serve]')")
 websockets_sync = pytest.importorskip("websockets.sync.client")
 from websockets.exceptions import InvalidStatus  # noqa: E402
-
-# The default extractor starts when the model loads: with the Tasks API installed, on the test
-# bundles (conftest), in this process and in the servers it starts (_cache).
-pytestmark = pytest.mark.usefixtures("with_landmarkers")
-
-
-def _cache() -> dict[str, str]:
-    """The landmarker cache of this process (the test bundles') for a server it starts."""
-    return {"ACCEL_SIGNS_CACHE": os.environ["ACCEL_SIGNS_CACHE"]} if "ACCEL_SIGNS_CACHE" in os.environ else {}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +70,7 @@ def test_origins_are_compared_as_browsers_send_them():
     assert ServeConfig(checkpoint="x", root_path="/signs/").root_path == "/signs"
 
 
-def test_a_websocket_from_another_origin_is_refused(checkpoint):
+def test_a_websocket_from_another_origin_is_refused(checkpoint, with_landmarkers):
     from accel_signs.model.checkpoint import load_checkpoint
     from accel_signs.serve.config import ServeConfig
 
@@ -98,7 +88,7 @@ def test_a_websocket_from_another_origin_is_refused(checkpoint):
                 assert json.loads(ws.recv(timeout=30))["type"] == "hello", good
 
 
-def test_healthz_and_readyz_before_and_after_the_model_loads(checkpoint):
+def test_healthz_and_readyz_before_and_after_the_model_loads(checkpoint, with_landmarkers):
     from accel_signs.serve.app import load_ready
     from accel_signs.serve.config import ServeConfig
 
@@ -163,14 +153,21 @@ def test_weights_that_fail_to_load_stop_the_server_with_one_line(checkpoint, tmp
     assert_one_line_error(result.stderr, "model.safetensors")
 
 
+def _bundles(landmarker_cache: Path | None) -> dict[str, str]:
+    """The test bundles (conftest) for a server process, by its environment variable."""
+    return {"ACCEL_SIGNS_SERVE_LANDMARKERS": str(landmarker_cache / "landmarkers")} if landmarker_cache else {}
+
+
 @contextlib.contextmanager
-def _cli_serving(tmp_path: Path, args: list[str], **env: str):
+def _cli_serving(tmp_path: Path, landmarker_cache: Path | None, args: list[str], **env: str):
     """`accel-signs serve` as a user starts it, until /readyz says ready."""
     port = free_port()
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "accel_signs", "serve", *args],
-        env=cli_env(tmp_path, GLOG_minloglevel="2", ACCEL_SIGNS_SERVE_PORT=str(port), **_cache(), **env),
+        env=cli_env(
+            tmp_path, GLOG_minloglevel="2", ACCEL_SIGNS_SERVE_PORT=str(port), **_bundles(landmarker_cache), **env
+        ),
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -192,7 +189,7 @@ def _cli_serving(tmp_path: Path, args: list[str], **env: str):
         log.close()
 
 
-def test_options_from_the_environment_and_the_root_path(checkpoint, tmp_path):
+def test_options_from_the_environment_and_the_root_path(checkpoint, tmp_path, landmarker_cache):
     """Every option of the command, the checkpoint included, from ACCEL_SIGNS_SERVE_*; a flag
     given on the command line wins over its variable."""
     help_text = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200).output
@@ -204,7 +201,7 @@ def test_options_from_the_environment_and_the_root_path(checkpoint, tmp_path):
         "ACCEL_SIGNS_SERVE_MAX_CLIENTS": "9",
         "ACCEL_SIGNS_SERVE_THRESHOLD": "0.25",
     }
-    with _cli_serving(tmp_path, ["--max-clients", "3"], **env) as (port, _):
+    with _cli_serving(tmp_path, landmarker_cache, ["--max-clients", "3"], **env) as (port, _):
         base = f"http://127.0.0.1:{port}"
         assert _get(base + "/readyz")[1]["max_clients"] == 3  # the flag, not the variable
         assert _get(base + "/api/model")[1]["live"]["threshold"] == 0.25  # a nested (live) option
@@ -223,9 +220,10 @@ def test_options_from_the_environment_and_the_root_path(checkpoint, tmp_path):
     assert_one_line_error(result.stderr, "--workers")
 
 
-def test_workers_share_the_port(checkpoint, tmp_path):
+def test_workers_share_the_port(checkpoint, tmp_path, landmarker_cache):
     psutil = pytest.importorskip("psutil")
-    with _cli_serving(tmp_path, [str(checkpoint), "--workers", "2", "--max-clients", "1"]) as (port, proc):
+    args = [str(checkpoint), "--workers", "2", "--max-clients", "1"]
+    with _cli_serving(tmp_path, landmarker_cache, args) as (port, proc):
         workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "spawn" in " ".join(p.cmdline())]
         assert len(workers) == 2, [p.cmdline() for p in psutil.Process(proc.pid).children(recursive=True)]
         # Each worker has its own limit: two signers at once, one per worker, wherever they land.
