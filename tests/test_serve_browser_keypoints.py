@@ -10,10 +10,12 @@ ACCEL_SIGNS_SCREENSHOT=docs/live.png to also write the screenshot the docs show.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, landmarker_cache, frames_di
     from fastapi.staticfiles import StaticFiles
 
     from accel_signs.extractors.choose import ExtractorChoice
+    from accel_signs.model.checkpoint import load_checkpoint
     from accel_signs.serve.app import create_app
     from accel_signs.serve.config import ServeConfig
 
@@ -83,13 +86,19 @@ def server(tmp_path_factory: pytest.TempPathFactory, landmarker_cache, frames_di
     server = uvicorn.Server(uvicorn.Config(counting, host="127.0.0.1", port=cfg.port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    url = f"http://127.0.0.1:{cfg.port}/"
     deadline = time.monotonic() + 120
-    while app.state.readiness.ckpt is None:
-        assert time.monotonic() < deadline and thread.is_alive(), f"not ready: {app.state.readiness.reason}"
-        time.sleep(0.1)
-    ckpt = app.state.readiness.ckpt
-    assert set(app.state.readiness.landmarkers) == {"pose", "hands", "face"}
-    yield f"http://127.0.0.1:{cfg.port}/", counting, ckpt, ExtractorChoice("tasks", bundles)
+    while True:  # /readyz: the model loaded and MediaPipe started
+        try:
+            urllib.request.urlopen(url + "readyz", timeout=5).read()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and thread.is_alive(), "the server was not ready in 120 s"
+            time.sleep(0.2)
+    info = json.loads(urllib.request.urlopen(url + "api/model", timeout=5).read())
+    assert set(info["landmarkers"]) == {"pose", "hands", "face"}  # the page gets the server's bundles
+    ckpt = load_checkpoint(best)
+    yield url, counting, ckpt, ExtractorChoice("tasks", bundles)
     server.should_exit = True
     thread.join(30)
 
