@@ -8,7 +8,7 @@ import os
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +54,37 @@ class TrainState:
     best_val_loss: float = math.inf  # of the best epoch
     best_val_acc: float = -1.0  # of the best epoch
     best_epoch: int = 0
+    best_mean: float | None = None  # the best epoch's mean best metric over its window (Selection)
+    recent: list[list[float]] = field(default_factory=list)  # [val_loss, val_acc] of the last epochs, oldest first
     # Where the next epoch starts when the run stopped inside it (a signal; see stop.py): the
     # steps it did, each process's (loss sum, sample count) so far, and the lr the epoch began
     # with. None when the last save was at an epoch's end.
     partial: dict[str, Any] | None = None
     stopped_by: str | None = None  # the signal that stopped the run at its last save, if one did
 
-    def improved(self, metric: str, val_loss: float, val_acc: float) -> bool:
-        """Whether this epoch beats the best so far by `metric` (accuracy ties: lower loss)."""
-        if metric == "val_loss":
-            return val_loss < self.best_val_loss
-        return val_acc > self.best_val_acc or (val_acc == self.best_val_acc and val_loss < self.best_val_loss)
+    def consider(self, epoch: int, metric: str, val_loss: float, val_acc: float, window: int = 1) -> bool:
+        """Note this epoch's validation; if it beats the best so far by `metric`, make it the best.
+
+        A tie in `metric` goes to the better mean of it over `window` epochs (this one and those
+        before it: one epoch's accuracy on a small validation set is noisy, its neighbours' weights
+        are close to its own, so the mean measures the stretch of training it ends, on `window`
+        times the clips); a tie in that too, with val_acc, to the lower val loss; after that the
+        earlier epoch stays. With window 1 it is the rule of runs before config version 3."""
+        self.recent = [*self.recent, [val_loss, val_acc]][-window:]
+        column = 0 if metric == "val_loss" else 1
+        # Rounded: the same accuracies summed in another order must tie.
+        mean = round(sum(r[column] for r in self.recent) / len(self.recent), 9)
+        sign = -1.0 if metric == "val_loss" else 1.0  # compared as "higher is better"
+        value, best = (val_loss, self.best_val_loss) if metric == "val_loss" else (val_acc, self.best_val_acc)
+        if self.best_epoch == 0 or value != best:
+            better = self.best_epoch == 0 or sign * value > sign * best
+        elif window > 1 and self.best_mean is not None and mean != self.best_mean:
+            better = sign * mean > sign * self.best_mean
+        else:
+            better = metric == "val_acc" and val_loss < self.best_val_loss
+        if better:
+            self.best_val_loss, self.best_val_acc, self.best_epoch, self.best_mean = val_loss, val_acc, epoch, mean
+        return better
 
     def state_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -358,9 +378,8 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
         "samples_per_s": round(new / seconds, 1),
     }
     state.epoch = epoch
-    best = state.improved(cfg.best_metric, val_loss, val_acc)
+    best = state.consider(epoch, cfg.best_metric, val_loss, val_acc, cfg.best_window)
     if best:
-        state.best_val_loss, state.best_val_acc, state.best_epoch = val_loss, val_acc, epoch
         run.save_best(loop.model, loop.describe(epoch, metrics))
     run.log_epoch(metrics)
     accelerator.log({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
