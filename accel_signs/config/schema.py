@@ -165,6 +165,10 @@ class AugmentConfig(Section):
     shift: float = option(
         0.1, "Largest shift of the affine augmentation (shoulder widths; image fractions with --input raw)."
     )
+    shear: float = option(
+        0.0,
+        "Largest shear of the affine augmentation (normalized input): x += kx*y and y += ky*x with kx, ky uniform in [-shear, shear] (the GISLR winner used 0.15).",
+    )
     hand_p: float = option(0.5, "Probability, per hand, of rotating and stretching its shape about the wrist.")
     hand_rotate_deg: float = option(15.0, "Largest rotation of a hand's shape, in degrees.")
     hand_scale_min: float = option(0.85, "Smallest scale of each axis of a hand's shape (scaled independently).")
@@ -177,9 +181,23 @@ class AugmentConfig(Section):
     frame_drop_p: float = option(0.05, "Probability, per frame and part, that a part is missing in that frame.")
     time_mask_p: float = option(0.5, "Probability of masking one span of frames (every part undetected).")
     time_mask_max: float = option(0.2, "Longest masked span, as a share of the sampled frames.")
+    point_mask_p: float = option(
+        0.0,
+        "Probability of a spatial mask on a clip (normalized input): a random share of its points, up to point_mask_max, is missing for the whole clip.",
+    )
+    point_mask_max: float = option(0.2, "Largest share of the points a spatial mask hides.")
 
     def _validate(self) -> None:
-        for name in ("mirror_p", "affine_p", "hand_p", "part_drop_p", "frame_drop_p", "time_mask_p", "time_mask_max"):
+        probabilities = (
+            "mirror_p",
+            "affine_p",
+            "hand_p",
+            "part_drop_p",
+            "frame_drop_p",
+            "time_mask_p",
+            "time_mask_max",
+        )
+        for name in (*probabilities, "point_mask_p", "point_mask_max"):
             self.require(name, 0.0 <= getattr(self, name) <= 1.0, "in [0, 1]")
         self.require("crop_min", 0 < self.crop_min <= 1, "in (0, 1]")
         for lo, hi in (("scale_min", "scale_max"), ("hand_scale_min", "hand_scale_max"), ("speed_min", "speed_max")):
@@ -189,12 +207,16 @@ class AugmentConfig(Section):
                 )
         for name in ("rotate_deg", "shift", "hand_rotate_deg", "noise"):
             self.require(name, getattr(self, name) >= 0, ">= 0")
+        self.require("shear", 0 <= self.shear <= 1, "in [0, 1]")
 
     @classmethod
     def off(cls, **changes: Any) -> AugmentConfig:
         """No augmentation at all: training sees its clips as validation does (with `changes` on top)."""
         none = {"crop_min": 1.0, "speed_min": 1.0, "speed_max": 1.0, "noise": 0.0}
-        none |= {name: 0.0 for name in ("mirror_p", "affine_p", "hand_p", "part_drop_p", "frame_drop_p", "time_mask_p")}
+        none |= {
+            name: 0.0
+            for name in ("mirror_p", "affine_p", "hand_p", "part_drop_p", "frame_drop_p", "time_mask_p", "point_mask_p")
+        }
         return cls(**(none | changes))
 
 

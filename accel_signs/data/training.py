@@ -165,6 +165,8 @@ def training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
     partition = _partition(cfg, store, classes, str(Path(path).resolve()))
     store_split = store.split(partition.split)
     train_ids, val_ids = np.asarray(partition.train_ids, dtype=np.int64), np.asarray(partition.val_ids, dtype=np.int64)
+    if accelerator.is_main_process:
+        _log_split(partition, store_split, train_ids, val_ids)
     if cfg.limit_batches:  # a fixed, seeded subset: whole loader passes keep Accelerate's bookkeeping intact
         rng = np.random.default_rng(cfg.seed)
         n = cfg.limit_batches * cfg.batch_size * accelerator.num_processes
@@ -172,7 +174,7 @@ def training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
         val_ids = np.sort(rng.permutation(val_ids)[: 2 * n])
         partition.train_ids, partition.val_ids = train_ids.tolist(), val_ids.tolist()
     if accelerator.is_main_process:
-        _log_split(partition, store_split, classes.num_classes, train_ids, val_ids)
+        _warn_small_validation(len(val_ids), classes.num_classes)
     resident = resident_clips(cfg, accelerator, store_split, np.concatenate([train_ids, val_ids]))
     workers = 0 if cfg.debug else cfg.data.num_workers
     if workers is None:
@@ -244,10 +246,8 @@ def _partition(cfg: TrainConfig, store: ClipStore, classes: ClassMap, store_path
     )
 
 
-def _log_split(
-    partition: RunPartition, split: StoreSplit, num_classes: int, train_ids: np.ndarray, val_ids: np.ndarray
-) -> None:
-    """Say what the train/val split did, and warn when validation is too small to rank epochs."""
+def _log_split(partition: RunPartition, split: StoreSplit, train_ids: np.ndarray, val_ids: np.ndarray) -> None:
+    """Say what the train/val split did."""
     if partition.val_signers:
         logger.info(
             "validation: signers %s, %d clips (training: %d clips)",
@@ -262,7 +262,10 @@ def _log_split(
             partition.val_split,
             partition.seed,
         )
-    n = len(val_ids)
+
+
+def _warn_small_validation(n: int, num_classes: int) -> None:
+    """Warn when the n validation clips are too few to rank epochs (MIN_VAL_CLIPS)."""
     if n < MIN_VAL_CLIPS:
         # The standard error of an accuracy near 0.5 on n clips; one clip moves it by 1/n.
         logger.warning(
