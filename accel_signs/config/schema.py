@@ -186,6 +186,13 @@ class AugmentConfig(Section):
         "Probability of a spatial mask on a clip (normalized input): a random share of its points, up to point_mask_max, is missing for the whole clip.",
     )
     point_mask_max: float = option(0.2, "Largest share of the points a spatial mask hides.")
+    mixup_p: float = option(
+        0.0,
+        "Probability that a training clip is mixed with another of its batch (mixup over sequences: the model's input features frame by frame, and the loss of both labels, weighted alike).",
+    )
+    mixup_alpha: float = option(
+        0.4, "Mixup's weights: Beta(alpha, alpha), the larger weight on the clip's own features and label."
+    )
 
     def _validate(self) -> None:
         probabilities = (
@@ -197,7 +204,7 @@ class AugmentConfig(Section):
             "time_mask_p",
             "time_mask_max",
         )
-        for name in (*probabilities, "point_mask_p", "point_mask_max"):
+        for name in (*probabilities, "point_mask_p", "point_mask_max", "mixup_p"):
             self.require(name, 0.0 <= getattr(self, name) <= 1.0, "in [0, 1]")
         self.require("crop_min", 0 < self.crop_min <= 1, "in (0, 1]")
         for lo, hi in (("scale_min", "scale_max"), ("hand_scale_min", "hand_scale_max"), ("speed_min", "speed_max")):
@@ -208,6 +215,7 @@ class AugmentConfig(Section):
         for name in ("rotate_deg", "shift", "hand_rotate_deg", "noise"):
             self.require(name, getattr(self, name) >= 0, ">= 0")
         self.require("shear", 0 <= self.shear <= 1, "in [0, 1]")
+        self.require("mixup_alpha", self.mixup_alpha > 0, "> 0")
 
     @classmethod
     def off(cls, **changes: Any) -> AugmentConfig:
@@ -215,7 +223,16 @@ class AugmentConfig(Section):
         none = {"crop_min": 1.0, "speed_min": 1.0, "speed_max": 1.0, "noise": 0.0}
         none |= {
             name: 0.0
-            for name in ("mirror_p", "affine_p", "hand_p", "part_drop_p", "frame_drop_p", "time_mask_p", "point_mask_p")
+            for name in (
+                "mirror_p",
+                "affine_p",
+                "hand_p",
+                "part_drop_p",
+                "frame_drop_p",
+                "time_mask_p",
+                "point_mask_p",
+                "mixup_p",
+            )
         }
         return cls(**(none | changes))
 
@@ -349,11 +366,18 @@ class ModelConfig(Section):
         0.1, "Stochastic depth: chance of skipping a residual branch, reached in the last block.", flag="--drop-path"
     )
     input: InputConfig = option(help="What the model sees of the keypoints.", factory=InputConfig)
+    late_dropout: float = option(
+        0.0,
+        "Dropout on the pooled clip vector before the classifier, from epoch late_dropout_epoch on (the GISLR winner: 0.8 from epoch 15 of 300); 0: off.",
+    )
+    late_dropout_epoch: int = option(1, "The first epoch that late_dropout acts in.")
 
     def _validate(self) -> None:
         self.size = str(ModelSize.parse(self.size))
         self.require("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)")
         self.require("drop_path", 0.0 <= self.drop_path < 1.0, "in [0, 1)")
+        self.require("late_dropout", 0.0 <= self.late_dropout < 1.0, "in [0, 1)")
+        self.require("late_dropout_epoch", self.late_dropout_epoch >= 1, ">= 1")
 
 
 @dataclass(kw_only=True)
@@ -386,6 +410,10 @@ class OptimConfig(Section):
     label_smoothing: float = option(
         0.1, "Label smoothing of the training loss (validation reports plain cross-entropy).", flag="--label-smoothing"
     )
+    ema_decay: float = option(
+        0.0,
+        "Exponential moving average of the weights, updated every step with this decay (e.g. 0.999; the first steps average faster); validated each epoch beside the weights, and saved as best/ when it validates better. 0: off.",
+    )
     plateau_factor: float = option(0.2, "ReduceLROnPlateau: the factor that cuts the lr.")
     plateau_patience: int = option(3, "ReduceLROnPlateau: epochs without a better val loss before a cut.")
     plateau_threshold: float = option(
@@ -403,6 +431,7 @@ class OptimConfig(Section):
         self.require("plateau_factor", 0 < self.plateau_factor < 1, "in (0, 1)")
         self.require("plateau_threshold", 0 <= self.plateau_threshold < 1, "in [0, 1)")
         self.require("plateau_patience", self.plateau_patience >= 0, ">= 0")
+        self.require("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)")
 
     def scaled_lr(self, num_processes: int) -> float:
         factor = {"sqrt": num_processes**0.5, "linear": float(num_processes), "none": 1.0}[self.lr_scaling]

@@ -37,6 +37,7 @@ from accel_signs.data.training import TrainData, training_data
 from accel_signs.model.checkpoint import checkpoint_meta
 from accel_signs.model.transfer import Freeze, init_from_checkpoint
 from accel_signs.model.transformer import STTransformer
+from accel_signs.training.average import WeightAverage, mixed_losses, mixup
 from accel_signs.training.evaluate import evaluate_checkpoint, format_summary
 from accel_signs.training.optim import Schedule, make_optimizer
 from accel_signs.training.run import ResumePlan, Run, Runtime, plan_resume
@@ -227,7 +228,10 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: ResumePlan | None
     set_seed(cfg.seed, device_specific=True)
     runtime = Runtime.of(accelerator, lr, data.train_loader.num_workers, data.on_device, cfg.batch_size)
     runtime.init_from = init
-    run, state = _open_run(accelerator, cfg, runtime, data, resume, (model, optimizer, schedule))
+    average = None
+    if cfg.optim.ema_decay > 0:  # the plain module's parameters: the same tensors DDP and compile train
+        average = WeightAverage(accelerator.unwrap_model(model, keep_torch_compile=False), cfg.optim.ema_decay)
+    run, state = _open_run(accelerator, cfg, runtime, data, resume, (model, optimizer, schedule), average)
     # A run stopped inside an epoch takes up its RNG where it stopped, after redrawing the batches
     # it already trained on (the loader's own draws would move the RNG on).
     resume_rng = capture_rng() if state.partial else None
@@ -249,6 +253,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: ResumePlan | None
         freeze,
         stop,
         resume_rng,
+        average,
     )
     size = sum(p.numel() for p in model.parameters()) / 1e6
     logger.info(
@@ -279,13 +284,17 @@ def _open_run(
     data: TrainData,
     resume: ResumePlan | None,
     trained: tuple[torch.nn.Module, torch.optim.Optimizer, Schedule],
+    average: WeightAverage | None = None,
 ) -> tuple[Run, TrainState]:
-    """A new run folder, or the resumed one with the model, optimizer and schedule restored
-    from its state; with the progress to go on from."""
+    """A new run folder, or the resumed one with the model, optimizer, schedule (and weight
+    average) restored from its state; with the progress to go on from."""
     state = TrainState()
     if resume is None:
-        return Run.create(accelerator, cfg, runtime, data.partition), state
+        run = Run.create(accelerator, cfg, runtime, data.partition)
+        run.average = average
+        return run, state
     run = Run.resume(accelerator, resume.run_dir, cfg, runtime, data.partition)
+    run.average = average
     state.load_state_dict(run.load_state(*trained))
     where = (
         f"in epoch {state.epoch + 1}, after step {state.partial['step']}"
@@ -314,6 +323,7 @@ class Loop:
     freeze: Freeze | None = None  # --freeze-epochs: the taken-over tensors, held for the first epochs
     stop: StopRequest | None = None  # the signals asking the run to stop (stop.py)
     resume_rng: RngState | None = None  # a run stopped mid-epoch: its RNG where it stopped
+    average: WeightAverage | None = None  # OptimConfig.ema_decay: the weight average
 
 
 def _stopped(signal: str, run: Run, where: str) -> Stopped:
@@ -332,6 +342,9 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
     partial = state.partial
     start, lr = time.perf_counter(), partial["lr"] if partial else optimizer.param_groups[0]["lr"]
     freeze = loop.freeze if epoch <= cfg.freeze_epochs else None
+    if cfg.model.late_dropout > 0:  # a rate, no tensors: set every epoch, a resumed run included
+        on = epoch >= cfg.model.late_dropout_epoch
+        accelerator.unwrap_model(loop.model).head_dropout.p = cfg.model.late_dropout if on else 0.0
     try:
         train_loss, seen = train_one_epoch(
             accelerator,
@@ -344,6 +357,7 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
             freeze,
             resume=(partial, loop.resume_rng) if partial else None,
             stop=loop.stop,
+            average=loop.average,
         )
     except EpochStopped as e:
         state.partial = {"step": e.step, "sums": e.sums, "lr": lr}
@@ -378,8 +392,22 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
         "samples_per_s": round(new / seconds, 1),
     }
     state.epoch = epoch
-    best = state.consider(epoch, cfg.best_metric, val_loss, val_acc, cfg.best_window)
-    if best:
+    chosen = metrics
+    if loop.average is not None:
+        with loop.average.swapped_in():
+            metrics["ema_val_loss"], metrics["ema_val_acc"] = validate(accelerator, loop.model, loop.prepared_val)
+        if _better(cfg.best_metric, metrics["ema_val_loss"], metrics["ema_val_acc"], val_loss, val_acc):
+            chosen = {
+                **metrics,
+                "val_loss": metrics["ema_val_loss"],
+                "val_acc": metrics["ema_val_acc"],
+                "weights": "ema",
+            }
+    best = state.consider(epoch, cfg.best_metric, chosen["val_loss"], chosen["val_acc"], cfg.best_window)
+    if best and chosen is not metrics:
+        with loop.average.swapped_in():
+            run.save_best(loop.model, loop.describe(epoch, chosen))
+    elif best:
         run.save_best(loop.model, loop.describe(epoch, metrics))
     run.log_epoch(metrics)
     accelerator.log({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
@@ -387,9 +415,17 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
     logger.info(
         f"epoch {epoch}/{cfg.num_epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}  "
         f"val_acc {val_acc:.4f}  lr {lr:.3g}  {seconds:.1f}s  {new / seconds:.0f} samples/s"
-        + ("  *best*" if best else "")
+        + (f"  ema val_loss {metrics['ema_val_loss']:.4f} val_acc {metrics['ema_val_acc']:.4f}" if loop.average else "")
+        + ("  *best*" + (" (ema)" if chosen is not metrics else "") if best else "")
     )
     return metrics
+
+
+def _better(metric: str, loss: float, acc: float, other_loss: float, other_acc: float) -> bool:
+    """Whether (loss, acc) beats (other_loss, other_acc) by `metric` (accuracy ties: the lower loss)."""
+    if metric == "val_loss":
+        return loss < other_loss
+    return acc > other_acc or (acc == other_acc and loss < other_loss)
 
 
 def finish(cfg: TrainConfig, accelerator: Accelerator, run: Run, data: TrainData) -> None:
@@ -509,6 +545,7 @@ def train_one_epoch(
     freeze: Freeze | None = None,
     resume: tuple[dict[str, Any], RngState | None] | None = None,
     stop: StopRequest | None = None,
+    average: WeightAverage | None = None,
 ) -> tuple[float, int]:
     """One pass over the training data; returns (mean loss over every clip, clips seen), counted
     exactly: the samples Accelerate repeats to even out the shards are left out, so 1 and N
@@ -517,7 +554,8 @@ def train_one_epoch(
     `resume`: (TrainState.partial, the RNG state saved with it) of a run stopped inside this
     epoch: its steps are skipped and its sums carried on. `stop`: raise EpochStopped at the first
     check point after a stop signal, on every process alike (before the epoch's last step only:
-    a stop there lets the epoch end and be saved whole)."""
+    a stop there lets the epoch end and be saved whole). `average`: updated after every optimizer
+    step. Mixup (cfg.data.augment.mixup_p) mixes the batch's features and its loss."""
     optimizer, schedule = optim
     model.train()
     if freeze is not None:
@@ -542,9 +580,15 @@ def train_one_epoch(
                 continue
             x = x.flatten(2)  # (B, T, P, C) -> (B, T, P*C)
             with accelerator.accumulate(model):
-                losses = F.cross_entropy(
-                    model(x, aspect, augment=augment), y, reduction="none", label_smoothing=cfg.optim.label_smoothing
+                mix = mixup(y, cfg.data.augment)
+                logits = (
+                    model(x, aspect, augment=augment, mix=mix) if mix is not None else model(x, aspect, augment=augment)
                 )
+                smoothing = cfg.optim.label_smoothing
+                losses = F.cross_entropy(logits, y, reduction="none", label_smoothing=smoothing)
+                if mix is not None:
+                    partner = F.cross_entropy(logits, y[mix[0]], reduction="none", label_smoothing=smoothing)
+                    losses = mixed_losses(losses, partner, mix)
                 loss = losses.mean()
                 accelerator.backward(loss)
                 if freeze is not None:
@@ -556,6 +600,8 @@ def train_one_epoch(
                 optimizer.zero_grad(set_to_none=True)
                 if accelerator.sync_gradients:
                     schedule.step_batch()
+                    if average is not None:
+                        average.update()
             if cfg.debug:
                 _log_step(accelerator, step, x, y, loss, grad_norm, optimizer.param_groups[0]["lr"])
             if accelerator.gradient_state.end_of_dataloader:
