@@ -146,6 +146,17 @@ class AugmentConfig(Section):
     coordinates as in the original project and the others are not used."""
 
     KEY: ClassVar[str] = "data.augment"
+    # The probabilities of the augmentations: each in [0, 1], and 0 in off().
+    CHANCES: ClassVar[tuple[str, ...]] = (
+        "mirror_p",
+        "affine_p",
+        "hand_p",
+        "part_drop_p",
+        "frame_drop_p",
+        "time_mask_p",
+        "point_mask_p",
+        "mixup_p",
+    )
 
     crop_min: float = option(
         0.8, "Temporal crop: each training clip is sampled from a random window of at least this share of it."
@@ -195,16 +206,7 @@ class AugmentConfig(Section):
     )
 
     def _validate(self) -> None:
-        probabilities = (
-            "mirror_p",
-            "affine_p",
-            "hand_p",
-            "part_drop_p",
-            "frame_drop_p",
-            "time_mask_p",
-            "time_mask_max",
-        )
-        for name in (*probabilities, "point_mask_p", "point_mask_max", "mixup_p"):
+        for name in (*self.CHANCES, "time_mask_max", "point_mask_max"):
             self.require(name, 0.0 <= getattr(self, name) <= 1.0, "in [0, 1]")
         self.require("crop_min", 0 < self.crop_min <= 1, "in (0, 1]")
         for lo, hi in (("scale_min", "scale_max"), ("hand_scale_min", "hand_scale_max"), ("speed_min", "speed_max")):
@@ -221,19 +223,7 @@ class AugmentConfig(Section):
     def off(cls, **changes: Any) -> AugmentConfig:
         """No augmentation at all: training sees its clips as validation does (with `changes` on top)."""
         none = {"crop_min": 1.0, "speed_min": 1.0, "speed_max": 1.0, "noise": 0.0}
-        none |= {
-            name: 0.0
-            for name in (
-                "mirror_p",
-                "affine_p",
-                "hand_p",
-                "part_drop_p",
-                "frame_drop_p",
-                "time_mask_p",
-                "point_mask_p",
-                "mixup_p",
-            )
-        }
+        none |= {name: 0.0 for name in cls.CHANCES}
         return cls(**(none | changes))
 
 

@@ -73,7 +73,8 @@ def mixup(labels: torch.Tensor, cfg: AugmentConfig) -> tuple[torch.Tensor, torch
     b, dev = labels.shape[0], labels.device
     partner = torch.randperm(b, device=dev)
     alpha = torch.full((b,), cfg.mixup_alpha, device=dev)
-    weight = torch.distributions.Beta(alpha, alpha).sample()
+    # Unvalidated: checking the parameters would wait for the device (a host sync every step).
+    weight = torch.distributions.Beta(alpha, alpha, validate_args=False).sample()
     weight = torch.maximum(weight, 1 - weight)
     weight = torch.where(torch.rand(b, device=dev) < cfg.mixup_p, weight, torch.ones_like(weight))
     return partner, weight
