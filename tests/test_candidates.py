@@ -169,6 +169,8 @@ def test_everything_on_runs_saves_the_better_average_and_resumes_bit_identical(t
     )
     row = rows[meta["metrics"]["epoch"] - 1]
     prefix = "ema_" if meta["metrics"].get("weights") == "ema" else ""
+    card = (ref / "best" / "README.md").read_text()
+    assert ("moving average (EMA)" in card) == (prefix == "ema_")
     assert (meta["metrics"]["val_loss"], meta["metrics"]["val_acc"]) == (
         row[prefix + "val_loss"],
         row[prefix + "val_acc"],
