@@ -41,7 +41,8 @@ bench/results/throughput-<device>-epoch-<time>.json.
 picks, as `ours` above) with the default settings and with FILE's (a train config: the
 candidates of docs/training.md, e.g. mixup, masks, shear, late dropout on, the weight average
 updated every step), alternating, --repeats times, and prints each pair's cost ratio
-(default samples/s over FILE's) and their median. The weight average's extra validation per
+(default samples/s over FILE's), by the wall clock and by this process's CPU time (which a
+shared machine's other work does not inflate), and their medians. The weight average's extra validation per
 epoch is not in a step: it costs one more validation pass (the `eval` figure above). Alternating the two spreads the shared
 machine's load over both: compare only the ratios of one run, never figures of two runs.
 """
@@ -189,9 +190,11 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
 
 
 def time_step(accelerator, store_path: Path, raw: dict, size: str, batch: int, steps: int, warmup: int, workers: int):
-    """samples/s of the training step (train_one_epoch, the data path `auto` picks) with the train
-    config `raw` (a dict as in a config file): its model, augmentation, late dropout (as after
-    late_dropout_epoch), mixup and weight average."""
+    """(samples per second, samples per CPU second of this process) of the training step
+    (train_one_epoch, the data path `auto` picks) with the train config `raw` (a dict as in a
+    config file): its model, augmentation, late dropout (as after late_dropout_epoch), mixup and
+    weight average. CPU seconds count what this process ran, not what others on a shared machine
+    took from it; on a GPU only the wall clock means anything."""
     from accel_signs.config import TrainConfig
     from accel_signs.data.augment import Augmenter
     from accel_signs.data.pipeline import class_map
@@ -229,10 +232,10 @@ def time_step(accelerator, store_path: Path, raw: dict, size: str, batch: int, s
     train_one_epoch(accelerator, model, (optimizer, schedule), loader(warmup), augment, cfg, 1, average=average)
     timed = loader(steps)
     _sync(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     _, seen = train_one_epoch(accelerator, model, (optimizer, schedule), timed, augment, cfg, 2, average=average)
     _sync(device)
-    return seen / (time.perf_counter() - start)
+    return seen / (time.perf_counter() - start), seen / (time.process_time() - cpu)
 
 
 def candidates_mode(args, accelerator, name: str, seed_loop) -> None:
@@ -252,21 +255,28 @@ def candidates_mode(args, accelerator, name: str, seed_loop) -> None:
                         pair[tag] = time_step(
                             accelerator, Path(tmp) / "store", config, size, batch, args.steps, args.warmup, args.workers
                         )
+                    (default, default_cpu), (with_them, with_them_cpu) = pair["default"], pair["candidates"]
                     row = {
                         "size": size,
                         "batch": batch,
                         "repeat": rep + 1,
-                        "default_samples_per_s": round(pair["default"], 1),
-                        "candidates_samples_per_s": round(pair["candidates"], 1),
-                        "cost_ratio": round(pair["default"] / pair["candidates"], 3),
+                        "default_samples_per_s": round(default, 1),
+                        "candidates_samples_per_s": round(with_them, 1),
+                        "cost_ratio": round(default / with_them, 3),
+                        "default_samples_per_cpu_s": round(default_cpu, 1),
+                        "candidates_samples_per_cpu_s": round(with_them_cpu, 1),
+                        "cpu_cost_ratio": round(default_cpu / with_them_cpu, 3),
                     }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     print(f"\n{name}, torch {torch.__version__}, candidates {args.candidates}: step cost with them / without")
     for size in args.sizes.split(","):
         for batch in map(int, args.batches.split(",")):
-            ratios = [r["cost_ratio"] for r in rows if r["size"] == size and r["batch"] == batch]
-            print(f"{size} batch {batch}: {', '.join(map(str, ratios))}; median {statistics.median(ratios):.3f}")
+            for key in ("cost_ratio", "cpu_cost_ratio"):
+                ratios = [r[key] for r in rows if r["size"] == size and r["batch"] == batch]
+                print(
+                    f"{size} batch {batch} {key}: {', '.join(map(str, ratios))}; median {statistics.median(ratios):.3f}"
+                )
     write_result(args, accelerator, name, "candidates", {"candidates": str(args.candidates), "rows": rows})
 
 

@@ -55,7 +55,7 @@ class TrainState:
     best_val_loss: float = math.inf  # of the best epoch
     best_val_acc: float = -1.0  # of the best epoch
     best_epoch: int = 0
-    best_mean: float | None = None  # the best epoch's mean best metric over its window (Selection)
+    best_mean: float | None = None  # the best epoch's mean --best-metric over best_window epochs (consider)
     recent: list[list[float]] = field(default_factory=list)  # [val_loss, val_acc] of the last epochs, oldest first
     # Where the next epoch starts when the run stopped inside it (a signal; see stop.py): the
     # steps it did, each process's (loss sum, sample count) so far, and the lr the epoch began
@@ -392,23 +392,7 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
         "samples_per_s": round(new / seconds, 1),
     }
     state.epoch = epoch
-    chosen = metrics
-    if loop.average is not None:
-        with loop.average.swapped_in():
-            metrics["ema_val_loss"], metrics["ema_val_acc"] = validate(accelerator, loop.model, loop.prepared_val)
-        if _better(cfg.best_metric, metrics["ema_val_loss"], metrics["ema_val_acc"], val_loss, val_acc):
-            chosen = {
-                **metrics,
-                "val_loss": metrics["ema_val_loss"],
-                "val_acc": metrics["ema_val_acc"],
-                "weights": "ema",
-            }
-    best = state.consider(epoch, cfg.best_metric, chosen["val_loss"], chosen["val_acc"], cfg.best_window)
-    if best and chosen is not metrics:
-        with loop.average.swapped_in():
-            run.save_best(loop.model, loop.describe(epoch, chosen))
-    elif best:
-        run.save_best(loop.model, loop.describe(epoch, metrics))
+    best = _keep_best(loop, epoch, metrics)
     run.log_epoch(metrics)
     accelerator.log({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
     run.save_state(loop.model, optimizer, schedule, state.state_dict())
@@ -416,9 +400,31 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
         f"epoch {epoch}/{cfg.num_epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}  "
         f"val_acc {val_acc:.4f}  lr {lr:.3g}  {seconds:.1f}s  {new / seconds:.0f} samples/s"
         + (f"  ema val_loss {metrics['ema_val_loss']:.4f} val_acc {metrics['ema_val_acc']:.4f}" if loop.average else "")
-        + ("  *best*" + (" (ema)" if chosen is not metrics else "") if best else "")
+        + (f"  *best*{' (ema)' if best == 'ema' else ''}" if best else "")
     )
     return metrics
+
+
+def _keep_best(loop: Loop, epoch: int, metrics: dict[str, Any]) -> str | None:
+    """Validate the weight average too (if any; its figures go into `metrics`), and save the
+    better of the two as best/ when it beats the best so far. Returns which was saved ("model",
+    "ema") or None."""
+    cfg, state, average = loop.cfg, loop.state, loop.average
+    chosen, weights = metrics, "model"
+    if average is not None:
+        with average.swapped_in():
+            ema = validate(loop.accelerator, loop.model, loop.prepared_val)
+        metrics["ema_val_loss"], metrics["ema_val_acc"] = ema
+        if _better(cfg.best_metric, *ema, metrics["val_loss"], metrics["val_acc"]):
+            chosen, weights = {**metrics, "val_loss": ema[0], "val_acc": ema[1], "weights": "ema"}, "ema"
+    if not state.consider(epoch, cfg.best_metric, chosen["val_loss"], chosen["val_acc"], cfg.best_window):
+        return None
+    if weights == "ema":
+        with average.swapped_in():
+            loop.run.save_best(loop.model, loop.describe(epoch, chosen))
+    else:
+        loop.run.save_best(loop.model, loop.describe(epoch, metrics))
+    return weights
 
 
 def _better(metric: str, loss: float, acc: float, other_loss: float, other_acc: float) -> bool:
