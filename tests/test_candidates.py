@@ -175,3 +175,21 @@ def test_everything_on_runs_saves_the_better_average_and_resumes_bit_identical(t
         row[prefix + "val_loss"],
         row[prefix + "val_acc"],
     )
+
+
+def test_a_mirrored_clip_gives_the_same_logits(tiny_store):
+    """Why test-time flip averaging is not a candidate (docs/training.md): handedness
+    canonicalisation mirrors a mirrored clip back, so the model's output does not change."""
+    import numpy as np
+
+    from accel_signs.data.sampling import mirror
+    from accel_signs.data.store import open_store
+
+    store = open_store(tiny_store)
+    split = store.split("train")
+    torch.manual_seed(0)
+    model = STTransformer(6, "t_2_1", layout=store.layout).eval()
+    clips = [torch.tensor(np.asarray(split.clip(i), dtype=np.float32)) for i in range(0, len(split), 6)]
+    x = torch.stack([c[torch.linspace(0, len(c) - 1, 50).long()] for c in clips])  # (B, 50, P, C)
+    with torch.no_grad():
+        torch.testing.assert_close(model(mirror(x, torch.tensor(store.layout.mirror)).flatten(2)), model(x.flatten(2)))
