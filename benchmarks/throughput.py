@@ -33,7 +33,17 @@ bench/results/throughput-<device>-<time>.json.
              holds one-time costs (first allocations; compilation with --compile) and is
              reported apart; the ratio uses the later epochs.
 and prints each repetition's ratio and their median; the table goes to
-bench/results/throughput-<device>-epoch-<time>.json. Alternating the two spreads the shared
+bench/results/throughput-<device>-epoch-<time>.json.
+
+    python benchmarks/throughput.py --candidates examples/long_recipe.yaml [--repeats 3]
+
+--candidates FILE times accel_signs' training step (train_one_epoch on the data path `auto`
+picks, as `ours` above) with the default settings and with FILE's (a train config: the
+candidates of docs/training.md, e.g. mixup, masks, shear, late dropout on, the weight average
+updated every step), alternating, --repeats times, and prints each pair's cost ratio
+(default samples/s over FILE's), by the wall clock and by this process's CPU time (which a
+shared machine's other work does not inflate), and their medians. The weight average's extra validation per
+epoch is not in a step: it costs one more validation pass (the `eval` figure above). Alternating the two spreads the shared
 machine's load over both: compare only the ratios of one run, never figures of two runs.
 """
 
@@ -80,13 +90,37 @@ def build_store(path: Path, clips: int, seed_loop) -> tuple:
     return frames, offsets, lengths, labels
 
 
+def _batches(accelerator, split, cmap, cfg, rng, n_batches: int, batch: int, train: bool, workers: int, resident):
+    """A prepared loader of n_batches whole batches of random clips of `split` (clips repeat when the
+    set is smaller, so every step has one shape), sampled as `cfg` trains."""
+    from accel_signs.data.pipeline import make_loader
+
+    ids = np.sort(rng.choice(len(split), size=n_batches * batch, replace=n_batches * batch > len(split)))
+    aug = cfg.data.augment
+    return accelerator.prepare(
+        make_loader(
+            split,
+            ids,
+            cmap,
+            seq_len=50,
+            batch_size=batch,
+            train=train,
+            num_workers=workers,
+            pin_memory=accelerator.device.type == "cuda",
+            resident=resident,
+            crop_min=aug.crop_min,
+            speed=(aug.speed_min, aug.speed_max),
+        )
+    )
+
+
 def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, warmup: int, workers: int) -> dict:
     """samples/s of the real training step (clips resident and streamed), the model step on a
     resident batch, and evaluation."""
     from accel_signs.config import TrainConfig
     from accel_signs.data.augment import Augmenter
     from accel_signs.data.layout import keypoint_layout
-    from accel_signs.data.pipeline import class_map, make_loader
+    from accel_signs.data.pipeline import class_map
     from accel_signs.data.resident import ResidentClips, keep_on_device, resident_bytes
     from accel_signs.data.store import open_store
     from accel_signs.model.transformer import STTransformer
@@ -106,23 +140,8 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
     auto, _ = keep_on_device("auto", resident_bytes(split, all_ids), device, accelerator.num_processes)
 
     def loader(n_batches: int, train: bool, on_device: bool):
-        # Whole batches only (clips repeat when the set is smaller), so every step has one shape.
-        ids = np.sort(rng.choice(len(split), size=n_batches * batch, replace=n_batches * batch > len(split)))
-        aug = cfg.data.augment
-        return accelerator.prepare(
-            make_loader(
-                split,
-                ids,
-                cmap,
-                seq_len=50,
-                batch_size=batch,
-                train=train,
-                num_workers=workers,
-                pin_memory=device.type == "cuda",
-                resident=resident if on_device else None,
-                crop_min=aug.crop_min,
-                speed=(aug.speed_min, aug.speed_max),
-            )
+        return _batches(
+            accelerator, split, cmap, cfg, rng, n_batches, batch, train, workers, resident if on_device else None
         )
 
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -168,6 +187,97 @@ def time_ours(accelerator, store_path: Path, size: str, batch: int, steps: int, 
     _sync(device)
     resident_step = batch * steps / (time.perf_counter() - start)
     return {**out, "model_resident": resident_step, "eval": evaluation, "peak_mib": peak}
+
+
+def time_step(accelerator, store_path: Path, raw: dict, size: str, batch: int, steps: int, warmup: int, workers: int):
+    """(samples per second, samples per CPU second of this process) of the training step
+    (train_one_epoch, the data path `auto` picks) with the train config `raw` (a dict as in a
+    config file): its model, augmentation, late dropout (as after late_dropout_epoch), mixup and
+    weight average. CPU seconds count what this process ran, not what others on a shared machine
+    took from it; on a GPU only the wall clock means anything."""
+    from accel_signs.config import TrainConfig
+    from accel_signs.data.augment import Augmenter
+    from accel_signs.data.pipeline import class_map
+    from accel_signs.data.resident import ResidentClips, keep_on_device, resident_bytes
+    from accel_signs.data.store import open_store
+    from accel_signs.model.transformer import STTransformer
+    from accel_signs.training.average import WeightAverage
+    from accel_signs.training.loop import train_one_epoch
+    from accel_signs.training.optim import Schedule, make_optimizer
+
+    raw = json.loads(json.dumps(raw))
+    raw.setdefault("model", {})["size"] = size
+    cfg = TrainConfig.from_dict({**raw, "batch_size": batch, "num_epochs": 1})
+    store = open_store(store_path)
+    split, cmap, device = store.split("train"), class_map(store, None), accelerator.device
+    torch.manual_seed(0)
+    model = STTransformer.from_config(cfg.model, cmap.num_classes, store.layout)
+    model.head_dropout.p = cfg.model.late_dropout
+    optimizer = make_optimizer(cfg.optim, model, 1e-3, fused=device.type == "cuda")
+    all_ids = np.arange(len(split))
+    auto, _ = keep_on_device("auto", resident_bytes(split, all_ids), device, accelerator.num_processes)
+    resident = ResidentClips.load(split, all_ids, device) if auto else None
+    rng = np.random.default_rng(0)
+    aug = cfg.data.augment
+
+    def loader(n_batches: int):
+        return _batches(accelerator, split, cmap, cfg, rng, n_batches, batch, True, workers, resident)
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    average = None
+    if cfg.optim.ema_decay > 0:
+        average = WeightAverage(accelerator.unwrap_model(model, keep_torch_compile=False), cfg.optim.ema_decay)
+    schedule = Schedule(cfg.optim, optimizer, steps, 1)
+    augment = Augmenter(aug, store.layout, cfg.model.input.kind, device)
+    train_one_epoch(accelerator, model, (optimizer, schedule), loader(warmup), augment, cfg, 1, average=average)
+    timed = loader(steps)
+    _sync(device)
+    start, cpu = time.perf_counter(), time.process_time()
+    _, seen = train_one_epoch(accelerator, model, (optimizer, schedule), timed, augment, cfg, 2, average=average)
+    _sync(device)
+    return seen / (time.perf_counter() - start), seen / (time.process_time() - cpu)
+
+
+def candidates_mode(args, accelerator, name: str, seed_loop) -> None:
+    """The training step with the default settings and with --candidates FILE's, alternating."""
+    from accel_signs.config import load_config_file
+
+    raw = load_config_file(args.candidates)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        build_store(Path(tmp) / "store", args.clips, seed_loop)
+        for size in args.sizes.split(","):
+            for batch in map(int, args.batches.split(",")):
+                for rep in range(args.repeats):
+                    pair = {}
+                    order = [("default", {}), ("candidates", raw)]
+                    for tag, config in order if rep % 2 == 0 else order[::-1]:  # each goes first in turn
+                        pair[tag] = time_step(
+                            accelerator, Path(tmp) / "store", config, size, batch, args.steps, args.warmup, args.workers
+                        )
+                    (default, default_cpu), (with_them, with_them_cpu) = pair["default"], pair["candidates"]
+                    row = {
+                        "size": size,
+                        "batch": batch,
+                        "repeat": rep + 1,
+                        "default_samples_per_s": round(default, 1),
+                        "candidates_samples_per_s": round(with_them, 1),
+                        "cost_ratio": round(default / with_them, 3),
+                        "default_samples_per_cpu_s": round(default_cpu, 1),
+                        "candidates_samples_per_cpu_s": round(with_them_cpu, 1),
+                        "cpu_cost_ratio": round(default_cpu / with_them_cpu, 3),
+                    }
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    print(f"\n{name}, torch {torch.__version__}, candidates {args.candidates}: step cost with them / without")
+    for size in args.sizes.split(","):
+        for batch in map(int, args.batches.split(",")):
+            for key in ("cost_ratio", "cpu_cost_ratio"):
+                ratios = [r[key] for r in rows if r["size"] == size and r["batch"] == batch]
+                print(
+                    f"{size} batch {batch} {key}: {', '.join(map(str, ratios))}; median {statistics.median(ratios):.3f}"
+                )
+    write_result(args, accelerator, name, "candidates", {"candidates": str(args.candidates), "rows": rows})
 
 
 def train_epochs(
@@ -292,6 +402,13 @@ def main() -> None:
         help="--epoch: also time train from the accel_signs in this checkout (e.g. a `git worktree` of the code "
         "before a change), in each repetition, for a before/after ratio from one run",
     )
+    ap.add_argument(
+        "--candidates",
+        type=Path,
+        default=None,
+        help="time the training step with this train config's settings against the defaults, alternating "
+        "(--repeats pairs), e.g. examples/long_recipe.yaml",
+    )
     args = ap.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # seed_loop.py, beside this file
@@ -312,6 +429,8 @@ def main() -> None:
         args.workers = 0 if device.type == "cpu" else min(4, os.cpu_count() or 1)
     if args.epoch:
         return epoch_mode(args, accelerator, name, seed_loop)
+    if args.candidates is not None:
+        return candidates_mode(args, accelerator, name, seed_loop)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         frames, offsets, lengths, labels = build_store(Path(tmp) / "store", args.clips, seed_loop)

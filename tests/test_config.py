@@ -147,6 +147,19 @@ def test_a_version_1_config_means_the_seed_recipe():
         TrainConfig.from_dict({"version": 7})
 
 
+def test_a_version_2_config_keeps_its_split_and_tie_rule():
+    """Runs from before config version 3 split by (sign, signer) group and broke accuracy ties by
+    val loss alone; a version 2 (or 1) config means that, a current one the new rules."""
+    for old in ({"version": 2}, {"version": 1}):
+        cfg = TrainConfig.from_dict(old)
+        assert cfg.data.val_split == "group" and cfg.best_window == 1
+    assert TrainConfig.from_dict({"version": 2, "best_window": 5}).best_window == 5
+    new = TrainConfig.from_dict({})
+    assert new.data.val_split == "sign" and new.best_window == 3 and new.to_dict()["version"] == 3
+    with pytest.raises(ConfigError, match="best_window must be >= 1"):
+        TrainConfig(best_window=0)
+
+
 @pytest.mark.parametrize(
     "raw,needle",
     [

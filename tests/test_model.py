@@ -53,6 +53,28 @@ def test_a_compiled_training_forward_compiles_once():
     assert counter.frame_count == 1
 
 
+def test_the_candidates_compile_into_one_graph():
+    """Shear, point masks, a longer time mask, mixup and late dropout (docs/training.md) add no
+    graph break to the compiled training forward: no Python per sample and no host sync in it."""
+    from torch._dynamo.testing import CompileCounter
+
+    from accel_signs.config import AugmentConfig
+    from accel_signs.data.augment import Augmenter
+    from accel_signs.training.average import mixup
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    model = STTransformer(5, "t_2_2", layout=keypoint_layout(), input=InputConfig())
+    model.head_dropout.p = 0.8
+    cfg = AugmentConfig(shear=0.15, point_mask_p=0.5, time_mask_max=0.4, mixup_p=0.5)
+    augment = Augmenter(cfg, keypoint_layout(), "normalized", torch.device("cpu"))
+    compiled = torch.compile(model, backend=counter)
+    for _ in range(3):
+        mix = mixup(torch.arange(4), cfg)
+        compiled(_keypoints(4), augment=augment, mix=mix).sum().backward()
+    assert counter.frame_count == 1
+
+
 def test_drop_path_skips_branches_for_some_samples_in_training_only():
     from accel_signs.model.transformer import Block
 

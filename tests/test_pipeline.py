@@ -36,7 +36,11 @@ def test_stratified_split_is_seeded_disjoint_and_complete(store):
     assert np.array_equal(train, again_train) and np.array_equal(val, again_val)
     assert not np.array_equal(val, stratified_split(ids, split, 0.2, seed=5)[1])
     assert np.array_equal(np.sort(np.concatenate([train, val])), ids) and not set(train) & set(val)
-    # Every (sign, signer) group gives round(0.2 x 6) = 1 clip to val.
+    # round(0.2 x 72) = 14 clips: each sign 2 or 3 of its 12 (2.4), each signer 7 of its 36 (7.2).
+    assert len(val) == 14
+    assert set(np.bincount(split.labels[val])) == {2, 3} and set(np.bincount(split.signers[val])) == {7}
+    # The rule of runs before config version 3: round(0.2 x 6) = 1 clip of every (sign, signer) group.
+    val = stratified_split(ids, split, 0.2, seed=4, rule="group")[1]
     groups = split.labels[val] * 10 + split.signers[val]
     assert len(val) == 12 and len(set(groups)) == 12
 

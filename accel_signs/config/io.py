@@ -1,4 +1,4 @@
-"""Config files and dicts: reading JSON/YAML, upgrading version 1, and building any config
+"""Config files and dicts: reading JSON/YAML, upgrading versions 1 and 2, and building any config
 dataclass from a nested dict, driven by its fields' type hints (Optional, tuple, Path, Literal,
 nested dataclasses). It knows no config class, so schema.py uses it without an import cycle.
 
@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from accel_signs.core.errors import ConfigError
 
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 
 # What the settings added in config version 2 were before they existed: a version 1 config
 # (a run or checkpoint from before) means exactly the run it described.
@@ -42,10 +42,22 @@ SEED_RECIPE: dict[str, Any] = {
 }
 
 
+# What the settings added in config version 3 were before: the validation split by (sign,
+# signer) group and accuracy ties broken by val loss alone. A run written then resumes on the
+# same split and picks its best epoch as it did.
+BEFORE_V3: dict[str, Any] = {"data": {"val_split": "group"}, "best_window": 1}
+
+
 def upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
     """A version 1 config, with the settings version 2 added filled in as version 1 behaved;
     values the config itself gives win."""
     return _merge(SEED_RECIPE, raw)
+
+
+def upgrade_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    """A version 2 (or upgraded version 1) config, with the settings version 3 added filled in as
+    version 2 behaved; values the config itself gives win."""
+    return _merge(BEFORE_V3, raw)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -57,14 +69,16 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def current_version(raw: dict[str, Any]) -> dict[str, Any]:
     """A saved train config as the current version's dict: without its `runtime` record (what
-    a run resolved to, not a setting) and its version, a version 1 config upgraded."""
+    a run resolved to, not a setting) and its version, an older version upgraded."""
     raw = dict(raw)
     raw.pop("runtime", None)
     version = raw.pop("version", CONFIG_VERSION)
     if version == 1:
-        return upgrade_v1(raw)
+        return upgrade_v2(upgrade_v1(raw))
+    if version == 2:
+        return upgrade_v2(raw)
     if version != CONFIG_VERSION:
-        raise ConfigError(f"config version {version} is not supported (this accel_signs reads 1 and {CONFIG_VERSION})")
+        raise ConfigError(f"config version {version} is not supported (this accel_signs reads 1 to {CONFIG_VERSION})")
     return raw
 
 

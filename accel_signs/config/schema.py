@@ -27,6 +27,7 @@ InputKind = Literal["normalized", "raw"]
 Optimizer = Literal["adamw", "adam"]
 Schedule = Literal["cosine", "plateau", "constant"]
 BestMetric = Literal["val_acc", "val_loss"]
+ValSplit = Literal["sign", "group"]
 DataOnDevice = Literal["auto", "yes", "no"]
 COMPILE_MODES = typing.get_args(CompileMode)
 MIXED_PRECISION = typing.get_args(MixedPrecision)
@@ -36,6 +37,7 @@ INPUT_KINDS = typing.get_args(InputKind)
 OPTIMIZERS = typing.get_args(Optimizer)
 SCHEDULES = typing.get_args(Schedule)
 BEST_METRICS = typing.get_args(BestMetric)
+VAL_SPLITS = typing.get_args(ValSplit)
 # What --debug changes unless the option (or the config file) says otherwise.
 DEBUG_DEFAULTS = {"num_epochs": 2, "limit_batches": 5}
 
@@ -144,6 +146,17 @@ class AugmentConfig(Section):
     coordinates as in the original project and the others are not used."""
 
     KEY: ClassVar[str] = "data.augment"
+    # The probabilities of the augmentations: each in [0, 1], and 0 in off().
+    CHANCES: ClassVar[tuple[str, ...]] = (
+        "mirror_p",
+        "affine_p",
+        "hand_p",
+        "part_drop_p",
+        "frame_drop_p",
+        "time_mask_p",
+        "point_mask_p",
+        "mixup_p",
+    )
 
     crop_min: float = option(
         0.8, "Temporal crop: each training clip is sampled from a random window of at least this share of it."
@@ -163,6 +176,10 @@ class AugmentConfig(Section):
     shift: float = option(
         0.1, "Largest shift of the affine augmentation (shoulder widths; image fractions with --input raw)."
     )
+    shear: float = option(
+        0.0,
+        "Largest shear of the affine augmentation (normalized input): x += kx*y and y += ky*x with kx, ky uniform in [-shear, shear] (the GISLR winner used 0.15).",
+    )
     hand_p: float = option(0.5, "Probability, per hand, of rotating and stretching its shape about the wrist.")
     hand_rotate_deg: float = option(15.0, "Largest rotation of a hand's shape, in degrees.")
     hand_scale_min: float = option(0.85, "Smallest scale of each axis of a hand's shape (scaled independently).")
@@ -175,9 +192,21 @@ class AugmentConfig(Section):
     frame_drop_p: float = option(0.05, "Probability, per frame and part, that a part is missing in that frame.")
     time_mask_p: float = option(0.5, "Probability of masking one span of frames (every part undetected).")
     time_mask_max: float = option(0.2, "Longest masked span, as a share of the sampled frames.")
+    point_mask_p: float = option(
+        0.0,
+        "Probability of a spatial mask on a clip (normalized input): a random share of its points, up to point_mask_max, is missing for the whole clip.",
+    )
+    point_mask_max: float = option(0.2, "Largest share of the points a spatial mask hides.")
+    mixup_p: float = option(
+        0.0,
+        "Probability that a training clip is mixed with another of its batch (mixup over sequences: the model's input features frame by frame, and the loss of both labels, weighted alike).",
+    )
+    mixup_alpha: float = option(
+        0.4, "Mixup's weights: Beta(alpha, alpha), the larger weight on the clip's own features and label."
+    )
 
     def _validate(self) -> None:
-        for name in ("mirror_p", "affine_p", "hand_p", "part_drop_p", "frame_drop_p", "time_mask_p", "time_mask_max"):
+        for name in (*self.CHANCES, "time_mask_max", "point_mask_max"):
             self.require(name, 0.0 <= getattr(self, name) <= 1.0, "in [0, 1]")
         self.require("crop_min", 0 < self.crop_min <= 1, "in (0, 1]")
         for lo, hi in (("scale_min", "scale_max"), ("hand_scale_min", "hand_scale_max"), ("speed_min", "speed_max")):
@@ -187,12 +216,14 @@ class AugmentConfig(Section):
                 )
         for name in ("rotate_deg", "shift", "hand_rotate_deg", "noise"):
             self.require(name, getattr(self, name) >= 0, ">= 0")
+        self.require("shear", 0 <= self.shear <= 1, "in [0, 1]")
+        self.require("mixup_alpha", self.mixup_alpha > 0, "> 0")
 
     @classmethod
     def off(cls, **changes: Any) -> AugmentConfig:
         """No augmentation at all: training sees its clips as validation does (with `changes` on top)."""
         none = {"crop_min": 1.0, "speed_min": 1.0, "speed_max": 1.0, "noise": 0.0}
-        none |= {name: 0.0 for name in ("mirror_p", "affine_p", "hand_p", "part_drop_p", "frame_drop_p", "time_mask_p")}
+        none |= {name: 0.0 for name in cls.CHANCES}
         return cls(**(none | changes))
 
 
@@ -227,7 +258,15 @@ class DataConfig(Section):
         cli_type=str,
     )
     val_fraction: float = option(
-        0.2, "Share of each (sign, signer) group held out for validation, seeded and stratified.", flag="--val-fraction"
+        0.2,
+        "Share of the clips held out for validation (without --val-signers): seeded, stratified by sign, and spread over the signers.",
+        flag="--val-fraction",
+    )
+    # "group" was the only rule before config version 3: each (sign, signer) group gave
+    # round(fraction x its size), 0 for groups of 1 or 2 (19 of 747 clips on a real set at 0.2).
+    val_split: ValSplit = option(
+        "sign",
+        "How --val-fraction is allocated: sign (the fraction of all clips, each sign within one clip of its share, spread over signers) or group (round(fraction x size) per (sign, signer); runs before config version 3).",
     )
     num_workers: int | None = option(
         None,
@@ -317,11 +356,18 @@ class ModelConfig(Section):
         0.1, "Stochastic depth: chance of skipping a residual branch, reached in the last block.", flag="--drop-path"
     )
     input: InputConfig = option(help="What the model sees of the keypoints.", factory=InputConfig)
+    late_dropout: float = option(
+        0.0,
+        "Dropout on the pooled clip vector before the classifier, from epoch late_dropout_epoch on (the GISLR winner: 0.8 from epoch 15 of 300); 0: off.",
+    )
+    late_dropout_epoch: int = option(1, "The first epoch that late_dropout acts in.")
 
     def _validate(self) -> None:
         self.size = str(ModelSize.parse(self.size))
         self.require("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)")
         self.require("drop_path", 0.0 <= self.drop_path < 1.0, "in [0, 1)")
+        self.require("late_dropout", 0.0 <= self.late_dropout < 1.0, "in [0, 1)")
+        self.require("late_dropout_epoch", self.late_dropout_epoch >= 1, ">= 1")
 
 
 @dataclass(kw_only=True)
@@ -354,6 +400,10 @@ class OptimConfig(Section):
     label_smoothing: float = option(
         0.1, "Label smoothing of the training loss (validation reports plain cross-entropy).", flag="--label-smoothing"
     )
+    ema_decay: float = option(
+        0.0,
+        "Exponential moving average of the weights, updated every step with this decay (e.g. 0.999; the first steps average faster); validated each epoch beside the weights, and saved as best/ when it validates better. 0: off.",
+    )
     plateau_factor: float = option(0.2, "ReduceLROnPlateau: the factor that cuts the lr.")
     plateau_patience: int = option(3, "ReduceLROnPlateau: epochs without a better val loss before a cut.")
     plateau_threshold: float = option(
@@ -371,6 +421,7 @@ class OptimConfig(Section):
         self.require("plateau_factor", 0 < self.plateau_factor < 1, "in (0, 1)")
         self.require("plateau_threshold", 0 <= self.plateau_threshold < 1, "in [0, 1)")
         self.require("plateau_patience", self.plateau_patience >= 0, ">= 0")
+        self.require("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)")
 
     def scaled_lr(self, num_processes: int) -> float:
         factor = {"sqrt": num_processes**0.5, "linear": float(num_processes), "none": 1.0}[self.lr_scaling]
@@ -440,7 +491,16 @@ class TrainConfig(Section):
     # Accuracy by default: on signers the model has not seen, the val loss and accuracy
     # disagree about the best epoch (docs/real_data.md); accuracy is what a user wants kept.
     best_metric: BestMetric = option(
-        "val_acc", "What picks the best checkpoint: val_acc (ties: lower val loss) or val_loss.", flag="--best-metric"
+        "val_acc",
+        "What picks the best checkpoint: val_acc or val_loss; ties go to the better mean of it over best_window epochs, then (val_acc) to the lower val loss.",
+        flag="--best-metric",
+    )
+    # Validation accuracy on a few hundred clips ties often; the mean over the tied epoch and the
+    # ones before it measures the weights' neighbourhood on up to best_window times the clips
+    # (docs/training.md#choosing-the-best-epoch). 1: the lower val loss breaks ties at once.
+    best_window: int = option(
+        3,
+        "Epochs (the tied one and those before it) whose mean --best-metric breaks a tie in it; 1: no mean (runs before config version 3).",
     )
     debug: bool = option(
         False,
@@ -461,6 +521,7 @@ class TrainConfig(Section):
         if self.init_from is not None:
             self.init_from = str(self.init_from)
         self.require("limit_batches", self.limit_batches is None or self.limit_batches >= 1, ">= 1")
+        self.require("best_window", self.best_window >= 1, ">= 1")
         if self.compile_mode != "default" and not self.compile:
             raise ConfigError(f"--compile-mode {self.compile_mode} needs --compile")
         if self.debug and self.mixed_precision not in ("auto", "no"):
@@ -478,7 +539,7 @@ class TrainConfig(Section):
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
-        """Inverse of to_dict (a version 1 config upgraded); unknown keys are errors, not
+        """Inverse of to_dict (an older version upgraded); unknown keys are errors, not
         silently ignored."""
         return from_dict(cls, current_version(raw))
 

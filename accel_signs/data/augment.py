@@ -76,7 +76,12 @@ class Augmenter:
             angle = (r[:, 1] * 2 - 1) * math.radians(cfg.rotate_deg)
             scale = cfg.scale_min + r[:, 2] * (cfg.scale_max - cfg.scale_min)
             shift = (r[:, 3:5] * 2 - 1) * cfg.shift  # (B, 2)
-            xy = torch.einsum("bij,btpj->btpi", _rotation(angle, scale, scale), coords[..., :2]) + shift[:, None, None]
+            matrix = _rotation(angle, scale, scale)
+            if cfg.shear > 0:  # drawn only when on: with it off the random stream is what it was
+                k = (torch.rand(b, 2, device=dev) * 2 - 1) * cfg.shear  # (B, 2): kx, ky
+                one = torch.ones_like(k[:, 0])
+                matrix = matrix @ torch.stack([torch.stack([one, k[:, 0]], -1), torch.stack([k[:, 1], one], -1)], -2)
+            xy = torch.einsum("bij,btpj->btpi", matrix, coords[..., :2]) + shift[:, None, None]
             moved = torch.cat([xy, coords[..., 2:] * scale[:, None, None, None]], dim=-1)
             coords = torch.where(apply, moved, coords)
         if cfg.noise > 0:
@@ -102,7 +107,8 @@ class Augmenter:
         return out
 
     def _drop(self, present: torch.Tensor, index: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Parts missing for a whole clip or some frames, and one masked span of frames."""
+        """Parts missing for a whole clip or some frames, one masked span of frames, and a share of
+        the points masked for the whole clip."""
         cfg, (b, t, _), dev = self.cfg, present.shape, present.device
         keep = torch.ones(b, t, self.num_parts, dtype=torch.bool, device=dev)  # (B, T, G)
         if cfg.part_drop_p > 0:
@@ -119,7 +125,14 @@ class Augmenter:
                 (r[:, :1] < cfg.time_mask_p) & (frame >= start[:, None]) & (frame < (start + span)[:, None])
             )  # (B, T)
             keep = keep & ~masked[..., None]
-        return present & keep[:, :, index["part"]]
+        present = present & keep[:, :, index["part"]]
+        if cfg.point_mask_p > 0:
+            # Each clip hides a share of its points up to point_mask_max, for all its frames.
+            r = torch.rand(b, 2, device=dev)
+            share = torch.where(r[:, 0] < cfg.point_mask_p, r[:, 1] * cfg.point_mask_max, 0.0)  # (B,)
+            hidden = torch.rand(b, 1, present.shape[2], device=dev) < share[:, None, None]  # (B, 1, P)
+            present = present & ~hidden
+        return present
 
     def _raw(self, x: torch.Tensor) -> torch.Tensor:
         """The original project's augmentation on raw image coordinates (B, T, P, C): mirror, then affine."""

@@ -75,10 +75,53 @@ def select_clips(split: StoreSplit, cmap: ClassMap, signers: np.ndarray) -> np.n
 
 
 def stratified_split(
-    ids: np.ndarray, split: StoreSplit, val_fraction: float, seed: int
+    ids: np.ndarray, split: StoreSplit, val_fraction: float, seed: int, rule: str = "sign"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of clip ids into (train, val), stratified by (class, signer): each group
-    gives round(val_fraction x size) clips to val, and at least one to train."""
+    """Seeded split of clip ids into (train, val).
+
+    `rule` "sign": val takes round(val_fraction x clips) overall, each sign floor or ceil of its
+    share (largest remainder; equal remainders in seeded order), at least one clip of each sign
+    stays in train, and within a sign the clips come from the signers furthest below their share.
+    "group" (runs written before the rule existed): each (sign, signer) group gives
+    round(val_fraction x its size) clips, which is 0 for groups of 1 or 2."""
+    if rule == "group":
+        return _group_split(ids, split, val_fraction, seed)
+    rng = np.random.default_rng([seed, 0x5EED, 1])
+    labels, signers = split.labels[ids], split.signer_index[ids]
+    _, sign_of, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    quota = val_fraction * counts
+    n_val = np.floor(quota).astype(np.int64)  # < counts, since val_fraction < 1
+    most = np.minimum(np.ceil(quota).astype(np.int64), counts - 1)  # floor or ceil, one left to train
+    target = min(int(round(val_fraction * len(ids))), int(most.sum()))
+    # Largest remainder first; a seeded random draw orders equal remainders.
+    order = np.lexsort((rng.random(len(counts)), -(quota - n_val)))
+    order = order[n_val[order] < most[order]]
+    n_val[order[: max(0, target - int(n_val.sum()))]] += 1
+    share = val_fraction * np.bincount(signers)  # what each signer would give at the fraction
+    taken = np.zeros_like(share)
+    by_sign = np.split(np.argsort(sign_of, kind="stable"), np.cumsum(counts)[:-1])
+    val = []
+    for s in rng.permutation(len(counts)):
+        members = rng.permutation(by_sign[s])
+        for _ in range(n_val[s]):
+            j = int(np.argmax(share[signers[members]] - taken[signers[members]]))  # first of equals: random
+            taken[signers[members[j]]] += 1
+            val.append(members[j])
+            members = np.delete(members, j)
+    mask = np.zeros(len(ids), dtype=bool)
+    mask[np.asarray(val, dtype=np.int64)] = True
+    train_ids, val_ids = np.sort(ids[~mask]), np.sort(ids[mask])
+    if len(val_ids) == 0:
+        raise DatasetError(
+            f"--val-fraction {val_fraction} leaves no clip for validation: {len(ids)} clips of {len(counts)} "
+            "signs, and each sign keeps one clip for training; raise it or add data"
+        )
+    return train_ids, val_ids
+
+
+def _group_split(ids: np.ndarray, split: StoreSplit, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The split before the "sign" rule: round(val_fraction x size) of each (sign, signer) group,
+    at least one left to train (kept as it was, so that runs written then resume on their split)."""
     rng = np.random.default_rng([seed, 0x5EED])
     groups = split.labels[ids] * (int(split.signer_index.max()) + 1) + split.signer_index[ids]
     train, val = [], []
@@ -94,6 +137,24 @@ def stratified_split(
             "has too few clips; raise it or add data"
         )
     return train_ids, val_ids
+
+
+def split_summary(train_ids: np.ndarray, val_ids: np.ndarray, split: StoreSplit, val_fraction: float) -> str:
+    """What a train/val split did, in one line: the share achieved against the one asked, and the
+    range of validation clips per sign and per signer."""
+    n = len(train_ids) + len(val_ids)
+    both = np.concatenate([train_ids, val_ids])
+    in_val = np.r_[np.zeros(len(train_ids), dtype=bool), np.ones(len(val_ids), dtype=bool)]
+    parts = [f"validation: {len(val_ids)} of {n} clips ({len(val_ids) / n:.3f}; --val-fraction {val_fraction})"]
+    for name, keys in (("sign", split.labels[both]), ("signer", split.signer_index[both])):
+        _, which, counts = np.unique(keys, return_inverse=True, return_counts=True)
+        per = np.bincount(which, weights=in_val, minlength=len(counts)).astype(np.int64)
+        ratio = per / counts
+        parts.append(
+            f"{per.min()}-{per.max()} per {name} ({ratio.min():.2f}-{ratio.max():.2f} of its clips; "
+            f"{int((per == 0).sum())} of {len(counts)} {name}s with none)"
+        )
+    return ", ".join(parts)
 
 
 class Batch(NamedTuple):

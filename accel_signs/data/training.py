@@ -24,12 +24,26 @@ from accel_signs.config import TrainConfig, default_cache_dir
 from accel_signs.core.errors import DatasetError
 from accel_signs.data.extractor import ExtractorRecord, record_from_meta
 from accel_signs.data.layout import KeypointLayout
-from accel_signs.data.pipeline import ClassMap, class_map, make_loader, select_clips, signer_indices, stratified_split
+from accel_signs.data.pipeline import (
+    ClassMap,
+    class_map,
+    make_loader,
+    select_clips,
+    signer_indices,
+    split_summary,
+    stratified_split,
+)
 from accel_signs.data.resident import ResidentClips, keep_on_device, resident_bytes
 from accel_signs.data.store import ClipStore, StoreSplit, open_store
 from accel_signs.data.synth import ensure_synthetic
 
 logger = logging.getLogger(__name__)
+
+# Fewer validation clips than this cannot rank epochs: an accuracy p measured on n clips has a
+# standard error of sqrt(p(1-p)/n), 5 points at p=0.5 and n=100, so below 100 clips two epochs
+# whose true accuracies differ by 10 points are often measured in the wrong order, ties are common
+# (one clip is more than a point), and the best epoch is partly chance (docs/training.md).
+MIN_VAL_CLIPS = 100
 
 
 @dataclass
@@ -45,6 +59,7 @@ class RunPartition:
     test_signers: list[str]
     seed: int
     val_fraction: float
+    val_split: str  # the rule that allocated val_fraction (DataConfig.val_split); unused with val_signers
     train_ids: list[int]
     val_ids: list[int]
 
@@ -152,12 +167,16 @@ def training_data(cfg: TrainConfig, accelerator: Accelerator) -> TrainData:
     partition = _partition(cfg, store, classes, str(Path(path).resolve()))
     store_split = store.split(partition.split)
     train_ids, val_ids = np.asarray(partition.train_ids, dtype=np.int64), np.asarray(partition.val_ids, dtype=np.int64)
+    if accelerator.is_main_process:
+        _log_split(partition, store_split, train_ids, val_ids)
     if cfg.limit_batches:  # a fixed, seeded subset: whole loader passes keep Accelerate's bookkeeping intact
         rng = np.random.default_rng(cfg.seed)
         n = cfg.limit_batches * cfg.batch_size * accelerator.num_processes
         train_ids = np.sort(rng.permutation(train_ids)[:n])
         val_ids = np.sort(rng.permutation(val_ids)[: 2 * n])
         partition.train_ids, partition.val_ids = train_ids.tolist(), val_ids.tolist()
+    if accelerator.is_main_process:
+        _warn_small_validation(len(val_ids), classes.num_classes)
     resident = resident_clips(cfg, accelerator, store_split, np.concatenate([train_ids, val_ids]))
     workers = 0 if cfg.debug else cfg.data.num_workers
     if workers is None:
@@ -209,7 +228,7 @@ def _partition(cfg: TrainConfig, store: ClipStore, classes: ClassMap, store_path
         val_ids = select_clips(store_split, classes, signer_indices(store, val_signers))
     else:
         ids = select_clips(store_split, classes, signer_indices(store, train_signers))
-        train_ids, val_ids = stratified_split(ids, store_split, cfg.data.val_fraction, cfg.seed)
+        train_ids, val_ids = stratified_split(ids, store_split, cfg.data.val_fraction, cfg.seed, cfg.data.val_split)
     store_split.check_finite()
     if cfg.evaluate and "test" in store.splits:  # fail now, not after hours of training
         test = store.split("test")
@@ -224,9 +243,46 @@ def _partition(cfg: TrainConfig, store: ClipStore, classes: ClassMap, store_path
         test_signers=list(test_signers),
         seed=cfg.seed,
         val_fraction=cfg.data.val_fraction,
+        val_split=cfg.data.val_split,
         train_ids=train_ids.tolist(),
         val_ids=val_ids.tolist(),
     )
+
+
+def _log_split(partition: RunPartition, split: StoreSplit, train_ids: np.ndarray, val_ids: np.ndarray) -> None:
+    """Say what the train/val split did."""
+    if partition.val_signers:
+        logger.info(
+            "validation: signers %s, %d clips (training: %d clips)",
+            ",".join(partition.val_signers),
+            len(val_ids),
+            len(train_ids),
+        )
+    else:
+        logger.info(
+            "%s (rule %s, seed %d)",
+            split_summary(train_ids, val_ids, split, partition.val_fraction),
+            partition.val_split,
+            partition.seed,
+        )
+
+
+def _warn_small_validation(n: int, num_classes: int) -> None:
+    """Warn when the n validation clips are too few to rank epochs (MIN_VAL_CLIPS)."""
+    if n < MIN_VAL_CLIPS:
+        # The standard error of an accuracy near 0.5 on n clips; one clip moves it by 1/n.
+        logger.warning(
+            "validation has only %d clips (%.1f per class for %d classes): one clip moves val_acc by %.1f points "
+            "and its standard error is up to %.0f points, so epochs closer than that cannot be ranked and the best "
+            "checkpoint is partly chance. Hold out more (--val-fraction, or whole signers with --val-signers) or "
+            "add data; at least %d clips are needed for a standard error of 5 points",
+            n,
+            n / max(1, num_classes),
+            num_classes,
+            100 / max(1, n),
+            50 / max(1, n) ** 0.5,
+            MIN_VAL_CLIPS,
+        )
 
 
 def resident_clips(

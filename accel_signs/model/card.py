@@ -117,7 +117,12 @@ def _intro(meta: dict[str, Any], test: dict[str, Any] | None) -> list[str]:
         "",
         f"- Trained on: `{Path(str(data.get('store', '?'))).name}`, signers {', '.join(data.get('signers') or []) or '?'}"
         + (f"; validated on signers {', '.join(data['val_signers'])}" if data.get("val_signers") else ""),
-        f"- Best epoch: {meta.get('epoch')} ({_fmt_metrics(meta.get('metrics') or {})})",
+        f"- Best epoch: {meta.get('epoch')} ({_fmt_metrics(meta.get('metrics') or {})})"
+        + (
+            "; the weights are the training's moving average (EMA)"
+            if (meta.get("metrics") or {}).get("weights") == "ema"
+            else ""
+        ),
         f"- Protocol: {protocol(meta, test)}",
     ]
     init = (meta.get("runtime") or {}).get("init_from")

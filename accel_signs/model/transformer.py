@@ -198,6 +198,9 @@ class STTransformer(nn.Module):
         )
         self.blocks = nn.ModuleList(Block(dim, size.heads, dropout, rate) for rate in rates)
         self.pool = nn.Sequential(nn.Linear(dim, dim // 2), nn.Tanh(), nn.Linear(dim // 2, 1))
+        # Late dropout (ModelConfig.late_dropout): the training loop sets its rate per epoch; no
+        # tensors, so checkpoints are the same with and without it.
+        self.head_dropout = Dropout(0.0)
         self.head = nn.Linear(dim, num_classes)
 
     @classmethod
@@ -220,12 +223,21 @@ class STTransformer(nn.Module):
         return self.features.cfg.kind != "raw"
 
     def forward(
-        self, x: torch.Tensor, aspect: torch.Tensor | None = None, augment: Augment | None = None
+        self,
+        x: torch.Tensor,
+        aspect: torch.Tensor | None = None,
+        augment: Augment | None = None,
+        mix: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """x (B, T, P*C) raw keypoints; aspect (B,) width / height of each clip's video (None:
-        square); augment: the training augmentation, applied to the canonical coordinates."""
+        square); augment: the training augmentation, applied to the canonical coordinates; mix:
+        mixup, (partner (B,) batch positions, weight (B,)): each clip's features become
+        weight x its own + (1 - weight) x its partner's."""
         b, t, _ = x.shape
         x = self.features(x.view(b, t, self.points, self.channels), aspect, augment)  # (B, T, P*C) -> (B, T, F)
+        if mix is not None:
+            partner, weight = mix
+            x = torch.lerp(x[partner], x, weight[:, None, None].to(x.dtype))
         # BatchNorm1d over (B*T, F) rows: the same statistics as over (B, F, T), and on a CPU 10x
         # faster than on the transposed (B, F, T) view, whose strides miss its fast kernels.
         x = self.input_norm(x.reshape(b * t, -1)).view(b, t, -1)  # (B, T, F) -> (B*T, F) -> (B, T, F)
@@ -237,4 +249,5 @@ class STTransformer(nn.Module):
             x = block(x)
         x = x.mean(dim=1)  # (B, G, T, D) -> (B, T, D)
         weights = self.pool(x).softmax(dim=1)  # (B, T, 1)
-        return self.head((weights * x).sum(dim=1))
+        pooled = (weights * x).sum(dim=1)  # (B, D)
+        return self.head(self.head_dropout(pooled) if self.head_dropout.p > 0 else pooled)

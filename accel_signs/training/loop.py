@@ -8,7 +8,7 @@ import os
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from accel_signs.data.training import TrainData, training_data
 from accel_signs.model.checkpoint import checkpoint_meta
 from accel_signs.model.transfer import Freeze, init_from_checkpoint
 from accel_signs.model.transformer import STTransformer
+from accel_signs.training.average import WeightAverage, mixed_losses, mixup
 from accel_signs.training.evaluate import evaluate_checkpoint, format_summary
 from accel_signs.training.optim import Schedule, make_optimizer
 from accel_signs.training.run import STOP_RECORD, ResumePlan, Run, Runtime, StopRecord, plan_resume
@@ -54,17 +55,37 @@ class TrainState:
     best_val_loss: float = math.inf  # of the best epoch
     best_val_acc: float = -1.0  # of the best epoch
     best_epoch: int = 0
+    best_mean: float | None = None  # the best epoch's mean --best-metric over best_window epochs (consider)
+    recent: list[list[float]] = field(default_factory=list)  # [val_loss, val_acc] of the last epochs, oldest first
     # Where the next epoch starts when the run stopped inside it (a signal; see stop.py): the
     # steps it did, each process's (loss sum, sample count) so far, and the lr the epoch began
     # with. None when the last save was at an epoch's end.
     partial: dict[str, Any] | None = None
     stopped_by: str | None = None  # the signal that stopped the run at its last save, if one did
 
-    def improved(self, metric: str, val_loss: float, val_acc: float) -> bool:
-        """Whether this epoch beats the best so far by `metric` (accuracy ties: lower loss)."""
-        if metric == "val_loss":
-            return val_loss < self.best_val_loss
-        return val_acc > self.best_val_acc or (val_acc == self.best_val_acc and val_loss < self.best_val_loss)
+    def consider(self, epoch: int, metric: str, val_loss: float, val_acc: float, window: int = 1) -> bool:
+        """Note this epoch's validation; if it beats the best so far by `metric`, make it the best.
+
+        A tie in `metric` goes to the better mean of it over `window` epochs (this one and those
+        before it: one epoch's accuracy on a small validation set is noisy, its neighbours' weights
+        are close to its own, so the mean measures the stretch of training it ends, on `window`
+        times the clips); a tie in that too, with val_acc, to the lower val loss; after that the
+        earlier epoch stays. With window 1 it is the rule of runs before config version 3."""
+        self.recent = [*self.recent, [val_loss, val_acc]][-window:]
+        column = 0 if metric == "val_loss" else 1
+        # Rounded: the same accuracies summed in another order must tie.
+        mean = round(sum(r[column] for r in self.recent) / len(self.recent), 9)
+        sign = -1.0 if metric == "val_loss" else 1.0  # compared as "higher is better"
+        value, best = (val_loss, self.best_val_loss) if metric == "val_loss" else (val_acc, self.best_val_acc)
+        if self.best_epoch == 0 or value != best:
+            better = self.best_epoch == 0 or sign * value > sign * best
+        elif window > 1 and self.best_mean is not None and mean != self.best_mean:
+            better = sign * mean > sign * self.best_mean
+        else:
+            better = metric == "val_acc" and val_loss < self.best_val_loss
+        if better:
+            self.best_val_loss, self.best_val_acc, self.best_epoch, self.best_mean = val_loss, val_acc, epoch, mean
+        return better
 
     def state_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -207,7 +228,10 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: ResumePlan | None
     set_seed(cfg.seed, device_specific=True)
     runtime = Runtime.of(accelerator, lr, data.train_loader.num_workers, data.on_device, cfg.batch_size)
     runtime.init_from = init
-    run, state = _open_run(accelerator, cfg, runtime, data, resume, (model, optimizer, schedule))
+    average = None
+    if cfg.optim.ema_decay > 0:  # the plain module's parameters: the same tensors DDP and compile train
+        average = WeightAverage(accelerator.unwrap_model(model, keep_torch_compile=False), cfg.optim.ema_decay)
+    run, state = _open_run(accelerator, cfg, runtime, data, resume, (model, optimizer, schedule), average)
     # A run stopped inside an epoch takes up its RNG where it stopped, after redrawing the batches
     # it already trained on (the loader's own draws would move the RNG on).
     resume_rng = capture_rng() if state.partial else None
@@ -229,6 +253,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: ResumePlan | None
         freeze,
         stop,
         resume_rng,
+        average,
     )
     size = sum(p.numel() for p in model.parameters()) / 1e6
     logger.info(
@@ -260,13 +285,17 @@ def _open_run(
     data: TrainData,
     resume: ResumePlan | None,
     trained: tuple[torch.nn.Module, torch.optim.Optimizer, Schedule],
+    average: WeightAverage | None = None,
 ) -> tuple[Run, TrainState]:
-    """A new run folder, or the resumed one with the model, optimizer and schedule restored
-    from its state; with the progress to go on from."""
+    """A new run folder, or the resumed one with the model, optimizer, schedule (and weight
+    average) restored from its state; with the progress to go on from."""
     state = TrainState()
     if resume is None:
-        return Run.create(accelerator, cfg, runtime, data.partition), state
+        run = Run.create(accelerator, cfg, runtime, data.partition)
+        run.average = average
+        return run, state
     run = Run.resume(accelerator, resume.run_dir, cfg, runtime, data.partition)
+    run.average = average
     state.load_state_dict(run.load_state(*trained))
     where = (
         f"in epoch {state.epoch + 1}, after step {state.partial['step']}"
@@ -295,6 +324,7 @@ class Loop:
     freeze: Freeze | None = None  # --freeze-epochs: the taken-over tensors, held for the first epochs
     stop: StopRequest | None = None  # the signals asking the run to stop (stop.py)
     resume_rng: RngState | None = None  # a run stopped mid-epoch: its RNG where it stopped
+    average: WeightAverage | None = None  # OptimConfig.ema_decay: the weight average
 
 
 def _stopped(run: Run, record: StopRecord) -> Stopped:
@@ -321,6 +351,9 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
     partial = state.partial
     start, lr = time.perf_counter(), partial["lr"] if partial else optimizer.param_groups[0]["lr"]
     freeze = loop.freeze if epoch <= cfg.freeze_epochs else None
+    if cfg.model.late_dropout > 0:  # a rate, no tensors: set every epoch, a resumed run included
+        on = epoch >= cfg.model.late_dropout_epoch
+        accelerator.unwrap_model(loop.model).head_dropout.p = cfg.model.late_dropout if on else 0.0
     try:
         train_loss, seen = train_one_epoch(
             accelerator,
@@ -333,6 +366,7 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
             freeze,
             resume=(partial, loop.resume_rng) if partial else None,
             stop=loop.stop,
+            average=loop.average,
         )
     except EpochStopped as e:
         state.partial = {"step": e.step, "sums": e.sums, "lr": lr}
@@ -368,19 +402,46 @@ def run_epoch(loop: Loop, epoch: int, compiling: bool = False) -> dict[str, Any]
         "samples_per_s": round(new / seconds, 1),
     }
     state.epoch = epoch
-    best = state.improved(cfg.best_metric, val_loss, val_acc)
-    if best:
-        state.best_val_loss, state.best_val_acc, state.best_epoch = val_loss, val_acc, epoch
-        run.save_best(loop.model, loop.describe(epoch, metrics))
+    best = _keep_best(loop, epoch, metrics)
     run.log_epoch(metrics)
     accelerator.log({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
     run.save_state(loop.model, optimizer, schedule, state.state_dict())
     logger.info(
         f"epoch {epoch}/{cfg.num_epochs}  train_loss {train_loss:.4f}  val_loss {val_loss:.4f}  "
         f"val_acc {val_acc:.4f}  lr {lr:.3g}  {seconds:.1f}s  {new / seconds:.0f} samples/s"
-        + ("  *best*" if best else "")
+        + (f"  ema val_loss {metrics['ema_val_loss']:.4f} val_acc {metrics['ema_val_acc']:.4f}" if loop.average else "")
+        + (f"  *best*{' (ema)' if best == 'ema' else ''}" if best else "")
     )
     return metrics
+
+
+def _keep_best(loop: Loop, epoch: int, metrics: dict[str, Any]) -> str | None:
+    """Validate the weight average too (if any; its figures go into `metrics`), and save the
+    better of the two as best/ when it beats the best so far. Returns which was saved ("model",
+    "ema") or None."""
+    cfg, state, average = loop.cfg, loop.state, loop.average
+    chosen, weights = metrics, "model"
+    if average is not None:
+        with average.swapped_in():
+            ema = validate(loop.accelerator, loop.model, loop.prepared_val)
+        metrics["ema_val_loss"], metrics["ema_val_acc"] = ema
+        if _better(cfg.best_metric, *ema, metrics["val_loss"], metrics["val_acc"]):
+            chosen, weights = {**metrics, "val_loss": ema[0], "val_acc": ema[1], "weights": "ema"}, "ema"
+    if not state.consider(epoch, cfg.best_metric, chosen["val_loss"], chosen["val_acc"], cfg.best_window):
+        return None
+    if weights == "ema":
+        with average.swapped_in():
+            loop.run.save_best(loop.model, loop.describe(epoch, chosen))
+    else:
+        loop.run.save_best(loop.model, loop.describe(epoch, metrics))
+    return weights
+
+
+def _better(metric: str, loss: float, acc: float, other_loss: float, other_acc: float) -> bool:
+    """Whether (loss, acc) beats (other_loss, other_acc) by `metric` (accuracy ties: the lower loss)."""
+    if metric == "val_loss":
+        return loss < other_loss
+    return acc > other_acc or (acc == other_acc and loss < other_loss)
 
 
 def finish(cfg: TrainConfig, accelerator: Accelerator, run: Run, data: TrainData) -> None:
@@ -500,6 +561,7 @@ def train_one_epoch(
     freeze: Freeze | None = None,
     resume: tuple[dict[str, Any], RngState | None] | None = None,
     stop: StopRequest | None = None,
+    average: WeightAverage | None = None,
 ) -> tuple[float, int]:
     """One pass over the training data; returns (mean loss over every clip, clips seen), counted
     exactly: the samples Accelerate repeats to even out the shards are left out, so 1 and N
@@ -508,7 +570,8 @@ def train_one_epoch(
     `resume`: (TrainState.partial, the RNG state saved with it) of a run stopped inside this
     epoch: its steps are skipped and its sums carried on. `stop`: raise EpochStopped at the first
     check point after a stop signal, on every process alike (before the epoch's last step only:
-    a stop there lets the epoch end and be saved whole)."""
+    a stop there lets the epoch end and be saved whole). `average`: updated after every optimizer
+    step. Mixup (cfg.data.augment.mixup_p) mixes the batch's features and its loss."""
     optimizer, schedule = optim
     model.train()
     if freeze is not None:
@@ -533,9 +596,15 @@ def train_one_epoch(
                 continue
             x = x.flatten(2)  # (B, T, P, C) -> (B, T, P*C)
             with accelerator.accumulate(model):
-                losses = F.cross_entropy(
-                    model(x, aspect, augment=augment), y, reduction="none", label_smoothing=cfg.optim.label_smoothing
+                mix = mixup(y, cfg.data.augment)
+                logits = (
+                    model(x, aspect, augment=augment, mix=mix) if mix is not None else model(x, aspect, augment=augment)
                 )
+                smoothing = cfg.optim.label_smoothing
+                losses = F.cross_entropy(logits, y, reduction="none", label_smoothing=smoothing)
+                if mix is not None:
+                    partner = F.cross_entropy(logits, y[mix[0]], reduction="none", label_smoothing=smoothing)
+                    losses = mixed_losses(losses, partner, mix)
                 loss = losses.mean()
                 accelerator.backward(loss)
                 if freeze is not None:
@@ -547,6 +616,8 @@ def train_one_epoch(
                 optimizer.zero_grad(set_to_none=True)
                 if accelerator.sync_gradients:
                     schedule.step_batch()
+                    if average is not None:
+                        average.update()
             if cfg.debug:
                 _log_step(accelerator, step, x, y, loss, grad_norm, optimizer.param_groups[0]["lr"])
             if accelerator.gradient_state.end_of_dataloader:

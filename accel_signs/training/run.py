@@ -39,6 +39,7 @@ from accel_signs.core.errors import CheckpointError, ConfigError
 from accel_signs.core.files import append_line, readable_dir, recover_dir, write_json, write_text
 from accel_signs.data.training import RunPartition
 from accel_signs.model.checkpoint import save_checkpoint
+from accel_signs.training.average import WeightAverage
 from accel_signs.training.state import load_state, plain_weights, save_state
 
 
@@ -242,6 +243,7 @@ class Run:
 
     def __init__(self, accelerator: Accelerator, path: Path):
         self.accelerator, self.path = accelerator, path
+        self.average: WeightAverage | None = None  # the weight average, saved and restored with the state
 
     @property
     def best_dir(self) -> Path:
@@ -327,7 +329,7 @@ class Run:
 
     def load_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
         """Restore the saved state; drop metrics.jsonl lines of epochs after it. Returns the progress."""
-        progress = load_state(self.accelerator, self.path / "state", model, optimizer, scheduler)
+        progress = load_state(self.accelerator, self.path / "state", model, optimizer, scheduler, self.average)
         self._truncate_metrics(int(progress["epoch"]))
         return progress
 
@@ -368,7 +370,8 @@ class Run:
     def save_state(
         self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, progress: dict[str, Any]
     ) -> None:
-        save_state(self.accelerator, self.path / "state", model, optimizer, scheduler, progress)
+        average = self.average.state() if self.average is not None else None
+        save_state(self.accelerator, self.path / "state", model, optimizer, scheduler, progress, average)
 
 
 def _epoch_of(line: str) -> int | None:

@@ -1,6 +1,7 @@
 """The resumable training state: its format, written and read as a pair.
 
-`state/` holds model.safetensors, optimizer.safetensors, trainer.json (progress, optimizer and
+`state/` holds model.safetensors, optimizer.safetensors, average.safetensors (with
+OptimConfig.ema_decay: the weight average), trainer.json (progress, optimizer and
 scheduler settings, fp16's loss scale) and, per process, rng_<rank>.safetensors + .json (torch,
 CUDA, numpy and Python RNG). Safetensors and JSON only: reading it never runs code. The folder
 is written under a temporary name and swapped into place (files.replace_dir).
@@ -41,8 +42,9 @@ def save_state(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     progress: dict[str, Any],
+    average: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write the state to `final` (collective: every process calls it and writes its own RNG
+    """Write the state to `final` (with `average`, the weight average's tensors, when there is one) (collective: every process calls it and writes its own RNG
     state; the main process writes the rest and swaps the folder into place). On failure every
     process raises the same CheckpointError and the previous state is intact."""
     tmp = final.with_name(final.name + ".tmp")
@@ -52,6 +54,8 @@ def save_state(
         _save_tensors(plain_weights(accelerator, model), tmp / "model.safetensors")
         opt_tensors, opt_rest = _split_tensors(optimizer.state_dict())
         _save_tensors(opt_tensors, tmp / "optimizer.safetensors")
+        if average is not None:
+            _save_tensors(average, tmp / "average.safetensors")
         write_json(
             tmp / "trainer.json",
             {
@@ -92,9 +96,15 @@ def save_state(
 
 
 def load_state(
-    accelerator: Accelerator, state_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+    accelerator: Accelerator,
+    state_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    average: Any = None,
 ) -> dict[str, Any]:
-    """Restore what save_state wrote (safetensors + JSON only); returns the saved progress."""
+    """Restore what save_state wrote (safetensors + JSON only); returns the saved progress.
+    `average`: a WeightAverage to restore too (its `load(tensors)`)."""
     try:
         meta = json.loads((state_dir / "trainer.json").read_text("utf-8"))
         if meta.get("format") != STATE_FORMAT or meta.get("version") != STATE_VERSION:
@@ -109,6 +119,8 @@ def load_state(
         )
         optimizer.load_state_dict(_join_tensors(meta["optimizer"], load_file(state_dir / "optimizer.safetensors")))
         scheduler.load_state_dict(meta["scheduler"])
+        if average is not None:
+            average.load(load_file(state_dir / "average.safetensors"))
         if meta.get("grad_scaler") and accelerator.scaler is not None:  # fp16 only
             accelerator.scaler.load_state_dict(meta["grad_scaler"])
         rank = accelerator.process_index
