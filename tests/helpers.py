@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,38 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+def chromium_paths() -> tuple[str, str]:
+    """Debian's chromium and chromedriver. Call it at a browser test module's top: a missing one
+    skips the module and says how to install it, except in CI (.ci/run installs both), where it is
+    an error, so a missing browser never hides as a skip."""
+    import pytest
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        if os.environ.get("CI"):
+            raise RuntimeError(
+                "CI must have Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+            )
+        pytest.skip(
+            "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+            allow_module_level=True,
+        )
+    return chromium, driver
+
+
+def headless_chromium(*args: str):
+    """A Selenium driver of headless Chromium (chromium_paths), with `args` added to its flags."""
+    from selenium import webdriver
+
+    chromium, driver = chromium_paths()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", *args):
+        options.add_argument(arg)
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+
 
 # The speed settings every test's training uses: a tiny model, small batches, no loader workers.
 FAST = ["--model-size", "t_2_1", "--batch-size", "8", "--num-workers", "0"]

@@ -20,21 +20,12 @@ from pathlib import Path
 import pytest
 
 from accel_signs.data.synth import SynthSpec, write_synthetic
-from helpers import cli_env, free_port, train_tiny_run
+from helpers import chromium_paths, cli_env, free_port, headless_chromium, train_tiny_run
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'accel-signs[serve]')")
-webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the dev extra)")
+pytest.importorskip("selenium.webdriver", reason="needs selenium (the dev extra)")
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER):
-    if os.environ.get("CI"):
-        raise RuntimeError(
-            "CI must have Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
-        )
-    pytest.skip(
-        "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
-        allow_module_level=True,
-    )
+chromium_paths()  # skips the module without a browser, except in CI
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +72,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    driver = headless_chromium("--window-size=1280,1000")
     yield driver
     driver.quit()
 

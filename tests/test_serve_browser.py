@@ -19,25 +19,15 @@ from pathlib import Path
 import pytest
 
 from accel_signs.data.synth import SynthSpec, write_synthetic
-from helpers import cli_env, free_port, train_tiny_run, write_y4m
+from helpers import chromium_paths, cli_env, free_port, headless_chromium, train_tiny_run, write_y4m
 
 pytest.importorskip("mediapipe", reason="the serve extra is not installed (pip install 'accel-signs[serve]')")
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'accel-signs[serve]')")
 cv2 = pytest.importorskip("cv2")
-webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the dev extra)")
+pytest.importorskip("selenium.webdriver", reason="needs selenium (the dev extra)")
 
 VIDEO = Path(__file__).parent / "data" / "signer_video.mp4"
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER):
-    # CI installs both (.ci/run); elsewhere say how, but never hide a missing browser in CI.
-    if os.environ.get("CI"):
-        raise RuntimeError(
-            "CI must have Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
-        )
-    pytest.skip(
-        "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
-        allow_module_level=True,
-    )
+chromium_paths()  # skips the module without a browser, except in CI
 
 
 @pytest.fixture(scope="module", params=["tasks", "holistic"])
@@ -90,22 +80,16 @@ def server(request, tmp_path_factory: pytest.TempPathFactory, landmarker_cache):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory):
     camera = write_y4m(VIDEO, tmp_path_factory.mktemp("camera") / "signer.y4m")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
+    args = [
         "--window-size=1280,860",
         "--use-fake-ui-for-media-stream",  # allow the camera without asking
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-video-capture={camera}",
         "--autoplay-policy=no-user-gesture-required",
-    ):
-        options.add_argument(arg)
+    ]
     if os.environ.get("ACCEL_SIGNS_TEST_URL", "").startswith("https:"):
-        options.add_argument("--ignore-certificate-errors")  # deploy/test_container.sh's proxy: self-signed
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+        args.append("--ignore-certificate-errors")  # deploy/test_container.sh's proxy: self-signed
+    driver = headless_chromium(*args)
     yield driver
     driver.quit()
 
