@@ -66,6 +66,18 @@ DATASETS = {
 }
 
 AUG_OFF = {"crop_min": 1.0, "speed_min": 1.0, "speed_max": 1.0}
+STRONG_AUG = {
+    "data": {
+        "augment": {
+            "shear": 0.15,
+            "scale_min": 0.8,
+            "scale_max": 1.2,
+            "time_mask_max": 0.4,
+            "point_mask_p": 0.5,
+            "point_mask_max": 0.2,
+        }
+    }
+}
 # name -> (what it is, config overrides on top of the defaults)
 CONFIGS: dict[str, tuple[str, dict]] = {
     "old": ("old defaults (the seed recipe: raw image coordinates, Adam, plateau, best by val loss)", SEED_RECIPE),
@@ -88,6 +100,21 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "adam": ("- AdamW (the seed's Adam, wd 1e-4)", {"optim": {"optimizer": "adam", "weight_decay": 1e-4}}),
     "no_label_smoothing": ("- label smoothing", {"optim": {"label_smoothing": 0.0}}),
     "no_drop_path": ("- drop-path", {"model": {"drop_path": 0.0}}),
+    # Issue 30's candidates (each off by default), alone and together. Scaled to our 60 epochs:
+    # late dropout from epoch 10 (the GISLR winner: epoch 15 of 300, once the model has learnt
+    # something); an EMA horizon of ~100 steps (NSL: ~13 steps an epoch at batch 32).
+    "mixup": ("+ mixup over sequences (p 0.5, alpha 0.4)", {"data": {"augment": {"mixup_p": 0.5}}}),
+    "late_dropout": ("+ late dropout 0.8 from epoch 10", {"model": {"late_dropout": 0.8, "late_dropout_epoch": 10}}),
+    "ema": ("+ EMA of the weights (decay 0.99)", {"optim": {"ema_decay": 0.99}}),
+    "strong_aug": ("+ shear 0.15, scale 0.8-1.2, time mask to 40%, spatial mask p 0.5", STRONG_AUG),
+    "all": (
+        "+ all four above",
+        {
+            "data": {"augment": {**STRONG_AUG["data"]["augment"], "mixup_p": 0.5}},
+            "model": {"late_dropout": 0.8, "late_dropout_epoch": 10},
+            "optim": {"ema_decay": 0.99},
+        },
+    ),
 }
 
 
