@@ -14,13 +14,12 @@ empty file_name and is skipped.
 from __future__ import annotations
 
 import csv
-import io
 import json
-import subprocess
-import tarfile
 from pathlib import Path
 
 import numpy as np
+
+from fetched import archive
 
 COMMIT = "b78cbd1"
 
@@ -28,14 +27,7 @@ COMMIT = "b78cbd1"
 def extract(git_dir: Path, dest: Path) -> Path:
     """`git archive` json_frames and sinais.csv of a fetched bare repository into dest."""
     if not (dest / "sinais.csv").exists():
-        dest.mkdir(parents=True, exist_ok=True)
-        tar = subprocess.run(
-            ["git", f"--git-dir={git_dir}", "archive", COMMIT, "json_frames", "sinais.csv"],
-            check=True,
-            capture_output=True,
-        ).stdout
-        with tarfile.open(fileobj=io.BytesIO(tar)) as t:
-            t.extractall(dest, filter="data")
+        archive(git_dir, COMMIT, ("json_frames", "sinais.csv"), dest)
     return dest
 
 

@@ -31,16 +31,14 @@ as in the original format.
 from __future__ import annotations
 
 import csv
-import io
 import shutil
-import subprocess
-import tarfile
 from pathlib import Path
 
 import numpy as np
 
 from accel_signs.data.layout import keypoint_layout
 from accel_signs.data.store import ClassInfo, StoreWriter
+from fetched import archive
 
 COMMIT = "8f18fdd"
 METADATA = "training_dataset/master_metadata.csv"
@@ -50,12 +48,7 @@ def extract(git_dir: Path, dest: Path) -> Path:
     """`git archive` the training_dataset folder of a fetched bare repository into dest."""
     root = dest / "training_dataset"
     if not (root / "master_metadata.csv").exists():
-        dest.mkdir(parents=True, exist_ok=True)
-        tar = subprocess.run(
-            ["git", f"--git-dir={git_dir}", "archive", COMMIT, "training_dataset"], check=True, capture_output=True
-        ).stdout
-        with tarfile.open(fileobj=io.BytesIO(tar)) as t:
-            t.extractall(dest, filter="data")
+        archive(git_dir, COMMIT, ("training_dataset",), dest)
     return root
 
 

@@ -1,20 +1,27 @@
 """Accuracy on real MediaPipe keypoints, signer-independent.
 
-Two public sets (never committed: their repositories state no licence):
+Three public sets (never committed: their repositories state no licence):
 - `--data nsl`: Nepali Sign Language fingerspelling, 49 letters, 490 clips, hands and pose
   (github:bses7/Nepali-Sign-Language; nsl.py converts it into a karsl184 store).
 - `--data libras`: Brazilian Sign Language, 25 signs x 10 signers x 10, MediaPipe Pose only
   (github:victordg21/Prova_IA; libras.py writes .npy clips and a manifest, which
   `accel-signs prepare --from clips --layout pose33 --coords pixels` imports).
+- `--data bsl`: British Sign Language, 11 fingerspelled letters and 4 word signs, 440 clips from
+  38 web-form submissions, MediaPipe Hands only (github:CodingOz/BSL-keypoint-processing; bsl.py
+  writes .npy clips, a hands-only layout file and a manifest, which
+  `accel-signs prepare --from clips --layout hands42.json` imports). Its folds hold out a
+  third of the signers each, not one: a submission has at most one clip per sign.
 
 The store is made once; then the real CLI (`python -m accel_signs train`) trains on folds that
-each hold one signer out for validation, for several configurations: the old defaults (the seed
-recipe), the new defaults, and the new defaults with each component switched off alone. For NSL
-a 1-nearest-neighbour on hand shapes, which needs no training, is the floor to beat.
+each hold one signer (for BSL a group of signers) out for validation, for several
+configurations: the old defaults (the seed recipe), the new defaults, and the new defaults with
+each component switched off alone. For NSL and BSL a 1-nearest-neighbour on hand shapes, which
+needs no training, is the floor to beat.
 
     python benchmarks/real_data.py --source /path/to/Nepali-Sign-Language.git           # the full NSL table
     python benchmarks/real_data.py --source ... --quick                                  # 1 seed, 30 epochs, old + new
     python benchmarks/real_data.py --data libras --source /path/to/Prova_IA.git --only old,new,no_motion
+    python benchmarks/real_data.py --data bsl --source /path/to/BSL-keypoint-processing.git --only new
     python benchmarks/real_data.py --mode finetune --source /path/to/Nepali-Sign-Language.git   # fine-tuning vs scratch (finetune.py)
     python benchmarks/real_data.py --route npz --only new --source /path/to/Nepali-Sign-Language.git  # NSL via the npz format
 
@@ -43,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bsl  # noqa: E402
 import finetune  # noqa: E402
 import libras  # noqa: E402
 import nsl  # noqa: E402
@@ -62,6 +70,23 @@ DATASETS = {
         "folds": ("Alexson", "Aparecida", "Cecilia"),
         "epochs": 30,
         "title": "Libras, pose only (github:victordg21/Prova_IA@b78cbd1), 2,501 clips, 25 signs, 10 signers",
+    },
+    # BSL: 38 submissions with at most one clip per sign, so one signer would validate on 1-15 clips.
+    # Each fold holds out a group instead (--val-signers takes the list): the five manual-* ones
+    # together (they may be one person), then the others in sorted order, each to the group with
+    # the fewest clips so far. 141 / 152 / 147 validation clips.
+    "bsl": {
+        "folds": ("g1", "g2", "g3"),
+        "fold_signers": {
+            "g1": "m0,m1,m2,m3,m4,6e5c628d,8be52121,a354b59a,abf96343,acf7a090,be885b0b,e7f57b3a",
+            "g2": "1be98b34,3e9dd7e5,431845d6,470bf35b,601283cf,781cb701,96ec7aed,a5edffd0,bb34f1d3,c179b423,"
+            "e8b61509,ed876e74,ff526205",
+            "g3": "2e62eb14,3c4d3247,410f85ca,4ba16f06,4d40d3d6,87971fe6,89abb1f9,a0992414,a74b8975,bdb61e4d,"
+            "c8f31a00,ca586bdb,f21ac459",
+        },
+        "epochs": 60,
+        "title": "BSL fingerspelling and words, hands only (github:CodingOz/BSL-keypoint-processing@2aa19a7), "
+        "440 clips, 15 signs, 38 signers",
     },
 }
 
@@ -120,27 +145,19 @@ CONFIGS: dict[str, tuple[str, dict]] = {
 
 def prepare_store(data: str, source: Path, work: Path, route: str = "native") -> Path:
     store = work / (f"{data}_store" if route == "native" else f"{data}_{route.replace('-', '_')}_store")
-    if data == "libras":
+    if data in ("libras", "bsl"):  # .npy clips and a manifest, imported as a user's own would be
+        module = libras if data == "libras" else bsl
         if not (store / "meta.json").exists():
-            root = libras.extract(source, work / "libras_src") if (source / "HEAD").exists() else source
-            manifest = libras.convert(root, work / "libras_clips")
+            root = module.extract(source, work / f"{data}_src") if (source / "HEAD").exists() else source
+            manifest = module.convert(root, work / f"{data}_clips")
+            if data == "libras":
+                options = ["--layout", "pose33", "--coords", "pixels"]
+            else:
+                options = ["--layout", str(manifest.parent / bsl.LAYOUT_FILE)]
             print(f"importing {manifest} -> {store}", flush=True)
             subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "accel_signs",
-                    "-q",
-                    "prepare",
-                    str(manifest),
-                    str(store),
-                    "--from",
-                    "clips",
-                    "--layout",
-                    "pose33",
-                    "--coords",
-                    "pixels",
-                ],
+                [sys.executable, "-m", "accel_signs", "-q", "prepare", str(manifest), str(store), "--from", "clips"]
+                + options,
                 check=True,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
@@ -189,7 +206,7 @@ def run_one(
         "--data",
         str(store),
         "--val-signers",
-        fold,
+        DATASETS[args.data].get("fold_signers", {}).get(fold, fold),  # a fold may name a group of signers
         "--num-epochs",
         str(epochs or args.epochs),
         "--batch-size",
@@ -235,12 +252,13 @@ def read_run(run: Path, name: str, fold: str, seed: int, seconds: float | None) 
     }
 
 
-def hand_shapes(clip: np.ndarray, aspect: float, frames: int = 32) -> np.ndarray:
+def hand_shapes(clip: np.ndarray, aspect: float, frames: int = 32, starts: tuple[int, int] = (142, 163)) -> np.ndarray:
     """(2 hands, frames, 21 x 3) hand-local shapes of one clip: points minus the wrist, over the
-    wrist -> middle-finger MCP distance, at `frames` evenly spaced frames; 0 where undetected."""
+    wrist -> middle-finger MCP distance, at `frames` evenly spaced frames; 0 where undetected.
+    `starts`: the first point of the right and the left hand (karsl184's by default)."""
     pick = np.linspace(0, len(clip) - 1, frames).round().astype(int)
     out = np.zeros((2, frames, 63), dtype=np.float32)
-    for h, lo in enumerate((142, 163)):
+    for h, lo in enumerate(starts):
         pts = clip[pick, lo : lo + 21, :3] * np.array([aspect, 1, aspect], dtype=np.float32)
         seen = (clip[pick, lo] != 0).any(-1)
         local = pts - pts[:, :1]
@@ -249,19 +267,26 @@ def hand_shapes(clip: np.ndarray, aspect: float, frames: int = 32) -> np.ndarray
     return out
 
 
-def nearest_neighbour(store_path: Path, folds: list[str]) -> dict[str, dict[str, float]]:
-    """1-NN accuracy per fold: both hands, right hand only, and mirror-invariant both hands."""
+def nearest_neighbour(
+    store_path: Path, folds: list[str], fold_signers: dict[str, str] | None = None
+) -> dict[str, dict[str, float]]:
+    """1-NN accuracy per fold: both hands, right hand only, and mirror-invariant both hands.
+    `fold_signers`: a fold's comma-separated signers, where a fold is a group."""
     from accel_signs.data.store import open_store
 
     store = open_store(store_path)
     split = store.split("train")
-    shapes = np.stack([hand_shapes(split.clip(i), float(split.aspects[i])) for i in range(len(split))])  # (N, 2, F, 63)
+    starts = tuple(store.layout.parts[hand.part][0] for hand in store.layout.hands)  # right, left: 21 points each
+    shapes = np.stack(
+        [hand_shapes(split.clip(i), float(split.aspects[i]), starts=starts) for i in range(len(split))]
+    )  # (N, 2, F, 63)
     mirrored = shapes[:, ::-1].copy()
     mirrored[..., 0::3] *= -1  # x of every local point
     labels = split.labels
     results: dict[str, dict[str, float]] = {}
     for fold in folds:
-        test = split.signers == store.signers.index(fold)
+        held_out = [store.signers.index(x) for x in (fold_signers or {}).get(fold, fold).split(",")]
+        test = np.isin(split.signers, held_out)
         a, b = shapes[~test].reshape(int((~test).sum()), -1), shapes[test].reshape(int(test.sum()), -1)
         d_both = ((b[:, None] - a[None]) ** 2).sum(-1)
         ra, rb = shapes[~test, 0].reshape(len(a), -1), shapes[test, 0].reshape(len(b), -1)
@@ -284,7 +309,8 @@ def main() -> None:
         "--nsl",
         type=Path,
         required=True,
-        help="fetched bare git dir, or an extracted copy (NSL: its training_dataset; Libras: json_frames + sinais.csv)",
+        help="fetched bare git dir, or an extracted copy (NSL: its training_dataset; Libras: json_frames + "
+        "sinais.csv; BSL: its All_keypoint_data)",
     )
     p.add_argument(
         "--work", type=Path, default=ROOT / "bench" / "data", help="where the store and runs go (git-ignored)"
@@ -302,7 +328,7 @@ def main() -> None:
         help="a results JSON of an earlier run (same epochs and batch): its runs are not run again",
     )
     p.add_argument("--folds", default=None, help="validation signers (default: the data set's)")
-    p.add_argument("--epochs", type=int, default=None, help="default: 60 for NSL, 30 for Libras")
+    p.add_argument("--epochs", type=int, default=None, help="default: 60 for NSL and BSL, 30 for Libras")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--jobs", type=int, default=2, help="runs at once (each gets cores / jobs threads)")
     p.add_argument(
@@ -353,7 +379,7 @@ def main() -> None:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     runs_dir = args.work / f"runs-{stamp}"
 
-    knn = nearest_neighbour(store, folds) if args.data == "nsl" else None
+    knn = nearest_neighbour(store, folds, spec.get("fold_signers")) if args.data in ("nsl", "bsl") else None
     if knn:
         print("1-NN on hand shapes (no training):", json.dumps(knn), flush=True)
     ablation_seeds = [int(s) for s in args.ablation_seeds.split(",")] if args.ablation_seeds else seeds
@@ -384,6 +410,7 @@ def main() -> None:
                     "data": spec["title"],
                     "route": args.route,
                     "protocol": f"signer-independent, validate on signer {'/'.join(folds)} in turn",
+                    "fold_signers": spec.get("fold_signers"),
                     "epochs": args.epochs,
                     "batch_size": args.batch_size,
                     "seeds": seeds,
