@@ -132,6 +132,13 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "late_dropout": ("+ late dropout 0.8 from epoch 10", {"model": {"late_dropout": 0.8, "late_dropout_epoch": 10}}),
     "ema": ("+ EMA of the weights (decay 0.99)", {"optim": {"ema_decay": 0.99}}),
     "strong_aug": ("+ shear 0.15, scale 0.8-1.2, time mask to 40%, spatial mask p 0.5", STRONG_AUG),
+    "mixup_ema_aug": (
+        "+ mixup, EMA and the stronger augmentation (all but late dropout)",
+        {
+            "data": {"augment": {**STRONG_AUG["data"]["augment"], "mixup_p": 0.5}},
+            "optim": {"ema_decay": 0.99},
+        },
+    ),
     "all": (
         "+ all four above",
         {
