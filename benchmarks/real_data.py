@@ -244,7 +244,9 @@ def read_run(run: Path, name: str, fold: str, seed: int, seconds: float | None) 
     """A finished run's accuracies, from its files."""
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     best = json.loads((run / "best" / "config.json").read_text())
-    acc = [m["val_acc"] for m in metrics]
+    # With an EMA of the weights (optim.ema_decay) each epoch validates both, and best/ keeps the
+    # better: the run is worth the better of the two.
+    acc = [max(m["val_acc"], m.get("ema_val_acc", 0.0)) for m in metrics]
     return {
         "config": name,
         "fold": fold,
