@@ -340,6 +340,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="default: 60 for NSL and BSL, 30 for Libras")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--jobs", type=int, default=2, help="runs at once (each gets cores / jobs threads)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)")
     p.add_argument(
         "--quick", action="store_true", help="1 seed, 30 epochs, old and new defaults only (with --only: those)"
     )
@@ -380,7 +381,7 @@ def main() -> None:
     if unknown:
         p.error(f"unknown config(s) {', '.join(unknown)}")
     seeds, folds = [int(s) for s in args.seeds.split(",")], args.folds.split(",")
-    args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     if args.route != "native" and args.data != "nsl":
         p.error("--route npz / npz-nosize is for NSL (--data nsl)")
     args.work.mkdir(parents=True, exist_ok=True)
@@ -460,7 +461,7 @@ def main_finetune(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     spec = DATASETS["nsl"]
     args.epochs = args.epochs or 40
     args.folds = args.folds or ",".join(spec["folds"])
-    args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     args.work.mkdir(parents=True, exist_ok=True)
     store = prepare_store("nsl", args.source, args.work)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
