@@ -271,7 +271,9 @@ def parse_checkpoint_meta(raw: Any, cfg_path: Path) -> CheckpointMeta:
         raise CheckpointError(f"{cfg_path}: checkpoint version {raw.get('version')!r} is not supported")
     model = raw.get("model")
     if not isinstance(model, dict):
-        raise CheckpointError(f"{cfg_path}: unknown model class (model must be an object with its class, got {model!r})")
+        raise CheckpointError(
+            f"{cfg_path}: unknown model class (model must be an object with its class, got {model!r})"
+        )
     family = model.get("class")
     if not isinstance(family, str) or family not in FAMILIES:
         raise CheckpointError(

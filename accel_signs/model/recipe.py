@@ -110,8 +110,8 @@ class Recipe:
         )
         ema = rate("optim.ema_decay")
         if s.get("optim.ema_decay"):
-            ema += "; the checkpoint holds the " + (
-                "EMA weights" if ema_weights else "trained weights (they validated better)"
+            ema += "; the checkpoint holds " + (
+                "the average" if ema_weights else "the trained weights (the average did not validate better)"
             )
         augment = [
             k for k in self.changed if k.startswith(AUGMENT) and k not in (AUGMENT + "mixup_p", AUGMENT + "mixup_alpha")
@@ -125,7 +125,7 @@ class Recipe:
         other = [k for k in self.changed if k not in shown and not k.startswith(AUGMENT)]
         return [
             f"{get('num_epochs')} epochs, batch {get('batch_size')} x {self.processes} process(es) = "
-            f"{self.global_batch_size}, seed {get('seed')}, precision {self.precision}",
+            f"{self.global_batch_size}, seed {get('seed')}, precision {'fp32' if self.precision == 'no' else self.precision}",
             f"{get('optim.optimizer')} lr {get('optim.lr')} (peak {self.peak_lr:.3g}), {get('optim.schedule')} "
             f"schedule{warmup}, weight decay {get('optim.weight_decay')}, label smoothing "
             f"{get('optim.label_smoothing')}, gradient clipping {rate('optim.max_grad_norm')}",
