@@ -64,8 +64,12 @@ class ModelRecord:
 
     def to_json(self) -> dict[str, Any]:
         hyper = get_family(self.family).hyperparameters(self.config)
-        return {"class": self.family, **hyper, "num_classes": self.num_classes, "seq_len": self.seq_len} | {
-            "part_sizes": list(self.part_sizes)
+        return {
+            "class": self.family,
+            **hyper,
+            "num_classes": self.num_classes,
+            "seq_len": self.seq_len,
+            "part_sizes": list(self.part_sizes),
         }
 
 

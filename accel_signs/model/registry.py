@@ -47,8 +47,7 @@ class ModelFamily:
 
     def hyperparameters(self, cfg: ModelConfig) -> dict[str, Any]:
         """What a checkpoint records to rebuild this family's model from `cfg` (JSON-ready)."""
-        out = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "family" and k not in self.training_only}
-        return out
+        return {k: v for k, v in dataclasses.asdict(cfg).items() if k != "family" and k not in self.training_only}
 
 
 FAMILIES: dict[str, ModelFamily] = {
