@@ -188,7 +188,7 @@ def recompute_val(run_dir: Path) -> tuple[float, float]:
         split,
         val_ids,
         class_map(store, info["signs"]),
-        seq_len=ckpt.meta["model"]["seq_len"],
+        seq_len=ckpt.seq_len,
         batch_size=7,
         train=False,
         num_workers=0,

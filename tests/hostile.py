@@ -685,7 +685,9 @@ for _name, _command_name, _change, _needles in [
     ("class_without_sign", "predict", lambda m: [c.pop("sign") for c in m["classes"]], ("config.json", "class")),
     ("train_config_a_list", "info", _put([], "train_config"), ("config.json", "train_config")),
     ("metrics_a_list", "info", _put([1, 2], "metrics"), ("config.json", "metrics")),
-    ("train_config_without_optim", "info", _pop("train_config", "optim"), ("config.json", "'optim'")),
+    ("recipe_a_list", "info", _put([], "recipe"), ("config.json", "recipe: must be an object")),
+    ("recipe_without_settings", "predict", _pop("recipe", "settings"), ("config.json", "recipe: settings")),
+    ("epoch_text", "evaluate", _put("7", "epoch"), ("config.json", "epoch must be an integer")),
     ("signers_not_text", "info", _put([1, 2], "data", "signers"), ("config.json", "malformed")),
 ]:
     _add("checkpoint JSON", _name, _meta_case(_command_name, _change), *_needles)

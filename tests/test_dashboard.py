@@ -196,7 +196,7 @@ def test_a_corrupt_run(world):
         run = next(r for r in server.get("/api/runs")[1]["runs"] if r["name"] == "corrupt")
         assert run["problems"] == [
             "config.json: not valid JSON (Expecting value: line 1 column 10 (char 9))",
-            "best/config.json: not a JSON object",
+            "best/config.json: not an accel_signs checkpoint description",
         ]
         code, body = server.get("/api/evaluate", {"run": "corrupt", "split": "test"})
         assert (

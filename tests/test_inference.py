@@ -113,8 +113,8 @@ def test_onnx_export_matches_pytorch(run, tiny_store, tmp_path):
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     ckpt = load_checkpoint(run / "best")
     assert (
-        json.loads(meta["accel_signs.classes"]) == ckpt.classes
-        and meta["accel_signs.layout"] == ckpt.meta["layout"]["id"]
+        json.loads(meta["accel_signs.classes"]) == ckpt.meta.classes_json()
+        and meta["accel_signs.layout"] == ckpt.layout.id
     )
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     inputs = session.get_inputs()
@@ -134,7 +134,7 @@ def test_onnx_export_matches_pytorch(run, tiny_store, tmp_path):
     with open(run / "eval-test" / "predictions.csv", newline="") as f:
         by_clip = {int(row["clip"]): int(row["pred_sign"]) for row in csv.DictReader(f)}
     got = session.run(["logits"], {"keypoints": real.numpy(), "aspect": aspect.numpy()})[0]
-    assert [ckpt.classes[int(k)]["sign"] for k in got.argmax(1)] == [by_clip[i] for i in range(len(test))]
+    assert [ckpt.classes[int(k)].sign for k in got.argmax(1)] == [by_clip[i] for i in range(len(test))]
 
 
 def test_export_without_the_extra_says_how_to_get_it(run, tmp_path, monkeypatch):
@@ -174,7 +174,7 @@ def test_checkpoint_from_before_the_input_features_predicts_as_it_did(tmp_path):
     # its training config (version 1) reads back as the run it was: the seed recipe
     from accel_signs.config import TrainConfig
 
-    cfg = TrainConfig.from_dict(ckpt.meta["train_config"])
+    cfg = TrainConfig.from_dict(dict(ckpt.meta.train_config))
     assert (cfg.optim.schedule, cfg.optim.optimizer, cfg.model.input.kind, cfg.best_metric) == (
         "plateau",
         "adam",

@@ -137,7 +137,7 @@ def test_failed_write_stops_training_and_keeps_the_previous_best(failure, tiny_s
     assert result.exit_code == 1
     assert_one_line_error(result.stderr, "No space left on device", "intact")
     run = tmp_path / "runs" / "r"
-    assert load_checkpoint(run / "best").meta["epoch"] == 1
+    assert load_checkpoint(run / "best").meta.epoch == 1
     assert json.loads((run / "state" / "trainer.json").read_text())["progress"]["epoch"] == 1
     assert not list(run.glob("*.tmp"))
 

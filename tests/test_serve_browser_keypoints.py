@@ -218,7 +218,9 @@ def test_daily_use_sentence_speech_drawing_and_session_log(server, browser):
     browser.find_element("id", "auto-speak").click()
     browser.find_element("id", "draw-face").click()
     select(browser.find_element("id", "draw-style")).select_by_value("points")
-    eat, drink = ({"rank": 1, "probability": 0.9, **c, "class_id": i} for i, c in enumerate(ckpt.classes[:2]))
+    eat, drink = (
+        {"rank": 1, "probability": 0.9, **c, "class_id": i} for i, c in enumerate(ckpt.meta.classes_json()[:2])
+    )
     for sign in (eat, eat, drink):  # as the server sends them
         browser.execute_script(
             "window.__ws.onmessage({data: JSON.stringify(Object.assign({type: 'accepted', seq: 1}, arguments[0]))})",

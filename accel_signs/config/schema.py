@@ -344,6 +344,9 @@ class InputConfig(Section):
 class ModelConfig(Section):
     KEY: ClassVar[str] = "model"
 
+    # The families are model/registry.py's (a config cannot import the model layer): an unknown
+    # name is refused when the model is built.
+    family: str = option("STTransformer", "The model family (model/registry.py): STTransformer.")
     size: str = option(
         "s_4_2",
         "STTransformer size {t,s,m,l}_{heads}_{layers} (head width 16/32/64/128), e.g. s_4_2, m_12_10.",

@@ -59,15 +59,14 @@ class Dashboard:
         meta = read_checkpoint_meta(best)
         store = self.store_path(run, data)
         splits = list(self.cache.store(store).splits)
-        recorded = meta.get("data", {})
         return {
             "run": run,
             "store": str(store),
             "splits": splits,
-            "classes": len(meta["classes"]),
-            "epoch": meta.get("epoch"),
-            "metrics": meta.get("metrics", {}),
-            "test_signers": recorded.get("test_signers"),
+            "classes": len(meta.classes),
+            "epoch": meta.epoch,
+            "metrics": dict(meta.metrics),
+            "test_signers": list(meta.data.test_signers),
         }
 
     def evaluate(self, run: str, split: str, data: str | None, signers: str | None) -> dict[str, Any]:
@@ -83,7 +82,7 @@ class Dashboard:
         from accel_signs.config import AugmentConfig
 
         meta = read_checkpoint_meta(self.checkpoint(run))
-        recorded = meta.get("train_config", {}).get("data", {}).get("augment") or {}
+        recorded = (meta.train_config.get("data") or {}).get("augment") or {}
         current = augment_config(recorded) if recorded else AugmentConfig()
         return {"controls": augment_controls(current)}
 

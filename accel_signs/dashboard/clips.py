@@ -25,7 +25,7 @@ from accel_signs.data.layout import KeypointLayout
 from accel_signs.data.pipeline import ClipBatches
 from accel_signs.data.sampling import tsn_positions
 from accel_signs.data.store import ClipStore, open_store
-from accel_signs.model.checkpoint import Checkpoint, checkpoint_input, load_checkpoint
+from accel_signs.model.checkpoint import Checkpoint, CheckpointMeta, load_checkpoint
 from accel_signs.model.features import KeypointFeatures
 from accel_signs.tools.inference import classify
 
@@ -104,10 +104,10 @@ def inspect_clip(ckpt: Checkpoint, store: ClipStore, split: str, clip: int) -> d
     aspect = float(store_split.aspects[clip])
     label = int(store_split.labels[clip])
     true = store.classes[label]
-    seq_len = ckpt.meta["model"]["seq_len"]
+    seq_len = ckpt.seq_len
     top = classify(ckpt, frames, (aspect, 1.0), 5)
     positions = tsn_positions(torch.tensor([len(frames)]), seq_len, random=False)[0]
-    known = {c["sign"] for c in ckpt.classes}
+    known = {c.sign for c in ckpt.classes}
     return {
         "clip": clip,
         "split": split,
@@ -184,7 +184,7 @@ def config_snippet(cfg: AugmentConfig) -> str:
 
 
 def augment_clip(
-    meta: dict[str, Any], store: ClipStore, split: str, clip: int, cfg: AugmentConfig, seed: int
+    meta: CheckpointMeta, store: ClipStore, split: str, clip: int, cfg: AugmentConfig, seed: int
 ) -> dict[str, Any]:
     """The clip as evaluation samples it and as one training step could see it with `cfg`: the
     same ClipBatches sampling (temporal crop and speed) and the same Augmenter the training loop
@@ -192,9 +192,9 @@ def augment_clip(
     store_split = store.split(split)
     clip = _clip_index(store, split, clip)
     layout = store.layout
-    input_cfg = checkpoint_input(meta)
+    input_cfg = meta.model.input
     features = KeypointFeatures(layout, input_cfg)
-    seq_len = meta["model"]["seq_len"]
+    seq_len = meta.model.seq_len
     label = np.array([int(store_split.labels[clip])])
     ids = np.array([clip])
 

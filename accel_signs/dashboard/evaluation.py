@@ -56,7 +56,7 @@ class _Hashes:
 
 def recorded_store(checkpoint: Path) -> str | None:
     """The store a checkpoint was trained on, as its config.json records it."""
-    return read_checkpoint_meta(checkpoint).get("data", {}).get("store")
+    return read_checkpoint_meta(checkpoint).data.store
 
 
 class Evaluations:

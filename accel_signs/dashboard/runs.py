@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from accel_signs.core.errors import AccelSignsError
+from accel_signs.core.errors import AccelSignsError, CheckpointError
+from accel_signs.model.checkpoint import CONFIG_FILE, CheckpointMeta, read_checkpoint_meta
 
 # A run whose metrics.jsonl changed this recently is shown as training (an epoch of a big
 # run can take longer; the page says "last epoch N min ago" beside it).
@@ -77,6 +78,16 @@ def _read_json(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return data, None
 
 
+def _read_best(folder: Path) -> tuple[CheckpointMeta | None, str | None]:
+    """The best checkpoint's description, or what is wrong with it (None, None: no best/ yet)."""
+    if not folder.exists():
+        return None, None
+    try:
+        return read_checkpoint_meta(folder), None
+    except CheckpointError as e:
+        return None, f"best/{CONFIG_FILE}: " + str(e).removeprefix(f"{folder / CONFIG_FILE}: ")
+
+
 def is_run(path: Path) -> bool:
     """A folder train wrote (or began to write): it has config.json, metrics.jsonl or state/."""
     return path.is_dir() and any((path / name).exists() for name in ("config.json", "metrics.jsonl", "state"))
@@ -99,9 +110,9 @@ def run_summary(path: Path) -> dict[str, Any]:
         problems.append(problem)
     curves = read_curves(path / "metrics.jsonl")
     problems += curves.problems
-    best, problem = _read_json(path / "best" / "config.json")
-    if problem and (path / "best").exists():
-        problems.append("best/" + problem)
+    best, problem = _read_best(path / "best")
+    if problem:
+        problems.append(problem)
     epochs = curves.rows[-1]["epoch"] if curves.rows else 0
     total = (config or {}).get("num_epochs")
     model = (config or {}).get("model", {})
@@ -113,8 +124,8 @@ def run_summary(path: Path) -> dict[str, Any]:
         "num_epochs": total,
         "model_size": model.get("size") if isinstance(model, dict) else None,
         "store": data.get("path") if isinstance(data, dict) else None,
-        "best_epoch": (best or {}).get("epoch"),
-        "best": (best or {}).get("metrics") or {},
+        "best_epoch": best.epoch if best else None,
+        "best": dict(best.metrics) if best else {},
         "has_checkpoint": best is not None and (path / "best" / "model.safetensors").exists(),
         "problems": problems,
     }

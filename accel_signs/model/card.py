@@ -1,7 +1,8 @@
 """The model card: a checkpoint's README.md in the Hugging Face Hub's format (YAML metadata with
 `model-index` results, then a Markdown body).
 
-It is generated from the checkpoint's own files only: config.json, and eval-test/metrics.json
+It is generated from the checkpoint's own files only: config.json (as CheckpointMeta), the recipe
+included, and eval-test/metrics.json
 (the latest test-split evaluation, copied into the checkpoint with its plots), so it never
 disagrees with them. `train` writes it at the end, `evaluate` rewrites it when it evaluates a
 checkpoint folder on the test split.
@@ -9,17 +10,18 @@ checkpoint folder on the test split.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from accel_signs.core.files import write_text
-from accel_signs.data.extractor import record_from_meta
-from accel_signs.model.checkpoint import CONFIG_FILE, init_source
+from accel_signs.model.checkpoint import CONFIG_FILE, CheckpointMeta, init_source, read_checkpoint_meta
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ TAGS = ["accel-signs", "sign-language-recognition", "sign-language", "keypoints"
 def model_card(checkpoint: Path, repo_id: str | None = None) -> str:
     """README.md text of the checkpoint folder; `repo_id` names it in the usage examples."""
     checkpoint = Path(checkpoint)
-    meta = json.loads((checkpoint / CONFIG_FILE).read_text("utf-8"))
+    meta = read_checkpoint_meta(checkpoint)
     metrics_path = checkpoint / EVAL_DIR / "metrics.json"
     test = json.loads(metrics_path.read_text("utf-8")) if metrics_path.exists() else None
     spec = f"hf://{repo_id}" if repo_id else str(checkpoint)
@@ -41,7 +43,7 @@ def model_card(checkpoint: Path, repo_id: str | None = None) -> str:
         *_intro(meta, test),
         *_results(meta, test, checkpoint),
         *_usage(meta, spec),
-        *_training(meta, checkpoint),
+        *_training(meta),
         *_inputs(meta),
         *_limitations(meta, test),
         *_classes(meta),
@@ -50,26 +52,25 @@ def model_card(checkpoint: Path, repo_id: str | None = None) -> str:
     return f"---\n{front}---\n\n" + "\n".join(body).rstrip() + "\n"
 
 
-def protocol(meta: dict[str, Any], test: dict[str, Any] | None) -> str:
+def protocol(meta: CheckpointMeta, test: dict[str, Any] | None) -> str:
     """signer-independent when no test signer was trained on."""
-    trained = set((meta.get("data") or {}).get("signers") or [])
-    tested = set((test or {}).get("signers") or (meta.get("data") or {}).get("test_signers") or [])
+    trained = set(meta.data.signers)
+    tested = set((test or {}).get("signers") or meta.data.test_signers)
     if tested and not tested & trained:
         return "signer-independent"
     return "signers seen in training"
 
 
-def card_metadata(meta: dict[str, Any], test: dict[str, Any] | None) -> dict[str, Any]:
+def card_metadata(meta: CheckpointMeta, test: dict[str, Any] | None) -> dict[str, Any]:
     """The YAML front matter: library, tags and, with a test evaluation, model-index results."""
-    data = meta.get("data") or {}
     out: dict[str, Any] = {
         "library_name": "accel-signs",
-        "tags": TAGS + [f"layout-{meta['layout'].get('name')}"],
+        "tags": TAGS + [f"layout-{meta.layout.name}"],
         "metrics": ["accuracy", "f1"],
     }
     if test is None:
         return out
-    dataset = Path(str(data.get("store") or test.get("store") or "store")).name
+    dataset = Path(str(meta.data.store or test.get("store") or "store")).name
     k = test.get("top5_k", 5)
     out["model-index"] = [
         {
@@ -101,42 +102,37 @@ def card_metadata(meta: dict[str, Any], test: dict[str, Any] | None) -> dict[str
     return out
 
 
-def _name(meta: dict[str, Any]) -> str:
-    m = meta["model"]
-    return f"accel-signs {m['class']} {m['size']}, {m['num_classes']} signs, {meta['layout'].get('name')}"
+def _name(meta: CheckpointMeta) -> str:
+    m = meta.model
+    return f"accel-signs {m.family} {m.size}, {m.num_classes} signs, {meta.layout.name}"
 
 
-def _intro(meta: dict[str, Any], test: dict[str, Any] | None) -> list[str]:
-    m, data = meta["model"], meta.get("data") or {}
+def _intro(meta: CheckpointMeta, test: dict[str, Any] | None) -> list[str]:
+    m, data = meta.model, meta.data
     lines = [
         f"# {_name(meta)}",
         "",
-        f"A sign-language recognition model trained with accel_signs {meta.get('accel_signs_version', '')}: "
-        f"an {m['class']} (size {m['size']}) that classifies a clip of MediaPipe keypoints "
-        f"({meta['layout'].get('name')} layout, {m['seq_len']} sampled frames) into one of {m['num_classes']} signs.",
+        f"A sign-language recognition model trained with accel_signs {meta.accel_signs_version}: "
+        f"an {m.family} (size {m.size}) that classifies a clip of MediaPipe keypoints "
+        f"({meta.layout.name} layout, {m.seq_len} sampled frames) into one of {m.num_classes} signs.",
         "",
-        f"- Trained on: `{Path(str(data.get('store', '?'))).name}`, signers {', '.join(data.get('signers') or []) or '?'}"
-        + (f"; validated on signers {', '.join(data['val_signers'])}" if data.get("val_signers") else ""),
-        f"- Best epoch: {meta.get('epoch')} ({_fmt_metrics(meta.get('metrics') or {})})"
-        + (
-            "; the weights are the training's moving average (EMA)"
-            if (meta.get("metrics") or {}).get("weights") == "ema"
-            else ""
-        ),
+        f"- Trained on: `{Path(str(data.store or '?')).name}`, signers {', '.join(data.signers) or '?'}"
+        + (f"; validated on signers {', '.join(data.val_signers)}" if data.val_signers else ""),
+        f"- Best epoch: {meta.epoch} ({_fmt_metrics(meta.metrics)})"
+        + ("; the weights are the training's moving average (EMA)" if meta.ema_weights else ""),
         f"- Protocol: {protocol(meta, test)}",
     ]
-    init = (meta.get("runtime") or {}).get("init_from")
-    if init:
-        lines.append(f"- Fine-tuned from: {init_source(init)}")
+    if meta.init_from:
+        lines.append(f"- Fine-tuned from: {init_source(meta.init_from)}")
     return [*lines, ""]
 
 
-def _fmt_metrics(metrics: dict[str, Any]) -> str:
+def _fmt_metrics(metrics: Mapping[str, Any]) -> str:
     keys = ("val_acc", "val_loss", "train_loss")
     return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), (int, float)))
 
 
-def _results(meta: dict[str, Any], test: dict[str, Any] | None, checkpoint: Path) -> list[str]:
+def _results(meta: CheckpointMeta, test: dict[str, Any] | None, checkpoint: Path) -> list[str]:
     if test is None:
         return ["## Results", "", "Not evaluated on a test split yet (`accel-signs evaluate` fills this in).", ""]
     k = test.get("top5_k", 5)
@@ -169,17 +165,17 @@ def _results(meta: dict[str, Any], test: dict[str, Any] | None, checkpoint: Path
     return lines
 
 
-def _usage(meta: dict[str, Any], spec: str) -> list[str]:
+def _usage(meta: CheckpointMeta, spec: str) -> list[str]:
     lines = [
         "## How to use",
         "",
         "Install `pip install 'accel-signs[hub]'` (and the `extract` extra to read videos), then:",
         "",
         "```bash",
-        f"accel-signs predict {spec} clip.npy            # keypoints (frames, {meta['layout'].get('points', '?')}, 4), or a video",
+        f"accel-signs predict {spec} clip.npy            # keypoints (frames, {meta.layout.num_points}, 4), or a video",
         f"accel-signs evaluate {spec} --data STORE       # a clip store with these signs",
         f"accel-signs export {spec} --onnx model.onnx",
-        f"accel-signs train --data MY_STORE --init-from {spec} --model-size {meta['model']['size']}  # fine-tune on your signs",
+        f"accel-signs train --data MY_STORE --init-from {spec} --model-size {meta.model.size}  # fine-tune on your signs",
         f"accel-signs serve {spec}                        # live, in the browser (the serve extra)",
         "```",
         "",
@@ -192,23 +188,21 @@ def _usage(meta: dict[str, Any], spec: str) -> list[str]:
     return lines
 
 
-def _training(meta: dict[str, Any], checkpoint: Path) -> list[str]:
-    cfg, rt, data = meta.get("train_config") or {}, meta.get("runtime") or {}, meta.get("data") or {}
-    optim = cfg.get("optim") or {}
-    aug = (cfg.get("data") or {}).get("augment") or {}
+def _training(meta: CheckpointMeta) -> list[str]:
+    data, cfg = meta.data, meta.train_config
     lines = [
         "## Training",
         "",
-        f"- Data: store `{data.get('store')}`, split `{data.get('split')}`, signs {_ranges(data.get('signs') or [])}, "
-        f"{(data.get('profile') or {}).get('train_clips', '?')} training clips, seed {data.get('seed')}",
-        f"- Optimizer: {optim.get('optimizer')} lr {optim.get('lr')} (peak {rt.get('lr')}), weight decay "
-        f"{optim.get('weight_decay')}, {optim.get('schedule')} schedule, warmup {optim.get('warmup_epochs')} epochs, "
-        f"label smoothing {optim.get('label_smoothing')}",
-        f"- {cfg.get('num_epochs')} epochs, batch {rt.get('global_batch_size', cfg.get('batch_size'))} "
-        f"({rt.get('num_processes', 1)} process(es) on {rt.get('device')}, precision {rt.get('mixed_precision')}), "
-        f"best checkpoint by {cfg.get('best_metric')}",
-        "- Augmentation: " + ", ".join(f"{k} {v}" for k, v in aug.items()),
+        f"- Data: store `{data.store}`, split `{data.split}`, signs {_ranges(list(data.signs))}, "
+        f"{data.profile.get('train_clips', '?')} training clips, seed {data.seed}",
     ]
+    if meta.recipe is None:
+        lines.append(
+            "- Recipe: not recorded (a checkpoint from before accel_signs recorded the recipe; "
+            f"its training configuration is in [{CONFIG_FILE}]({CONFIG_FILE}))"
+        )
+    else:
+        lines += ["- Recipe:", *(f"  - {line}" for line in meta.recipe.lines(meta.ema_weights))]
     if cfg.get("init_from"):
         lines.append(f"- Fine-tuning: --init-from {cfg['init_from']}, --freeze-epochs {cfg.get('freeze_epochs', 0)}")
     return [*lines, "", f"The full configuration is in [{CONFIG_FILE}]({CONFIG_FILE}).", ""]
@@ -220,27 +214,26 @@ def _ranges(signs: list[int]) -> str:
     return format_ranges(signs) if signs else "?"
 
 
-def _inputs(meta: dict[str, Any]) -> list[str]:
-    m, layout = meta["model"], meta["layout"]
-    parts = (layout.get("definition") or {}).get("parts") or []
-    inp = m.get("input") or {"kind": "raw"}
+def _inputs(meta: CheckpointMeta) -> list[str]:
+    m, layout = meta.model, meta.layout
+    inp = dataclasses.asdict(m.input)
     return [
         "## Input",
         "",
-        f"- Keypoint layout `{layout.get('name')}` (id `{layout.get('id')}`): {layout.get('points', '?')} points "
+        f"- Keypoint layout `{layout.name}` (id `{layout.id}`): {layout.num_points} points "
         f"per frame, x/y/z/visibility as MediaPipe writes them (x, y in 0..1 of the frame; 0 where undetected); "
-        f"parts (one token each): {', '.join(parts) if parts else '?'}",
+        f"parts (one token each): {', '.join(layout.part_names)}",
         f"- Keypoints made by: {_extractor(meta)}",
-        f"- {m['seq_len']} frames are sampled from each clip (TSN: evenly spread segments)",
+        f"- {m.seq_len} frames are sampled from each clip (TSN: evenly spread segments)",
         "- Features computed inside the model: " + ", ".join(f"{k} {v}" for k, v in inp.items()),
-        f"- Features per part: {m.get('part_sizes')}",
+        f"- Features per part: {list(m.part_sizes)}",
         "",
     ]
 
 
-def _extractor(meta: dict[str, Any]) -> str:
+def _extractor(meta: CheckpointMeta) -> str:
     """The extractor line: what made the training keypoints, which `predict` and `serve` use by default."""
-    record = record_from_meta(meta, CONFIG_FILE)
+    record = meta.extractor
     if record is None:
         return "not recorded (a store made before extractors were recorded, or from files that do not say)"
     return (
@@ -249,21 +242,20 @@ def _extractor(meta: dict[str, Any]) -> str:
     )
 
 
-def _limitations(meta: dict[str, Any], test: dict[str, Any] | None) -> list[str]:
-    data = meta.get("data") or {}
-    profile = data.get("profile") or {}
+def _limitations(meta: CheckpointMeta, test: dict[str, Any] | None) -> list[str]:
+    profile = meta.data.profile
     detection = profile.get("detection") or {}
     sizes = profile.get("frame_sizes") or {}
     lines = [
         "## Limitations",
         "",
-        f"- Signers seen in training: {', '.join(data.get('signers') or []) or '?'}. "
+        f"- Signers seen in training: {', '.join(meta.data.signers) or '?'}. "
         + (
             "The test figures above are on signers the model never saw."
             if protocol(meta, test) == "signer-independent"
             else "The test figures above include signers seen in training: expect lower accuracy on new signers."
         ),
-        f"- It knows only these {meta['model']['num_classes']} signs: any other sign is classified as one of them.",
+        f"- It knows only these {meta.model.num_classes} signs: any other sign is classified as one of them.",
     ]
     if detection:
         lines.append(
@@ -281,9 +273,9 @@ def _limitations(meta: dict[str, Any], test: dict[str, Any] | None) -> list[str]
     return [*lines, ""]
 
 
-def _classes(meta: dict[str, Any]) -> list[str]:
+def _classes(meta: CheckpointMeta) -> list[str]:
     lines = ["## Classes", "", "| id | sign | gloss | gloss (ar) |", "|---|---|---|---|"]
-    lines += [f"| {c['id']} | {c['sign']} | {c.get('en', '')} | {c.get('ar', '')} |" for c in meta["classes"]]
+    lines += [f"| {i} | {c.sign} | {c.en} | {c.ar} |" for i, c in enumerate(meta.classes)]
     return [*lines, ""]
 
 

@@ -39,7 +39,7 @@ def init_from_checkpoint(model: torch.nn.Module, spec: str) -> dict[str, Any]:
     if not any(name.startswith("blocks.") for name in copied):
         raise CheckpointError(
             f"--init-from {spec}: nothing to transfer: none of the transformer blocks' tensors match (the source is "
-            f"model size {meta['model']['size']} on layout {meta['layout'].get('name')}; give the same --model-size). "
+            f"model size {meta.model.size} on layout {meta.layout.name}; give the same --model-size). "
             f"First mismatches: {'; '.join(mismatches[:3]) or 'none'}"
         )
     model.load_state_dict({name: theirs[name] for name in copied}, strict=False)
@@ -56,10 +56,10 @@ def init_from_checkpoint(model: torch.nn.Module, spec: str) -> dict[str, Any]:
         "spec": str(spec),
         **source.record(),
         "checkpoint_id": f"sha256:{weights_id(source.path)}",
-        "source_classes": meta["model"]["num_classes"],
-        "source_layout": meta["layout"].get("name"),
-        "source_size": meta["model"]["size"],
-        "source_store": (meta.get("data") or {}).get("store"),
+        "source_classes": meta.model.num_classes,
+        "source_layout": meta.layout.name,
+        "source_size": meta.model.size,
+        "source_store": meta.data.store,
         "transferred": len(copied),
         "new": list(new),
     }

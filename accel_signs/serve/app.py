@@ -79,8 +79,8 @@ def model_info(ckpt: Checkpoint, cfg: ServeConfig, landmarkers: dict[str, Path] 
     MediaPipe sources, and where the landmarker bundles are (for MediaPipe in the page)."""
     layout = ckpt.layout
     part_of = {i: part for part, points in layout.parts.items() for i in points}
-    languages = [lang for lang in ("en", "ar") if any(c.get(lang) for c in ckpt.classes)]
-    metrics = ckpt.meta.get("metrics", {})
+    languages = [lang for lang in ("en", "ar") if any(getattr(c, lang) for c in ckpt.classes)]
+    metrics = ckpt.meta.metrics
     return {
         "type": "hello",
         "checkpoint": ckpt.path.name,  # not the server's paths

@@ -183,7 +183,7 @@ def classify_batch(
     connections' windows): each clip is sampled to the model's length on its own, so the answer
     of each is the one it gets alone."""
     aspect = torch.tensor([size[0] / size[1] if size else 1.0 for size in sizes])
-    seq_len = ckpt.meta["model"]["seq_len"]
+    seq_len = ckpt.seq_len
     with torch.no_grad():
         probs = ckpt.model(torch.cat([model_input(c, seq_len) for c in clips]), aspect).softmax(-1)  # (N, classes)
     p, idx = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
@@ -192,9 +192,9 @@ def classify_batch(
             {
                 "rank": r + 1,
                 "class_id": int(i),
-                "sign": ckpt.classes[i]["sign"],
-                "en": ckpt.classes[i]["en"],
-                "ar": ckpt.classes[i]["ar"],
+                "sign": ckpt.classes[i].sign,
+                "en": ckpt.classes[i].en,
+                "ar": ckpt.classes[i].ar,
                 "probability": round(float(q), 6),
             }
             for r, (q, i) in enumerate(zip(row_p, row_i))
@@ -267,12 +267,12 @@ def _onnx_metadata(ckpt: Checkpoint, seq_len: int, features: int, with_aspect: b
     return {
         "accel_signs.layout": ckpt.layout.id,
         "accel_signs.layout_definition": json.dumps(ckpt.layout.definition),
-        "accel_signs.classes": json.dumps(ckpt.classes, ensure_ascii=False),
-        "accel_signs.model": json.dumps(ckpt.meta["model"]),
+        "accel_signs.classes": json.dumps(ckpt.meta.classes_json(), ensure_ascii=False),
+        "accel_signs.model": json.dumps(ckpt.meta.model.to_json()),
         "accel_signs.input": f"keypoints (batch, {seq_len}, {features}): {seq_len} frames sampled at bin centres, "
         f"each {ckpt.layout.num_points} points of layout {ckpt.layout.name} x (x, y, z, "
         "visibility) flattened; undetected points are 0" + aspect,
-        "accel_signs.metrics": json.dumps(ckpt.meta.get("metrics", {})),
+        "accel_signs.metrics": json.dumps(dict(ckpt.meta.metrics)),
     }
 
 
@@ -311,7 +311,7 @@ def export_onnx(
         raise ConfigError(ONNX_HINT) from None
     ckpt: Checkpoint = load_checkpoint(checkpoint)
     out = Path(out)
-    seq_len, features = ckpt.meta["model"]["seq_len"], ckpt.model.points * ckpt.model.channels
+    seq_len, features = ckpt.seq_len, ckpt.model.points * ckpt.model.channels
     # Models with the normalized input take each clip's video aspect ratio as a second input.
     names = ["keypoints", "aspect"] if ckpt.model.uses_aspect else ["keypoints"]
     tmp = out.with_name(f".{out.name}.tmp")

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from accel_signs.config import InputConfig
 from accel_signs.core.errors import CheckpointError
 from accel_signs.data.layout import KeypointLayout
 from accel_signs.data.pipeline import format_ranges
 from accel_signs.data.store import ClipStore, StoreSplit, open_store
-from accel_signs.model.checkpoint import checkpoint_folder, init_source, read_checkpoint_meta
+from accel_signs.model.checkpoint import CheckpointMeta, checkpoint_folder, init_source, read_checkpoint_meta
 
 # Detection rates are estimated from at most this many frames per split (evenly spaced), so
 # `info` on a 20 GB store takes seconds, not minutes.
@@ -160,21 +161,12 @@ def _duplicates(checks: dict | None) -> str:
     return f"{len(groups)} group(s), {len(across)} across splits: {text}{more}"
 
 
-def _describe_input(cfg: dict | None) -> str:
-    if cfg is None:
-        return "raw image coordinates (written before the input features existed)"
-    if cfg.get("kind") == "raw":
+def _describe_input(cfg: InputConfig) -> str:
+    if cfg.kind == "raw":
         return "raw image coordinates"
-    on = [
-        name.replace("_", " ")
-        for name in ("body_frame", "hand_shape", "motion", "presence", "handedness")
-        if cfg.get(name)
-    ]
-    off = [
-        name.replace("_", " ")
-        for name in ("body_frame", "hand_shape", "motion", "presence", "handedness")
-        if not cfg.get(name)
-    ]
+    names = ("body_frame", "hand_shape", "motion", "presence", "handedness")
+    on = [name.replace("_", " ") for name in names if getattr(cfg, name)]
+    off = [name.replace("_", " ") for name in names if not getattr(cfg, name)]
     return "normalized: " + ", ".join(on) + (f" (off: {', '.join(off)})" if off else "")
 
 
@@ -188,30 +180,34 @@ def describe_checkpoint(spec: Path | str) -> str:
         raise CheckpointError(f"{path / 'config.json'}: a malformed record ({type(e).__name__}: {e})") from None
 
 
-def _checkpoint_lines(spec: Path | str, path: Path, meta: dict) -> str:
-    model, data, metrics = meta["model"], meta.get("data") or {}, meta.get("metrics") or {}
-    signs = [c["sign"] for c in meta["classes"]]
+def _checkpoint_lines(spec: Path | str, path: Path, meta: CheckpointMeta) -> str:
+    model, data, metrics = meta.model, meta.data, meta.metrics
+    signs = [c.sign for c in meta.classes]
     size = (Path(path) / "model.safetensors").stat().st_size if (Path(path) / "model.safetensors").exists() else 0
     lines = [
         f"checkpoint {spec}" + (f" ({path})" if str(spec) != str(path) else ""),
-        f"  model: {model['class']} {model['size']}, {model['num_classes']} classes (signs {format_ranges(signs)}), "
-        f"seq_len {model['seq_len']}, dropout {model['dropout']}, {size / 2**20:.1f} MiB",
-        f"  input: {_describe_input(model.get('input'))}",
-        f"  keypoint layout: {meta['layout'].get('name', 'karsl184')} ({meta['layout'].get('id')})",
-        f"  epoch {meta.get('epoch')}: "
+        f"  model: {model.family} {model.size}, {model.num_classes} classes (signs {format_ranges(signs)}), "
+        f"seq_len {model.seq_len}, dropout {model.config.dropout}, {size / 2**20:.1f} MiB",
+        f"  input: {_describe_input(model.input)}",
+        f"  keypoint layout: {meta.layout.name} ({meta.layout.id})",
+        f"  epoch {meta.epoch}: "
         + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items() if k != "epoch"),
-        f"  data: {data.get('store')} (split {data.get('split')}, signers {', '.join(data.get('signers') or [])}"
-        + (f", val signers {', '.join(data['val_signers'])}" if data.get("val_signers") else "")
-        + (f", test signers {', '.join(data['test_signers'])}" if data.get("test_signers") else "")
+        f"  data: {data.store} (split {data.split}, signers {', '.join(data.signers)}"
+        + (f", val signers {', '.join(data.val_signers)}" if data.val_signers else "")
+        + (f", test signers {', '.join(data.test_signers)}" if data.test_signers else "")
         + ")",
     ]
-    runtime = meta.get("runtime") or {}
+    runtime = meta.runtime
     if runtime:
         lines.append("  trained with: " + ", ".join(f"{k} {v}" for k, v in runtime.items() if k != "init_from"))
-    if runtime.get("init_from"):
-        lines.append(f"  fine-tuned from: {init_source(runtime['init_from'])}")
-    cfg = meta.get("train_config") or {}
-    if cfg:
+    if meta.init_from:
+        lines.append(f"  fine-tuned from: {init_source(meta.init_from)}")
+    if meta.recipe is not None:
+        lines += ["  recipe:", *(f"    {line}" for line in meta.recipe.lines(meta.ema_weights))]
+        return "\n".join(lines)
+    lines.append("  recipe: not recorded (a checkpoint from before accel_signs recorded the recipe)")
+    cfg = meta.train_config
+    if cfg:  # what the old record has to say, as it wrote it
         optim = cfg["optim"]
         lines.append(
             f"  config: {optim.get('optimizer', 'adam')} lr {optim['lr']}, {optim.get('schedule', 'plateau')} "

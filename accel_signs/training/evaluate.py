@@ -40,7 +40,7 @@ class EvalResult:
 def checkpoint_classes(store: ClipStore, ckpt: Checkpoint) -> ClassMap:
     """The checkpoint's classes, found in the store by sign number; refuses data whose signs
     or glosses differ from what the model was trained on."""
-    signs = [c["sign"] for c in ckpt.classes]
+    signs = [c.sign for c in ckpt.classes]
     by_sign = {c.sign: c for c in store.classes}
     missing = [s for s in signs if s not in by_sign]
     if missing:
@@ -49,10 +49,10 @@ def checkpoint_classes(store: ClipStore, ckpt: Checkpoint) -> ClassMap:
             f"sign(s) {format_ranges(missing)} (it has {format_ranges(list(by_sign))}): evaluate on data with the checkpoint's signs"
         )
     for c in ckpt.classes:
-        theirs = by_sign[c["sign"]].en
-        if c["en"] and theirs and c["en"] != theirs:
+        theirs = by_sign[c.sign].en
+        if c.en and theirs and c.en != theirs:
             raise CheckpointError(
-                f"sign {c['sign']} is {c['en']!r} in checkpoint {ckpt.path} but {theirs!r} in store "
+                f"sign {c.sign} is {c.en!r} in checkpoint {ckpt.path} but {theirs!r} in store "
                 f"{store.path}: the two number their signs differently"
             )
     return class_map(store, signs)
@@ -108,15 +108,15 @@ class _Predictions:
 
 def _evaluate(cfg: EvalConfig, accelerator: Accelerator, progress: Progress | None, card: bool) -> EvalResult:
     ckpt = load_checkpoint(cfg.checkpoint)
-    data_path = cfg.data or ckpt.meta.get("data", {}).get("store")
+    data_path = cfg.data or ckpt.meta.data.store
     if data_path is None:
         raise CheckpointError(f"checkpoint {ckpt.path} does not record its data store: pass --data")
     store = open_store(data_path)
     check_layout(store, ckpt)
     classes = checkpoint_classes(store, ckpt)
     store_split = store.split(cfg.split)
-    recorded = ckpt.meta.get("data", {})
-    signers = cfg.signers or tuple(recorded.get("test_signers") or recorded.get("signers") or store.signers)
+    recorded = ckpt.meta.data
+    signers = cfg.signers or (recorded.test_signers or recorded.signers or tuple(store.signers))
     ids = select_clips(store_split, classes, signer_indices(store, signers))
     store_split.check_finite()
     workers = (
@@ -128,7 +128,7 @@ def _evaluate(cfg: EvalConfig, accelerator: Accelerator, progress: Progress | No
         store_split,
         ids,
         classes,
-        seq_len=ckpt.meta["model"]["seq_len"],
+        seq_len=ckpt.seq_len,
         batch_size=cfg.batch_size,
         train=False,
         num_workers=workers,

@@ -34,9 +34,9 @@ from accel_signs.core.memory import keep_freed_memory
 from accel_signs.core.progress import progress_bar
 from accel_signs.data.augment import Augmenter
 from accel_signs.data.training import TrainData, training_data
-from accel_signs.model.checkpoint import checkpoint_meta
+from accel_signs.model.checkpoint import CheckpointMeta, checkpoint_meta
+from accel_signs.model.registry import build_model
 from accel_signs.model.transfer import Freeze, init_from_checkpoint
-from accel_signs.model.transformer import STTransformer
 from accel_signs.training.average import WeightAverage, mixed_losses, mixup
 from accel_signs.training.evaluate import evaluate_checkpoint, format_summary
 from accel_signs.training.optim import Schedule, make_optimizer
@@ -212,7 +212,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: ResumePlan | None
     if cfg.debug:
         _enable_debug_checks(accelerator)
     data = training_data(cfg, accelerator)
-    model = STTransformer.from_config(cfg.model, data.classes.num_classes, data.layout, cfg.data.seq_len)
+    model = build_model(cfg.model, data.classes.num_classes, data.layout, cfg.data.seq_len)
     init = None  # --init-from: what was taken over; a resumed run's weights come from its state
     if cfg.init_from is not None:
         init = resume.init_from if resume is not None else init_from_checkpoint(model, cfg.init_from)
@@ -320,7 +320,7 @@ class Loop:
     augment: Augmenter
     run: Run
     state: TrainState
-    describe: Callable[[int, dict[str, Any]], dict[str, Any]]  # (epoch, metrics) -> checkpoint_meta
+    describe: Callable[[int, dict[str, Any]], CheckpointMeta]  # (epoch, metrics) -> checkpoint_meta
     freeze: Freeze | None = None  # --freeze-epochs: the taken-over tensors, held for the first epochs
     stop: StopRequest | None = None  # the signals asking the run to stop (stop.py)
     resume_rng: RngState | None = None  # a run stopped mid-epoch: its RNG where it stopped

@@ -38,7 +38,7 @@ from accel_signs.core.collective import on_main
 from accel_signs.core.errors import CheckpointError, ConfigError
 from accel_signs.core.files import append_line, readable_dir, recover_dir, write_json, write_text
 from accel_signs.data.training import RunPartition
-from accel_signs.model.checkpoint import save_checkpoint
+from accel_signs.model.checkpoint import CheckpointMeta, save_checkpoint
 from accel_signs.training.average import WeightAverage
 from accel_signs.training.state import load_state, plain_weights, save_state
 
@@ -354,7 +354,7 @@ class Run:
             self.accelerator, lambda: append_line(path, json.dumps(metrics)), f"cannot write {path}", CheckpointError
         )
 
-    def save_best(self, model: torch.nn.Module, meta: dict[str, Any]) -> None:
+    def save_best(self, model: torch.nn.Module, meta: CheckpointMeta) -> None:
         """The best checkpoint into best/, atomically (the previous best stays intact if anything
         fails, and every process learns of the failure)."""
         try:
