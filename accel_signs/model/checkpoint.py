@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from accel_signs.config import InputConfig, TrainConfig
+from accel_signs.config import InputConfig, ModelConfig, TrainConfig
 from accel_signs.core import __version__
 from accel_signs.core.errors import CheckpointError, ConfigError, DatasetError
 from accel_signs.core.files import fresh_dir, fsync_file, readable_dir, replace_dir, write_json
@@ -31,7 +31,7 @@ from accel_signs.data.layout import KeypointLayout, layout_from_record
 from accel_signs.data.store import ClassInfo
 from accel_signs.model.features import KeypointFeatures
 from accel_signs.model.hub import PICKLE_SUFFIXES, CheckpointSource, resolve_checkpoint
-from accel_signs.model.transformer import STTransformer
+from accel_signs.model.transformer import STTransformer, conv_options
 
 CHECKPOINT_FORMAT = "accel_signs.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -66,6 +66,7 @@ def checkpoint_meta(
             # it predates the features and reads raw image coordinates.
             "input": dataclasses.asdict(cfg.model.input),
             "part_sizes": features.part_sizes(),
+            **conv_options(cfg.model),  # the temporal convolution, only where it is on
         },
         "layout": layout.record(),
         META_KEY: extractor.to_json() if extractor is not None else None,
@@ -260,6 +261,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             seq_len=m["seq_len"],
             dropout=m["dropout"],
             drop_path=m.get("drop_path", 0.0),
+            # Checkpoints without a temporal convolution record no conv_* keys; checked as a config's.
+            **conv_options(ModelConfig(**{k: m[k] for k in ("conv_kernel", "conv_blocks", "conv_causal") if k in m})),
         )
         if model.part_sizes != list(m["part_sizes"]):
             raise ValueError(f"its input has parts of {m['part_sizes']} features, the rebuilt model {model.part_sizes}")
