@@ -98,8 +98,8 @@ class KeypointFeatures(nn.Module):
 
     `part_sizes()` gives the width of each part's slice of F, in the layout's part order: the
     model projects each slice to one token. `cfg.face` chooses the face-mesh points a part holds
-    (feature_points; "none" drops the face's part). The reference points (shoulders, each hand's wrist
-    and palm) are the layout's roles; a layout without shoulders is centred on its points'
+    (feature_points; "none" drops the face's part). The reference points (shoulders, each hand's
+    wrist and palm) are the layout's roles; a layout without shoulders is centred on its points'
     mean, one without hands has no handedness and no hand shapes. With `cfg.kind == "raw"` the features are the raw
     keypoints themselves (the original project's input; checkpoints from before the features
     existed load this way).
