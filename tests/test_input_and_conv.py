@@ -10,7 +10,9 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from typer.testing import CliRunner
 
+from accel_signs.cli import app
 from accel_signs.config import InputConfig, ModelConfig, TrainConfig
 from accel_signs.core.errors import ConfigError
 from accel_signs.data.layout import builtin_layout, keypoint_layout
@@ -199,7 +201,7 @@ def test_everything_on_compiles_into_one_graph():
     assert counter.frame_count == 1
 
 
-def test_a_run_with_everything_on_checkpoints_and_predicts(tiny_store, tmp_path):
+def test_a_run_with_everything_on_checkpoints_and_exports(tiny_store, tmp_path):
     config = tmp_path / "candidates.json"
     model = {"input": {"two_frame_motion": True, "face": "lips_eyes_nose"}, "conv_kernel": 5, "conv_causal": True}
     config.write_text(json.dumps({"model": model}))
@@ -219,6 +221,10 @@ def test_a_run_with_everything_on_checkpoints_and_predicts(tiny_store, tmp_path)
     trained.load_state_dict(ckpt.model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(ckpt.model(x), trained.eval()(x))
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'accel-signs[onnx]')")
+    exported = CliRunner().invoke(app, ["export", str(run / "best"), "--onnx", str(tmp_path / "m.onnx")])
+    assert exported.exit_code == 0, exported.stderr  # it checks ONNX Runtime's logits against the model's
+    assert "max abs logit difference" in exported.stderr
 
 
 def test_a_checkpoint_from_before_the_options_loads_as_before(tiny_store, tmp_path):
