@@ -125,6 +125,18 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "adam": ("- AdamW (the seed's Adam, wd 1e-4)", {"optim": {"optimizer": "adam", "weight_decay": 1e-4}}),
     "no_label_smoothing": ("- label smoothing", {"optim": {"label_smoothing": 0.0}}),
     "no_drop_path": ("- drop-path", {"model": {"drop_path": 0.0}}),
+    # Issue 30's input and architecture candidates (off by default). face_lips_eyes_nose needs a
+    # layout with face-mesh points (not Libras' pose33; NSL's karsl184 clips have no face seen).
+    "two_frame_motion": ("+ 2-frame differences x[t] - x[t-2]", {"model": {"input": {"two_frame_motion": True}}}),
+    "face_lips_eyes_nose": (
+        "+ face: lips, eyes and nose only (GISLR winner's points)",
+        {"model": {"input": {"face": "lips_eyes_nose"}}},
+    ),
+    "conv": ("+ temporal depthwise conv, kernel 17, before each temporal attention", {"model": {"conv_kernel": 17}}),
+    "conv_winner": (
+        "+ 3 causal temporal depthwise convs, kernel 17, before each temporal attention",
+        {"model": {"conv_kernel": 17, "conv_blocks": 3, "conv_causal": True}},
+    ),
     # Issue 30's candidates (each off by default), alone and together. Scaled to our 60 epochs:
     # late dropout from epoch 10 (the GISLR winner: epoch 15 of 300, once the model has learnt
     # something); an EMA horizon of ~100 steps (NSL: ~13 steps an epoch at batch 32).

@@ -24,6 +24,7 @@ MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 EvalPrecision = Literal["no", "bf16", "fp16"]
 LrScaling = Literal["sqrt", "linear", "none"]
 InputKind = Literal["normalized", "raw"]
+FacePoints = Literal["all", "lips_eyes_nose", "none"]
 Optimizer = Literal["adamw", "adam"]
 Schedule = Literal["cosine", "plateau", "constant"]
 BestMetric = Literal["val_acc", "val_loss"]
@@ -34,6 +35,7 @@ MIXED_PRECISION = typing.get_args(MixedPrecision)
 EVAL_PRECISION = typing.get_args(EvalPrecision)
 LR_SCALING = typing.get_args(LrScaling)
 INPUT_KINDS = typing.get_args(InputKind)
+FACE_POINTS = typing.get_args(FacePoints)
 OPTIMIZERS = typing.get_args(Optimizer)
 SCHEDULES = typing.get_args(Schedule)
 BEST_METRICS = typing.get_args(BestMetric)
@@ -328,6 +330,14 @@ class InputConfig(Section):
         True, "Each hand's points relative to its wrist, in palm sizes, plus the wrist's position."
     )
     motion: bool = option(True, "First and second differences over the sampled frames.")
+    two_frame_motion: bool = option(
+        False,
+        "Also the 2-frame difference x[t] - x[t-2] over the sampled frames (the GISLR winner's, beside the 1-frame one).",
+    )
+    face: FacePoints = option(
+        "all",
+        "The layout's MediaPipe face-mesh points the model sees: all, lips_eyes_nose (the GISLR winner's 40 lip, 2 x 16 eye and 4 nose points, those the layout has), or none (no face token). Not all: an error on a layout without face-mesh points (pose33), where it could change nothing.",
+    )
     presence: bool = option(True, "The share of each part's points detected, per frame.")
     handedness: bool = option(
         True,
@@ -338,6 +348,9 @@ class InputConfig(Section):
     def _validate(self) -> None:
         if self.kind == "raw" and self.handedness:
             raise ConfigError("--input raw feeds the image coordinates as recorded: add --no-handedness")
+        if self.kind == "raw":
+            for name, off in (("two_frame_motion", False), ("face", "all")):
+                self.require(name, getattr(self, name) == off, f"{off!r} with --input raw (the keypoints as recorded)")
 
 
 @dataclass(kw_only=True)
@@ -364,9 +377,24 @@ class ModelConfig(Section):
         "Dropout on the pooled clip vector before the classifier, from epoch late_dropout_epoch on (the GISLR winner: 0.8 from epoch 15 of 300); 0: off.",
     )
     late_dropout_epoch: int = option(1, "The first epoch that late_dropout acts in.")
+    conv_kernel: int = option(
+        0,
+        "A temporal depthwise-convolution block before each temporal attention, with this kernel over the frames (odd, 3-49; the GISLR winner: 17): norm, depthwise Conv1D, GELU, pointwise projection, residual. 0: off.",
+    )
+    conv_blocks: int = option(1, "How many convolution blocks come before each temporal attention (the winner: 3).")
+    conv_causal: bool = option(
+        False,
+        "Causal convolutions (frame t sees frames t-k+1..t, as the winner's) instead of centred ones (t-k/2..t+k/2).",
+    )
 
     def _validate(self) -> None:
         self.size = str(ModelSize.parse(self.size))
+        self.require(
+            "conv_kernel",
+            self.conv_kernel == 0 or (3 <= self.conv_kernel <= 49 and self.conv_kernel % 2 == 1),
+            "0 or odd in [3, 49]",
+        )
+        self.require("conv_blocks", 1 <= self.conv_blocks <= 8, "in [1, 8]")
         self.require("dropout", 0.0 <= self.dropout < 1.0, "in [0, 1)")
         self.require("drop_path", 0.0 <= self.drop_path < 1.0, "in [0, 1)")
         self.require("late_dropout", 0.0 <= self.late_dropout < 1.0, "in [0, 1)")

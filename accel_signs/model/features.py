@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from accel_signs.config import InputConfig
+from accel_signs.core.errors import ConfigError
 from accel_signs.data.layout import HandRole, KeypointLayout, point_slice
 from accel_signs.data.sampling import mirror_centred
 
@@ -36,6 +37,46 @@ PALMS_PER_BODY = 2.5
 # The dominance of a hand is its mean over frames of presence x (height + this), where
 # height is in shoulder widths above the shoulder line: a resting hand hangs ~1.3-1.6 below.
 DOMINANCE_OFFSET = 2.0
+# MediaPipe face-mesh indices of the lips, eyes and nose that the Kaggle GISLR competition's
+# 1st place (Hoyeol Sohn, 2023) fed instead of the whole face (model.input.face
+# "lips_eyes_nose"): its notebook's LIP (FACEMESH_LIPS: outer and inner lip line, 40 points),
+# REYE and LEYE (FACEMESH_RIGHT_EYE / LEFT_EYE: each eye's lid contour, 16 points, no brows, no
+# iris) and NOSE (the tip 1, below it 2, the nostrils' outer corners 98 and 327).
+FACE_LIPS = (
+    61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 146, 91, 181, 84, 17, 314, 405, 321, 375,
+    78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308,
+)  # fmt: skip
+FACE_RIGHT_EYE = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173)
+FACE_LEFT_EYE = (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398)
+FACE_NOSE = (1, 2, 98, 327)
+LIPS_EYES_NOSE = frozenset(FACE_LIPS + FACE_RIGHT_EYE + FACE_LEFT_EYE + FACE_NOSE)
+
+
+def feature_points(layout: KeypointLayout, face: str) -> dict[str, tuple[int, ...]]:
+    """The points of each part that the features read, with `face` ("all", "lips_eyes_nose",
+    "none") applied to the layout's MediaPipe face-mesh points (source "face"); a part left
+    with no points is dropped (no token). Other points are kept as they are.
+
+    Not "all" on a layout with no face-mesh point (pose33, a layout file without sources) raises
+    ConfigError: the option could change nothing there, and a run that says it fed lips and
+    eyes must have."""
+    if face == "all":
+        return dict(layout.parts)
+    mesh = {i: s[1] for i, s in enumerate(layout.sources) if s is not None and s[0] == "face"}
+    if not mesh:
+        raise ConfigError(
+            f"model.input.face {face!r} picks MediaPipe face-mesh points, and layout {layout.name} has none "
+            '(no point with "source": "face"): leave it "all"'
+        )
+    keep = {i for i, index in mesh.items() if face == "lips_eyes_nose" and index in LIPS_EYES_NOSE}
+    if face == "lips_eyes_nose" and not keep:
+        raise ConfigError(
+            f"model.input.face 'lips_eyes_nose': layout {layout.name} has none of the lip, eye and nose points "
+            "of the face mesh"
+        )
+    parts = {name: tuple(i for i in points if i not in mesh or i in keep) for name, points in layout.parts.items()}
+    return {name: points for name, points in parts.items() if points}
+
 
 Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -56,8 +97,9 @@ class KeypointFeatures(nn.Module):
     """Raw keypoints (B, T, P, C) (+ each clip's width/height) -> per-frame features (B, T, F).
 
     `part_sizes()` gives the width of each part's slice of F, in the layout's part order: the
-    model projects each slice to one token. The reference points (shoulders, each hand's wrist
-    and palm) are the layout's roles; a layout without shoulders is centred on its points'
+    model projects each slice to one token. `cfg.face` chooses the face-mesh points a part holds
+    (feature_points; "none" drops the face's part). The reference points (shoulders, each hand's
+    wrist and palm) are the layout's roles; a layout without shoulders is centred on its points'
     mean, one without hands has no handedness and no hand shapes. With `cfg.kind == "raw"` the features are the raw
     keypoints themselves (the original project's input; checkpoints from before the features
     existed load this way).
@@ -67,29 +109,33 @@ class KeypointFeatures(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.channels = len(layout.channels)
-        self.part_names = layout.part_names
-        self.part_lengths = [len(layout.parts[name]) for name in self.part_names]
+        parts = feature_points(layout, cfg.face)  # the layout's parts, face points chosen by cfg.face
+        self.part_names = tuple(parts)
+        self.part_lengths = [len(parts[name]) for name in self.part_names]
         self.hands = layout.hands or ()
         self.hand_of_part = {h.part: h for h in self.hands if h.part is not None}
         self.shoulders = layout.shoulders
         # Buffers, not Python lists: they follow the model to its device (no per-step copies).
         self.register_buffer("mirror_index", torch.tensor(layout.mirror, dtype=torch.long), persistent=False)
         for g, name in enumerate(self.part_names):
-            self.register_buffer(f"part_{g}", torch.tensor(layout.parts[name], dtype=torch.long), persistent=False)
+            self.register_buffer(f"part_{g}", torch.tensor(parts[name], dtype=torch.long), persistent=False)
         # A part whose points are consecutive is read as a slice: a view, where an index copies
-        # the whole (B, T, n, 3) block (the built-in layouts' parts all are).
-        self.part_slices = [point_slice(layout.parts[name]) for name in self.part_names]
-        order = [i for name in self.part_names for i in layout.parts[name]]
+        # the whole (B, T, n, 3) block (the built-in layouts' parts all are, with every face point).
+        self.part_slices = [point_slice(parts[name]) for name in self.part_names]
+        order = [i for name in self.part_names for i in parts[name]]
         self.parts_in_order = order == list(range(len(layout.names)))  # raw input: a plain reshape
 
     def part_sizes(self) -> list[int]:
-        """Feature count of each part, in the layout's part order."""
+        """Feature count of each part, in the layout's part order: its values (2 per point; a
+        hand's local shape 3 per point + its wrist's 2) times 1 + 2 (motion) + 1 (two-frame
+        motion), + 1 (presence)."""
         if self.cfg.kind == "raw":
             return [n * self.channels for n in self.part_lengths]
         sizes = []
         for name, n in zip(self.part_names, self.part_lengths):
             base = 3 * n + 2 if (self.cfg.hand_shape and name in self.hand_of_part) else 2 * n
-            sizes.append(base * (3 if self.cfg.motion else 1) + (1 if self.cfg.presence else 0))
+            blocks = 1 + (2 if self.cfg.motion else 0) + (1 if self.cfg.two_frame_motion else 0)
+            sizes.append(base * blocks + (1 if self.cfg.presence else 0))
         return sizes
 
     def forward(
@@ -185,7 +231,8 @@ class KeypointFeatures(nn.Module):
 
     def encode(self, coords: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """Canonical coordinates and presence -> (B, T, F): per part, positions (hands: local
-        shape and wrist), their first and second differences, and the share of points seen."""
+        shape and wrist), their first and second differences, their 2-frame difference
+        (two_frame_motion), and the share of points seen."""
         if self.cfg.kind == "raw":
             if self.parts_in_order:
                 return coords.flatten(2)  # (B, T, P, C) -> (B, T, P*C)
@@ -219,22 +266,29 @@ class KeypointFeatures(nn.Module):
                 presence.append(seen.float().mean(-1, keepdim=True))  # (B, T, 1)
         widths = [v.shape[-1] for v in values]
         columns = [[v] for v in values]  # per part, its feature blocks in order
-        if self.cfg.motion:
+        if self.cfg.motion or self.cfg.two_frame_motion:
             # Every part's differences at once, over its values side by side (B, T, V), then
             # split back: a few whole-width ops instead of a dozen per part.
-            d1, m1 = _difference(torch.cat(values, dim=-1), torch.cat(masks, dim=-1))
-            d2, _ = _difference(d1, m1)
-            for column, a, b in zip(columns, d1.split(widths, dim=-1), d2.split(widths, dim=-1)):
-                column += [a, b]
+            joined, joined_mask = torch.cat(values, dim=-1), torch.cat(masks, dim=-1)  # (B, T, V) each
+            differences = []
+            if self.cfg.motion:
+                d1, m1 = _difference(joined, joined_mask)
+                differences += [d1, _difference(d1, m1)[0]]  # x[t] - x[t-1], its own difference
+            if self.cfg.two_frame_motion:
+                differences.append(_difference(joined, joined_mask, lag=2)[0])  # x[t] - x[t-2]
+            for column, *blocks in zip(columns, *(d.split(widths, dim=-1) for d in differences)):
+                column += blocks
         for column, p in zip(columns, presence):
             column.append(p)
-        # One copy into the output, part by part: [values, d1, d2, presence] of each part.
+        # One copy into the output, part by part: [values, d1, d2, d_2, presence] of each part
+        # (those that are on).
         return torch.cat([block for column in columns for block in column], dim=-1)
 
 
-def _difference(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frame-to-frame difference (B, T, F) where both frames are valid, else 0 (frame 0: 0)."""
-    valid = mask[:, 1:] & mask[:, :-1]
-    diff = torch.where(valid, values[:, 1:] - values[:, :-1], 0.0)
-    pad = torch.zeros_like(values[:, :1])
-    return torch.cat([pad, diff], dim=1), torch.cat([torch.zeros_like(mask[:, :1]), valid], dim=1)
+def _difference(values: torch.Tensor, mask: torch.Tensor, lag: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """values[t] - values[t - lag] (B, T, F) where both frames are valid, else 0 (the first
+    `lag` frames: 0); and where it is valid (B, T, F)."""
+    valid = mask[:, lag:] & mask[:, :-lag]
+    diff = torch.where(valid, values[:, lag:] - values[:, :-lag], 0.0)
+    pad = torch.zeros_like(values[:, :lag])
+    return torch.cat([pad, diff], dim=1), torch.cat([torch.zeros_like(mask[:, :lag]), valid], dim=1)

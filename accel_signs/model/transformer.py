@@ -79,6 +79,31 @@ class TemporalAttention(_PartFrameAttention):
         return self.out(y.transpose(1, 2).reshape(b, g, t, d))  # (B*G, T, H, hd) -> (B, G, T, D)
 
 
+class TemporalConv(nn.Module):
+    """A depthwise convolution over the T frames of each part token, then a pointwise
+    projection: LayerNorm, Conv1D with one kernel-k filter per channel, GELU, Linear(D, D)
+    (ModelConfig.conv_kernel; the GISLR winner's Conv1D block, without its expansion and
+    channel attention). Block adds it as a residual branch.
+
+    Every sample is one clip of seq_len sampled frames, none of them padding (sampling stretches
+    a short clip over all T), so the only frames past either end are the convolution's own
+    zeros: `causal` pads k - 1 of them before frame 0 (frame t sees t-k+1..t), else (k - 1) / 2
+    on each side. Each (clip, part) row is convolved alone: clips never see each other."""
+
+    def __init__(self, dim: int, kernel: int, causal: bool = False):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.depthwise = nn.Conv1d(dim, dim, kernel, groups=dim)
+        self.pointwise = nn.Linear(dim, dim)
+        self.padding = (kernel - 1, 0) if causal else ((kernel - 1) // 2, (kernel - 1) // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, G, T, D)
+        b, g, t, d = x.shape
+        y = self.norm(x).view(b * g, t, d).transpose(1, 2)  # (B*G, D, T): Conv1D's channels-first view
+        y = self.depthwise(F.pad(y, self.padding))  # (B*G, D, T + k - 1) -> (B*G, D, T)
+        return self.pointwise(F.gelu(y).transpose(1, 2).reshape(b, g, t, d))  # (B*G, T, D) -> (B, G, T, D)
+
+
 def keep_mask(shape: torch.Size, keep: float) -> torch.Tensor:
     """A bool CPU tensor of `shape`, each entry True with probability `keep` (to 1 / 65536).
 
@@ -107,7 +132,9 @@ class Dropout(nn.Dropout):
 
 
 class Block(nn.Module):
-    """Pre-norm residual block: spatial attention, temporal attention, MLP (4x, GELU).
+    """Pre-norm residual block: spatial attention, temporal attention, MLP (4x, GELU); with
+    `conv_kernel`, `conv_blocks` temporal convolutions (TemporalConv) before the temporal
+    attention.
 
     Dropout sits on the three residual branches only. Dropping attention weights and the
     4x-wide MLP hidden layer as well cost a third of a CPU training step in mask generation
@@ -115,9 +142,21 @@ class Block(nn.Module):
     depth) skips a whole branch for some samples in training.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float, drop_path: float = 0.0):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        dropout: float,
+        drop_path: float = 0.0,
+        conv_kernel: int = 0,
+        conv_blocks: int = 1,
+        conv_causal: bool = False,
+    ):
         super().__init__()
         self.spatial_norm, self.spatial = nn.LayerNorm(dim), SpatialAttention(dim, heads)
+        self.convs = nn.ModuleList(
+            TemporalConv(dim, conv_kernel, conv_causal) for _ in range(conv_blocks if conv_kernel else 0)
+        )
         self.temporal_norm, self.temporal = nn.LayerNorm(dim), TemporalAttention(dim, heads)
         self.mlp_norm = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
@@ -146,6 +185,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, G, T, D)
         x = self._residual(x, self.spatial(self.spatial_norm(x)))
+        for conv in self.convs:
+            x = self._residual(x, conv(x))
         x = self._residual(x, self.temporal(self.temporal_norm(x)))
         return self._residual(x, self.mlp(self.mlp_norm(x)))
 
@@ -159,14 +200,22 @@ def sinusoidal_encoding(length: int, dim: int) -> torch.Tensor:
     return pe
 
 
+def conv_options(cfg: ModelConfig) -> dict[str, int | bool]:
+    """The temporal convolution's settings of `cfg` (STTransformer's keyword arguments); {}
+    when it is off, so that a checkpoint without it records nothing new."""
+    if not cfg.conv_kernel:
+        return {}
+    return {"conv_kernel": cfg.conv_kernel, "conv_blocks": cfg.conv_blocks, "conv_causal": cfg.conv_causal}
+
+
 class STTransformer(nn.Module):
     """Input (B, T, P x C) raw keypoints (+ each clip's width / height) -> logits (B, num_classes).
 
     The input features (features.py: body frame, hand shapes, handedness, motion, presence;
     or the raw coordinates) -> BatchNorm over the features; one linear projection per body
     part (pose, face, right hand, left hand) gives 4 tokens per frame plus a learned part
-    embedding; blocks of spatial and temporal attention; mean over parts; attention pooling
-    over time.
+    embedding; blocks of spatial and temporal attention (with conv_kernel, temporal depthwise
+    convolutions before each temporal attention); mean over parts; attention pooling over time.
     """
 
     def __init__(
@@ -179,6 +228,9 @@ class STTransformer(nn.Module):
         seq_len: int = 50,
         dropout: float = 0.2,
         drop_path: float = 0.0,
+        conv_kernel: int = 0,
+        conv_blocks: int = 1,
+        conv_causal: bool = False,
     ):
         super().__init__()
         size = ModelSize.parse(size) if isinstance(size, str) else size
@@ -196,7 +248,9 @@ class STTransformer(nn.Module):
         rates = (
             [drop_path * i / max(1, size.layers - 1) for i in range(size.layers)] if size.layers > 1 else [drop_path]
         )
-        self.blocks = nn.ModuleList(Block(dim, size.heads, dropout, rate) for rate in rates)
+        self.blocks = nn.ModuleList(
+            Block(dim, size.heads, dropout, rate, conv_kernel, conv_blocks, conv_causal) for rate in rates
+        )
         self.pool = nn.Sequential(nn.Linear(dim, dim // 2), nn.Tanh(), nn.Linear(dim // 2, 1))
         # Late dropout (ModelConfig.late_dropout): the training loop sets its rate per epoch; no
         # tensors, so checkpoints are the same with and without it.
@@ -215,6 +269,7 @@ class STTransformer(nn.Module):
             seq_len=seq_len,
             dropout=cfg.dropout,
             drop_path=cfg.drop_path,
+            **conv_options(cfg),
         )
 
     @property
