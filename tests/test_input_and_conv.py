@@ -211,9 +211,9 @@ def test_a_run_with_everything_on_checkpoints_and_exports(tiny_store, tmp_path):
     ckpt = load_checkpoint(run / "best")
     assert [len(block.convs) for block in ckpt.model.blocks] == [1]
     assert ckpt.model.blocks[0].convs[0].padding == (4, 0)
-    meta = ckpt.meta["model"]
-    assert meta["input"]["face"] == "lips_eyes_nose" and meta["conv_kernel"] == 5 and meta["conv_causal"]
-    assert meta["part_sizes"][1] == 2 * 72 * 4 + 1  # the face: 72 points x 2 values, 4 blocks, presence
+    meta = ckpt.meta.model
+    assert meta.input.face == "lips_eyes_nose" and meta.config.conv_kernel == 5 and meta.config.conv_causal
+    assert meta.part_sizes[1] == 2 * 72 * 4 + 1  # the face: 72 points x 2 values, 4 blocks, presence
     x = _keypoints(b=2).flatten(2)
     trained = STTransformer.from_config(
         TrainConfig.from_dict(json.loads((run / "config.json").read_text())).model, 6, KARSL
@@ -231,10 +231,12 @@ def test_a_checkpoint_from_before_the_options_loads_as_before(tiny_store, tmp_pa
     run = train_tiny_run(tiny_store, tmp_path / "runs", "--num-epochs", "1", "--limit-batches", "2")
     config = run / "best" / "config.json"
     meta = json.loads(config.read_text())
-    assert not any(key.startswith("conv") for key in meta["model"])
+    assert meta["model"]["conv_kernel"] == 0  # off, recorded with the other hyperparameters
     x = _keypoints(b=2).flatten(2)
     before = load_checkpoint(run / "best").model(x)
     for key in ("two_frame_motion", "face"):  # what a checkpoint written before them holds
         del meta["model"]["input"][key]
+    for key in ("conv_kernel", "conv_blocks", "conv_causal"):
+        del meta["model"][key]
     config.write_text(json.dumps(meta))
     torch.testing.assert_close(load_checkpoint(run / "best").model(x), before)
