@@ -115,7 +115,7 @@ def test_awp_with_two_ranks_keeps_them_in_step(tiny_store, tmp_path):
     awp = _config(tmp_path, "awp", {"optim": {"awp_lambda": 0.2}, "data": {"augment": {"cutmix_p": 0.5}}})
     out = tmp_path / "runs"
     args = ["train", "--data", str(tiny_store), "--output-dir", str(out), "--num-epochs", "2", "--config", awp]
-    proc = accelerate_launch([*args, "--no-eval", *FAST], tmp_path)
+    proc = accelerate_launch([*args, "--no-eval", *FAST], tmp_path, timeout=600)  # a shared machine: slow starts
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = out.iterdir()
     best = json.loads((run / "best" / "config.json").read_text())["metrics"]
