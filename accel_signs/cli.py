@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperCommand
 
+from accel_signs.config.schema import TTA_FLIP_HELP
 from accel_signs.core.errors import AccelSignsError, ConfigError, Stopped
 from accel_signs.extractors import HELP as EXTRACTOR_HELP
 from accel_signs.extractors import LANDMARKERS_HELP
@@ -446,6 +447,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     extractor: EXTRACTOR = "auto",
     landmarkers: LANDMARKERS = None,
+    tta_flip: Annotated[bool, typer.Option(help=TTA_FLIP_HELP)] = False,
 ) -> None:
     """Classify keypoint clips with a trained checkpoint: the top-k glosses (English and Arabic) with probabilities."""
     from accel_signs.extractors.choose import ExtractorChoice
@@ -453,7 +455,7 @@ def predict(
     from accel_signs.tools.inference import predict as run_predict
 
     choice = ExtractorChoice(extractor, landmarkers)
-    results = run_predict(checkpoint, clip, top_k, parse_frame_size(frame_size), choice)
+    results = run_predict(checkpoint, clip, top_k, parse_frame_size(frame_size), choice, tta_flip)
     typer.echo(json.dumps(results, ensure_ascii=False, indent=2) if as_json else format_predictions(results))
 
 

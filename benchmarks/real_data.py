@@ -143,6 +143,8 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "mixup": ("+ mixup over sequences (p 0.5, alpha 0.4)", {"data": {"augment": {"mixup_p": 0.5}}}),
     "late_dropout": ("+ late dropout 0.8 from epoch 10", {"model": {"late_dropout": 0.8, "late_dropout_epoch": 10}}),
     "ema": ("+ EMA of the weights (decay 0.99)", {"optim": {"ema_decay": 0.99}}),
+    "awp": ("+ AWP lambda 0.2 from epoch 10", {"optim": {"awp_lambda": 0.2, "awp_epoch": 10}}),
+    "cutmix": ("+ cutmix over sequences (p 0.5, spans to 50%)", {"data": {"augment": {"cutmix_p": 0.5}}}),
     "strong_aug": ("+ shear 0.15, scale 0.8-1.2, time mask to 40%, spatial mask p 0.5", STRONG_AUG),
     "mixup_ema_aug": (
         "+ mixup, EMA and the stronger augmentation (all but late dropout)",

@@ -35,12 +35,12 @@ bench/results/throughput-<device>-<time>.json.
 and prints each repetition's ratio and their median; the table goes to
 bench/results/throughput-<device>-epoch-<time>.json.
 
-    python benchmarks/throughput.py --candidates examples/long_recipe.yaml [--repeats 3]
+    python benchmarks/throughput.py --candidates benchmarks/everything_on.yaml [--no-awp] [--repeats 3]
 
 --candidates FILE times accel_signs' training step (train_one_epoch on the data path `auto`
 picks, as `ours` above) with the default settings and with FILE's (a train config: the
-candidates of docs/training.md, e.g. mixup, masks, shear, late dropout on, the weight average
-updated every step), alternating, --repeats times, and prints each pair's cost ratio
+candidates of docs/training.md, e.g. mixup, cutmix, masks, shear, late dropout and AWP on (both
+as after their first epoch), the weight average updated every step; --no-awp: AWP off), alternating, --repeats times, and prints each pair's cost ratio
 (default samples/s over FILE's), by the wall clock and by this process's CPU time (which a
 shared machine's other work does not inflate), and their medians. The weight average's extra validation per
 epoch is not in a step: it costs one more validation pass (the `eval` figure above). Alternating the two spreads the shared
@@ -207,6 +207,8 @@ def time_step(accelerator, store_path: Path, raw: dict, size: str, batch: int, s
 
     raw = json.loads(json.dumps(raw))
     raw.setdefault("model", {})["size"] = size
+    if raw.get("optim", {}).get("awp_lambda"):
+        raw["optim"]["awp_epoch"] = 1  # timed as after awp_epoch, as late dropout is
     cfg = TrainConfig.from_dict({**raw, "batch_size": batch, "num_epochs": 1})
     store = open_store(store_path)
     split, cmap, device = store.split("train"), class_map(store, None), accelerator.device
@@ -243,6 +245,8 @@ def candidates_mode(args, accelerator, name: str, seed_loop) -> None:
     from accel_signs.config import load_config_file
 
     raw = load_config_file(args.candidates)
+    if args.no_awp:
+        raw.setdefault("optim", {})["awp_lambda"] = 0.0
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         build_store(Path(tmp) / "store", args.clips, seed_loop)
@@ -269,7 +273,8 @@ def candidates_mode(args, accelerator, name: str, seed_loop) -> None:
                     }
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    print(f"\n{name}, torch {torch.__version__}, candidates {args.candidates}: step cost with them / without")
+    awp = " without AWP" if args.no_awp else ""
+    print(f"\n{name}, torch {torch.__version__}, candidates {args.candidates}{awp}: step cost with them / without")
     for size in args.sizes.split(","):
         for batch in map(int, args.batches.split(",")):
             for key in ("cost_ratio", "cpu_cost_ratio"):
@@ -277,7 +282,8 @@ def candidates_mode(args, accelerator, name: str, seed_loop) -> None:
                 print(
                     f"{size} batch {batch} {key}: {', '.join(map(str, ratios))}; median {statistics.median(ratios):.3f}"
                 )
-    write_result(args, accelerator, name, "candidates", {"candidates": str(args.candidates), "rows": rows})
+    table = {"candidates": str(args.candidates), "no_awp": args.no_awp, "rows": rows}
+    write_result(args, accelerator, name, "candidates", table)
 
 
 def train_epochs(
@@ -408,6 +414,11 @@ def main() -> None:
         default=None,
         help="time the training step with this train config's settings against the defaults, alternating "
         "(--repeats pairs), e.g. examples/long_recipe.yaml",
+    )
+    ap.add_argument(
+        "--no-awp",
+        action="store_true",
+        help="--candidates: with the file's AWP off (AWP adds a forward and backward pass to every step)",
     )
     args = ap.parse_args()
 

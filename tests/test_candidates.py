@@ -126,10 +126,11 @@ def test_the_long_recipe_loads_and_turns_everything_on():
 
 
 def _everything(tmp_path: Path) -> Path:
-    """The long recipe, with late dropout from epoch 2 and a fast-moving average, for 2 short epochs."""
+    """The long recipe, with late dropout and AWP from epoch 2 and a fast-moving average, for 2 short epochs."""
     raw = load_config_file(LONG)
     raw["model"]["late_dropout_epoch"] = 2
     raw["optim"]["ema_decay"] = 0.9
+    raw["optim"]["awp_epoch"] = 2  # AWP too comes on in the resumed epoch
     path = tmp_path / "everything.json"
     path.write_text(json.dumps(raw))
     return path

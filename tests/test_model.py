@@ -60,18 +60,18 @@ def test_the_candidates_compile_into_one_graph():
 
     from accel_signs.config import AugmentConfig
     from accel_signs.data.augment import Augmenter
-    from accel_signs.training.average import mixup
+    from accel_signs.training.average import mix_batch
 
     torch._dynamo.reset()
     counter = CompileCounter()
     model = STTransformer(5, "t_2_2", layout=keypoint_layout(), input=InputConfig())
     model.head_dropout.p = 0.8
-    cfg = AugmentConfig(shear=0.15, point_mask_p=0.5, time_mask_max=0.4, mixup_p=0.5)
+    cfg = AugmentConfig(shear=0.15, point_mask_p=0.5, time_mask_max=0.4, mixup_p=0.5, cutmix_p=0.5)
     augment = Augmenter(cfg, keypoint_layout(), "normalized", torch.device("cpu"))
     compiled = torch.compile(model, backend=counter)
     for _ in range(3):
-        mix = mixup(torch.arange(4), cfg)
-        compiled(_keypoints(4), augment=augment, mix=mix).sum().backward()
+        mix = mix_batch(torch.arange(4), 50, cfg)  # mixup and cutmix: weights per frame
+        compiled(_keypoints(4), augment=augment, mix=mix[:2]).sum().backward()
     assert counter.frame_count == 1
 
 

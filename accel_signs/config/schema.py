@@ -75,6 +75,15 @@ class ModelSize:
         return f"{self.head}_{self.heads}_{self.layers}"
 
 
+# One help text for evaluate's, predict's and serve's --tta-flip.
+TTA_FLIP_HELP = (
+    "Test-time flip averaging: average the class probabilities of each clip and its mirror image (through the "
+    "layout's mirror map). A model that canonicalises handedness (the default input) mirrors clips into the "
+    "right-handed frame itself, so it runs the mirrored pass only for clips where neither hand is more active "
+    "(with --no-handedness: for every clip, twice the cost)."
+)
+
+
 def option(
     default: Any = dataclasses.MISSING,
     help: str = "",
@@ -158,6 +167,7 @@ class AugmentConfig(Section):
         "time_mask_p",
         "point_mask_p",
         "mixup_p",
+        "cutmix_p",
     )
 
     crop_min: float = option(
@@ -206,9 +216,14 @@ class AugmentConfig(Section):
     mixup_alpha: float = option(
         0.4, "Mixup's weights: Beta(alpha, alpha), the larger weight on the clip's own features and label."
     )
+    cutmix_p: float = option(
+        0.0,
+        "Probability that a training clip takes a span of frames from another clip of its batch (cutmix over sequences: the model's input features of those frames, and the loss of both labels weighted by the span's share; instead of mixup for that clip).",
+    )
+    cutmix_max: float = option(0.5, "Longest span cutmix takes from the other clip, as a share of the sampled frames.")
 
     def _validate(self) -> None:
-        for name in (*self.CHANCES, "time_mask_max", "point_mask_max"):
+        for name in (*self.CHANCES, "time_mask_max", "point_mask_max", "cutmix_max"):
             self.require(name, 0.0 <= getattr(self, name) <= 1.0, "in [0, 1]")
         self.require("crop_min", 0 < self.crop_min <= 1, "in (0, 1]")
         for lo, hi in (("scale_min", "scale_max"), ("hand_scale_min", "hand_scale_max"), ("speed_min", "speed_max")):
@@ -435,6 +450,11 @@ class OptimConfig(Section):
         0.0,
         "Exponential moving average of the weights, updated every step with this decay (e.g. 0.999; the first steps average faster); validated each epoch beside the weights, and saved as best/ when it validates better. 0: off.",
     )
+    awp_lambda: float = option(
+        0.0,
+        "Adversarial weight perturbation: each step, every weight matrix moves along its gradient by this share of its own norm, and the step is taken with the gradient of the loss there (one more forward and backward pass per step; the GISLR winner: 0.2). 0: off.",
+    )
+    awp_epoch: int = option(1, "The first epoch that AWP acts in (the GISLR winner: 15).")
     plateau_factor: float = option(0.2, "ReduceLROnPlateau: the factor that cuts the lr.")
     plateau_patience: int = option(3, "ReduceLROnPlateau: epochs without a better val loss before a cut.")
     plateau_threshold: float = option(
@@ -453,6 +473,8 @@ class OptimConfig(Section):
         self.require("plateau_threshold", 0 <= self.plateau_threshold < 1, "in [0, 1)")
         self.require("plateau_patience", self.plateau_patience >= 0, ">= 0")
         self.require("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)")
+        self.require("awp_lambda", 0 <= self.awp_lambda <= 1, "in [0, 1]")
+        self.require("awp_epoch", self.awp_epoch >= 1, ">= 1")
 
     def scaled_lr(self, num_processes: int) -> float:
         factor = {"sqrt": num_processes**0.5, "linear": float(num_processes), "none": 1.0}[self.lr_scaling]
@@ -609,6 +631,7 @@ class EvalConfig(Section):
         "repeats how a mixed-precision run validated, to reproduce its logged val loss.",
         flag="--mixed-precision",
     )
+    tta_flip: bool = option(False, TTA_FLIP_HELP, flag="--tta-flip/--no-tta-flip")
 
     def _validate(self) -> None:
         if not str(self.checkpoint).startswith("hf:/"):  # a Hub id stays text (a Path would fold its //)

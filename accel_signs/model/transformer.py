@@ -286,13 +286,13 @@ class STTransformer(nn.Module):
     ) -> torch.Tensor:
         """x (B, T, P*C) raw keypoints; aspect (B,) width / height of each clip's video (None:
         square); augment: the training augmentation, applied to the canonical coordinates; mix:
-        mixup, (partner (B,) batch positions, weight (B,)): each clip's features become
-        weight x its own + (1 - weight) x its partner's."""
+        mixup or cutmix, (partner (B,) batch positions, weight (B,) or per frame (B, T)): each
+        clip's features become weight x its own + (1 - weight) x its partner's."""
         b, t, _ = x.shape
         x = self.features(x.view(b, t, self.points, self.channels), aspect, augment)  # (B, T, P*C) -> (B, T, F)
         if mix is not None:
             partner, weight = mix
-            x = torch.lerp(x[partner], x, weight[:, None, None].to(x.dtype))
+            x = torch.lerp(x[partner], x, weight.view(b, -1, 1).to(x.dtype))  # per clip (B,) or frame (B, T)
         # BatchNorm1d over (B*T, F) rows: the same statistics as over (B, F, T), and on a CPU 10x
         # faster than on the transposed (B, F, T) view, whose strides miss its fast kernels.
         x = self.input_norm(x.reshape(b * t, -1)).view(b, t, -1)  # (B, T, F) -> (B*T, F) -> (B, T, F)

@@ -462,7 +462,7 @@ def create_app(
 
     app = FastAPI(title="accel_signs live", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     clients: set[Connection] = set()
-    batcher = Batcher(ckpt, pool, cfg.max_batch)
+    batcher = Batcher(ckpt, pool, cfg.max_batch, cfg.tta_flip)
     static = static_dir()
     # Behind a proxy under a sub-path, the page's relative URLs (static files, the WebSocket)
     # resolve against <base>, whether the browser asked for /signs or /signs/.

@@ -14,7 +14,10 @@ import concurrent.futures
 import logging
 from typing import Any
 
+import torch
+
 from accel_signs.model.checkpoint import Checkpoint
+from accel_signs.model.tta import flip_index
 from accel_signs.serve.pipeline import Timings, Window, classify_windows
 
 logger = logging.getLogger(__name__)
@@ -23,8 +26,12 @@ logger = logging.getLogger(__name__)
 class Batcher:
     """Classifies the windows of every connection of one server, batched."""
 
-    def __init__(self, ckpt: Checkpoint, pool: concurrent.futures.Executor, max_batch: int = 64):
+    def __init__(
+        self, ckpt: Checkpoint, pool: concurrent.futures.Executor, max_batch: int = 64, tta_flip: bool = False
+    ):
         self.ckpt, self.pool, self.max_batch = ckpt, pool, max_batch
+        self.tta_flip = tta_flip
+        self._flip: tuple[Checkpoint, torch.Tensor | None] | None = None  # the checkpoint's mirror map, once
         self.waiting: list[tuple[Window, asyncio.Future]] = []
         self.wake: asyncio.Event | None = None
         self.task: asyncio.Task | None = None
@@ -51,7 +58,10 @@ class Batcher:
                 if not batch:
                     continue
                 try:
-                    results = await loop.run_in_executor(self.pool, classify_windows, self.ckpt, [w for w, _ in batch])
+                    windows = [w for w, _ in batch]
+                    results = await loop.run_in_executor(
+                        self.pool, classify_windows, self.ckpt, windows, 5, self._mirror()
+                    )
                 except Exception as e:  # noqa: BLE001 - each waiting connection hears of it, the queue goes on
                     logger.error("classifying %d window(s) failed: %r", len(batch), e)
                     for _, f in batch:
@@ -62,6 +72,12 @@ class Batcher:
                 for (_, f), (top, timings) in zip(batch, results):
                     if not f.done():
                         f.set_result((top, timings, len(batch)))
+
+    def _mirror(self) -> torch.Tensor | None:
+        """--tta-flip's mirror map for the checkpoint (loaded after the batcher was made, perhaps)."""
+        if self._flip is None or self._flip[0] is not self.ckpt:
+            self._flip = (self.ckpt, flip_index(self.ckpt, self.tta_flip))
+        return self._flip[1]
 
     async def close(self) -> None:
         if self.task is not None:

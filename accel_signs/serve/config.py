@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
 from accel_signs.config import Section, option
+from accel_signs.config.schema import TTA_FLIP_HELP
 from accel_signs.core.errors import ConfigError
 from accel_signs.extractors import HELP as EXTRACTOR_HELP
 from accel_signs.extractors import LANDMARKERS_HELP
@@ -124,6 +125,7 @@ class ServeConfig(Section):
         "auto", EXTRACTOR_HELP, flag="--extractor"
     )
     landmarkers: Path | None = option(None, LANDMARKERS_HELP, flag="--landmarkers")
+    tta_flip: bool = option(False, TTA_FLIP_HELP, flag="--tta-flip/--no-tta-flip")
     live: LiveConfig = option(factory=LiveConfig)
 
     def _validate(self) -> None:

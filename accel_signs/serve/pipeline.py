@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from accel_signs.core.errors import AccelSignsError
 from accel_signs.data.layout import KeypointLayout
@@ -322,14 +323,15 @@ class LiveSession:
 
 
 def classify_windows(
-    ckpt: Checkpoint, windows: list[Window], top_k: int = 5
+    ckpt: Checkpoint, windows: list[Window], top_k: int = 5, flip: torch.Tensor | None = None
 ) -> list[tuple[list[dict[str, Any]], Timings]]:
     """The top-k of several windows (of any connections) in one forward pass, each with its share
-    of the pass's CPU time: features (inside the model) and the rest (sampling, the transformer)."""
+    of the pass's CPU time: features (inside the model) and the rest (sampling, the transformer).
+    `flip`: --tta-flip's mirror map (model/tta.py), None for none."""
     _time_features(ckpt.model)
     _clock.features = 0.0
     cpu = time.thread_time()
-    tops = classify_batch(ckpt, [w.clip for w in windows], [w.size for w in windows], top_k)
+    tops = classify_batch(ckpt, [w.clip for w in windows], [w.size for w in windows], top_k, flip)
     n = len(windows)
     total, features = (time.thread_time() - cpu) / n, _clock.features / n
     return [(top, Timings(features=features, model=total - features)) for top in tops]

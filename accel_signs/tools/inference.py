@@ -21,6 +21,7 @@ from accel_signs.data.sampling import gather_frames, tsn_positions
 from accel_signs.data.store import NUMPY_LOAD_ERRORS
 from accel_signs.extractors.choose import ExtractorChoice, warn_if_other
 from accel_signs.model.checkpoint import Checkpoint, load_checkpoint
+from accel_signs.model.tta import flip_averaged, flip_index
 
 logger = logging.getLogger(__name__)
 ONNX_HINT = "ONNX export needs the onnx extra: pip install 'accel-signs[onnx]' (onnx, onnxruntime, onnxscript)"
@@ -145,15 +146,17 @@ def predict(
     top_k: int = 5,
     frame_size: tuple[float, float] | None = None,
     extractor: ExtractorChoice | None = None,
+    tta_flip: bool = False,
 ) -> list[dict[str, Any]]:
     """Top-k classes of every clip in `clip_path` (keypoints, or a video to extract first), best
     first. `frame_size` is the (width, height) of the video the keypoints come from: MediaPipe
     divides x by the width and y by the height, and the model undoes that stretch (None: what a
     video or an extracted clip records, else square). A video is extracted by `extractor`, by
-    default the checkpoint's."""
+    default the checkpoint's. `tta_flip`: average each clip's probabilities with its mirror image's."""
     if top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {top_k}")
     ckpt = load_checkpoint(checkpoint)
+    flip = flip_index(ckpt, tta_flip)
     results = []
     # For a video: the extractor that made its keypoints (--extractor, by default the checkpoint's).
     made_by = (extractor or ExtractorChoice()).resolved(ckpt.extractor).name if is_video(Path(clip_path)) else None
@@ -162,30 +165,40 @@ def predict(
         results.append(
             {"clip": name, "frames": len(clip), "frame_size": list(size) if size else None}
             | ({"extractor": made_by} if made_by else {})
-            | {"top": classify(ckpt, clip, size, top_k)}
+            | {"top": classify(ckpt, clip, size, top_k, flip)}
         )
     return results
 
 
 def classify(
-    ckpt: Checkpoint, clip: np.ndarray, size: tuple[float, float] | None, top_k: int = 5
+    ckpt: Checkpoint,
+    clip: np.ndarray,
+    size: tuple[float, float] | None,
+    top_k: int = 5,
+    flip: torch.Tensor | None = None,
 ) -> list[dict[str, Any]]:
     """Top-k of one clip (frames, points, 4) from a video of `size` (width, height; None:
     square), best first, with every gloss the checkpoint has. `predict` and the live server
     both classify through here, so they give the same answer for the same keypoints."""
-    return classify_batch(ckpt, [clip], [size], top_k)[0]
+    return classify_batch(ckpt, [clip], [size], top_k, flip)[0]
 
 
 def classify_batch(
-    ckpt: Checkpoint, clips: list[np.ndarray], sizes: list[tuple[float, float] | None], top_k: int = 5
+    ckpt: Checkpoint,
+    clips: list[np.ndarray],
+    sizes: list[tuple[float, float] | None],
+    top_k: int = 5,
+    flip: torch.Tensor | None = None,
 ) -> list[list[dict[str, Any]]]:
     """`classify` of several clips in one forward pass (the live server batches all its
     connections' windows): each clip is sampled to the model's length on its own, so the answer
-    of each is the one it gets alone."""
+    of each is the one it gets alone. `flip`: the layout's mirror map for test-time flip
+    averaging (flip_index), None for none."""
     aspect = torch.tensor([size[0] / size[1] if size else 1.0 for size in sizes])
     seq_len = ckpt.seq_len
+    x = torch.cat([model_input(c, seq_len) for c in clips])
     with torch.no_grad():
-        probs = ckpt.model(torch.cat([model_input(c, seq_len) for c in clips]), aspect).softmax(-1)  # (N, classes)
+        probs = ckpt.model(x, aspect).softmax(-1) if flip is None else flip_averaged(ckpt.model, x, aspect, flip)[0]
     p, idx = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
     return [
         [

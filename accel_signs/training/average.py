@@ -1,12 +1,13 @@
 """An exponential moving average (EMA) of the model's weights (OptimConfig.ema_decay), and mixup
-over sequences (AugmentConfig.mixup_p): the two training candidates that live in the loop rather
-than in the model or the augmentation. Both are tensor ops on the batch's device, with no host
-sync and no Python per sample."""
+and cutmix over sequences (AugmentConfig.mixup_p, cutmix_p): the training candidates that live in
+the loop rather than in the model or the augmentation. All are tensor ops on the batch's device,
+with no host sync and no Python per sample."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 
@@ -80,8 +81,40 @@ def mixup(labels: torch.Tensor, cfg: AugmentConfig) -> tuple[torch.Tensor, torch
     return partner, weight
 
 
-def mixed_losses(
-    losses: torch.Tensor, partner_losses: torch.Tensor, mix: tuple[torch.Tensor, torch.Tensor]
-) -> torch.Tensor:
+def mix_batch(labels: torch.Tensor, frames: int, cfg: AugmentConfig) -> BatchMix | None:
+    """What mixup and cutmix do to a batch of `frames` sampled frames, or None when both are off.
+
+    Each clip has one partner (a random permutation of the batch). Cutmix, with probability
+    cutmix_p: a span of up to cutmix_max of the frames, at a random place, takes the partner's
+    features, and the clip's own label weighs 1 - the span's share. Otherwise mixup, as `mixup`
+    says. Each draws only when it is on, so with cutmix off the random stream is mixup's alone."""
+    if cfg.mixup_p <= 0 and cfg.cutmix_p <= 0:
+        return None
+    mixed = mixup(labels, cfg)
+    b, dev = labels.shape[0], labels.device
+    partner, weight = mixed if mixed is not None else (torch.randperm(b, device=dev), torch.ones(b, device=dev))
+    if cfg.cutmix_p <= 0:
+        return BatchMix(partner, weight, weight)
+    r = torch.rand(b, 3, device=dev)
+    span = (r[:, 1] * cfg.cutmix_max * frames).floor()  # (B,) frames, 0 to max
+    start = (r[:, 2] * (frames - span + 1)).floor()
+    frame = torch.arange(frames, device=dev)[None, :]
+    inside = (frame >= start[:, None]) & (frame < (start + span)[:, None])  # (B, T)
+    cut = r[:, 0] < cfg.cutmix_p  # (B,)
+    features = torch.where(cut[:, None], (~inside).to(weight.dtype), weight[:, None])  # (B, T)
+    return BatchMix(partner, features, torch.where(cut, 1 - span / frames, weight))
+
+
+class BatchMix(NamedTuple):
+    """A mixed batch: each clip's partner (B,) in the batch; the weight of the clip's own input
+    features against its partner's, per clip (B,) or per frame (B, T) (the model's `mix` is
+    (partner, features)); and the weight of its own label in the loss (B,)."""
+
+    partner: torch.Tensor
+    features: torch.Tensor
+    label: torch.Tensor
+
+
+def mixed_losses(losses: torch.Tensor, partner_losses: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Per-clip loss of a mixed batch: weight x the loss of its own label + (1 - weight) x its partner's."""
-    return torch.lerp(partner_losses, losses, mix[1].to(losses.dtype))
+    return torch.lerp(partner_losses, losses, weight.to(losses.dtype))

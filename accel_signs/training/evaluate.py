@@ -25,6 +25,7 @@ from accel_signs.data.pipeline import ClassMap, class_map, format_ranges, make_l
 from accel_signs.data.store import ClipStore, open_store
 from accel_signs.data.training import default_num_workers
 from accel_signs.model.checkpoint import Checkpoint, load_checkpoint
+from accel_signs.model.tta import flip_averaged, flip_index
 
 logger = logging.getLogger(__name__)
 
@@ -171,16 +172,26 @@ def _predict(
     # evaluation stays in cfg's precision (fp32 by default) whatever the run trained in.
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
     autocast = torch.autocast(accelerator.device.type, dtype=dtype, enabled=dtype is not None)
+    flip = flip_index(ckpt, cfg.tta_flip)
+    flipped = 0
     with torch.no_grad(), autocast:
         for done, (x, aspect, y, clip) in enumerate(loader, 1):
-            logits = model(x.flatten(2), aspect).float()  # (B, T, P, C) -> (B, T, P*C)
-            loss = F.cross_entropy(logits, y, reduction="none")
-            probs, top = logits.softmax(-1).topk(k, dim=-1)
+            if flip is None:
+                logits = model(x.flatten(2), aspect).float()  # (B, T, P, C) -> (B, T, P*C)
+                loss = F.cross_entropy(logits, y, reduction="none")
+                probs, top = logits.softmax(-1).topk(k, dim=-1)
+            else:
+                averaged, n = flip_averaged(model, x.flatten(2), aspect, flip)
+                flipped += n
+                loss = F.nll_loss(averaged.clamp_min(torch.finfo(averaged.dtype).tiny).log(), y, reduction="none")
+                probs, top = averaged.topk(k, dim=-1)
             columns = [clip[:, None], y[:, None], loss[:, None], probs[:, :1], top]
             row = torch.cat([c.double() for c in columns], dim=1)  # (B, 4 + k)
             rows.append(accelerator.gather_for_metrics(row))  # drops the padding repeats
             if progress is not None:
                 progress(done, len(loader))
+    if flip is not None:
+        logger.info("--tta-flip: %d clip(s) of this process's share needed the mirrored pass", flipped)
     table = torch.cat(rows).cpu().numpy()
     return table[np.argsort(table[:, 0], kind="stable")]  # clip order: the same sums on any number of processes
 
@@ -209,6 +220,7 @@ def _summary(
         "split": cfg.split,
         "signers": list(signers),
         "mixed_precision": cfg.mixed_precision,
+        "tta_flip": cfg.tta_flip,
         "num_classes": len(classes),
         "num_samples": report.num_samples,
         "top1": report.top1,

@@ -37,7 +37,8 @@ from accel_signs.data.training import TrainData, training_data
 from accel_signs.model.checkpoint import CheckpointMeta, checkpoint_meta
 from accel_signs.model.registry import build_model
 from accel_signs.model.transfer import Freeze, init_from_checkpoint
-from accel_signs.training.average import WeightAverage, mixed_losses, mixup
+from accel_signs.training.average import BatchMix, WeightAverage, mix_batch, mixed_losses
+from accel_signs.training.awp import AdversarialWeights, awp_active, rng_restore, rng_snapshot
 from accel_signs.training.evaluate import evaluate_checkpoint, format_summary
 from accel_signs.training.optim import Schedule, make_optimizer
 from accel_signs.training.run import STOP_RECORD, ResumePlan, Run, Runtime, StopRecord, plan_resume
@@ -571,7 +572,8 @@ def train_one_epoch(
     epoch: its steps are skipped and its sums carried on. `stop`: raise EpochStopped at the first
     check point after a stop signal, on every process alike (before the epoch's last step only:
     a stop there lets the epoch end and be saved whole). `average`: updated after every optimizer
-    step. Mixup (cfg.data.augment.mixup_p) mixes the batch's features and its loss."""
+    step. Mixup and cutmix (cfg.data.augment) mix the batch's features and its loss; AWP
+    (cfg.optim.awp_lambda, from awp_epoch) takes each step from a second, adversarial pass."""
     optimizer, schedule = optim
     model.train()
     if freeze is not None:
@@ -587,6 +589,9 @@ def train_one_epoch(
     # How often every process checks the others (one small collective and host sync): each step
     # on a CPU, where a step costs far more; every 20 on a GPU, where it would stall the queue.
     every = 20 if accelerator.device.type == "cuda" else 1
+    awp = None
+    if awp_active(cfg.optim.awp_lambda, cfg.optim.awp_epoch, epoch):
+        awp = AdversarialWeights(accelerator.unwrap_model(model, keep_torch_compile=False), cfg.optim.awp_lambda)
     with progress_bar(f"epoch {epoch}/{cfg.num_epochs}", len(loader), accelerator.is_main_process) as advance:
         for step, (x, aspect, y, _) in enumerate(loader, 1):
             if step <= skip:  # trained before the run stopped; the batch was drawn the same way
@@ -596,17 +601,21 @@ def train_one_epoch(
                 continue
             x = x.flatten(2)  # (B, T, P, C) -> (B, T, P*C)
             with accelerator.accumulate(model):
-                mix = mixup(y, cfg.data.augment)
-                logits = (
-                    model(x, aspect, augment=augment, mix=mix) if mix is not None else model(x, aspect, augment=augment)
-                )
-                smoothing = cfg.optim.label_smoothing
-                losses = F.cross_entropy(logits, y, reduction="none", label_smoothing=smoothing)
-                if mix is not None:
-                    partner = F.cross_entropy(logits, y[mix[0]], reduction="none", label_smoothing=smoothing)
-                    losses = mixed_losses(losses, partner, mix)
+                mix = mix_batch(y, x.shape[1], cfg.data.augment)
+                if awp is not None:
+                    rng = rng_snapshot(accelerator.device)
+                    with accelerator.no_sync(model):  # this gradient only points the perturbation: no all-reduce
+                        losses = _losses(model, x, aspect, y, augment, mix, cfg)
+                        accelerator.backward(losses.mean())
+                    if freeze is not None:
+                        freeze.drop_grads()
+                    with awp.perturbed(optimizer):
+                        rng_restore(rng, accelerator.device)  # the same augmented batch, the same dropout
+                        accelerator.backward(_losses(model, x, aspect, y, augment, mix, cfg).mean())
+                else:
+                    losses = _losses(model, x, aspect, y, augment, mix, cfg)
+                    accelerator.backward(losses.mean())
                 loss = losses.mean()
-                accelerator.backward(loss)
                 if freeze is not None:
                     freeze.drop_grads()
                 grad_norm = None
@@ -636,6 +645,25 @@ def train_one_epoch(
             advance()
     loss_sum, count = accelerator.reduce(totals, reduction="sum").tolist()
     return (loss_sum + float(last.sum())) / (count + len(last)), int(count) + len(last)
+
+
+def _losses(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    aspect: torch.Tensor,
+    y: torch.Tensor,
+    augment: Augmenter,
+    mix: BatchMix | None,
+    cfg: TrainConfig,
+) -> torch.Tensor:
+    """Per-clip training losses of a batch (B,): label smoothing, and mixup/cutmix's two labels."""
+    smoothing = cfg.optim.label_smoothing
+    if mix is None:
+        return F.cross_entropy(model(x, aspect, augment=augment), y, reduction="none", label_smoothing=smoothing)
+    logits = model(x, aspect, augment=augment, mix=(mix.partner, mix.features))
+    losses = F.cross_entropy(logits, y, reduction="none", label_smoothing=smoothing)
+    partner = F.cross_entropy(logits, y[mix.partner], reduction="none", label_smoothing=smoothing)
+    return mixed_losses(losses, partner, mix.label)
 
 
 @torch.no_grad()
