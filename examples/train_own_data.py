@@ -87,16 +87,14 @@ def main() -> None:
     from accel_signs.data.sampling import gather_frames, tsn_positions
 
     lengths, offsets = torch.from_numpy(test.lengths[:1].copy()), torch.from_numpy(test.offsets[:1].copy())
-    x = gather_frames(
-        test.frames, offsets, lengths, tsn_positions(lengths, ckpt.meta["model"]["seq_len"], random=False)
-    )
+    x = gather_frames(test.frames, offsets, lengths, tsn_positions(lengths, ckpt.seq_len, random=False))
     aspect = torch.from_numpy(test.aspects[:1])  # width / height of the clip's video (1: square or unknown)
     with torch.no_grad():
         probs = ckpt.model(x.flatten(2), aspect).softmax(-1)[0]  # (1, T, P, C) -> (1, T, P*C) -> (classes,)
     top = int(probs.argmax())
     print(f"best checkpoint: {best}")
     print(
-        f"first test clip: predicted {ckpt.classes[top]['en']!r} (sign {ckpt.classes[top]['sign']}) "
+        f"first test clip: predicted {ckpt.classes[top].en!r} (sign {ckpt.classes[top].sign}) "
         f"with p={float(probs[top]):.2f}"
     )
 
