@@ -38,6 +38,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import free_port, headless_chromium  # noqa: E402
+
 
 def _get(url: str, body: dict | None = None) -> dict:
     req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode())
@@ -57,32 +60,6 @@ def _memory(pid: int) -> dict[str, float]:
     return out
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _browser():
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1100",
-        "--enable-precise-memory-info",
-    ):
-        options.add_argument(arg)
-    return webdriver.Chrome(
-        options=options, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
-    )
-
-
 def _wait(driver, script: str, timeout: float) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -96,7 +73,7 @@ def _wait(driver, script: str, timeout: float) -> object:
 def page_figures(url: str, hovers: int, signers: str | None) -> dict[str, object]:
     from selenium.webdriver.common.action_chains import ActionChains
 
-    driver = _browser()
+    driver = headless_chromium("--window-size=1280,1100", "--enable-precise-memory-info", skip_if_missing=False)
     try:
         driver.get(url + "#eval")
         _wait(driver, "return document.body.dataset.ready === '1'", 60)
@@ -171,7 +148,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="default: a fresh temporary folder")
     args = parser.parse_args()
     cache = args.cache_dir or Path(tempfile.mkdtemp(prefix="dashboard-cache-"))
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     proc = subprocess.Popen(
         [

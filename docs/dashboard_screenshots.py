@@ -9,9 +9,12 @@ the light theme, the runs and evaluation views in the dark one.
 from __future__ import annotations
 
 import argparse
-import shutil
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import headless_chromium  # noqa: E402
 
 
 def _wait(driver, script: str, timeout: float = 300) -> None:
@@ -29,7 +32,6 @@ def _view(driver, name: str) -> None:
 
 
 def main() -> None:
-    from selenium import webdriver
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import Select
 
@@ -39,13 +41,7 @@ def main() -> None:
     parser.add_argument("--run", help="the run to evaluate and inspect (default: the first with a checkpoint)")
     parser.add_argument("--clip", type=int, default=None, help="the clip to inspect (default: the first listed)")
     args = parser.parse_args()
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(
-        options=options, service=webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
-    )
+    driver = headless_chromium("--window-size=1280,900", skip_if_missing=False)
     shot = lambda name: driver.save_screenshot(str(args.out / f"dashboard-{name}.png"))  # noqa: E731
     try:
         driver.get(args.url + "#runs")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from helpers import free_port, write_y4m  # noqa: E402
+from helpers import free_port, headless_chromium, write_y4m  # noqa: E402
 
 
 def main() -> None:
@@ -30,22 +29,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=12.0, help="Signing shown before the picture.")
     parser.add_argument("--draw", default="face,pose,hands", help="The parts the page draws (its drawing controls).")
     args = parser.parse_args()
-    from selenium import webdriver
-
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "accel_signs", "-q", "serve", args.checkpoint, "--port", str(port)]
     )
     with tempfile.TemporaryDirectory() as tmp:
         camera = write_y4m(ROOT / "tests" / "data" / "signer_video.mp4", Path(tmp) / "camera.y4m")
-        options = webdriver.ChromeOptions()
-        options.binary_location = shutil.which("chromium")
-        for arg in ("--headless=new", "--no-sandbox", "--window-size=1280,860", "--use-fake-ui-for-media-stream"):
-            options.add_argument(arg)
-        options.add_argument("--use-fake-device-for-media-stream")
-        options.add_argument(f"--use-file-for-fake-video-capture={camera}")
-        service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
-        driver = webdriver.Chrome(options=options, service=service)
+        driver = headless_chromium(
+            "--window-size=1280,860",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}",
+            skip_if_missing=False,
+        )
         try:
             for _ in range(300):
                 try:

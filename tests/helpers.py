@@ -15,17 +15,19 @@ import torch
 import torch.nn.functional as F
 
 
-def chromium_paths() -> tuple[str, str]:
+def chromium_paths(skip_if_missing: bool = True) -> tuple[str, str]:
     """Debian's chromium and chromedriver. Call it at a browser test module's top: a missing one
-    skips the module and says how to install it, except in CI (.ci/run installs both), where it is
-    an error, so a missing browser never hides as a skip."""
+    skips the module and says how to install it, except in CI (.ci/run installs both) or with
+    `skip_if_missing` False (the docs' and benchmarks' scripts), where it is an error, so a
+    missing browser never hides as a skip."""
     import pytest
 
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
-        if os.environ.get("CI"):
+        if os.environ.get("CI") or not skip_if_missing:
             raise RuntimeError(
-                "CI must have Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+                ("CI must have" if os.environ.get("CI") else "this needs")
+                + " Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
             )
         pytest.skip(
             "needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
@@ -34,11 +36,11 @@ def chromium_paths() -> tuple[str, str]:
     return chromium, driver
 
 
-def headless_chromium(*args: str):
+def headless_chromium(*args: str, skip_if_missing: bool = True):
     """A Selenium driver of headless Chromium (chromium_paths), with `args` added to its flags."""
     from selenium import webdriver
 
-    chromium, driver = chromium_paths()
+    chromium, driver = chromium_paths(skip_if_missing)
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", *args):

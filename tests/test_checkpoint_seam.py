@@ -185,7 +185,7 @@ def test_a_new_checkpoint_records_its_recipe(tmp_path):
         "    40 epochs, batch 8 x 2 process(es) = 16, seed 0, precision fp32",
         "    adamw lr 0.001 (peak 0.00141), cosine schedule after 3.0 warm-up epochs, weight decay 0.05, label "
         "smoothing 0.1, gradient clipping 1",
-        "    dropout 0.2, drop-path 0.1, late dropout off, mixup 0.5 (alpha 0.4)",
+        "    dropout 0.2, drop-path 0.1, late dropout off, mixup 0.5 (alpha 0.4), cutmix off, AWP off",
         "    weight average (EMA) 0.99; the checkpoint holds the average",
         "    augmentation: shear 0.15 (the rest as default)",
     ):

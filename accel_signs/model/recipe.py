@@ -108,19 +108,24 @@ class Recipe:
         mixup = rate(AUGMENT + "mixup_p") + (
             f" (alpha {get(AUGMENT + 'mixup_alpha')})" if s.get(AUGMENT + "mixup_p") else ""
         )
+        cutmix = rate(AUGMENT + "cutmix_p") + (
+            f" (spans to {get(AUGMENT + 'cutmix_max')})" if s.get(AUGMENT + "cutmix_p") else ""
+        )
+        awp = rate("optim.awp_lambda")
+        if s.get("optim.awp_lambda"):
+            awp += f" from epoch {get('optim.awp_epoch')}"
         ema = rate("optim.ema_decay")
         if s.get("optim.ema_decay"):
             ema += "; the checkpoint holds " + (
                 "the average" if ema_weights else "the trained weights (the average did not validate better)"
             )
-        augment = [
-            k for k in self.changed if k.startswith(AUGMENT) and k not in (AUGMENT + "mixup_p", AUGMENT + "mixup_alpha")
-        ]
+        mixing = tuple(AUGMENT + k for k in ("mixup_p", "mixup_alpha", "cutmix_p", "cutmix_max"))
+        augment = [k for k in self.changed if k.startswith(AUGMENT) and k not in mixing]
         shown = {
             "num_epochs", "batch_size", "seed", "mixed_precision", "best_metric", "best_window",
-            *(f"optim.{k}" for k in ("optimizer", "lr", "schedule", "warmup_epochs", "weight_decay", "label_smoothing", "max_grad_norm", "ema_decay")),
+            *(f"optim.{k}" for k in ("optimizer", "lr", "schedule", "warmup_epochs", "weight_decay", "label_smoothing", "max_grad_norm", "ema_decay", "awp_lambda", "awp_epoch")),
             *(f"model.{k}" for k in ("dropout", "drop_path", "late_dropout", "late_dropout_epoch")),
-            AUGMENT + "mixup_p", AUGMENT + "mixup_alpha",
+            *mixing,
         }  # fmt: skip
         other = [k for k in self.changed if k not in shown and not k.startswith(AUGMENT)]
         return [
@@ -129,7 +134,8 @@ class Recipe:
             f"{get('optim.optimizer')} lr {get('optim.lr')} (peak {self.peak_lr:.3g}), {get('optim.schedule')} "
             f"schedule{warmup}, weight decay {get('optim.weight_decay')}, label smoothing "
             f"{get('optim.label_smoothing')}, gradient clipping {rate('optim.max_grad_norm')}",
-            f"dropout {get('model.dropout')}, drop-path {get('model.drop_path')}, late dropout {late}, mixup {mixup}",
+            f"dropout {get('model.dropout')}, drop-path {get('model.drop_path')}, late dropout {late}, mixup {mixup}, "
+            f"cutmix {cutmix}, AWP {awp}",
             f"weight average (EMA) {ema}",
             f"best epoch by {get('best_metric')} (ties: the mean over {get('best_window')} epochs)",
             "augmentation: " + (_values(s, augment) + " (the rest as default)" if augment else "the defaults"),
