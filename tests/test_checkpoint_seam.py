@@ -109,7 +109,8 @@ def _cfg(**model: Any) -> TrainConfig:
     cfg = TrainConfig(model=ModelConfig(size="t_2_1", **model), num_epochs=40, batch_size=8)
     cfg.optim.ema_decay = 0.99
     cfg.data.augment.shear = 0.15
-    cfg.data.augment.mixup_p = 0.5
+    cfg.data.augment.mixup_p = 0.0
+    cfg.data.augment.cutmix_p = 0.5
     return cfg
 
 
@@ -176,7 +177,8 @@ def test_a_new_checkpoint_records_its_recipe(tmp_path):
     assert back == meta and back.to_json() == raw
     recipe = back.recipe
     assert recipe is not None and (recipe.processes, recipe.global_batch_size) == (2, 16)
-    assert {"optim.ema_decay", "data.augment.shear", "data.augment.mixup_p", "num_epochs"} <= set(recipe.changed)
+    changed = {"optim.ema_decay", "data.augment.shear", "data.augment.mixup_p", "data.augment.cutmix_p", "num_epochs"}
+    assert changed <= set(recipe.changed)
     assert "optim.lr" not in recipe.changed and recipe.settings["optim.lr"] == 0.001
     assert not any(k.startswith(("data.path", "model.input", "output_dir")) for k in recipe.settings)
 
@@ -185,7 +187,7 @@ def test_a_new_checkpoint_records_its_recipe(tmp_path):
         "    40 epochs, batch 8 x 2 process(es) = 16, seed 0, precision fp32",
         "    adamw lr 0.001 (peak 0.00141), cosine schedule after 3.0 warm-up epochs, weight decay 0.05, label "
         "smoothing 0.1, gradient clipping 1",
-        "    dropout 0.2, drop-path 0.1, late dropout off, mixup 0.5 (alpha 0.4), cutmix off, AWP off",
+        "    dropout 0.2, drop-path 0.1, late dropout off, mixup off, cutmix 0.5 (spans to 0.5), AWP off",
         "    weight average (EMA) 0.99; the checkpoint holds the average",
         "    augmentation: shear 0.15 (the rest as default)",
     ):

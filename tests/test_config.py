@@ -141,6 +141,7 @@ def test_a_version_1_config_means_the_seed_recipe():
     assert old.optim.weight_decay == 1e-4 and old.optim.label_smoothing == 0 and old.model.drop_path == 0
     assert old.model.input.kind == "raw" and not old.model.input.handedness and old.best_metric == "val_loss"
     assert old.data.augment.mirror_p == 0.5 and old.data.augment.crop_min == 1 and old.data.augment.time_mask_p == 0
+    assert old.data.augment.mixup_p == 0
     recipe = Path(__file__).parent.parent / "examples" / "seed_recipe.yaml"
     assert TrainConfig.from_dict(load_config_file(recipe)) == TrainConfig.from_dict({"version": 1})
     with pytest.raises(ConfigError, match="version 7"):
@@ -155,9 +156,19 @@ def test_a_version_2_config_keeps_its_split_and_tie_rule():
         assert cfg.data.val_split == "group" and cfg.best_window == 1
     assert TrainConfig.from_dict({"version": 2, "best_window": 5}).best_window == 5
     new = TrainConfig.from_dict({})
-    assert new.data.val_split == "sign" and new.best_window == 3 and new.to_dict()["version"] == 3
+    assert new.data.val_split == "sign" and new.best_window == 3 and new.to_dict()["version"] == 4
     with pytest.raises(ConfigError, match="best_window must be >= 1"):
         TrainConfig(best_window=0)
+
+
+def test_a_version_3_config_trains_without_mixup():
+    """Mixup became a default in config version 4: a run or checkpoint from before (any older
+    version) resumes and describes itself without it, unless its config turned it on."""
+    for old in ({"version": 3}, {"version": 2}, {"version": 1}):
+        assert TrainConfig.from_dict(old).data.augment.mixup_p == 0
+    assert TrainConfig.from_dict({"version": 3, "data": {"augment": {"mixup_p": 0.3}}}).data.augment.mixup_p == 0.3
+    new = TrainConfig.from_dict({})
+    assert new.data.augment.mixup_p == 0.5 and TrainConfig.from_dict(new.to_dict()) == new
 
 
 @pytest.mark.parametrize(

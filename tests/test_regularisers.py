@@ -31,7 +31,7 @@ def test_they_are_off_by_default_and_checked():
     cfg = TrainConfig()
     assert cfg.optim.awp_lambda == 0 and cfg.data.augment.cutmix_p == 0
     assert EvalConfig(checkpoint="x").tta_flip is False
-    assert mix_batch(torch.zeros(4, dtype=torch.long), 50, cfg.data.augment) is None
+    assert mix_batch(torch.zeros(4, dtype=torch.long), 50, AugmentConfig(mixup_p=0.0)) is None
     with pytest.raises(ConfigError, match="optim.awp_lambda must be in"):
         OptimConfig(awp_lambda=1.5)
     with pytest.raises(ConfigError, match="optim.awp_epoch must be"):
@@ -43,7 +43,7 @@ def test_they_are_off_by_default_and_checked():
 # AWP
 
 
-def test_awp_moves_each_weight_matrix_by_lambda_of_its_norm_and_puts_everything_back():
+def test_awp_moves_each_parameter_by_a_step_of_norm_lambda_and_puts_everything_back():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 3)).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -56,10 +56,8 @@ def test_awp_moves_each_weight_matrix_by_lambda_of_its_norm_and_puts_everything_
         for name, p in model.named_parameters():
             assert p.grad is None  # what the block's backward leaves is the adversarial gradient alone
             step = p.detach() - before[name]
-            if p.ndim < 2:  # biases and norm gains stay
-                assert torch.equal(p.detach(), before[name]), name
-                continue
-            assert float(step.norm()) == pytest.approx(0.2 * float(before[name].norm()), rel=1e-4), name
+            # Absolute, as the GISLR winner's: a step of norm 0.2 for weights, biases and gains alike.
+            assert float(step.norm()) == pytest.approx(0.2, rel=1e-4), name
             assert float(F.cosine_similarity(step.flatten(), clean[name].flatten(), dim=0)) == pytest.approx(
                 1, abs=1e-5
             )
@@ -137,7 +135,7 @@ def test_cutmix_takes_one_span_of_the_partners_frames_and_weights_the_labels_by_
     for row in taken[share > 0]:  # one span, contiguous
         where = row.nonzero().squeeze(1)
         assert where[-1] - where[0] + 1 == len(where)
-    half = mix_batch(torch.arange(512), 50, AugmentConfig(cutmix_p=0.5))[2]
+    half = mix_batch(torch.arange(512), 50, AugmentConfig(cutmix_p=0.5, mixup_p=0.0))[2]
     assert 0.35 < (half == 1).float().mean() < 0.65
     # With mixup on too, a clip that is not cut is mixed up: per clip, one or the other.
     both = mix_batch(torch.arange(512), 50, AugmentConfig(cutmix_p=0.5, mixup_p=1.0))
@@ -294,5 +292,9 @@ def test_serve_with_tta_flip_averages_in_its_batched_pass(checkpoints, tiny_stor
         alone = classify(ckpt, clip, None, flip=mirror_map)
         assert [t["class_id"] for t in got] == [t["class_id"] for t in alone]
         assert [t["probability"] for t in got] == pytest.approx([t["probability"] for t in alone], abs=1e-5)
-        assert own == classify(ckpt, clip, None)
+        # Batched or alone, the same answer to float rounding (the probabilities are rounded to
+        # 6 digits, so 1e-6 apart can round to neighbours).
+        alone = classify(ckpt, clip, None)
+        assert [t["class_id"] for t in own] == [t["class_id"] for t in alone]
+        assert [t["probability"] for t in own] == pytest.approx([t["probability"] for t in alone], abs=2e-6)
         assert [t["probability"] for t in got] != [t["probability"] for t in own]

@@ -144,7 +144,7 @@ def test_a_run_from_before_config_version_3_resumes_on_its_split_and_rule(tiny_s
     assert [m["epoch"] for m in read_metrics(run)] == [1, 2]
     assert len(split_ids(run)[1]) == 12  # round(0.2 x 6) of each of the 12 groups (the sign rule: 14)
     resumed = json.loads((run / "config.json").read_text())
-    assert resumed["version"] == 3 and resumed["data"]["val_split"] == "group" and resumed["best_window"] == 1
+    assert resumed["version"] == 4 and resumed["data"]["val_split"] == "group" and resumed["best_window"] == 1
 
 
 def _old(tmp_path):

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from accel_signs.core.errors import ConfigError
 
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 
 # What the settings added in config version 2 were before they existed: a version 1 config
 # (a run or checkpoint from before) means exactly the run it described.
@@ -36,6 +36,7 @@ SEED_RECIPE: dict[str, Any] = {
             "part_drop_p": 0.0,
             "frame_drop_p": 0.0,
             "time_mask_p": 0.0,
+            "mixup_p": 0.0,
         }
     },
     "best_metric": "val_loss",
@@ -46,6 +47,10 @@ SEED_RECIPE: dict[str, Any] = {
 # signer) group and accuracy ties broken by val loss alone. A run written then resumes on the
 # same split and picks its best epoch as it did.
 BEFORE_V3: dict[str, Any] = {"data": {"val_split": "group"}, "best_window": 1}
+
+# What version 4 changed: mixup over sequences became a default (docs/results.md). A run or
+# checkpoint written before it trained without mixup unless its config said otherwise.
+BEFORE_V4: dict[str, Any] = {"data": {"augment": {"mixup_p": 0.0}}}
 
 
 def upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +63,12 @@ def upgrade_v2(raw: dict[str, Any]) -> dict[str, Any]:
     """A version 2 (or upgraded version 1) config, with the settings version 3 added filled in as
     version 2 behaved; values the config itself gives win."""
     return _merge(BEFORE_V3, raw)
+
+
+def upgrade_v3(raw: dict[str, Any]) -> dict[str, Any]:
+    """A version 3 (or upgraded older) config, with the defaults version 4 changed as version 3
+    had them; values the config itself gives win."""
+    return _merge(BEFORE_V4, raw)
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -73,10 +84,11 @@ def current_version(raw: dict[str, Any]) -> dict[str, Any]:
     raw = dict(raw)
     raw.pop("runtime", None)
     version = raw.pop("version", CONFIG_VERSION)
-    if version == 1:
-        return upgrade_v2(upgrade_v1(raw))
-    if version == 2:
-        return upgrade_v2(raw)
+    upgrades = (upgrade_v1, upgrade_v2, upgrade_v3)
+    if isinstance(version, int) and 1 <= version < CONFIG_VERSION:
+        for upgrade in upgrades[version - 1 :]:
+            raw = upgrade(raw)
+        return raw
     if version != CONFIG_VERSION:
         raise ConfigError(f"config version {version} is not supported (this accel_signs reads 1 to {CONFIG_VERSION})")
     return raw

@@ -1,11 +1,16 @@
 """Adversarial weight perturbation (AWP; OptimConfig.awp_lambda, awp_epoch), as the Kaggle GISLR
-winner trained with it (lambda 0.2 from epoch 15): each step, after the clean backward pass, every
-weight matrix moves along its gradient by lambda x |w| / |g| (so by lambda of its own norm), the
-same batch goes through again, and the step is taken with the gradient of that adversarial loss
-at the weights as they were. It costs one more forward and backward pass per step while it is on.
+winner trained with it (lambda 0.2 from epoch 15; hoyso48's tf-utils AWP): each step, after the
+clean backward pass, every trained parameter moves along its own gradient by a step of norm
+lambda (lambda x g / |g|), the same batch goes through again, and the step is taken with the
+gradient of that adversarial loss at the weights as they were. It costs one more forward and
+backward pass per step while it is on.
 
-Tensor ops on the model's device, one fused op per kind over all the weights: no host sync and no
-Python per sample."""
+The step is absolute, as the winner's: a first version scaled it by each weight matrix's norm
+(lambda x |w| g / |g|, lambda 0.2 moving every matrix by a fifth of itself), and training
+collapsed to chance within a few epochs of AWP starting (docs/results.md).
+
+Tensor ops on the model's device, one fused op per kind over all the parameters: no host sync and
+no Python per sample."""
 
 from __future__ import annotations
 
@@ -19,13 +24,12 @@ EPS = 1e-12
 
 
 class AdversarialWeights:
-    """Perturbs a model's weight matrices (the parameters of 2+ dimensions: the ones weight decay
-    acts on, not biases or norm gains) along their gradients, and puts every parameter and buffer
-    back bit for bit afterwards."""
+    """Perturbs a model's trained parameters (every one, as the winner's: weights, biases and norm
+    gains) along their gradients, and puts every parameter and buffer back bit for bit afterwards."""
 
     def __init__(self, model: torch.nn.Module, lam: float):
         self.lam = lam
-        self.params = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+        self.params = [p for p in model.parameters() if p.requires_grad]
         # BatchNorm's running statistics: the adversarial pass must not move them a second time.
         self.buffers = list(model.buffers())
 
@@ -42,9 +46,8 @@ class AdversarialWeights:
         stats = [b.detach().clone() for b in self.buffers]
         if params:
             grads = [p.grad.detach().float() for p in params]
-            weight_norms = torch.stack(torch._foreach_norm([p.detach().float() for p in params]))
             grad_norms = torch.stack(torch._foreach_norm(grads))
-            scales = self.lam * weight_norms / (grad_norms + EPS)  # (params,), on the device: no sync
+            scales = self.lam / (grad_norms + EPS)  # (params,), on the device: no sync
             steps = torch._foreach_mul(grads, list(scales.unbind()))
             torch._foreach_add_([p.detach() for p in params], [s.to(p.dtype) for s, p in zip(steps, params)])
         optimizer.zero_grad(set_to_none=True)
