@@ -156,6 +156,7 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     ),
     "ema": ("+ EMA of the weights (decay 0.99)", {**V3, "optim": {"ema_decay": 0.99}}),
     "awp": ("+ AWP lambda 0.2 from epoch 10", {**V3, "optim": {"awp_lambda": 0.2, "awp_epoch": 10}}),
+    "awp_small": ("+ AWP lambda 0.05 from epoch 10", {**V3, "optim": {"awp_lambda": 0.05, "awp_epoch": 10}}),
     "cutmix": (
         "+ cutmix over sequences (p 0.5, spans to 50%)",
         {"data": {"augment": {"mixup_p": 0.0, "cutmix_p": 0.5}}},
