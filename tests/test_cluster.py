@@ -108,6 +108,14 @@ def _wait_for_epoch(run: Path, proc: subprocess.Popen, epochs: int = 1, timeout:
     raise AssertionError(f"no epoch {epochs} within {timeout}s")
 
 
+def _saved_epoch(run: Path) -> int:
+    """The last epoch whose state is saved (0: none yet, or being written)."""
+    try:
+        return int(json.loads((run / "state" / "trainer.json").read_text())["progress"]["epoch"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def test_sigusr1_saves_the_state_mid_epoch_and_resume_ends_identically(tiny_store, tmp_path, two_process_run):
     """SIGUSR1 to every process, as SLURM's --signal sends it (the launcher ignores it, as
     examples/slurm_multinode.sh makes it): the ranks stop at the same step inside an epoch, save
@@ -118,7 +126,12 @@ def test_sigusr1_saves_the_state_mid_epoch_and_resume_ends_identically(tiny_stor
     ignore = {"preexec_fn": lambda: signal.signal(signal.SIGUSR1, signal.SIG_IGN)}
     proc = _launch_bg(tmp_path, tiny_store, out, "--run-name", "r", *ARGS, **ignore)
     _wait_for_epoch(run, proc)
-    time.sleep(0.3)
+    # Signal once epoch 1's state is saved, so the signal lands inside epoch 2 (15 steps, about
+    # 0.3 s on a quiet machine): a fixed sleep after the metrics line raced the end of epoch 2.
+    end = time.monotonic() + 60
+    while _saved_epoch(run) < 1 and time.monotonic() < end:
+        time.sleep(0.01)
+    time.sleep(0.05)  # past the check after the save, which stops a run between epochs
     ranks = ranks_of(proc.pid)
     assert len(ranks) == 2
     for pid in [proc.pid, *ranks]:
