@@ -179,6 +179,14 @@ CONFIGS: dict[str, tuple[str, dict]] = {
         "examples/long_recipe.yaml: late dropout, AWP, EMA 0.999, wd 0.1, stronger augmentation, mixup",
         {k: v for k, v in load_config_file(ROOT / "examples" / "long_recipe.yaml").items() if k != "num_epochs"},
     ),
+    "long_no_awp": (
+        "examples/long_recipe.yaml without AWP (it loses at our scale, docs/results.md)",
+        {
+            k: ({**v, "awp_lambda": 0.0} if k == "optim" else v)
+            for k, v in load_config_file(ROOT / "examples" / "long_recipe.yaml").items()
+            if k != "num_epochs"
+        },
+    ),
 }
 
 
