@@ -105,6 +105,8 @@ STRONG_AUG = {
 }
 # The defaults of config version 3, before mixup became one (version 4).
 V3 = {"data": {"augment": {"mixup_p": 0.0}}}
+# examples/long_recipe.yaml without its length (give that with --epochs).
+LONG = {k: v for k, v in load_config_file(ROOT / "examples" / "long_recipe.yaml").items() if k != "num_epochs"}
 # name -> (what it is, config overrides on top of the defaults)
 CONFIGS: dict[str, tuple[str, dict]] = {
     "old": ("old defaults (the seed recipe: raw image coordinates, Adam, plateau, best by val loss)", SEED_RECIPE),
@@ -177,15 +179,11 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     # length with --epochs).
     "long": (
         "examples/long_recipe.yaml: late dropout, AWP, EMA 0.999, wd 0.1, stronger augmentation, mixup",
-        {k: v for k, v in load_config_file(ROOT / "examples" / "long_recipe.yaml").items() if k != "num_epochs"},
+        LONG,
     ),
     "long_no_awp": (
         "examples/long_recipe.yaml without AWP (it loses at our scale, docs/results.md)",
-        {
-            k: ({**v, "awp_lambda": 0.0} if k == "optim" else v)
-            for k, v in load_config_file(ROOT / "examples" / "long_recipe.yaml").items()
-            if k != "num_epochs"
-        },
+        {**LONG, "optim": {**LONG["optim"], "awp_lambda": 0.0}},
     ),
 }
 
