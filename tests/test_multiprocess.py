@@ -68,14 +68,14 @@ def test_the_schedule_follows_epochs_alike_with_1_and_2_processes(tiny_store, tm
         1: [
             m["lr"]
             for m in read_metrics(
-                train_tiny_run(tiny_store, tmp_path / "runs1", "--num-epochs", "4", "--config", str(cfg))
+                train_tiny_run(tiny_store, tmp_path / "runs1", "--num-epochs", "4", "--config", str(cfg), "--no-eval")
             )
         ]
     }
     out = tmp_path / "runs2"
     proc = accelerate_launch(
         ["train", "--data", str(tiny_store), "--output-dir", str(out), "--run-name", "r", "--num-epochs", "4"]
-        + ["--config", str(cfg), *FAST],
+        + ["--config", str(cfg), "--no-eval", *FAST],
         tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
