@@ -145,6 +145,12 @@ CONFIGS: dict[str, tuple[str, dict]] = {
         "+ 3 causal temporal depthwise convs, kernel 17, before each temporal attention",
         {**V3, "model": {"conv_kernel": 17, "conv_blocks": 3, "conv_causal": True}},
     ),
+    # conv_winner on the defaults since version 4 (mixup on): it gained on Libras, seed 0
+    # (docs/results.md), so it is the next to measure with mixup, on every set.
+    "mixup_conv": (
+        "+ mixup and 3 causal temporal depthwise convs, kernel 17 (conv_winner on the defaults)",
+        {"model": {"conv_kernel": 17, "conv_blocks": 3, "conv_causal": True}},
+    ),
     # Issue 30's candidates, alone and together, each on the defaults of config version 3 (no
     # mixup), as the ablation in docs/results.md measured them; mixup won and became a default
     # in version 4 ("new"). Scaled to our 60 epochs: late dropout from epoch 10 (the GISLR
