@@ -145,8 +145,8 @@ CONFIGS: dict[str, tuple[str, dict]] = {
         "+ 3 causal temporal depthwise convs, kernel 17, before each temporal attention",
         {**V3, "model": {"conv_kernel": 17, "conv_blocks": 3, "conv_causal": True}},
     ),
-    # conv_winner on the defaults since version 4 (mixup on): it gained on Libras, seed 0
-    # (docs/results.md), so it is the next to measure with mixup, on every set.
+    # conv_winner on the defaults since version 4 (mixup on): it gained on Libras and lost on
+    # NSL with mixup, seed 0 (docs/results.md).
     "mixup_conv": (
         "+ mixup and 3 causal temporal depthwise convs, kernel 17 (conv_winner on the defaults)",
         {"model": {"conv_kernel": 17, "conv_blocks": 3, "conv_causal": True}},
