@@ -107,6 +107,8 @@ STRONG_AUG = {
 V3 = {"data": {"augment": {"mixup_p": 0.0}}}
 # examples/long_recipe.yaml without its length (give that with --epochs).
 LONG = {k: v for k, v in load_config_file(ROOT / "examples" / "long_recipe.yaml").items() if k != "num_epochs"}
+# The GISLR winner's convolutions: 3 causal depthwise blocks of kernel 17 before each attention.
+CONV_WINNER = {"model": {"conv_kernel": 17, "conv_blocks": 3, "conv_causal": True}}
 # name -> (what it is, config overrides on top of the defaults)
 CONFIGS: dict[str, tuple[str, dict]] = {
     "old": ("old defaults (the seed recipe: raw image coordinates, Adam, plateau, best by val loss)", SEED_RECIPE),
@@ -143,13 +145,13 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     ),
     "conv_winner": (
         "+ 3 causal temporal depthwise convs, kernel 17, before each temporal attention",
-        {**V3, "model": {"conv_kernel": 17, "conv_blocks": 3, "conv_causal": True}},
+        {**V3, **CONV_WINNER},
     ),
     # conv_winner on the defaults since version 4 (mixup on): it gained on Libras and lost on
     # NSL with mixup, seed 0 (docs/results.md).
     "mixup_conv": (
         "+ mixup and 3 causal temporal depthwise convs, kernel 17 (conv_winner on the defaults)",
-        {"model": {"conv_kernel": 17, "conv_blocks": 3, "conv_causal": True}},
+        CONV_WINNER,
     ),
     # Issue 30's candidates, alone and together, each on the defaults of config version 3 (no
     # mixup), as the ablation in docs/results.md measured them; mixup won and became a default
