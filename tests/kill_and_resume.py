@@ -7,7 +7,7 @@ exactly where an uninterrupted run ends.
 
 One process: SIGKILL the run. Two processes (`accelerate launch --multi_gpu`, gloo on CPU):
 SIGKILL one rank chosen at random (the other must exit by itself within --grace seconds, with
-one `error:` line), and SIGTERM the launcher in the middle of an epoch (it forwards the signal;
+one `error:` line and exit code 1: the SIGTERM the launcher sends it must not cut that short), and SIGTERM the launcher in the middle of an epoch (it forwards the signal;
 every rank must save its state at a step boundary inside the epoch, say `stopped:` and exit
 with code 75). The kills and SIGTERMs come in a random order.
 
@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -223,7 +224,9 @@ def main() -> int:
                         os.kill(ranks[victim], signal.SIGKILL)
                         others = [p for i, p in enumerate(ranks) if i != victim]
                         gone = wait_for(lambda o=others: not any(alive(p) for p in o), args.grace)
-                        entry.update(rank_killed=victim, others_exit_s=round(time.monotonic() - killed_at, 2))
+                        entry.update(
+                            rank_killed=victim, others_exit_s=round(time.monotonic() - killed_at, 2), _others=others
+                        )
                         if not gone:
                             problems.append(f"event {n}: the other rank still ran {args.grace:.0f}s after the kill")
                             for p in others:
@@ -265,8 +268,18 @@ def main() -> int:
         if event == "kill" and args.processes > 1 and entry.get("others_exit_s") is not None:
             # the other rank's one line (unless the kill came before the ranks had connected)
             entry["other_rank_line"] = any("another process of this run stopped" in line for line in lines)
-            if not entry["other_rank_line"] and not entry.get("during_startup"):
-                problems.append(f"event {n}: the other rank did not say why it stopped ({err})")
+            # The launcher's summary gives each rank's exit: the other rank exits 1 once it has said
+            # why, not killed by the SIGTERM the launcher sends when it sees a rank gone.
+            exits = {int(pid): int(code) for code, pid in re.findall(r"exitcode\s*:\s*(-?\d+) \(pid: (\d+)\)", text)}
+            entry["other_rank_exit"] = [exits.get(p) for p in entry.pop("_others")]
+            if not entry.get("during_startup"):
+                tail = "\n".join(text.splitlines()[-15:])
+                if not entry["other_rank_line"]:
+                    problems.append(f"event {n}: the other rank did not say why it stopped ({err}):\n{tail}")
+                if any(code != 1 for code in entry["other_rank_exit"]):
+                    problems.append(
+                        f"event {n}: the other rank's exit {entry['other_rank_exit']}, not 1 ({err}):\n{tail}"
+                    )
         if (run / "best").exists() or (run / "best.old").exists():
             load_checkpoint(run / "best")  # raises if an interruption left it unreadable (best.old is recovered)
         elif done:

@@ -171,21 +171,24 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike[str] | Resum
     keep_freed_memory()  # a CPU step reuses its tensors' memory instead of faulting it in again (core/memory.py)
     stop = StopRequest()
     stop.install()  # before the process group: a signal during start-up is noted, not fatal
+    ending_rank = False  # a rank of several, ending in an error or a stop: see StopRequest.uninstall
     try:
         accelerator = make_accelerator(cfg)
         try:
             return _train(cfg, accelerator, resume, stop)
         except AccelSignsError:
+            ending_rank = accelerator.num_processes > 1
             # Raised on every process together (collective.py): leave the process group cleanly, so
             # no process is torn down by a peer that exits while it still holds the group.
             accelerator.end_training()
             raise
         except RuntimeError as e:
-            if accelerator.num_processes > 1 and _peer_lost(e):
+            ending_rank = accelerator.num_processes > 1
+            if ending_rank and _peer_lost(e):
                 raise _lost_peer_error(accelerator, e) from None
             raise
     finally:
-        stop.uninstall()
+        stop.uninstall(ignore=ending_rank)
 
 
 def _peer_lost(error: RuntimeError) -> bool:

@@ -45,9 +45,13 @@ class StopRequest:
             self._previous[sig] = signal.signal(sig, self._note)
         _die_with_launcher()
 
-    def uninstall(self) -> None:
+    def uninstall(self, ignore: bool = False) -> None:
+        """Restore the handlers from before install, or with `ignore` leave the stop signals
+        ignored: for a rank of several that is ending in an error or a stop its caller still has
+        to report. A launcher that saw another rank exit sends SIGTERM to the rest at once, and the
+        default action would kill this one before it says why (its `error:` or `stopped:` line)."""
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if ignore else handler)
         self._previous.clear()
 
     def _note(self, signum: int, frame: FrameType | None) -> None:
