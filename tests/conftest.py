@@ -6,8 +6,17 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from accel_signs.data.synth import SynthSpec, write_synthetic
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # One thread per test process, as the processes the tests launch have (helpers.cli_env): the
+    # suite runs one test process per core (-n auto), and the tiny models' steps only lose from
+    # more (a 6-epoch CLI run and a resume took 50 s with torch's 2 threads, 37 s with 1, alone).
+    torch.set_num_threads(1)
+
 
 TINY = SynthSpec(classes=6, signers=2, reps=6, seed=3)
 

@@ -231,7 +231,14 @@ def main() -> int:
                             problems.append(f"event {n}: the other rank still ran {args.grace:.0f}s after the kill")
                             for p in others:
                                 os.kill(p, signal.SIGKILL)
-                proc.wait()
+                try:  # the launcher ends once its ranks have, and reports the failure
+                    entry["exit"] = proc.wait(args.grace)
+                except subprocess.TimeoutExpired:
+                    problems.append(f"event {n}: the launcher still ran {args.grace:.0f}s after its ranks")
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    entry["exit"] = proc.wait()
+                if entry["exit"] == 0:
+                    problems.append(f"event {n}: the launcher exited 0 after a kill")
             else:
                 # Mid-epoch: once this start has saved an epoch, a random point inside the next.
                 if not wait_for(lambda b=before, p=proc: len(metrics(run)) > b or p.poll() is not None, timeout):

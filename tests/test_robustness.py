@@ -5,14 +5,11 @@ import json
 import os
 import pickle
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -21,7 +18,7 @@ from typer.testing import CliRunner
 import helpers
 from accel_signs.cli import _resume_value, app
 from accel_signs.model.checkpoint import load_checkpoint
-from helpers import assert_one_line_error, cli_env, launch_command
+from helpers import assert_one_line_error, cli_env
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +78,8 @@ def test_resume_latest_and_refusals(tiny_store, tmp_path):
 @pytest.mark.multiprocess
 def test_kill_and_resume_script(tmp_path):
     """The interruption script, short, with 2 real ranks: a SIGKILL of one rank after a saved
-    epoch (the other exits with one line; the resume starts from an epoch's state) and a SIGTERM
+    epoch (the other exits 1 with one line, the launcher fails within a minute; the resume starts
+    from an epoch's state) and a SIGTERM
     to the launcher mid-epoch (the resume starts inside an epoch), then equality with the
     uninterrupted 2-process run: metrics, best and final weights."""
     proc = subprocess.run(
@@ -353,37 +351,3 @@ def test_pickles_are_never_executed(place, store_copy, trained, tmp_path):
     assert result.exit_code == 1, result.stdout + result.stderr
     assert not marker.exists(), f"unpickling ran code via {name}"
     assert_one_line_error(result.stderr)
-
-
-def test_killing_one_rank_ends_the_launch_quickly(tiny_store, tmp_path):
-    out = tmp_path / "runs"
-    args = ["train", "--data", str(tiny_store), "--output-dir", str(out), "--run-name", "r", "--num-epochs", "500"]
-    cmd = launch_command(["-m", "accel_signs", *args, *FAST])
-    launcher = subprocess.Popen(
-        cmd,
-        env=cli_env(tmp_path, ACCELERATE_USE_CPU="1"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 120
-        while not (out / "r" / "metrics.jsonl").exists():  # mid-training: at least one epoch done
-            assert time.time() < deadline and launcher.poll() is None, "training did not start"
-            time.sleep(0.2)
-        workers = [
-            p
-            for p in psutil.Process(launcher.pid).children(recursive=True)
-            if "accel_signs" in " ".join(p.cmdline()) and p.pid != launcher.pid
-        ]
-        assert len(workers) >= 2, workers
-        victim = workers[-1]
-        killed_at = time.time()
-        os.kill(victim.pid, signal.SIGKILL)
-        code = launcher.wait(timeout=60)
-        assert code != 0
-        assert time.time() - killed_at < 60
-    finally:
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
-    assert load_checkpoint(out / "r" / "best")  # what was saved before stays loadable
