@@ -120,6 +120,16 @@ def alive(pid: int) -> bool:
     return fields[0] != "Z"
 
 
+def stacks(pid: int) -> str:
+    """The Python and native stacks of a process, by py-spy (the dev extra) where it runs."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    try:
+        proc = subprocess.run([spy, "dump", "--native", "--pid", str(pid)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"(no stacks of {pid}: {e})"
+    return proc.stdout + proc.stderr[-500:]
+
+
 def wait_for(condition, timeout: float) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -223,7 +233,10 @@ def main() -> int:
                         killed_at = time.monotonic()
                         os.kill(ranks[victim], signal.SIGKILL)
                         others = [p for i, p in enumerate(ranks) if i != victim]
-                        gone = wait_for(lambda o=others: not any(alive(p) for p in o), args.grace)
+                        gone = wait_for(lambda o=others: not any(alive(p) for p in o), 5)
+                        if not gone:  # where it waits, for the report (it leaves within 3 s when all is well)
+                            entry["_stacks"] = [stacks(p) for p in others]
+                            gone = wait_for(lambda o=others: not any(alive(p) for p in o), args.grace - 5)
                         entry.update(
                             rank_killed=victim, others_exit_s=round(time.monotonic() - killed_at, 2), _others=others
                         )
@@ -279,8 +292,14 @@ def main() -> int:
             # why, not killed by the SIGTERM the launcher sends when it sees a rank gone.
             exits = {int(pid): int(code) for code, pid in re.findall(r"exitcode\s*:\s*(-?\d+) \(pid: (\d+)\)", text)}
             entry["other_rank_exit"] = [exits.get(p) for p in entry.pop("_others")]
+            dumped = entry.pop("_stacks", None)
+            if dumped:
+                (work / f"stacks-{n}.txt").write_text("\n".join(dumped))
             if not entry.get("during_startup"):
-                tail = "\n".join(text.splitlines()[-15:])
+                said = [line for line in text.splitlines() if line.startswith(("SIGTERM", "Traceback", "terminate"))]
+                tail = "\n".join(said + text.splitlines()[-15:])
+                if dumped:
+                    tail += "\n5 s after the kill, the other rank was in:\n" + "\n".join(dumped)
                 if not entry["other_rank_line"]:
                     problems.append(f"event {n}: the other rank did not say why it stopped ({err}):\n{tail}")
                 if any(code != 1 for code in entry["other_rank_exit"]):
