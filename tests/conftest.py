@@ -14,7 +14,7 @@ from accel_signs.data.synth import SynthSpec, write_synthetic
 def pytest_configure(config: pytest.Config) -> None:
     # One thread per test process, as the processes the tests launch have (helpers.cli_env): the
     # suite runs one test process per core (-n auto), and the tiny models' steps only lose from
-    # more (a 6-epoch CLI run and a resume took 50 s with torch's 2 threads, 37 s with 1, alone).
+    # more (a 6-epoch CLI run and a resume: 24.6-27.5 s with torch's 2 threads, 19.1-22.0 s with 1).
     torch.set_num_threads(1)
 
 

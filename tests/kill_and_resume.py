@@ -7,9 +7,9 @@ exactly where an uninterrupted run ends.
 
 One process: SIGKILL the run. Two processes (`accelerate launch --multi_gpu`, gloo on CPU):
 SIGKILL one rank chosen at random (the other must exit by itself within --grace seconds, with
-one `error:` line and exit code 1: the SIGTERM the launcher sends it must not cut that short), and SIGTERM the launcher in the middle of an epoch (it forwards the signal;
-every rank must save its state at a step boundary inside the epoch, say `stopped:` and exit
-with code 75). The kills and SIGTERMs come in a random order.
+one `error:` line and exit code 1: the SIGTERM the launcher sends it must not cut that short),
+and SIGTERM the launcher in the middle of an epoch (it forwards the signal; every rank must save
+its state at a step boundary inside the epoch, say `stopped:` and exit with code 75). The kills and SIGTERMs come in a random order.
 
 After a SIGTERM the next start is decided the way examples/slurm_multinode.sh decides to
 requeue: by the run folder's stopped.json, never by the exit code. The launcher's code is

@@ -79,9 +79,8 @@ def test_resume_latest_and_refusals(tiny_store, tmp_path):
 def test_kill_and_resume_script(tmp_path):
     """The interruption script, short, with 2 real ranks: a SIGKILL of one rank after a saved
     epoch (the other exits 1 with one line, the launcher fails within a minute; the resume starts
-    from an epoch's state) and a SIGTERM
-    to the launcher mid-epoch (the resume starts inside an epoch), then equality with the
-    uninterrupted 2-process run: metrics, best and final weights."""
+    from an epoch's state) and a SIGTERM to the launcher mid-epoch (the resume starts inside an
+    epoch), then equality with the uninterrupted 2-process run: metrics, best and final weights."""
     proc = subprocess.run(
         [
             sys.executable,
