@@ -9,7 +9,8 @@ One process: SIGKILL the run. Two processes (`accelerate launch --multi_gpu`, gl
 SIGKILL one rank chosen at random (the other must exit by itself within --grace seconds, with
 one `error:` line and exit code 1: the SIGTERM the launcher sends it must not cut that short),
 and SIGTERM the launcher in the middle of an epoch (it forwards the signal; every rank must save
-its state at a step boundary inside the epoch, say `stopped:` and exit with code 75). The kills and SIGTERMs come in a random order.
+its state at a step boundary inside the epoch, say `stopped:` and exit with code 75). The kills
+and SIGTERMs come in a random order.
 
 After a SIGTERM the next start is decided the way examples/slurm_multinode.sh decides to
 requeue: by the run folder's stopped.json, never by the exit code. The launcher's code is
@@ -19,8 +20,9 @@ launch`, 1 up to Accelerate 1.15 (torchrun reports the ranks' 75 as its own fail
 the saved state, or when a rank did not say `stopped:`.
 
 The kill window is calibrated: the uninterrupted run, which comes first, times its start-up
-(launch to the end of the first epoch, less one epoch) and an epoch. A fifth of the kills (seeded) come during start-up, at a
-random point of the measured start-up time; the others at a random point of the 3 epochs after
+(launch to the end of the first epoch, less one epoch) and an epoch. A fifth of the kills
+(seeded; none of fewer than 5) come during start-up, at a random point of the measured start-up
+time; the others at a random point of the 3 epochs after
 the (re)started run saved its first epoch, so they interrupt training after a saved epoch however
 slow a start was on a loaded machine. The script counts the interruptions that came after the
 start saved an epoch and fails when fewer than half did. The run is sized so that it cannot
